@@ -1,0 +1,97 @@
+"""One error tree for nbcontainers; every message says what happened and what to do next."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "BuildError",
+    "ConfigError",
+    "ContainerCrashed",
+    "EngineUnavailable",
+    "GPUUnavailable",
+    "ImageMissing",
+    "NbcontainersError",
+    "RuntimeFailure",
+    "UnknownImage",
+    "did_you_mean",
+]
+
+
+def did_you_mean(word: str, possibilities: Iterable[str]) -> str:
+    """Return " Did you mean 'x'?" (or a short list) for close matches, else ""."""
+    choices = sorted(set(possibilities))
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    if not close:
+        # Prefix/substring matches catch "torch" -> "pytorch-cpu" that ratio misses.
+        close = [c for c in choices if word and (word in c or c in word)][:3]
+    if not close:
+        return ""
+    if len(close) == 1:
+        return f" Did you mean {close[0]!r}?"
+    return " Did you mean one of: " + ", ".join(repr(c) for c in close) + "?"
+
+
+class NbcontainersError(Exception):
+    """Base of every error nbcontainers raises on purpose.
+
+    ``exit_code`` is what the CLI exits with when this error reaches it.
+    """
+
+    exit_code = 1
+
+
+class ConfigError(NbcontainersError, ValueError):
+    """A kernelspec, traitlets or catalog setting is invalid."""
+
+    exit_code = 2
+
+
+class UnknownImage(ConfigError, KeyError):
+    """An image name is not in the catalog."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        super().__init__(
+            f"Unknown image {name!r}.{did_you_mean(name, known)} "
+            f"Known images: {', '.join(known) or '(none)'}. "
+            "Run `nbcontainers images list` to see them, or add your own to "
+            "~/.config/nbcontainers/images.json."
+        )
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class EngineUnavailable(NbcontainersError):
+    """No container engine answers."""
+
+    exit_code = 3
+
+
+class ImageMissing(NbcontainersError):
+    """The image for a kernel is not present locally and will not be fetched implicitly."""
+
+    exit_code = 4
+
+
+class BuildError(NbcontainersError):
+    """An image build failed."""
+
+    exit_code = 5
+
+
+class GPUUnavailable(NbcontainersError):
+    """A GPU image was asked for where no usable GPU (or driver) is."""
+
+    exit_code = 6
+
+
+class RuntimeFailure(NbcontainersError):
+    """The container engine refused an operation."""
+
+
+class ContainerCrashed(NbcontainersError):
+    """A kernel container exited on its own; the message carries exit code, OOM flag, log tail."""

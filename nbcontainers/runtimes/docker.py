@@ -1,0 +1,330 @@
+"""Docker Engine runtime: the only module that imports the Docker SDK; it translates its errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal as signal_module
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import EngineUnavailable, ImageMissing, NbcontainersError, RuntimeFailure
+from .base import (
+    ContainerSpec,
+    ContainerState,
+    EngineInfo,
+    ImageInfo,
+    ProgressCallback,
+)
+
+__all__ = ["DockerRuntime", "engine_fix_hint"]
+
+PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
+CALL_TIMEOUT = 120.0
+
+
+def engine_fix_hint(endpoint: str, detail: str = "") -> str:
+    """Say why the engine at ``endpoint`` may not answer and the command that fixes it."""
+    if "Permission denied" in detail or "PermissionError" in detail:
+        return (
+            f"Permission denied on {endpoint}. Add yourself to the docker group "
+            "(`sudo usermod -aG docker $USER`, then log in again) or set DOCKER_HOST."
+        )
+    if shutil.which("dockerd") is None and endpoint.startswith("unix://"):
+        return (
+            "No Docker engine is installed here. Install and start one with "
+            "`make setup` (runs scripts/ensure-docker.sh), or `sudo apt-get install docker.io`; "
+            "set DOCKER_HOST to use an engine elsewhere."
+        )
+    return (
+        f"Is it running? Start it with `sudo systemctl start docker` "
+        "(or `sudo dockerd &` where systemd is not running, or `make setup`); "
+        "set DOCKER_HOST to use another engine."
+    )
+
+
+def _endpoint() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+class DockerRuntime:
+    """A :class:`~nbcontainers.runtimes.base.ContainerRuntime` over the Docker Engine API.
+
+    The SDK client is created on first use, with a short timeout for the first
+    call so that a dead engine is reported in seconds, not minutes.
+    """
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self._base_url = base_url
+        self._client: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return self._base_url or _endpoint()
+
+    @property
+    def api(self) -> Any:
+        """The low-level ``docker.APIClient``, created lazily."""
+        if self._client is None:
+            import docker
+            import docker.errors
+
+            try:
+                if self._base_url:
+                    client = docker.DockerClient(base_url=self._base_url, timeout=PING_TIMEOUT)
+                else:
+                    client = docker.from_env(timeout=PING_TIMEOUT)
+            except docker.errors.DockerException as exc:
+                raise EngineUnavailable(
+                    f"Cannot reach the Docker engine at {self.endpoint}. "
+                    + engine_fix_hint(self.endpoint, str(exc))
+                ) from None
+            client.api.timeout = CALL_TIMEOUT
+            self._client = client
+        return self._client.api
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        """Turn SDK and transport errors into nbcontainers errors that say what to do."""
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            yield
+        except NbcontainersError:
+            raise
+        except docker.errors.ImageNotFound as exc:
+            raise ImageMissing(f"{what}: {_explanation(exc)}") from None
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"{what}: {_explanation(exc)}") from None
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            raise EngineUnavailable(
+                f"Lost the Docker engine at {self.endpoint} while trying to {what}. "
+                + engine_fix_hint(self.endpoint, str(exc))
+            ) from None
+        except requests.exceptions.Timeout:
+            raise EngineUnavailable(
+                f"The Docker engine at {self.endpoint} did not answer in time while trying to "
+                f"{what}. Check `docker info`; a busy or hung engine may need a restart."
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure(f"{what}: {exc}") from None
+
+    # -- engine and images ------------------------------------------------------------------
+
+    def ping(self) -> EngineInfo:
+        with self._translate("ask the engine for its version"):
+            version = self.api.version()
+            info = self.api.info()
+        return EngineInfo(
+            version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+            endpoint=self.endpoint,
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+            os=str(info.get("OperatingSystem", "?")),
+        )
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        import docker.errors
+
+        with self._translate(f"inspect image {ref}"):
+            try:
+                data = self.api.inspect_image(ref)
+            except docker.errors.ImageNotFound:
+                return None
+        config = data.get("Config") or {}
+        return ImageInfo(
+            id=str(data.get("Id", "")),
+            tags=tuple(data.get("RepoTags") or ()),
+            repo_digests=tuple(data.get("RepoDigests") or ()),
+            labels=dict(config.get("Labels") or {}),
+            size=int(data.get("Size") or 0),
+            created=str(data.get("Created", "")),
+        )
+
+    def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
+        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        layers: dict[str, tuple[int, int]] = {}
+        with self._translate(f"pull {ref}"):
+            for event in self.api.pull(repo, tag=tag or None, stream=True, decode=True):
+                if "error" in event:
+                    raise RuntimeFailure(f"pull {ref}: {event['error']}")
+                detail = event.get("progressDetail") or {}
+                if progress and event.get("id") and detail.get("total"):
+                    layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+                    done = sum(c for c, _ in layers.values())
+                    total = sum(t for _, t in layers.values())
+                    progress(f"pulling {ref}", done, total)
+        info = self.image_info(ref)
+        if info is None:
+            raise ImageMissing(f"Pulled {ref} but the engine does not list it afterwards.")
+        return info
+
+    # -- containers -------------------------------------------------------------------------
+
+    def run(self, spec: ContainerSpec) -> str:
+        import docker.types
+
+        device_requests = None
+        if spec.gpus is not None:
+            device_requests = [
+                docker.types.DeviceRequest(
+                    count=spec.gpus.count if not spec.gpus.device_ids else None,
+                    device_ids=list(spec.gpus.device_ids) or None,
+                    capabilities=[["gpu"]],
+                )
+            ]
+        port_bindings = {f"{c}/tcp": (ip, p) for c, (ip, p) in spec.ports.items()}
+        with self._translate(f"start a container from {spec.image}"):
+            host_config = self.api.create_host_config(
+                mounts=[
+                    docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+                    for m in spec.mounts
+                ],
+                tmpfs=dict(spec.tmpfs) or None,
+                network_mode=spec.network_mode,
+                port_bindings=port_bindings or None,
+                device_requests=device_requests,
+                mem_limit=spec.mem_limit,
+                nano_cpus=spec.nano_cpus,
+                shm_size=spec.shm_size,
+                pids_limit=spec.pids_limit,
+                cap_drop=list(spec.cap_drop) or None,
+                security_opt=list(spec.security_opt) or None,
+                init=spec.init,
+                privileged=False,
+            )
+            created = self.api.create_container(
+                spec.image,
+                command=list(spec.command),
+                name=spec.name,
+                labels=dict(spec.labels),
+                environment=dict(spec.env),
+                working_dir=spec.working_dir,
+                user=spec.user,
+                ports=[f"{c}/tcp" for c in spec.ports] or None,
+                host_config=host_config,
+                detach=True,
+            )
+            container_id = str(created["Id"])
+            try:
+                self.api.start(container_id)
+            except Exception:
+                # Created but never started: nothing to inspect, remove it so nothing leaks.
+                self._remove_quietly(container_id)
+                raise
+        return container_id
+
+    def state(self, container_id: str) -> ContainerState | None:
+        import docker.errors
+
+        with self._translate(f"inspect container {container_id[:12]}"):
+            try:
+                data = self.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+        return _state_from_inspect(data)
+
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        """Exit code once the container exits, or None if it still runs after ``timeout``."""
+        import docker.errors
+        import requests.exceptions
+
+        with self._translate(f"wait for container {container_id[:12]}"):
+            try:
+                result = self.api.wait(container_id, timeout=timeout)
+            except (requests.exceptions.ReadTimeout, docker.errors.NotFound):
+                return None
+        return int(result.get("StatusCode", -1))
+
+    def signal(self, container_id: str, signum: int) -> None:
+        name = signal_module.Signals(signum).name
+        with self._translate(f"send {name} to container {container_id[:12]}"):
+            self.api.kill(container_id, signal=name)
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        import docker.errors
+
+        with self._translate(f"stop container {container_id[:12]}"):
+            try:
+                self.api.stop(container_id, timeout=int(max(timeout, 0)))
+            except docker.errors.NotFound:
+                return
+
+    def remove(self, container_id: str) -> None:
+        import docker.errors
+
+        with self._translate(f"remove container {container_id[:12]}"):
+            try:
+                self.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                # Removal already under way (e.g. a concurrent cleanup): that is success.
+                if "already in progress" in str(exc):
+                    return
+                raise
+
+    def _remove_quietly(self, container_id: str) -> None:
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except Exception:  # noqa: S110 - best effort while already handling an error
+            pass
+
+    def logs(self, container_id: str, tail: int = 50) -> str:
+        import docker.errors
+
+        with self._translate(f"read logs of container {container_id[:12]}"):
+            try:
+                raw = self.api.logs(container_id, stdout=True, stderr=True, tail=tail)
+            except docker.errors.NotFound:
+                return ""
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        with self._translate("list containers"):
+            rows = self.api.containers(all=True, filters={"label": filters})
+            states = []
+            for row in rows:
+                state = self.state(str(row["Id"]))
+                if state is not None:
+                    states.append(state)
+        return states
+
+    def stats(self, container_id: str) -> Mapping[str, Any]:
+        """One sample of CPU/memory usage as the engine reports it."""
+        with self._translate(f"read stats of container {container_id[:12]}"):
+            return dict(self.api.stats(container_id, stream=False))
+
+
+def _explanation(exc: Any) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    text = str(explanation or exc)
+    if "could not select device driver" in text:
+        text += (
+            " — the engine has no GPU support. Install the NVIDIA Container Toolkit "
+            "(`nvidia-ctk runtime configure --runtime=docker`, then restart the engine)."
+        )
+    return text
+
+
+def _state_from_inspect(data: Mapping[str, Any]) -> ContainerState:
+    st = data.get("State") or {}
+    config = data.get("Config") or {}
+    return ContainerState(
+        id=str(data.get("Id", "")),
+        name=str(data.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        status=str(st.get("Status", "unknown")),
+        exit_code=int(st["ExitCode"]) if st.get("Status") in ("exited", "dead") else None,
+        oom_killed=bool(st.get("OOMKilled", False)),
+        labels=dict(config.get("Labels") or {}),
+        started_at=str(st.get("StartedAt", "")),
+        error=str(st.get("Error", "")),
+    )
