@@ -1,4 +1,4 @@
-"""Image builds: find a BuildKit-capable client, assemble the context, pass pip settings as secrets."""
+"""Image builds: a BuildKit-capable client, the build context, pip settings as build secrets."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def find_builder() -> Builder:
     for client in candidates:
         done = _quiet([client, "version", "--format", "{{.Client.Version}}"])
         version = (done.stdout.strip() if done else "") or "0"
-        major = int(re.match(r"\d+", version).group(0)) if re.match(r"\d+", version) else 0
+        leading = re.match(r"\d+", version)
+        major = int(leading.group(0)) if leading else 0
         # Clients before 23.0 drive BuildKit themselves; later ones delegate to buildx.
         if 0 < major < 23:
             return Builder(
@@ -74,7 +75,8 @@ def find_builder() -> Builder:
         "No Docker client here can build with BuildKit (the image sources use build "
         "secrets). Install the buildx plugin (Debian/Ubuntu: `apt-get install docker-buildx`, "
         "or `docker-buildx-plugin` from Docker's repository), or Debian's `docker.io` "
-        f"package whose client builds with BuildKit. Clients found: {', '.join(candidates) or 'none'}."
+        "package whose client builds with BuildKit. "
+        f"Clients found: {', '.join(candidates) or 'none'}."
     )
 
 
@@ -84,7 +86,9 @@ def _normalise(name: str) -> str:
 
 def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:
     """Link the host's find-links wheels that the lock pins into ``dest``; return their pins."""
-    pins = {_normalise(n): v for n, v in _PIN_RE.findall(lock.read_text())} if lock.is_file() else {}
+    pins = (
+        {_normalise(n): v for n, v in _PIN_RE.findall(lock.read_text())} if lock.is_file() else {}
+    )
     vendored = []
     for folder in settings.local_find_links():
         for wheel in folder.glob("*.whl"):
@@ -134,7 +138,9 @@ def build_image(
         base_image, why = choose_base(image, runtime)
     else:
         why = "given on the command line"
-    say(f"building {image.ref} with {builder.description}; base: {base_image or image.base} ({why})")
+    say(
+        f"building {image.ref} with {builder.description}; base: {base_image or image.base} ({why})"
+    )
 
     with tempfile.TemporaryDirectory(prefix="nbc-build-") as tmp:
         context = Path(tmp) / "context"
@@ -145,7 +151,9 @@ def build_image(
         secrets = Path(tmp) / "secrets"
         secrets.mkdir(mode=0o700)
         pipconf = secrets / "pip.conf"
-        cert = settings.cert or os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+        cert = (
+            settings.cert or os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+        )
         pipconf.write_text(
             settings.render(
                 cert="/run/secrets/pipcert" if cert and os.path.isfile(cert) else "",
@@ -155,10 +163,18 @@ def build_image(
         )
         pipconf.chmod(0o600)
 
-        argv = [*builder.argv, "--progress=plain", "-t", image.ref,
-                "--secret", f"id=pipconf,src={pipconf}",
-                "--label", f"io.nbcontainers.source-hash={source_hash(image.source)}",
-                "--label", f"io.nbcontainers.base={base_image or image.base or ''}"]
+        argv = [
+            *builder.argv,
+            "--progress=plain",
+            "-t",
+            image.ref,
+            "--secret",
+            f"id=pipconf,src={pipconf}",
+            "--label",
+            f"io.nbcontainers.source-hash={source_hash(image.source)}",
+            "--label",
+            f"io.nbcontainers.base={base_image or image.base or ''}",
+        ]
         if cert and os.path.isfile(cert):
             argv += ["--secret", f"id=pipcert,src={cert}"]
         if base_image:
@@ -181,7 +197,11 @@ def _stream(argv: list[str], env: dict[str, str], say: LineCallback, image: Cata
     tail: deque[str] = deque(maxlen=40)
     try:
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
             errors="replace",
         )
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The image catalog: names -> pinned image refs, from images/catalog.json plus the user's own file."""
+"""The image catalog: names -> pinned image refs (images/catalog.json and the user's own file)."""
 
 from __future__ import annotations
 
@@ -126,7 +126,10 @@ def describe_source(folder: Path) -> dict[str, Any]:
     pins = dict(_PIN_RE.findall(lock.read_text())) if lock.is_file() else {}
     wants_file = folder / "requirements.in"
     wants = (
-        [re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0] for line in wants_file.read_text().splitlines()]
+        [
+            re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0]
+            for line in wants_file.read_text().splitlines()
+        ]
         if wants_file.is_file()
         else []
     )

@@ -78,9 +78,15 @@ def _from_nvidia_smi(timeout: float) -> HostGPUs:
         return HostGPUs(source="none", detail="no NVIDIA driver found (no NVML, no nvidia-smi)")
     try:
         query = subprocess.run(
-            [exe, "--query-gpu=index,name,uuid,memory.total,driver_version",
-             "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [
+                exe,
+                "--query-gpu=index,name,uuid,memory.total,driver_version",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         header = subprocess.run([exe], capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -119,20 +125,24 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
 
 
-def check_cuda(image_name: str, image_cuda: str | None, host: HostGPUs,
-               cpu_variant: str | None) -> None:
+def check_cuda(
+    image_name: str, image_cuda: str | None, host: HostGPUs, cpu_variant: str | None
+) -> None:
     """Raise :class:`GPUUnavailable` unless the host can run a CUDA ``image_cuda`` image."""
     alternative = (
-        f" Use the CPU image instead: `%container use {cpu_variant}` or kernel "
-        f"'nbc-{cpu_variant}'." if cpu_variant else ""
+        f" Use the CPU image instead: `%container use {cpu_variant}` or kernel 'nbc-{cpu_variant}'."
+        if cpu_variant
+        else ""
     )
     if not host.gpus:
         raise GPUUnavailable(
             f"Image {image_name!r} needs an NVIDIA GPU, but this host has none "
             f"({host.detail or 'none detected'}).{alternative}"
         )
-    if image_cuda and host.cuda_version and (
-        _version_tuple(host.cuda_version) < _version_tuple(image_cuda)
+    if (
+        image_cuda
+        and host.cuda_version
+        and (_version_tuple(host.cuda_version) < _version_tuple(image_cuda))
     ):
         raise GPUUnavailable(
             f"Image {image_name!r} is built for CUDA {image_cuda}, but the host's NVIDIA driver "
@@ -143,7 +153,7 @@ def check_cuda(image_name: str, image_cuda: str | None, host: HostGPUs,
 
 def parse_gpu_request(value: object) -> tuple[int | None, tuple[str, ...]]:
     """Turn the ``gpus`` setting into (count, device_ids): "all" -> (-1, ()), 2 -> (2, ()),
-    "0,1" or [0, 1] -> (None, ("0", "1")), "none"/0 -> (0, ())."""
+    "0,1", "device=0,1" or [0, 1] -> (None, ("0", "1")), "none"/0 -> (0, ())."""
     if value is None or value == "" or value == "auto":
         return None, ()
     if isinstance(value, bool):
@@ -159,9 +169,12 @@ def parse_gpu_request(value: object) -> tuple[int | None, tuple[str, ...]]:
         return -1, ()
     if text == "none":
         return 0, ()
-    if text.isdigit() and "," not in text and not text.startswith("gpu-"):
+    if text.isdigit():
         return int(text), ()
-    ids = tuple(p.strip() for p in str(value).split(",") if p.strip())
+    raw = str(value).strip()
+    if raw.lower().startswith("device="):  # docker's own spelling: --gpus device=0,1
+        raw = raw[len("device=") :]
+    ids = tuple(p.strip() for p in raw.split(",") if p.strip())
     if not ids:
         raise ValueError(f"cannot read gpus={value!r}: use 'all', a count, or ids like '0,1'")
     return None, ids

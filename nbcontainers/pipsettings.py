@@ -38,8 +38,13 @@ class PipSettings:
     def local_find_links(self) -> list[Path]:
         return [Path(p) for p in map(_local_path, self.find_links) if p and os.path.isdir(p)]
 
-    def render(self, *, cert: str | None = None, find_links: tuple[str, ...] | None = None,
-               remote_only: bool = False) -> str:
+    def render(
+        self,
+        *,
+        cert: str | None = None,
+        find_links: tuple[str, ...] | None = None,
+        remote_only: bool = False,
+    ) -> str:
         """A pip.conf with these settings; ``remote_only`` drops file:// and local entries
         (used for builds, whose local wheels travel in the build context instead)."""
 

@@ -33,23 +33,58 @@ from .labels import (
     process_start_time,
 )
 from .pipsettings import read_pip_settings
-from .runtimes import ContainerRuntime, ContainerSpec, ContainerState, GPURequest, Mount, get_runtime
+from .runtimes import (
+    ContainerRuntime,
+    ContainerSpec,
+    ContainerState,
+    GPURequest,
+    Mount,
+    get_runtime,
+)
 
 __all__ = ["ContainerProvisioner"]
 
 HOME = "/home/nbc"
 CONNECTION_FILE = "/run/nbcontainers/kernel.json"
 DEFAULT_ENV_ALLOWLIST = [
-    "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "COLORTERM", "JPY_SESSION_NAME",
-    "PIP_*", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "JPY_SESSION_NAME",
+    "PIP_*",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
 ]
 # Never mounted as the workspace: a notebook started from here gets only its private HOME.
-_UNSAFE_WORKSPACES = {"/", "/etc", "/usr", "/var", "/var/run", "/run", "/proc", "/sys", "/dev",
-                      "/boot", "/bin", "/sbin", "/lib"}
+_UNSAFE_WORKSPACES = {
+    "/",
+    "/etc",
+    "/usr",
+    "/var",
+    "/var/run",
+    "/run",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/bin",
+    "/sbin",
+    "/lib",
+}
 
 
-class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+class ContainerProvisioner(KernelProvisionerBase):
     """Start a Jupyter kernel inside a container built from a catalog image.
 
     Set per kernelspec (``metadata.kernel_provisioner.config``) or by traitlets
@@ -57,36 +92,62 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     """
 
     image = Unicode("", config=True, help="Catalog image name (e.g. 'python', 'pytorch-cpu').")
-    gpus = AnyTrait(None, allow_none=True, config=True,
-                    help="GPUs to expose: 'all', a count, or device ids ('0,1'). "
-                         "Default: all GPUs for GPU images, none otherwise.")
+    gpus = AnyTrait(
+        None,
+        allow_none=True,
+        config=True,
+        help="GPUs to expose: 'all', a count, or device ids ('0,1'). "
+        "Default: all GPUs for GPU images, none otherwise.",
+    )
     mem_limit = Unicode("", config=True, help="Memory limit, e.g. '8g' (default: none).")
     cpus = Float(0.0, config=True, help="CPU limit in cores, e.g. 2.5 (default: none).")
-    shm_size = Unicode("2g", config=True,
-                       help="Size of /dev/shm; Docker's 64 MB default breaks PyTorch DataLoaders.")
+    shm_size = Unicode(
+        "2g",
+        config=True,
+        help="Size of /dev/shm; Docker's 64 MB default breaks PyTorch DataLoaders.",
+    )
     pids_limit = Integer(4096, config=True, help="Maximum number of processes in the container.")
-    extra_mounts = List(config=True,
-                        help="More bind mounts: 'host:container[:ro|rw]' strings (read-only by "
-                             "default).")
-    env_allowlist = List(Unicode(), DEFAULT_ENV_ALLOWLIST, config=True,
-                         help="Server environment variables (glob patterns) the kernel may see.")
+    extra_mounts: List[Any] = List(
+        config=True,
+        help="More bind mounts: 'host:container[:ro|rw]' strings (read-only by default).",
+    )
+    env_allowlist = List(
+        Unicode(),
+        DEFAULT_ENV_ALLOWLIST,
+        config=True,
+        help="Server environment variables (glob patterns) the kernel may see.",
+    )
     env = Dict(config=True, help="Extra environment variables set in the kernel container.")
-    network = Unicode("bridge", config=True,
-                      help="Container network: 'bridge' (default), 'none', 'host' or a network name.")
-    transport = CaselessStrEnum(["ipc", "tcp"], "ipc", config=True,
-                                help="'ipc': ZeroMQ over Unix sockets in a private folder (fastest, "
-                                     "no TCP port at all); 'tcp': ports published on 127.0.0.1.")
-    startup_timeout = Float(60.0, config=True,
-                            help="Seconds a (re)start may take before Jupyter gives up.")
-    missing_image = CaselessStrEnum(["error", "build", "pull"], "error", config=True,
-                                    help="When the image is not present: fail at once with the "
-                                         "command that fixes it, or build/pull it (with progress "
-                                         "in the log).")
+    network = Unicode(
+        "bridge",
+        config=True,
+        help="Container network: 'bridge' (default), 'none', 'host' or a network name.",
+    )
+    transport = CaselessStrEnum(
+        ["ipc", "tcp"],
+        "ipc",
+        config=True,
+        help="'ipc': ZeroMQ over Unix sockets in a private folder (fastest, "
+        "no TCP port at all); 'tcp': ports published on 127.0.0.1.",
+    )
+    startup_timeout = Float(
+        60.0, config=True, help="Seconds a (re)start may take before Jupyter gives up."
+    )
+    missing_image = CaselessStrEnum(
+        ["error", "build", "pull"],
+        "error",
+        config=True,
+        help="When the image is not present: fail at once with the "
+        "command that fixes it, or build/pull it (with progress "
+        "in the log).",
+    )
     user = Unicode("", config=True, help="uid:gid to run as (default: the server's own).")
-    mount_workspace = Bool(True, config=True,
-                           help="Mount the notebook's folder at the same path as the working dir.")
-    pip_settings = Bool(True, config=True,
-                        help="Give the kernel the host's pip settings (read-only).")
+    mount_workspace = Bool(
+        True, config=True, help="Mount the notebook's folder at the same path as the working dir."
+    )
+    pip_settings = Bool(
+        True, config=True, help="Give the kernel the host's pip settings (read-only)."
+    )
     runtime_name = Unicode("docker", config=True, help="Container runtime to use.")
     stop_timeout = Float(5.0, config=True, help="Grace period before a stopped kernel is killed.")
 
@@ -111,6 +172,7 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._catalog_image: CatalogImage | None = None
         self._stopping = False
         self._cached_ports: list[int] = []
+        self._gpu: GPURequest | None = None
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -126,7 +188,7 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if not self.image:
                 raise ConfigError(
                     "The 'nbcontainers' provisioner needs config 'image' naming a catalog image, "
-                    "e.g. {\"image\": \"python\"}."
+                    'e.g. {"image": "python"}.'
                 )
             self._catalog_image = load_catalog()[self.image]
         return self._catalog_image
@@ -161,15 +223,21 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self.runtime.image_info(img.ref) is not None:
             return
         if self.missing_image == "error":
-            how = (f"nbcontainers images build {img.name}" if img.buildable
-                   else f"nbcontainers images pull {img.name}")
+            how = (
+                f"nbcontainers images build {img.name}"
+                if img.buildable
+                else f"nbcontainers images pull {img.name}"
+            )
             raise ImageMissing(
                 f"Image {img.ref} for kernel 'nbc-{img.name}' is not on this Docker engine. "
                 f"Get it first with `{how}` (shows progress), or set "
                 f"c.ContainerProvisioner.missing_image = 'build' to build it at kernel start."
             )
-        self.log.warning("Image %s is missing; %sing it now (this can take minutes).",
-                         img.ref, self.missing_image.rstrip("e"))
+        self.log.warning(
+            "Image %s is missing; %sing it now (this can take minutes).",
+            img.ref,
+            self.missing_image.rstrip("e"),
+        )
         if self.missing_image == "build" and img.buildable:
             from .build import build_image
 
@@ -187,12 +255,16 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def _filtered_env(self, env: dict[str, str]) -> dict[str, str]:
         spec_env = set((getattr(self.kernel_spec, "env", None) or {}).keys())
-        allowed = {k: v for k, v in env.items()
-                   if k in spec_env or any(fnmatch(k, pat) for pat in self.env_allowlist)}
+        allowed = {
+            k: v
+            for k, v in env.items()
+            if k in spec_env or any(fnmatch(k, pat) for pat in self.env_allowlist)
+        }
         allowed.pop("PIP_CONFIG_FILE", None)
         allowed.update({str(k): str(v) for k, v in self.env.items()})
-        allowed.update({"HOME": HOME, "NBCONTAINERS_IMAGE": self.catalog_image.name,
-                        "PYTHONUNBUFFERED": "1"})
+        allowed.update(
+            {"HOME": HOME, "NBCONTAINERS_IMAGE": self.catalog_image.name, "PYTHONUNBUFFERED": "1"}
+        )
         return allowed
 
     def _mounts(self, cwd: str | None, env: dict[str, str]) -> tuple[list[Mount], str]:
@@ -219,9 +291,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             for path in settings.local_paths():
                 mounts.append(Mount(path, path, read_only=True))
         for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-            path = env.get(var)
-            if path and os.path.isfile(path) and all(m.target != path for m in mounts):
-                mounts.append(Mount(path, path, read_only=True))
+            cert = env.get(var)
+            if cert and os.path.isfile(cert) and all(m.target != cert for m in mounts):
+                mounts.append(Mount(cert, cert, read_only=True))
         for item in self.extra_mounts:
             mounts.append(_parse_mount(item))
         return mounts, workdir
@@ -245,8 +317,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if not self._cached_ports:
                 cache = LocalPortCache.instance()
                 self._cached_ports = [cache.find_available_port(km.ip) for _ in range(5)]
-                (km.shell_port, km.iopub_port, km.stdin_port, km.hb_port,
-                 km.control_port) = self._cached_ports
+                (km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port) = (
+                    self._cached_ports
+                )
         km.write_connection_file(jupyter_session=env.get("JPY_SESSION_NAME", ""))
         self.connection_info = km.get_connection_info()
         inside = dict(self.connection_info)
@@ -254,7 +327,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if isinstance(value, bytes):
                 inside[key] = value.decode()
         if self.transport == "tcp":
-            inside["ip"] = "0.0.0.0"  # inside its own network namespace; published on loopback
+            # In its own network namespace it listens on all of that namespace's interfaces and
+            # the engine publishes the ports on 127.0.0.1 only; on the host network, loopback.
+            inside["ip"] = "127.0.0.1" if self.network == "host" else "0.0.0.0"
         target = private / "kernel.json"
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -269,10 +344,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         km = self.parent
         img = self.catalog_image  # unknown names fail here, with a did-you-mean
-        await asyncio.to_thread(self._ensure_image)
+        # GPU first: "this host has no GPU, use X" helps more than "image missing".
         self._gpu = await asyncio.to_thread(self._gpu_request)
-        if self.transport == "ipc" and self.network == "host":
-            self.log.debug("ipc transport with host network: sockets still go through files")
+        await asyncio.to_thread(self._ensure_image)
         kwargs = await super().pre_launch(**kwargs)
         env = kwargs["env"]
         if km is None:
@@ -300,9 +374,7 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         }
         ports = {}
         if self.transport == "tcp" and self.network != "host":
-            ports = {int(self.connection_info[f"{ch}_port"]): ("127.0.0.1",
-                     int(self.connection_info[f"{ch}_port"]))
-                     for ch in ("shell", "iopub", "stdin", "hb", "control")}
+            ports = {port: ("127.0.0.1", port) for port in self._cached_ports}
         spec = ContainerSpec(
             image=img.ref,
             command=tuple(cmd),
@@ -324,8 +396,12 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._stopping = False
         self.last_crash = None
         self.container_id = await asyncio.to_thread(self.runtime.run, spec)
-        self.log.info("nbcontainers: kernel %s started in container %s (%s)",
-                      self.kernel_id, self.container_id[:12], img.ref)
+        self.log.info(
+            "nbcontainers: kernel %s started in container %s (%s)",
+            self.kernel_id,
+            self.container_id[:12],
+            img.ref,
+        )
         return self.connection_info
 
     async def poll(self) -> int | None:
@@ -343,9 +419,11 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def _crash_report(self, state: ContainerState) -> str:
         tail = self.runtime.logs(state.id, tail=20).rstrip()
-        oom = state.oom_killed or state.exit_code == 137 and bool(self.mem_limit)
-        parts = [f"Kernel container {state.name} ({self.catalog_image.name}) exited with code "
-                 f"{state.exit_code}."]
+        oom = state.oom_killed or (state.exit_code == 137 and bool(self.mem_limit))
+        parts = [
+            f"Kernel container {state.name} ({self.catalog_image.name}) exited with code "
+            f"{state.exit_code}."
+        ]
         if oom:
             parts.append(
                 "It was killed for running out of memory (OOM"
@@ -419,12 +497,14 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await super().get_provisioner_info()
-        info.update({
-            "container_id": self.container_id,
-            "private_dir": str(self.private_dir) if self.private_dir else None,
-            "image": self.image,
-            "transport": self.transport,
-        })
+        info.update(
+            {
+                "container_id": self.container_id,
+                "private_dir": str(self.private_dir) if self.private_dir else None,
+                "image": self.image,
+                "transport": self.transport,
+            }
+        )
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
@@ -456,8 +536,11 @@ def _parse_mount(item: Any) -> Mount:
                 f"Bad extra_mounts entry {item!r}: use 'host:container[:ro|rw]' or "
                 "{'source': ..., 'target': ..., 'read_only': true}."
             )
-        return Mount(os.path.expanduser(item["source"]),
-                     item.get("target", item["source"]), bool(item.get("read_only", True)))
+        return Mount(
+            os.path.expanduser(str(item["source"])),
+            str(item.get("target") or item["source"]),
+            bool(item.get("read_only", True)),
+        )
     parts = str(item).split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
         raise ConfigError(
@@ -468,4 +551,3 @@ def _parse_mount(item: Any) -> Mount:
     if not os.path.exists(source):
         raise ConfigError(f"extra_mounts: {source} does not exist on this host.")
     return Mount(source, parts[1], read_only=len(parts) == 2 or parts[2] == "ro")
-

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .base import ContainerRuntime, ContainerSpec, ContainerState, GPURequest, Mount
 
-__all__ = ["ContainerRuntime", "ContainerSpec", "ContainerState", "GPURequest", "Mount", "get_runtime"]
+__all__ = [
+    "ContainerRuntime",
+    "ContainerSpec",
+    "ContainerState",
+    "GPURequest",
+    "Mount",
+    "get_runtime",
+]
 
 
 def get_runtime(name: str = "docker") -> ContainerRuntime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal as signal_module
@@ -38,7 +39,7 @@ def engine_fix_hint(endpoint: str, detail: str = "") -> str:
             "set DOCKER_HOST to use an engine elsewhere."
         )
     return (
-        f"Is it running? Start it with `sudo systemctl start docker` "
+        "Is it running? Start it with `sudo systemctl start docker` "
         "(or `sudo dockerd &` where systemd is not running, or `make setup`); "
         "set DOCKER_HOST to use another engine."
     )
@@ -269,10 +270,9 @@ class DockerRuntime:
                 raise
 
     def _remove_quietly(self, container_id: str) -> None:
-        try:
+        # Best effort while already handling an error.
+        with contextlib.suppress(Exception):
             self.api.remove_container(container_id, force=True, v=True)
-        except Exception:  # noqa: S110 - best effort while already handling an error
-            pass
 
     def logs(self, container_id: str, tail: int = 50) -> str:
         import docker.errors

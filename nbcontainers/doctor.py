@@ -1,0 +1,119 @@
+"""`nbcontainers doctor`: check engine, builder, images, GPUs and kernelspecs; say what to fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import load_catalog
+from .errors import NbcontainersError
+from .gpu import detect_gpus
+from .runtimes.base import ContainerRuntime
+
+__all__ = ["Check", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding. ``status`` is "ok", "warn" or "fail"; ``fix`` says what to run."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def run_checks(runtime: ContainerRuntime) -> list[Check]:
+    from .build import find_builder
+    from .kernelspecs import installed_kernelspecs
+    from .orphans import find_orphans
+
+    checks: list[Check] = []
+    try:
+        engine = runtime.ping()
+    except NbcontainersError as exc:
+        return [Check("engine", "fail", str(exc), "make setup")]
+    checks.append(
+        Check(
+            "engine",
+            "ok",
+            f"Docker {engine.version} at {engine.endpoint} "
+            f"(runtimes: {', '.join(engine.runtimes)})",
+        )
+    )
+    try:
+        checks.append(Check("builder", "ok", find_builder().description))
+    except NbcontainersError as exc:
+        checks.append(Check("builder", "warn", str(exc)))
+
+    gpus = detect_gpus()
+    if gpus:
+        names = ", ".join(f"{g.index}: {g.name}" for g in gpus.gpus)
+        checks.append(
+            Check(
+                "gpus",
+                "ok",
+                f"{names}; driver {gpus.driver_version}, CUDA "
+                f"{gpus.cuda_version} (via {gpus.source})",
+            )
+        )
+        if "nvidia" not in engine.runtimes:
+            checks.append(
+                Check(
+                    "gpu runtime",
+                    "warn",
+                    "the engine lists no 'nvidia' runtime; GPU containers need the "
+                    "NVIDIA Container Toolkit",
+                    "nvidia-ctk runtime configure --runtime=docker",
+                )
+            )
+    else:
+        checks.append(Check("gpus", "ok", f"none ({gpus.detail}); CPU images only"))
+
+    try:
+        catalog = load_catalog()
+    except NbcontainersError as exc:
+        return [*checks, Check("catalog", "fail", str(exc))]
+    installed = installed_kernelspecs()
+    for image in catalog.values():
+        info = runtime.image_info(image.ref)
+        if info is None:
+            how = "build" if image.buildable else "pull"
+            status = "warn" if image.gpu and not gpus else "fail"
+            checks.append(
+                Check(
+                    f"image {image.name}",
+                    status,
+                    f"{image.ref} is not present",
+                    f"nbcontainers images {how} {image.name}",
+                )
+            )
+        else:
+            checks.append(
+                Check(f"image {image.name}", "ok", f"{image.ref} ({info.size / 1e6:.0f} MB)")
+            )
+        if image.kernel_name not in installed:
+            checks.append(
+                Check(
+                    f"kernelspec {image.kernel_name}",
+                    "warn",
+                    "not installed",
+                    "nbcontainers kernelspec install",
+                )
+            )
+        else:
+            checks.append(
+                Check(f"kernelspec {image.kernel_name}", "ok", installed[image.kernel_name])
+            )
+    orphans = find_orphans(runtime)
+    if orphans:
+        checks.append(
+            Check(
+                "orphans",
+                "warn",
+                f"{len(orphans)} kernel container(s) without a live server",
+                "nbcontainers gc",
+            )
+        )
+    else:
+        checks.append(Check("orphans", "ok", "no orphaned kernel containers"))
+    return checks

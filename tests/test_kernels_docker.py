@@ -1,0 +1,250 @@
+"""Container kernels on a real Docker engine: launch, workspace, safety, interrupt, restart,
+crash reports, shutdown and re-adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from nbcontainers.labels import KERNEL_ID, OWNER, SERVER_PID
+
+from .kernels import run
+
+pytestmark = pytest.mark.docker
+
+
+def _start(cwd: Path, kernel: str = "nbc-python", **config: Any) -> KernelManager:
+    km = KernelManager(kernel_name=kernel)
+    if config:
+        km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
+    km.start_kernel(cwd=str(cwd))
+    return km
+
+
+@pytest.fixture
+def km(python_image: str, tmp_path: Path) -> Iterator[KernelManager]:
+    manager = _start(tmp_path)
+    yield manager
+    if manager.has_kernel:
+        manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kc(km: KernelManager) -> Iterator[Any]:
+    client = km.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    yield client
+    client.stop_channels()
+
+
+def _inspect(runtime: Any, km: KernelManager) -> dict[str, Any]:
+    return dict(runtime.api.inspect_container(km.provisioner.container_id))
+
+
+def test_executes_in_container_with_workspace_and_host_uid(
+    km: KernelManager, kc: Any, tmp_path: Path
+) -> None:
+    out, reply = run(
+        kc,
+        "import os, sys; print(os.getcwd(), os.getuid(), os.getgid(), "
+        "os.environ['HOME'], os.path.exists('/.dockerenv'))\n"
+        "open('written.txt', 'w').write('hi')",
+    )
+    assert reply["status"] == "ok", out
+    cwd, uid, gid, home, in_container = out.split()
+    assert cwd == str(tmp_path)
+    assert (int(uid), int(gid)) == (os.getuid(), os.getgid())
+    assert home == "/home/nbc" and in_container == "True"
+    written = tmp_path / "written.txt"
+    assert written.read_text() == "hi"
+    assert written.stat().st_uid == os.getuid()
+    out, reply = run(
+        kc,
+        "import pathlib; p = pathlib.Path.home() / 'x'; p.write_text('ok'); print(p.read_text())",
+    )
+    assert out.strip() == "ok", out
+
+
+def test_security_settings(km: KernelManager, kc: Any, runtime: Any) -> None:
+    data = _inspect(runtime, km)
+    host = data["HostConfig"]
+    assert host["Privileged"] is False
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["Init"] is True
+    assert host["ShmSize"] >= 1 << 30
+    assert not host.get("PortBindings")  # ipc transport: no TCP port at all
+    sources = [m["Source"] for m in data["Mounts"]]
+    assert not any("docker.sock" in s for s in sources)
+    labels = data["Config"]["Labels"]
+    assert labels[KERNEL_ID] == km.kernel_id and labels[OWNER] and labels[SERVER_PID]
+    # Connection file: private, signed with a real key.
+    info = json.loads(Path(km.provisioner.private_dir, "kernel.json").read_text())
+    mode = Path(km.provisioner.private_dir, "kernel.json").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE(Path(km.provisioner.private_dir).stat().st_mode) == 0o700
+    assert info["key"] and info["signature_scheme"] == "hmac-sha256"
+    assert info["transport"] == "ipc"
+    out, _ = run(kc, "import os; print(os.path.exists('/var/run/docker.sock'))")
+    assert out.strip() == "False"
+
+
+def test_environment_is_an_allowlist(
+    python_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-secret-token-123")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    km = _start(tmp_path, env={"MY_SETTING": "42"})
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        out, _ = run(
+            kc,
+            "import os; print(sorted(os.environ))\n"
+            "print(os.environ.get('JUPYTERHUB_API_TOKEN'), os.environ['LANG'], "
+            "os.environ['MY_SETTING'])",
+        )
+        assert "None C.UTF-8 42" in out
+        assert "hub-secret-token-123" not in out
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_tcp_transport_binds_loopback_only(python_image: str, tmp_path: Path, runtime: Any) -> None:
+    km = _start(tmp_path, transport="tcp")
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        out, _ = run(kc, "print(6 * 7)")
+        assert out.strip() == "42"
+        bindings = _inspect(runtime, km)["HostConfig"]["PortBindings"]
+        assert len(bindings) == 5
+        assert {b[0]["HostIp"] for b in bindings.values()} == {"127.0.0.1"}
+        assert km.connection_info["ip"] == "127.0.0.1"
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_interrupt_stops_a_long_cell_quickly(km: KernelManager, kc: Any) -> None:
+    msg_id = kc.execute("import time; time.sleep(600)")
+    time.sleep(1.0)  # let it start sleeping
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=10)
+    elapsed = time.monotonic() - started
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert elapsed < 2.0, f"interrupt took {elapsed:.2f} s"
+    out, reply = run(kc, "print('still usable')")
+    assert out.strip() == "still usable"
+
+
+def test_interrupt_by_signal_also_works(python_image: str, tmp_path: Path) -> None:
+    km = KernelManager(kernel_name="nbc-python")
+    km.kernel_spec.interrupt_mode = "signal"
+    km.start_kernel(cwd=str(tmp_path))
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        kc.execute("import time; time.sleep(600)")
+        time.sleep(1.0)
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=5)
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_restart_gives_a_fresh_kernel_and_shutdown_removes_container(
+    km: KernelManager, kc: Any, runtime: Any
+) -> None:
+    run(kc, "marker = 123")
+    first = km.provisioner.container_id
+    km.restart_kernel(now=True)
+    kc.wait_for_ready(timeout=60)
+    second = km.provisioner.container_id
+    assert second != first
+    assert runtime.state(first) is None  # the old container is gone
+    out, _ = run(kc, "print('marker' in globals())")
+    assert out.strip() == "False"
+    private = Path(km.provisioner.private_dir)
+    km.shutdown_kernel(now=False)
+    assert runtime.state(second) is None
+    assert not private.exists()
+
+
+def test_crash_reports_exit_code_and_log_tail(
+    python_image: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    km = _start(tmp_path)
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        kc.execute("import sys, os; print('last words', file=sys.stderr, flush=True); os._exit(3)")
+        deadline = time.monotonic() + 20
+        while km.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not km.is_alive()
+        report = km.provisioner.last_crash
+        assert report is not None
+        assert "exited with code 3" in report and "OOM-killed: no" in report
+        assert "last words" in report
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_oom_kill_is_reported(python_image: str, tmp_path: Path) -> None:
+    km = _start(tmp_path, mem_limit="96m")
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        kc.execute("blocks = [bytearray(16 << 20) for _ in range(64)]")
+        deadline = time.monotonic() + 30
+        while km.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        report = km.provisioner.last_crash or ""
+        assert "out of memory" in report and "96m" in report, report
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_readopt_running_kernel_from_saved_info(km: KernelManager, kc: Any) -> None:
+    run(kc, "survivor = 'still here'")
+    info = asyncio.run(km.provisioner.get_provisioner_info())
+    # A "restarted server": a new manager and provisioner that only know the saved info.
+    fresh = KernelManager(kernel_name="nbc-python")
+    fresh.load_connection_info(info["connection_info"])
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    fresh.provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+        km.kernel_id, fresh.kernel_spec, parent=fresh
+    )
+    asyncio.run(fresh.provisioner.load_provisioner_info(info))
+    assert fresh.is_alive()
+    client = fresh.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=30)
+    out, _ = run(client, "print(survivor)")
+    assert out.strip() == "still here"
+    client.stop_channels()
