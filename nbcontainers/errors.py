@@ -22,7 +22,11 @@ __all__ = [
 def did_you_mean(word: str, possibilities: Iterable[str]) -> str:
     """Return " Did you mean 'x'?" (or a short list) for close matches, else ""."""
     choices = sorted(set(possibilities))
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True
+    )
+    # Offer the clear winner alone; near-ties (within 0.05 of the best) together.
+    close = [c for r, c in scored if r >= 0.5 and r >= scored[0][0] - 0.05][:3] if scored else []
     if not close:
         # Prefix/substring matches catch "torch" -> "pytorch-cpu" that ratio misses.
         close = [c for c in choices if word and (word in c or c in word)][:3]

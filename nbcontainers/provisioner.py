@@ -353,8 +353,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             raise ConfigError("The nbcontainers provisioner must be used by a KernelManager.")
         self._write_connection(km, env)
         extra = kwargs.pop("extra_arguments", [])
-        cmd = km.format_kernel_cmd(extra_arguments=extra)
-        kwargs["cmd"] = [CONNECTION_FILE if part == km.connection_file else part for part in cmd]
+        # Not km.format_kernel_cmd(): it swaps "python3" for the server's own interpreter,
+        # a path that means nothing inside the image.
+        argv = list(self.kernel_spec.argv) + list(extra)
+        kwargs["cmd"] = [part.replace("{connection_file}", CONNECTION_FILE) for part in argv]
         self.log.debug("nbcontainers: kernel %s will run in %s", self.kernel_id, img.ref)
         return kwargs
 
@@ -420,10 +422,11 @@ class ContainerProvisioner(KernelProvisionerBase):
     def _crash_report(self, state: ContainerState) -> str:
         tail = self.runtime.logs(state.id, tail=20).rstrip()
         oom = state.oom_killed or (state.exit_code == 137 and bool(self.mem_limit))
-        parts = [
-            f"Kernel container {state.name} ({self.catalog_image.name}) exited with code "
-            f"{state.exit_code}."
-        ]
+        code = state.exit_code
+        how = f"exited with code {code}"
+        if code is not None and code > 128 and code - 128 in signal.valid_signals():
+            how += f" (killed by {signal.Signals(code - 128).name})"
+        parts = [f"Kernel container {state.name} ({self.catalog_image.name}) {how}."]
         if oom:
             parts.append(
                 "It was killed for running out of memory (OOM"

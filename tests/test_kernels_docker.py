@@ -133,7 +133,7 @@ def test_tcp_transport_binds_loopback_only(python_image: str, tmp_path: Path, ru
         bindings = _inspect(runtime, km)["HostConfig"]["PortBindings"]
         assert len(bindings) == 5
         assert {b[0]["HostIp"] for b in bindings.values()} == {"127.0.0.1"}
-        assert km.connection_info["ip"] == "127.0.0.1"
+        assert km.get_connection_info()["ip"] == "127.0.0.1"
         kc.stop_channels()
     finally:
         km.shutdown_kernel(now=True)
@@ -190,26 +190,38 @@ def test_restart_gives_a_fresh_kernel_and_shutdown_removes_container(
     assert not private.exists()
 
 
-def test_crash_reports_exit_code_and_log_tail(
+def _wait_dead(km: KernelManager, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while km.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not km.is_alive()
+
+
+def test_crash_at_startup_reports_exit_code_and_log_tail(
     python_image: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    km = _start(tmp_path)
+    km = KernelManager(kernel_name="nbc-python")
+    km.kernel_spec.argv = [
+        "python3",
+        "-c",
+        "import sys; print('last words', file=sys.stderr); sys.exit(3)",
+    ]
+    km.start_kernel(cwd=str(tmp_path))
     try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        kc.execute("import sys, os; print('last words', file=sys.stderr, flush=True); os._exit(3)")
-        deadline = time.monotonic() + 20
-        while km.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not km.is_alive()
-        report = km.provisioner.last_crash
-        assert report is not None
+        _wait_dead(km)
+        report = km.provisioner.last_crash or ""
         assert "exited with code 3" in report and "OOM-killed: no" in report
         assert "last words" in report
-        kc.stop_channels()
+        assert "last words" in caplog.text  # and it reached the server log
     finally:
         km.shutdown_kernel(now=True)
+
+
+def test_segfault_in_a_cell_is_reported(km: KernelManager, kc: Any) -> None:
+    kc.execute("import ctypes; ctypes.string_at(0)")
+    _wait_dead(km)
+    report = km.provisioner.last_crash or ""
+    assert "exited with code 139 (killed by SIGSEGV)" in report
 
 
 def test_oom_kill_is_reported(python_image: str, tmp_path: Path) -> None:
@@ -219,9 +231,7 @@ def test_oom_kill_is_reported(python_image: str, tmp_path: Path) -> None:
         kc.start_channels()
         kc.wait_for_ready(timeout=60)
         kc.execute("blocks = [bytearray(16 << 20) for _ in range(64)]")
-        deadline = time.monotonic() + 30
-        while km.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_dead(km)
         report = km.provisioner.last_crash or ""
         assert "out of memory" in report and "96m" in report, report
         kc.stop_channels()

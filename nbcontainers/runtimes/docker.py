@@ -206,7 +206,7 @@ class DockerRuntime:
                 environment=dict(spec.env),
                 working_dir=spec.working_dir,
                 user=spec.user,
-                ports=[f"{c}/tcp" for c in spec.ports] or None,
+                ports=list(spec.ports) or None,
                 host_config=host_config,
                 detach=True,
             )

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import pytest
+
+from nbcontainers.catalog import catalog_path, load_catalog, render_catalog
+from nbcontainers.errors import ConfigError, UnknownImage
+from nbcontainers.kernelspecs import kernel_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_catalog_json_matches_image_sources() -> None:
+    expected, actual = render_catalog(), catalog_path().read_text()
+    if expected != actual:
+        diff = "".join(
+            difflib.unified_diff(
+                actual.splitlines(True),
+                expected.splitlines(True),
+                "images/catalog.json",
+                "as generated",
+            )
+        )
+        pytest.fail("images/catalog.json drifted; run `nbcontainers images regenerate`:\n" + diff)
+
+
+def test_generated_kernelspecs_match_catalog() -> None:
+    for image in load_catalog(include_user=False).values():
+        path = REPO / "kernelspecs" / image.kernel_name / "kernel.json"
+        assert json.loads(path.read_text()) == kernel_json(image), (
+            f"{path} drifted; run `nbcontainers images regenerate`"
+        )
+
+
+def test_catalog_has_the_required_images_pinned() -> None:
+    catalog = load_catalog(include_user=False)
+    assert {"python", "pytorch-cpu", "pytorch-gpu"} <= set(catalog)
+    for image in catalog.values():
+        assert image.base and "@sha256:" in image.base, image.name
+        assert image.buildable
+        lock = (image.source / "requirements.lock").read_text()  # type: ignore[operator]
+        assert "--hash=sha256:" in lock
+    gpu = catalog["pytorch-gpu"]
+    assert gpu.gpu and gpu.cuda and gpu.cpu_variant == "pytorch-cpu"
+    assert catalog["pytorch-cpu"].packages["torch"].endswith("+cpu")
+
+
+def test_lookup_accepts_kernel_names_and_suggests() -> None:
+    catalog = load_catalog(include_user=False)
+    assert catalog["nbc-python"].name == "python"
+    with pytest.raises(UnknownImage, match="Did you mean 'pytorch-gpu'"):
+        catalog["pytorch-gp"]
+
+
+def test_user_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "images.json").write_text(
+        json.dumps({"images": {"mine": {"ref": "me/img:1", "display_name": "Mine", "gpu": False}}})
+    )
+    image = load_catalog()["mine"]
+    assert image.ref == "me/img:1" and image.user_defined and not image.buildable
+
+
+def test_user_images_bad_key_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "images.json").write_text(json.dumps({"images": {"mine": {"reff": "x"}}}))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) reff.*Valid keys: build"):
+        load_catalog()
+
+
+def test_user_images_bad_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "images.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        load_catalog()

@@ -1,0 +1,162 @@
+"""Provisioner logic against a fake runtime: fast, no engine. The same behaviours are proven
+against a real engine in the docker-marked tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from nbcontainers.errors import ConfigError
+from nbcontainers.provisioner import ContainerProvisioner, _parse_mount
+from nbcontainers.runtimes.base import ContainerSpec, ContainerState, EngineInfo, ImageInfo
+
+
+class FakeRuntime:
+    """Records specs; containers 'run' until told to exit."""
+
+    def __init__(self) -> None:
+        self.specs: list[ContainerSpec] = []
+        self.states: dict[str, ContainerState] = {}
+        self.removed: list[str] = []
+
+    def ping(self) -> EngineInfo:
+        return EngineInfo("fake", "1.41", "fake://", (), "fake")
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        return ImageInfo("sha256:x", (ref,), (), {}, 1, "")
+
+    def pull(self, ref: str, progress: Any = None) -> ImageInfo:
+        raise AssertionError("no pulls in unit tests")
+
+    def run(self, spec: ContainerSpec) -> str:
+        cid = f"c{len(self.specs)}"
+        self.specs.append(spec)
+        self.states[cid] = ContainerState(
+            cid, spec.name or cid, spec.image, "running", None, False, dict(spec.labels)
+        )
+        return cid
+
+    def exit(self, cid: str, code: int, oom: bool = False) -> None:
+        s = self.states[cid]
+        self.states[cid] = ContainerState(cid, s.name, s.image, "exited", code, oom, s.labels)
+
+    def state(self, cid: str) -> ContainerState | None:
+        return self.states.get(cid)
+
+    def wait(self, cid: str, timeout: float) -> int | None:
+        return None
+
+    def signal(self, cid: str, signum: int) -> None:
+        pass
+
+    def stop(self, cid: str, timeout: float) -> None:
+        pass
+
+    def remove(self, cid: str) -> None:
+        self.removed.append(cid)
+        self.states.pop(cid, None)
+
+    def logs(self, cid: str, tail: int = 50) -> str:
+        return "Traceback...\nMemoryError: boom\n"
+
+    def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
+        return list(self.states.values())
+
+
+def _provisioner(**config: Any) -> tuple[ContainerProvisioner, KernelManager, FakeRuntime]:
+    km = KernelManager(kernel_name="nbc-python")
+    prov = ContainerProvisioner(
+        kernel_id="k-1234", kernel_spec=km.kernel_spec, parent=km, image="python", **config
+    )
+    fake = FakeRuntime()
+    prov._runtime = fake
+    return prov, km, fake
+
+
+def _launch(prov: ContainerProvisioner, cwd: Path) -> None:
+    async def go() -> None:
+        kw = await prov.pre_launch(cwd=str(cwd))
+        await prov.launch_kernel(kw.pop("cmd"), **kw)
+
+    asyncio.run(go())
+
+
+def test_unknown_key_lists_valid_keys() -> None:
+    km = KernelManager(kernel_name="nbc-python")
+    with pytest.raises(ConfigError, match=r"'memory'.*Valid keys:.*mem_limit"):
+        ContainerProvisioner(
+            kernel_id="k", kernel_spec=km.kernel_spec, parent=km, image="python", memory="1g"
+        )
+
+
+def test_spec_is_safe_and_mounts_workspace(tmp_path: Path) -> None:
+    prov, km, fake = _provisioner(mem_limit="1g", cpus=1.5)
+    _launch(prov, tmp_path)
+    spec = fake.specs[0]
+    assert spec.command[-2:] == ("-f", "/run/nbcontainers/kernel.json")
+    assert spec.working_dir == str(tmp_path.resolve())
+    assert spec.cap_drop == ("ALL",) and spec.init and "no-new-privileges" in spec.security_opt
+    assert spec.mem_limit == "1g" and spec.nano_cpus == 1_500_000_000
+    assert spec.ports == {}  # ipc
+    assert spec.gpus is None
+    assert not any("docker.sock" in m.source for m in spec.mounts)
+    conn = [m for m in spec.mounts if m.target == "/run/nbcontainers/kernel.json"]
+    assert conn and conn[0].read_only
+    asyncio.run(prov.cleanup())
+    assert fake.removed == ["c0"]
+
+
+def test_tcp_ports_only_on_loopback(tmp_path: Path) -> None:
+    prov, km, fake = _provisioner(transport="tcp")
+    _launch(prov, tmp_path)
+    spec = fake.specs[0]
+    assert len(spec.ports) == 5
+    assert {ip for ip, _ in spec.ports.values()} == {"127.0.0.1"}
+    asyncio.run(prov.cleanup())
+
+
+def test_crash_report_has_code_oom_and_log(tmp_path: Path) -> None:
+    prov, km, fake = _provisioner(mem_limit="512m")
+    _launch(prov, tmp_path)
+    fake.exit("c0", 137, oom=True)
+    assert asyncio.run(prov.poll()) == 137
+    report = prov.last_crash or ""
+    assert "exited with code 137" in report
+    assert "out of memory" in report and "512m" in report
+    assert "MemoryError: boom" in report
+    asyncio.run(prov.cleanup())
+
+
+def test_requested_shutdown_is_not_a_crash(tmp_path: Path) -> None:
+    prov, km, fake = _provisioner()
+    _launch(prov, tmp_path)
+    asyncio.run(prov.terminate())
+    fake.exit("c0", 0)
+    assert asyncio.run(prov.poll()) == 0
+    assert prov.last_crash is None
+    asyncio.run(prov.cleanup())
+
+
+def test_root_is_never_mounted_as_workspace() -> None:
+    prov, km, fake = _provisioner()
+    _launch(prov, Path("/"))
+    assert all(m.target != "/" for m in fake.specs[0].mounts)
+    assert fake.specs[0].working_dir == "/home/nbc"
+    asyncio.run(prov.cleanup())
+
+
+@pytest.mark.parametrize("bad", ["/data", "a:b:c:d", "x:/y:rx"])
+def test_bad_extra_mount(bad: str) -> None:
+    with pytest.raises(ConfigError, match="extra_mounts"):
+        _parse_mount(bad)
+
+
+def test_extra_mount_defaults_read_only(tmp_path: Path) -> None:
+    mount = _parse_mount(f"{tmp_path}:/data")
+    assert mount.read_only and mount.target == "/data"
+    assert not _parse_mount(f"{tmp_path}:/data:rw").read_only
