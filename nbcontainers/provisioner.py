@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import getpass
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import tempfile
 import time
+import weakref
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,32 @@ _UNSAFE_WORKSPACES = {
     "/sbin",
     "/lib",
 }
+
+
+# Provisioners of this process with a container, for the exit hook below.
+_LIVE: weakref.WeakSet[ContainerProvisioner] = weakref.WeakSet()
+_EXIT_HOOK_REGISTERED = False
+
+
+def _remove_finished_at_exit() -> None:
+    """When a client exits without a shutdown handshake (``jupyter console``'s ``exit`` only
+    asks the kernel to quit), remove its container once the kernel has exited. Kernels still
+    running are left for re-adoption by a restarted server, or for ``nbcontainers gc``."""
+    for prov in list(_LIVE):
+        cid = prov.container_id
+        if cid is None:
+            continue
+        try:
+            prov.runtime.wait(cid, timeout=3)
+            state = prov.runtime.state(cid)
+            if state is not None and not state.running:
+                if state.exit_code and not prov._stopping:
+                    prov.log.error("%s", prov._crash_report(state))
+                prov.runtime.remove(cid)
+                if prov.private_dir is not None:
+                    shutil.rmtree(prov.private_dir, ignore_errors=True)
+        except Exception as exc:  # the engine may be gone too; never fail interpreter exit
+            prov.log.debug("exit cleanup of %s failed: %s", cid[:12], exc)
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -398,6 +426,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._stopping = False
         self.last_crash = None
         self.container_id = await asyncio.to_thread(self.runtime.run, spec)
+        global _EXIT_HOOK_REGISTERED
+        if not _EXIT_HOOK_REGISTERED:
+            atexit.register(_remove_finished_at_exit)
+            _EXIT_HOOK_REGISTERED = True
+        _LIVE.add(self)
         self.log.info(
             "nbcontainers: kernel %s started in container %s (%s)",
             self.kernel_id,

@@ -59,6 +59,7 @@ def test_papermill_cli(python_image: str, tmp_path: Path) -> None:
     src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     nb = _notebook("n = 1", "print(n * 21)")
     nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "nbc-python", "language": "python", "display_name": "x"}
     nbformat.write(nb, src)
     done = subprocess.run(
         [str(BIN / "papermill"), "-k", "nbc-python", "-p", "n", "2", str(src), str(out)],
