@@ -10,6 +10,7 @@ __all__ = [
     "KERNEL_ID",
     "OWNER",
     "PRIVATE_DIR",
+    "ROLE",
     "SERVER_HOST",
     "SERVER_PID",
     "SERVER_STARTED",
@@ -24,6 +25,7 @@ SERVER_HOST = PREFIX + "server-host"
 SERVER_PID = PREFIX + "server-pid"
 SERVER_STARTED = PREFIX + "server-started"
 PRIVATE_DIR = PREFIX + "private-dir"
+ROLE = PREFIX + "role"
 
 
 def process_start_time(pid: int) -> str:

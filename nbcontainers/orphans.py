@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .labels import KERNEL_ID, PRIVATE_DIR, owner_alive
+from .labels import KERNEL_ID, OWNER, PRIVATE_DIR, ROLE, owner_alive
+from .netns import HOLDER_ROLE
 from .runtimes.base import ContainerRuntime, ContainerState
 
 __all__ = ["Orphan", "find_orphans", "remove_orphans"]
@@ -19,11 +22,13 @@ class Orphan:
 
 
 def find_orphans(runtime: ContainerRuntime, include_foreign: bool = False) -> list[Orphan]:
-    """Kernel containers that no live server owns: their server exited, or they exited.
+    """Kernel containers that no live server owns (their server exited, or they exited),
+    and shared network holders whose owner has no kernel left.
 
     Containers started from another host are left alone unless ``include_foreign``.
     """
     orphans = []
+    kept_owners = set()
     for state in runtime.list({KERNEL_ID: None}):
         alive = owner_alive(state.labels)
         if not state.running:
@@ -32,6 +37,12 @@ def find_orphans(runtime: ContainerRuntime, include_foreign: bool = False) -> li
             orphans.append(Orphan(state, "its Jupyter server is gone"))
         elif alive is None and include_foreign:
             orphans.append(Orphan(state, "started from another host"))
+        else:
+            kept_owners.add(state.labels.get(OWNER))
+    # A network holder is needed while its owner has a kernel left.
+    for state in runtime.list({ROLE: HOLDER_ROLE}):
+        if state.labels.get(OWNER) not in kept_owners:
+            orphans.append(Orphan(state, "shared network holder with no kernel left"))
     return orphans
 
 
@@ -41,7 +52,12 @@ def remove_orphans(runtime: ContainerRuntime, orphans: Sequence[Orphan]) -> list
     for orphan in orphans:
         runtime.remove(orphan.container.id)
         private = orphan.container.labels.get(PRIVATE_DIR, "")
-        if private.startswith("/tmp/nbc-") or "/nbc-" in private:
+        # Only ever a folder we made: tempfile's directory, named nbc-*.
+        if (
+            private
+            and os.path.dirname(private) == tempfile.gettempdir()
+            and os.path.basename(private).startswith("nbc-")
+        ):
             shutil.rmtree(private, ignore_errors=True)
         removed.append(orphan.container.name)
     return removed

@@ -28,7 +28,7 @@ die() { printf 'ensure-docker: ERROR: %s\n' "$*" >&2; exit 1; }
 candidates() {
     local seen="" c
     for c in "$(command -v docker 2>/dev/null || true)" /usr/local/bin/docker /usr/bin/docker; do
-        [ -n "$c" ] && [ -x "$c" ] || continue
+        if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
         case " $seen " in *" $c "*) continue ;; esac
         seen="$seen $c"
         printf '%s\n' "$c"
@@ -91,8 +91,9 @@ if ! command -v dockerd >/dev/null 2>&1 && [ ! -x /usr/sbin/dockerd ] && [ ! -x 
         added_policy=1
         trap 'rm -f "$POLICY"' EXIT
     fi
-    apt-get update
-    apt-get install -y docker.io
+    # apt's chatter goes to stderr: stdout carries only the result line.
+    apt-get update >&2
+    apt-get install -y docker.io >&2
     if [ "$added_policy" = 1 ]; then rm -f "$POLICY"; trap - EXIT; fi
 fi
 DOCKERD="$(command -v dockerd 2>/dev/null || true)"
@@ -149,14 +150,13 @@ while (( SECONDS < deadline )); do
 done
 
 {
-    echo "ensure-docker: ERROR: dockerd did not answer within ${WAIT_S}s."
     pids="$(dockerd_pids | tr '\n' ' ')"
     if [ -n "${pids// /}" ]; then
-        echo "ensure-docker: a dockerd process is running (pid ${pids% }) but no client gets an answer."
+        echo "ensure-docker: ERROR: dockerd (pid ${pids% }) is running but did not answer within ${WAIT_S}s."
     else
-        echo "ensure-docker: dockerd is not running (it exited)."
+        echo "ensure-docker: ERROR: dockerd exited without answering (after $(( SECONDS - deadline + WAIT_S ))s)."
     fi
-    echo "ensure-docker: clients tried: $(candidates | tr '\n' ' ')"
+    echo "ensure-docker: clients tried: $(candidates | paste -sd' ')"
     echo "ensure-docker: last lines of $LOG:"
     tail -n 40 "$LOG" 2>/dev/null | sed 's/^/    /' || true
 } >&2

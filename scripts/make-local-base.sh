@@ -123,7 +123,7 @@ cleanup() {
     # debootstrap mounts proc/sys inside the target; if it failed midway they
     # may still be there: unmount before deleting, and never cross filesystems.
     local m
-    for m in $(awk -v p="$WORK/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r); do
+    awk -v p="$WORK/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r | while IFS= read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
     rm -rf --one-file-system "$WORK"

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.errors import EngineUnavailable
-from nbcontainers.labels import KERNEL_ID
+from nbcontainers.labels import KERNEL_ID, ROLE
 
 REQUIRE_DOCKER = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
 
 
 @pytest.fixture(scope="session")
-def runtime() -> object:
+def runtime() -> Iterator[object]:
+    from nbcontainers.orphans import find_orphans, remove_orphans
     from nbcontainers.runtimes.docker import DockerRuntime
 
     rt = DockerRuntime()
@@ -27,7 +28,9 @@ def runtime() -> object:
         if REQUIRE_DOCKER:
             pytest.fail(f"NBCONTAINERS_REQUIRE_DOCKER=1 but no engine answers: {exc}")
         pytest.skip(f"no Docker engine: {exc}")
-    return rt
+    yield rt
+    # The shared network holder outlives single tests by design; the session removes it.
+    remove_orphans(rt, [o for o in find_orphans(rt) if o.container.labels.get(ROLE)])
 
 
 def _ensure_built(runtime: object, name: str) -> None:

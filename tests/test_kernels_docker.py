@@ -258,3 +258,33 @@ def test_readopt_running_kernel_from_saved_info(km: KernelManager, kc: Any) -> N
     out, _ = run(client, "print(survivor)")
     assert out.strip() == "still here"
     client.stop_channels()
+
+
+def test_kernels_share_one_network_holder_and_gc_removes_it(
+    python_image: str, tmp_path: Path, runtime: Any
+) -> None:
+    from nbcontainers.orphans import find_orphans
+
+    first, second = _start(tmp_path), _start(tmp_path)
+    try:
+        modes = {_inspect(runtime, k)["HostConfig"]["NetworkMode"] for k in (first, second)}
+        assert len(modes) == 1
+        mode = modes.pop()
+        assert mode.startswith("container:")
+        holder = runtime.state(mode.split(":", 1)[1])
+        assert holder.status == "running" and holder.name.startswith("nbc-netns-")
+        holder_data = runtime.api.inspect_container(holder.id)
+        assert holder_data["HostConfig"]["NetworkMode"] == "bridge"
+        assert not holder_data["HostConfig"]["PortBindings"]
+        client = first.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        out, _ = run(client, "import socket; print(socket.gethostbyname('localhost'))")
+        assert out.strip() == "127.0.0.1"
+        client.stop_channels()
+        assert all(o.container.id != holder.id for o in find_orphans(runtime))
+    finally:
+        first.shutdown_kernel(now=True)
+        second.shutdown_kernel(now=True)
+    orphans = [o.container.id for o in find_orphans(runtime)]
+    assert holder.id in orphans

@@ -46,7 +46,8 @@ class FakeRuntime:
         self.states[cid] = ContainerState(cid, s.name, s.image, "exited", code, oom, s.labels)
 
     def state(self, cid: str) -> ContainerState | None:
-        return self.states.get(cid)
+        by_name = {s.name: s for s in self.states.values()}
+        return self.states.get(cid) or by_name.get(cid)
 
     def wait(self, cid: str, timeout: float) -> int | None:
         return None
@@ -68,14 +69,14 @@ class FakeRuntime:
         return list(self.states.values())
 
 
-def _provisioner(**config: Any) -> tuple[ContainerProvisioner, KernelManager, FakeRuntime]:
+def _provisioner(**config: Any) -> tuple[ContainerProvisioner, FakeRuntime]:
     km = KernelManager(kernel_name="nbc-python")
     prov = ContainerProvisioner(
         kernel_id="k-1234", kernel_spec=km.kernel_spec, parent=km, image="python", **config
     )
     fake = FakeRuntime()
     prov._runtime = fake
-    return prov, km, fake
+    return prov, fake
 
 
 def _launch(prov: ContainerProvisioner, cwd: Path) -> None:
@@ -95,9 +96,9 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 
 def test_spec_is_safe_and_mounts_workspace(tmp_path: Path) -> None:
-    prov, km, fake = _provisioner(mem_limit="1g", cpus=1.5)
+    prov, fake = _provisioner(mem_limit="1g", cpus=1.5)
     _launch(prov, tmp_path)
-    spec = fake.specs[0]
+    spec = fake.specs[-1]
     assert spec.command[-2:] == ("-f", "/run/nbcontainers/kernel.json")
     assert spec.working_dir == str(tmp_path.resolve())
     assert spec.cap_drop == ("ALL",) and spec.init and "no-new-privileges" in spec.security_opt
@@ -107,23 +108,24 @@ def test_spec_is_safe_and_mounts_workspace(tmp_path: Path) -> None:
     assert not any("docker.sock" in m.source for m in spec.mounts)
     conn = [m for m in spec.mounts if m.target == "/run/nbcontainers/kernel.json"]
     assert conn and conn[0].read_only
+    kernel_id = prov.container_id
     asyncio.run(prov.cleanup())
-    assert fake.removed == ["c0"]
+    assert fake.removed == [kernel_id]
 
 
 def test_tcp_ports_only_on_loopback(tmp_path: Path) -> None:
-    prov, km, fake = _provisioner(transport="tcp")
+    prov, fake = _provisioner(transport="tcp")
     _launch(prov, tmp_path)
-    spec = fake.specs[0]
+    spec = fake.specs[-1]
     assert len(spec.ports) == 5
     assert {ip for ip, _ in spec.ports.values()} == {"127.0.0.1"}
     asyncio.run(prov.cleanup())
 
 
 def test_crash_report_has_code_oom_and_log(tmp_path: Path) -> None:
-    prov, km, fake = _provisioner(mem_limit="512m")
+    prov, fake = _provisioner(mem_limit="512m")
     _launch(prov, tmp_path)
-    fake.exit("c0", 137, oom=True)
+    fake.exit(prov.container_id or "", 137, oom=True)
     assert asyncio.run(prov.poll()) == 137
     report = prov.last_crash or ""
     assert "exited with code 137" in report
@@ -133,20 +135,20 @@ def test_crash_report_has_code_oom_and_log(tmp_path: Path) -> None:
 
 
 def test_requested_shutdown_is_not_a_crash(tmp_path: Path) -> None:
-    prov, km, fake = _provisioner()
+    prov, fake = _provisioner()
     _launch(prov, tmp_path)
     asyncio.run(prov.terminate())
-    fake.exit("c0", 0)
+    fake.exit(prov.container_id or "", 0)
     assert asyncio.run(prov.poll()) == 0
     assert prov.last_crash is None
     asyncio.run(prov.cleanup())
 
 
 def test_root_is_never_mounted_as_workspace() -> None:
-    prov, km, fake = _provisioner()
+    prov, fake = _provisioner()
     _launch(prov, Path("/"))
-    assert all(m.target != "/" for m in fake.specs[0].mounts)
-    assert fake.specs[0].working_dir == "/home/nbc"
+    assert all(m.target != "/" for m in fake.specs[-1].mounts)
+    assert fake.specs[-1].working_dir == "/home/nbc"
     asyncio.run(prov.cleanup())
 
 
@@ -160,3 +162,25 @@ def test_extra_mount_defaults_read_only(tmp_path: Path) -> None:
     mount = _parse_mount(f"{tmp_path}:/data")
     assert mount.read_only and mount.target == "/data"
     assert not _parse_mount(f"{tmp_path}:/data:rw").read_only
+
+
+def test_shared_network_holder_is_reused(tmp_path: Path) -> None:
+    prov, fake = _provisioner()
+    _launch(prov, tmp_path)
+    holder = fake.specs[0]
+    assert holder.command == ("sleep", "infinity") and holder.network_mode == "bridge"
+    assert holder.labels["io.nbcontainers.role"] == "netns" and holder.cap_drop == ("ALL",)
+    second, _ = _provisioner()
+    second._runtime = fake
+    _launch(second, tmp_path)
+    assert len(fake.specs) == 3  # one holder, two kernels
+    assert fake.specs[1].network_mode == fake.specs[2].network_mode == "container:c0"
+    for p in (prov, second):
+        asyncio.run(p.cleanup())
+
+
+def test_tcp_does_not_use_the_shared_namespace(tmp_path: Path) -> None:
+    prov, fake = _provisioner(transport="tcp")
+    _launch(prov, tmp_path)
+    assert len(fake.specs) == 1 and fake.specs[0].network_mode == "bridge"
+    asyncio.run(prov.cleanup())
