@@ -450,6 +450,38 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         return self.connection_info
 
+    async def post_launch(self, **kwargs: Any) -> None:
+        """With ipc, wait until the kernel has bound its sockets before clients connect.
+
+        A client that connects earlier is retried by ZeroMQ only every 100 ms, and a client
+        that subscribes to IOPub late can miss the first status messages (jupyter console
+        then waits forever for "idle"). The socket files show the moment the kernel binds.
+        """
+        await super().post_launch(**kwargs)
+        if self.transport != "ipc" or self.container_id is None:
+            return
+        ip = self.connection_info["ip"]
+        sockets = [
+            f"{ip}-{self.connection_info[key]}"
+            for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+        ]
+        deadline = time.monotonic() + self.startup_timeout
+        next_check = time.monotonic() + 0.5
+        while not all(os.path.exists(s) for s in sockets):
+            now = time.monotonic()
+            if now > deadline:
+                self.log.warning(
+                    "Kernel %s has not bound its sockets after %.0f s",
+                    self.kernel_id,
+                    self.startup_timeout,
+                )
+                return
+            if now > next_check:
+                next_check = now + 0.5
+                if await self.poll() is not None:
+                    return  # died while starting: poll() has logged why
+            await asyncio.sleep(0.005)
+
     async def poll(self) -> int | None:
         if self.container_id is None:
             return 0

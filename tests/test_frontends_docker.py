@@ -86,7 +86,7 @@ def test_jupyter_console(python_image: str, tmp_path: Path) -> None:
         input="import os\nprint('in-container', os.path.exists('/.dockerenv'))\nexit\n",
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
         cwd=tmp_path,
     )
     assert "in-container True" in done.stdout, done.stdout + done.stderr
