@@ -1,7 +1,10 @@
 """Kernel-ready time and execute round trip: local ipykernel vs nbc-python (image cached).
 
-Prints medians and ratios against the local kernel measured in the same run, because the
-machines are shared and noisy. Usage: python bench/kernel_start.py [--starts 5] [--execs 300]
+Cases are interleaved (one start of each case per round, then round trips in alternating
+batches), and every figure is printed as a ratio against the local kernel measured in the
+same run, because these machines are shared and noisy.
+
+Usage: python bench/kernel_start.py [--starts 7] [--execs 400]
 """
 
 from __future__ import annotations
@@ -12,62 +15,80 @@ import tempfile
 import time
 from typing import Any
 
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
+CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("local ipykernel", "python3", {}),
+    ("nbc-python (ipc, shared netns)", "nbc-python", {}),
+    ("nbc-python (ipc, own bridge netns)", "nbc-python", {"network": "bridge"}),
+    ("nbc-python (tcp on 127.0.0.1)", "nbc-python", {"transport": "tcp"}),
+    ("nbc-python (tcp, host network)", "nbc-python", {"transport": "tcp", "network": "host"}),
+]
 
-def measure(
-    kernel: str, config: dict[str, Any], starts: int, execs: int, cwd: str
-) -> tuple[list[float], list[float]]:
-    ready, trips = [], []
-    for i in range(starts):
-        km = KernelManager(kernel_name=kernel)
-        if config:
-            km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
-        t0 = time.perf_counter()
-        km.start_kernel(cwd=cwd)
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        ready.append(time.perf_counter() - t0)
-        if i == 0:  # round trips on the first kernel only; warm it up first
-            for _ in range(20):
-                kc.execute_interactive("pass", timeout=10)
-            for _ in range(execs):
-                t1 = time.perf_counter()
-                kc.execute_interactive("pass", timeout=10)
-                trips.append(time.perf_counter() - t1)
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-    return ready, trips
+
+def start(kernel: str, config: dict[str, Any], cwd: str) -> tuple[KernelManager, Any, float]:
+    km = KernelManager(kernel_name=kernel)
+    if config:
+        km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
+    t0 = time.perf_counter()
+    km.start_kernel(cwd=cwd)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return km, kc, time.perf_counter() - t0
+
+
+def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--starts", type=int, default=5)
-    parser.add_argument("--execs", type=int, default=300)
+    parser.add_argument("--starts", type=int, default=7)
+    parser.add_argument("--execs", type=int, default=400)
     args = parser.parse_args()
-    cases = [
-        ("local ipykernel", "python3", {}),
-        ("nbc-python (ipc)", "nbc-python", {"transport": "ipc"}),
-        ("nbc-python (tcp, 127.0.0.1)", "nbc-python", {"transport": "tcp"}),
-        ("nbc-python (host network)", "nbc-python", {"transport": "tcp", "network": "host"}),
-    ]
-    results = {}
+    ready: dict[str, list[float]] = {label: [] for label, _, _ in CASES}
+    trips: dict[str, list[float]] = {label: [] for label, _, _ in CASES}
     with tempfile.TemporaryDirectory() as cwd:
-        for label, kernel, config in cases:
-            results[label] = measure(kernel, config, args.starts, args.execs, cwd)
-    base_ready = statistics.median(results["local ipykernel"][0])
-    base_trip = statistics.median(results["local ipykernel"][1])
+        for _label, kernel, config in CASES:  # warm-up start, not counted (page cache, holder)
+            stop(*start(kernel, config, cwd)[:2])
+        for _ in range(args.starts):
+            for label, kernel, config in CASES:
+                km, kc, seconds = start(kernel, config, cwd)
+                ready[label].append(seconds)
+                stop(km, kc)
+        kernels = {label: start(kernel, config, cwd)[:2] for label, kernel, config in CASES}
+        for _, kc in kernels.values():
+            for _ in range(30):
+                kc.execute_interactive("pass", timeout=10)
+        batch = 50
+        for _ in range(max(1, args.execs // batch)):
+            for label, (_, kc) in kernels.items():
+                for _ in range(batch):
+                    t0 = time.perf_counter()
+                    kc.execute_interactive("pass", timeout=10)
+                    trips[label].append(time.perf_counter() - t0)
+        for km, kc in kernels.values():
+            stop(km, kc)
+
+    base_ready = statistics.median(ready["local ipykernel"])
+    base_trip = statistics.median(trips["local ipykernel"])
     print(
-        f"{'case':<30} {'ready med (min-max) s':>24} {'ratio':>6} "
-        f"{'round trip med ms':>18} {'p90 ms':>7} {'ratio':>6}"
+        f"kernel ready: median of {args.starts} starts; round trip: median of "
+        f"{len(trips['local ipykernel'])} executes of 'pass'"
     )
-    for label, (ready, trips) in results.items():
-        r, t = statistics.median(ready), statistics.median(trips)
-        p90 = statistics.quantiles(trips, n=10)[-1]
+    print(
+        f"{'case':<36} {'ready s (min-max)':>20} {'x local':>8} {'trip ms':>8} "
+        f"{'p90 ms':>7} {'x local':>8}"
+    )
+    for label, _, _ in CASES:
+        r, t = statistics.median(ready[label]), statistics.median(trips[label])
+        p90 = statistics.quantiles(trips[label], n=10)[-1]
         print(
-            f"{label:<30} {r:>8.3f} ({min(ready):.3f}-{max(ready):.3f}) {r / base_ready:>6.2f} "
-            f"{t * 1e3:>18.2f} {p90 * 1e3:>7.2f} {t / base_trip:>6.2f}"
+            f"{label:<36} {r:>6.3f} ({min(ready[label]):.2f}-{max(ready[label]):.2f})"
+            f" {r / base_ready:>8.2f} {t * 1e3:>8.2f} {p90 * 1e3:>7.2f} {t / base_trip:>8.2f}"
         )
 
 
