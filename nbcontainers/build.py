@@ -104,17 +104,26 @@ def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:
     return vendored
 
 
+def _dockerfile_base(source: Path) -> str | None:
+    match = re.search(r"^ARG\s+BASE_IMAGE=(\S+)", (source / "Dockerfile").read_text(), re.M)
+    return match.group(1) if match else None
+
+
 def choose_base(image: CatalogImage, runtime: ContainerRuntime) -> tuple[str | None, str]:
-    """Which base to build on, and why: ``$NBCONTAINERS_BASE_IMAGE``, the pinned upstream base
-    if present or pullable, else the locally made Debian base."""
+    """Which base to build on, and why: ``$NBCONTAINERS_BASE_IMAGE``, else the Dockerfile's
+    pinned base if present or pullable; the locally made Debian base stands in only for a
+    pinned Debian bookworm base that is not present."""
     override = os.environ.get("NBCONTAINERS_BASE_IMAGE")
     if override:
         return override, "from NBCONTAINERS_BASE_IMAGE"
-    if image.base and runtime.image_info(image.base) is not None:
-        return None, f"pinned base {image.base} (present locally)"
-    if runtime.image_info(LOCAL_BASE) is not None:
+    pinned = image.base or (_dockerfile_base(image.source) if image.source else None)
+    if not pinned:
+        return None, "the Dockerfile's own FROM"
+    if runtime.image_info(pinned) is not None:
+        return None, f"the Dockerfile's base {pinned} (present locally)"
+    if pinned.startswith("debian:bookworm") and runtime.image_info(LOCAL_BASE) is not None:
         return LOCAL_BASE, f"local base {LOCAL_BASE} (made by scripts/make-local-base.sh)"
-    return None, f"pinned base {image.base} (BuildKit pulls it)"
+    return None, f"the Dockerfile's base {pinned} (BuildKit pulls it)"
 
 
 def build_image(

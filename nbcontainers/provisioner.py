@@ -366,6 +366,28 @@ class ContainerProvisioner(KernelProvisionerBase):
         with os.fdopen(fd, "w") as f:
             json.dump(inside, f)
 
+    def _hand_private_files_to_user(self) -> str:
+        """The uid:gid the kernel runs as. When ``user`` names someone else, a root server
+        hands them the private folder (connection file, sockets, pip.conf), and nobody else."""
+        own = f"{os.getuid()}:{os.getgid()}"
+        if not self.user or self.user == own:
+            return own
+        try:
+            uid, gid = (int(part) for part in self.user.split(":"))
+        except ValueError:
+            raise ConfigError(
+                f"user={self.user!r}: give numeric 'uid:gid', e.g. '1000:1000'."
+            ) from None
+        if os.getuid() != 0:
+            raise ConfigError(
+                f"user={self.user!r} differs from the server's own uid:gid {own}; only a server "
+                "running as root can start kernels as another user. Remove the 'user' setting."
+            )
+        assert self.private_dir is not None
+        for path in [self.private_dir, *self.private_dir.rglob("*")]:
+            os.chown(path, uid, gid)
+        return self.user
+
     # -- KernelProvisionerBase ------------------------------------------------------------
 
     @property
@@ -395,7 +417,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         img = self.catalog_image
         env = self._filtered_env(dict(kwargs.get("env") or {}))
         mounts, workdir = self._mounts(kwargs.get("cwd") or os.getcwd(), env)
-        uid_gid = self.user or f"{os.getuid()}:{os.getgid()}"
+        uid_gid = self._hand_private_files_to_user()
         labels = {
             KERNEL_ID: str(self.kernel_id),
             OWNER: self._owner(),

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +290,57 @@ def test_kernels_share_one_network_holder_and_gc_removes_it(
         second.shutdown_kernel(now=True)
     orphans = [o.container.id for o in find_orphans(runtime)]
     assert holder.id in orphans
+
+
+def test_runs_as_a_non_root_user_and_files_belong_to_it(python_image: str, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.chown(workspace, 12345, 12345)
+    km = _start(workspace, user="12345:12345")
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        out, reply = run(kc, "import os; open('mine.txt', 'w').write('x'); print(os.getuid())")
+        assert reply["status"] == "ok", out
+        assert out.strip() == "12345"
+        assert (workspace / "mine.txt").stat().st_uid == 12345
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_missing_image_can_be_built_at_start(
+    python_image: str,
+    tmp_path: Path,
+    runtime: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from nbcontainers.catalog import load_catalog
+
+    source = tmp_path / "derived"
+    source.mkdir()
+    marker = uuid.uuid4().hex
+    (source / "Dockerfile").write_text(
+        f"ARG BASE_IMAGE={load_catalog()['python'].ref}\nFROM ${{BASE_IMAGE}}\n"
+        f'LABEL io.nbcontainers.test-marker="{marker}"\n'
+    )
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "images.json").write_text(json.dumps({"images": {"derived": {"build": str(source)}}}))
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(config))
+    ref = load_catalog()["derived"].ref
+    caplog.set_level(logging.INFO, logger="traitlets")
+    km = _start(tmp_path, image="derived", missing_image="build")
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        out, _ = run(kc, "print('derived ok')")
+        assert out.strip() == "derived ok"
+        assert "build:" in caplog.text  # build progress went to the server log
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+        runtime.api.remove_image(ref, force=True)

@@ -184,3 +184,59 @@ def test_tcp_does_not_use_the_shared_namespace(tmp_path: Path) -> None:
     _launch(prov, tmp_path)
     assert len(fake.specs) == 1 and fake.specs[0].network_mode == "bridge"
     asyncio.run(prov.cleanup())
+
+
+def test_traitlets_config_applies_and_kernelspec_wins() -> None:
+    from traitlets.config import Config
+
+    config = Config({"ContainerProvisioner": {"mem_limit": "3g", "shm_size": "8g"}})
+    km = KernelManager(kernel_name="nbc-python", config=config)
+    prov = ContainerProvisioner(
+        kernel_id="k", kernel_spec=km.kernel_spec, parent=km, image="python", shm_size="1g"
+    )
+    assert prov.mem_limit == "3g"  # from c.ContainerProvisioner
+    assert prov.shm_size == "1g"  # the kernelspec's value wins
+
+
+def test_gpu_image_gets_all_gpus_when_host_has_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbcontainers.provisioner as provisioner_module
+    from nbcontainers.gpu import GPU, HostGPUs
+
+    host = HostGPUs((GPU(0, "H100", "GPU-1", 81559),), "570.86", "13.0", "nvml")
+    monkeypatch.setattr(provisioner_module, "detect_gpus", lambda: host)
+    km = KernelManager(kernel_name="nbc-pytorch-gpu")
+    prov = ContainerProvisioner(
+        kernel_id="k", kernel_spec=km.kernel_spec, parent=km, image="pytorch-gpu"
+    )
+    fake = FakeRuntime()
+    prov._runtime = fake
+    _launch(prov, tmp_path)
+    assert fake.specs[-1].gpus is not None and fake.specs[-1].gpus.count == -1
+    asyncio.run(prov.cleanup())
+    # Specific devices, docker's spelling.
+    prov2 = ContainerProvisioner(
+        kernel_id="k2",
+        kernel_spec=km.kernel_spec,
+        parent=km,
+        image="pytorch-gpu",
+        gpus="device=0",
+    )
+    prov2._runtime = fake
+    _launch(prov2, tmp_path)
+    assert fake.specs[-1].gpus is not None and fake.specs[-1].gpus.device_ids == ("0",)
+    asyncio.run(prov2.cleanup())
+
+
+def test_cpu_image_gets_no_gpu_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbcontainers.provisioner as provisioner_module
+
+    def no_probe() -> None:
+        raise AssertionError("a CPU image must not even probe for GPUs")
+
+    monkeypatch.setattr(provisioner_module, "detect_gpus", no_probe)
+    prov, fake = _provisioner()
+    _launch(prov, tmp_path)
+    assert fake.specs[-1].gpus is None
+    asyncio.run(prov.cleanup())
