@@ -19,22 +19,14 @@ from jupyter_client.manager import KernelManager
 
 from nbcontainers.labels import KERNEL_ID, OWNER, SERVER_PID
 
-from .kernels import run
+from .kernels import container_kernel, run, start
 
 pytestmark = pytest.mark.docker
 
 
-def _start(cwd: Path, kernel: str = "nbc-python", **config: Any) -> KernelManager:
-    km = KernelManager(kernel_name=kernel)
-    if config:
-        km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
-    km.start_kernel(cwd=str(cwd))
-    return km
-
-
 @pytest.fixture
 def km(python_image: str, tmp_path: Path) -> Iterator[KernelManager]:
-    manager = _start(tmp_path)
+    manager = start(tmp_path)
     yield manager
     if manager.has_kernel:
         manager.shutdown_kernel(now=True)
@@ -106,11 +98,7 @@ def test_environment_is_an_allowlist(
 ) -> None:
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-secret-token-123")
     monkeypatch.setenv("LANG", "C.UTF-8")
-    km = _start(tmp_path, env={"MY_SETTING": "42"})
-    try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
+    with container_kernel(tmp_path, env={"MY_SETTING": "42"}) as (_km, kc):
         out, _ = run(
             kc,
             "import os; print(sorted(os.environ))\n"
@@ -119,26 +107,16 @@ def test_environment_is_an_allowlist(
         )
         assert "None C.UTF-8 42" in out
         assert "hub-secret-token-123" not in out
-        kc.stop_channels()
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_tcp_transport_binds_loopback_only(python_image: str, tmp_path: Path, runtime: Any) -> None:
-    km = _start(tmp_path, transport="tcp")
-    try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
+    with container_kernel(tmp_path, transport="tcp") as (km, kc):
         out, _ = run(kc, "print(6 * 7)")
         assert out.strip() == "42"
         bindings = _inspect(runtime, km)["HostConfig"]["PortBindings"]
         assert len(bindings) == 5
         assert {b[0]["HostIp"] for b in bindings.values()} == {"127.0.0.1"}
         assert km.get_connection_info()["ip"] == "127.0.0.1"
-        kc.stop_channels()
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_interrupt_stops_a_long_cell_quickly(km: KernelManager, kc: Any) -> None:
@@ -227,18 +205,11 @@ def test_segfault_in_a_cell_is_reported(km: KernelManager, kc: Any) -> None:
 
 
 def test_oom_kill_is_reported(python_image: str, tmp_path: Path) -> None:
-    km = _start(tmp_path, mem_limit="96m")
-    try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
+    with container_kernel(tmp_path, mem_limit="96m") as (km, kc):
         kc.execute("blocks = [bytearray(16 << 20) for _ in range(64)]")
         _wait_dead(km)
         report = km.provisioner.last_crash or ""
         assert "out of memory" in report and "96m" in report, report
-        kc.stop_channels()
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_readopt_running_kernel_from_saved_info(km: KernelManager, kc: Any) -> None:
@@ -267,7 +238,7 @@ def test_kernels_share_one_network_holder_and_gc_removes_it(
 ) -> None:
     from nbcontainers.orphans import find_orphans
 
-    first, second = _start(tmp_path), _start(tmp_path)
+    first, second = start(tmp_path), start(tmp_path)
     try:
         modes = {_inspect(runtime, k)["HostConfig"]["NetworkMode"] for k in (first, second)}
         assert len(modes) == 1
@@ -296,18 +267,11 @@ def test_runs_as_a_non_root_user_and_files_belong_to_it(python_image: str, tmp_p
     workspace = tmp_path / "ws"
     workspace.mkdir()
     os.chown(workspace, 12345, 12345)
-    km = _start(workspace, user="12345:12345")
-    try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
+    with container_kernel(workspace, user="12345:12345") as (_km, kc):
         out, reply = run(kc, "import os; open('mine.txt', 'w').write('x'); print(os.getuid())")
         assert reply["status"] == "ok", out
         assert out.strip() == "12345"
         assert (workspace / "mine.txt").stat().st_uid == 12345
-        kc.stop_channels()
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_missing_image_can_be_built_at_start(
@@ -332,15 +296,10 @@ def test_missing_image_can_be_built_at_start(
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(config))
     ref = load_catalog()["derived"].ref
     caplog.set_level(logging.INFO, logger="traitlets")
-    km = _start(tmp_path, image="derived", missing_image="build")
     try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        out, _ = run(kc, "print('derived ok')")
-        assert out.strip() == "derived ok"
-        assert "build:" in caplog.text  # build progress went to the server log
-        kc.stop_channels()
+        with container_kernel(tmp_path, image="derived", missing_image="build") as (_km, kc):
+            out, _ = run(kc, "print('derived ok')")
+            assert out.strip() == "derived ok"
+            assert "build:" in caplog.text  # build progress went to the server log
     finally:
-        km.shutdown_kernel(now=True)
         runtime.api.remove_image(ref, force=True)
