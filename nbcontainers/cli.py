@@ -80,7 +80,7 @@ def images_list(as_json: bool) -> None:
     width = max((len(i.name) for i in catalog.values()), default=4)
     for r in rows:
         where = f"{r['size_mb']} MB" if r["present"] else "not built"
-        gpu = f" CUDA {r['cuda']}" if r["gpu"] else ""
+        gpu = " [needs a GPU]" if r["gpu"] else ""
         click.echo(f"{r['name']:<{width}}  {r['ref']:<40} {where:<10} {r['display_name']}{gpu}")
 
 
