@@ -31,4 +31,20 @@ __all__ = [
     "UnknownImage",
     "__version__",
     "load_catalog",
+    "load_ipython_extension",
+    "unload_ipython_extension",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext nbcontainers`: the `%container` magics (idempotent)."""
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """`%unload_ext nbcontainers`: stop container kernels, run cells locally again."""
+    from .magics import unload
+
+    unload(ipython)

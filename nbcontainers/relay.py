@@ -1,0 +1,385 @@
+"""Run cells in a container kernel on behalf of a notebook's local kernel, relaying everything.
+
+The container gets the frontend's own request header, so every message it publishes already
+names the right parent; one background thread re-publishes them on the local kernel's IOPub.
+"""
+
+from __future__ import annotations
+
+import ast
+import threading
+import time
+from collections.abc import Callable
+from queue import Empty
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import KernelManager
+
+from .errors import ContainerCrashed
+
+__all__ = ["Relay", "RemoteError", "remote_error"]
+
+# IOPub messages the local kernel already sends for the cell itself (status, execute_input)
+# or that become the local exception (error): relaying them would show things twice.
+_DROPPED = {"status", "execute_input", "error"}
+
+
+class RemoteError(Exception):
+    """Base of exceptions re-raised from a container cell; IPython shows the remote traceback."""
+
+    remote_traceback: tuple[str, ...] = ()
+
+    def _render_traceback_(self) -> list[str]:
+        return list(self.remote_traceback)
+
+
+_ERROR_TYPES: dict[str, type[RemoteError]] = {}
+
+
+def remote_error(ename: str, evalue: str, traceback: list[str]) -> RemoteError:
+    """An exception whose class is named after the remote ``ename`` ("ZeroDivisionError")."""
+    cls = _ERROR_TYPES.get(ename)
+    if cls is None:
+        name = ename if ename.isidentifier() else "RemoteError"
+        cls = type(name, (RemoteError,), {"__module__": "nbcontainers.remote"})
+        _ERROR_TYPES[ename] = cls
+    exc = cls(evalue)
+    exc.remote_traceback = tuple(traceback)
+    return exc
+
+
+class Relay:
+    """One container kernel serving one notebook's local kernel.
+
+    ``kernel`` is the local ipykernel (``get_ipython().kernel``): its session signs what the
+    relay re-publishes, its ``raw_input``/``getpass`` answer the container's input requests.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kernel_spec: KernelSpec,
+        kernel: Any,
+        *,
+        cwd: str,
+        execution_count: Callable[[], int],
+    ) -> None:
+        self.name = name
+        self.kernel = kernel
+        self.cwd = cwd
+        self._execution_count = execution_count
+        self.km = KernelManager(
+            kernel_name=kernel_spec.name if hasattr(kernel_spec, "name") else name
+        )
+        self.km._kernel_spec = kernel_spec
+        self.kc: Any = None
+        self.started_at = 0.0
+        self._stop = threading.Event()
+        self._pump_thread: threading.Thread | None = None
+        self._idle: dict[str, threading.Event] = {}
+        self._internal: set[str] = set()
+        self.comms: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120) -> None:
+        self.km.start_kernel(cwd=self.cwd)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=timeout)
+        except RuntimeError:
+            crash = getattr(self.km.provisioner, "last_crash", None)
+            self.stop()
+            raise ContainerCrashed(
+                crash or f"The container kernel {self.name!r} did not start."
+            ) from None
+        self.started_at = time.time()
+        self._stop.clear()
+        self._pump_thread = threading.Thread(target=self._pump, name="nbc-relay", daemon=True)
+        self._pump_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout=2)
+            self._pump_thread = None
+        for comm in list(self.comms.values()):
+            self._forget_comm(comm.comm_id)
+        if self.kc is not None:
+            self.kc.stop_channels()
+        if self.km.has_kernel:
+            self.km.shutdown_kernel(now=False)
+
+    def restart(self) -> None:
+        self._stop.set()
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout=2)
+        self.km.restart_kernel(now=False)
+        self.kc.wait_for_ready(timeout=120)
+        self.started_at = time.time()
+        self._stop.clear()
+        self._pump_thread = threading.Thread(target=self._pump, name="nbc-relay", daemon=True)
+        self._pump_thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.km.has_kernel and self.km.is_alive())
+
+    @property
+    def container_id(self) -> str | None:
+        return getattr(self.km.provisioner, "container_id", None)
+
+    # -- IOPub: one thread re-publishes what the container says -----------------------------
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.kc.iopub_channel.get_msg(timeout=0.1)
+            except Empty:
+                continue
+            except Exception:  # channel closed under us while stopping
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                self._relay(msg)
+            except Exception as exc:  # never let one bad message kill the relay
+                self.kernel.log.warning("nbcontainers relay: %s", exc)
+
+    def _relay(self, msg: dict[str, Any]) -> None:
+        kind = msg["msg_type"]
+        parent_id = msg["parent_header"].get("msg_id", "")
+        if kind == "status":
+            if msg["content"].get("execution_state") == "idle" and parent_id in self._idle:
+                self._idle[parent_id].set()
+            return
+        if parent_id in self._internal and kind not in ("comm_open", "comm_msg", "comm_close"):
+            return
+        if kind in _DROPPED:
+            return
+        content = msg["content"]
+        if kind == "execute_result":
+            content = {**content, "execution_count": self._execution_count()}
+        elif kind == "comm_open":
+            self._stand_in_comm(content)
+        elif kind == "comm_close":
+            self._forget_comm(content.get("comm_id", ""))
+        self.kernel.session.send(
+            self.kernel.iopub_socket,
+            kind,
+            content,
+            parent=msg["parent_header"],
+            metadata=msg.get("metadata"),
+            buffers=msg.get("buffers") or None,
+        )
+
+    # -- widgets: a local stand-in comm per container comm, forwarding the frontend ---------
+
+    def _stand_in_comm(self, content: dict[str, Any]) -> None:
+        from comm import get_comm_manager
+        from comm.base_comm import BaseComm
+
+        relay = self
+
+        class StandIn(BaseComm):
+            """Has the container comm's id; what the frontend sends it goes to the container."""
+
+            def publish_msg(self, *args: Any, **kwargs: Any) -> None:
+                pass  # the container publishes; this comm never speaks itself
+
+            def handle_msg(self, msg: dict[str, Any]) -> None:
+                relay._forward_to_container(msg)
+
+            def handle_close(self, msg: dict[str, Any]) -> None:
+                relay._forward_to_container(msg)
+                relay.comms.pop(self.comm_id, None)
+
+        comm_id = content["comm_id"]
+        stand_in = StandIn(
+            comm_id=comm_id, target_name=content.get("target_name", ""), primary=False
+        )
+        get_comm_manager().register_comm(stand_in)
+        self.comms[comm_id] = stand_in
+
+    def _forget_comm(self, comm_id: str) -> None:
+        from comm import get_comm_manager
+
+        stand_in = self.comms.pop(comm_id, None)
+        if stand_in is not None:
+            get_comm_manager().comms.pop(comm_id, None)
+
+    def _forward_to_container(self, msg: dict[str, Any]) -> None:
+        """Send a frontend comm message on, with the frontend's header: callbacks' output in
+        the container then names the frontend's message as parent and lands where it should."""
+        forwarded = {k: msg[k] for k in ("header", "parent_header", "metadata", "content")}
+        forwarded["msg_id"] = msg["header"]["msg_id"]
+        forwarded["msg_type"] = msg["header"]["msg_type"]
+        self.kc.session.send(
+            self.kc.shell_channel.socket, forwarded, buffers=msg.get("buffers") or None
+        )
+
+    # -- shell: execute, complete, inspect ---------------------------------------------------
+
+    def _request(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        header: dict[str, Any] | None = None,
+        internal: bool = False,
+    ) -> str:
+        msg = self.kc.session.msg(msg_type, content)
+        if header is not None:
+            msg["header"] = {**header, "msg_type": msg_type}
+            msg["msg_id"] = header["msg_id"]
+        msg_id = str(msg["header"]["msg_id"])
+        if internal:
+            self._internal.add(msg_id)
+        self._idle[msg_id] = threading.Event()
+        self.kc.shell_channel.send(msg)
+        return msg_id
+
+    def _wait_reply(self, msg_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the reply to ``msg_id``, answering input requests; a local interrupt
+        interrupts the container and keeps waiting for its reply."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_alive_check = time.monotonic()
+        while True:
+            try:
+                self._answer_input(msg_id)
+                reply = self.kc.get_shell_msg(timeout=0.05)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return dict(reply)
+            except Empty:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    raise TimeoutError(f"no reply from container kernel {self.name!r}") from None
+                if now - last_alive_check > 1.0:
+                    last_alive_check = now
+                    if not self.alive:
+                        crash = getattr(self.km.provisioner, "last_crash", None)
+                        raise ContainerCrashed(
+                            crash or f"The container kernel {self.name!r} died."
+                        ) from None
+            except KeyboardInterrupt:
+                self.km.interrupt_kernel()
+
+    def _answer_input(self, msg_id: str) -> None:
+        try:
+            request = self.kc.stdin_channel.get_msg(timeout=0)
+        except Empty:
+            return
+        if request["msg_type"] != "input_request":
+            return
+        prompt = request["content"].get("prompt", "")
+        if request["content"].get("password"):
+            value = self.kernel.getpass(prompt)
+        else:
+            value = self.kernel.raw_input(prompt)
+        self.kc.input(value)
+
+    def _wait_idle(self, msg_id: str, timeout: float = 10) -> None:
+        event = self._idle.get(msg_id)
+        try:
+            while event is not None and not event.wait(timeout=0.05):
+                timeout -= 0.05
+                if timeout <= 0:
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._idle.pop(msg_id, None)
+            self._internal.discard(msg_id)
+
+    def execute(self, code: str) -> dict[str, Any]:
+        """Run ``code`` as the current cell; raise the remote error as a local one."""
+        parent = self.kernel.get_parent("shell") or {}
+        # The frontend's own header: what the container publishes then names the cell as
+        # its parent, so outputs land under it without any rewriting.
+        header = parent.get("header") if parent.get("header", {}).get("msg_id") else None
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": bool(getattr(self.kernel, "_allow_stdin", False)),
+            "stop_on_error": True,
+        }
+        msg_id = self._request("execute_request", content, header=header)
+        try:
+            reply = self._wait_reply(msg_id)
+        finally:
+            self._wait_idle(msg_id)
+        result = reply["content"]
+        for payload in result.get("payload", []):
+            self.kernel.shell.payload_manager.write_payload(payload)
+        if result.get("status") == "error":
+            raise remote_error(
+                result.get("ename", "RemoteError"),
+                result.get("evalue", ""),
+                result.get("traceback", []),
+            )
+        return dict(result)
+
+    def run_internal(
+        self,
+        code: str,
+        timeout: float | None = None,
+        user_expressions: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Run code the user did not write (push/pull helpers): nothing it prints is shown.
+
+        Returns the ``user_expressions`` evaluated after it, as Python values (they must be
+        literals: str, numbers, containers of them).
+        """
+        content = {
+            "code": code,
+            "silent": True,
+            "store_history": False,
+            "user_expressions": user_expressions or {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+        msg_id = self._request("execute_request", content, internal=True)
+        try:
+            reply = self._wait_reply(msg_id, timeout=timeout)
+        finally:
+            self._wait_idle(msg_id, timeout=2)
+        result = reply["content"]
+        if result.get("status") == "error":
+            raise remote_error(
+                result.get("ename", "RemoteError"),
+                result.get("evalue", ""),
+                result.get("traceback", []),
+            )
+        values = {}
+        for key, value in (result.get("user_expressions") or {}).items():
+            if value.get("status") != "ok":
+                raise remote_error(
+                    value.get("ename", "RemoteError"),
+                    value.get("evalue", ""),
+                    value.get("traceback", []),
+                )
+            values[key] = ast.literal_eval(value["data"]["text/plain"])
+        return values
+
+    def complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
+        msg_id = self._request(
+            "complete_request", {"code": code, "cursor_pos": cursor_pos}, internal=True
+        )
+        try:
+            return dict(self._wait_reply(msg_id, timeout=5)["content"])
+        finally:
+            self._idle.pop(msg_id, None)
+
+    def inspect(self, code: str, cursor_pos: int, detail_level: int = 0) -> dict[str, Any]:
+        msg_id = self._request(
+            "inspect_request",
+            {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level},
+            internal=True,
+        )
+        try:
+            return dict(self._wait_reply(msg_id, timeout=5)["content"])
+        finally:
+            self._idle.pop(msg_id, None)
