@@ -303,7 +303,7 @@ class ContainerMagics(Magics):
             spec,
             kernel,
             cwd=os.getcwd(),
-            execution_count=lambda: int(kernel.execution_count),
+            execution_count=lambda: int(self.ip.displayhook.prompt_count),
         )
         relay.start()
         self.relays[image_name] = relay

@@ -1,0 +1,340 @@
+"""`%container` magics in a real local ipykernel relaying to a real container kernel.
+
+The test client plays the frontend: it talks only to the local kernel, and checks that what
+the container does reaches it with the right parent, as JupyterLab would see it."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+pytestmark = pytest.mark.docker
+
+
+class Frontend:
+    """A notebook frontend on a local kernel: sends cells, collects IOPub by parent."""
+
+    def __init__(self, km: KernelManager, kc: BlockingKernelClient) -> None:
+        self.km, self.kc = km, kc
+
+    def run(
+        self, code: str, stdin: list[str] | None = None, timeout: float = 120
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Execute ``code``; return (reply content, IOPub messages whose parent is this cell)."""
+        answers = list(stdin or [])
+        msg_id = self.kc.execute(code, allow_stdin=bool(stdin))
+        outputs: list[dict[str, Any]] = []
+        reply = None
+        deadline = time.monotonic() + timeout
+        idle = False
+        while (reply is None or not idle) and time.monotonic() < deadline:
+            if answers:
+                try:
+                    request = self.kc.stdin_channel.get_msg(timeout=0.01)
+                    assert request["msg_type"] == "input_request"
+                    outputs.append(request)
+                    self.kc.input(answers.pop(0))
+                except Exception:
+                    pass
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.05)
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    if msg["msg_type"] == "status":
+                        idle = msg["content"]["execution_state"] == "idle"
+                    else:
+                        outputs.append(msg)
+            except Exception:
+                pass
+            if reply is None:
+                try:
+                    got = self.kc.get_shell_msg(timeout=0.01)
+                    if got["parent_header"].get("msg_id") == msg_id:
+                        reply = got
+                except Exception:
+                    pass
+        assert reply is not None, f"no reply to {code!r}"
+        return reply["content"], outputs
+
+    def text(self, code: str, **kw: Any) -> str:
+        content, outputs = self.run(code, **kw)
+        assert content["status"] == "ok", self.error_text(outputs) or content
+        return "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+
+    @staticmethod
+    def error_text(outputs: list[dict[str, Any]]) -> str:
+        return "\n".join(
+            "\n".join(m["content"]["traceback"]) for m in outputs if m["msg_type"] == "error"
+        )
+
+
+@pytest.fixture
+def frontend(python_image: str, tmp_path: Path) -> Iterator[Frontend]:
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    fe = Frontend(km, kc)
+    fe.text("%load_ext nbcontainers")
+    yield fe
+    fe.run("%unload_ext nbcontainers")
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def active(frontend: Frontend) -> Frontend:
+    out = frontend.text("%container use python")
+    assert "Cells now run in container kernel 'python'" in out
+    return frontend
+
+
+WHERE = "import os; print(os.environ.get('NBCONTAINERS_IMAGE'), os.getcwd())"
+
+
+def test_use_local_and_one_cell(frontend: Frontend, tmp_path: Path) -> None:
+    assert frontend.text(WHERE).split() == ["None", str(tmp_path)]
+    frontend.text("%container use python")
+    assert frontend.text(WHERE).split() == ["python", str(tmp_path)]
+    frontend.text("%container local")
+    assert frontend.text(WHERE).split()[0] == "None"
+    assert frontend.text("%%container\n" + WHERE).split()[0] == "python"
+    assert frontend.text("%container list").split()[:2] == ["python", "idle"]
+    assert "Stopped" in frontend.text("%container stop")
+
+
+def test_outputs_are_relayed_with_the_right_parent(active: Frontend) -> None:
+    content, outputs = active.run(
+        "import matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
+        "import matplotlib.pyplot as plt\n"
+        "from IPython.display import HTML, display, update_display, clear_output\n"
+        "import sys\nprint('to stdout'); print('to stderr', file=sys.stderr)\n"
+        "display(HTML('<b>bold</b>'))\n"
+        "display('first', display_id='d1'); update_display('second', display_id='d1')\n"
+        "plt.plot([1, 2, 3]); plt.show()\n"
+        "clear_output(wait=True)\n"
+        "6 * 7"
+    )
+    assert content["status"] == "ok"
+    kinds = [m["msg_type"] for m in outputs]
+    streams = {
+        m["content"]["name"]: m["content"]["text"] for m in outputs if m["msg_type"] == "stream"
+    }
+    assert streams == {"stdout": "to stdout\n", "stderr": "to stderr\n"}
+    displays = [m["content"] for m in outputs if m["msg_type"] == "display_data"]
+    assert any("text/html" in d["data"] for d in displays)
+    assert any("image/png" in d["data"] for d in displays)
+    assert any(d.get("transient", {}).get("display_id") == "d1" for d in displays)
+    update = next(m["content"] for m in outputs if m["msg_type"] == "update_display_data")
+    assert update["transient"]["display_id"] == "d1"
+    assert "clear_output" in kinds
+    result = next(m["content"] for m in outputs if m["msg_type"] == "execute_result")
+    assert result["data"]["text/plain"] == "42"
+    assert result["execution_count"] == content["execution_count"]  # the local prompt number
+    assert "execute_input" not in kinds[1:]  # only the local one, not the container's
+
+
+def test_output_from_a_background_thread_after_the_cell(active: Frontend) -> None:
+    content, _ = active.run(
+        "import threading\nthreading.Timer(0.5, lambda: print('late', flush=True)).start()"
+    )
+    cell_id = None
+    deadline = time.monotonic() + 10
+    late = None
+    while late is None and time.monotonic() < deadline:
+        try:
+            msg = active.kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            continue
+        if msg["msg_type"] == "stream" and msg["content"]["text"] == "late\n":
+            late = msg
+    assert late is not None
+    cell_id = late["parent_header"]["msg_id"]
+    assert cell_id  # it names the cell that started the thread
+    assert content["status"] == "ok"
+
+
+def test_error_is_one_remote_traceback_with_the_true_name(active: Frontend) -> None:
+    content, outputs = active.run("def f():\n    return 1 / 0\nf()")
+    assert content["status"] == "error" and content["ename"] == "ZeroDivisionError"
+    errors = [m for m in outputs if m["msg_type"] == "error"]
+    assert len(errors) == 1
+    tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors[0]["content"]["traceback"]))
+    assert "return 1 / 0" in tb and "ZeroDivisionError: division by zero" in tb
+    assert "nbcontainers" not in tb  # the relay's own frames are not shown
+
+
+def test_input_and_getpass_prompt_the_frontend(active: Frontend) -> None:
+    content, outputs = active.run(
+        "name = input('Who? ')\nimport getpass\npw = getpass.getpass('Secret: ')\n"
+        "print(name, len(pw))",
+        stdin=["ada", "hunter2"],
+    )
+    assert content["status"] == "ok"
+    prompts = [
+        (m["content"]["prompt"], m["content"]["password"])
+        for m in outputs
+        if m["msg_type"] == "input_request"
+    ]
+    assert prompts == [("Who? ", False), ("Secret: ", True)]
+    printed = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+    assert "ada 7" in printed
+
+
+def test_interrupt_reaches_the_container_cell(active: Frontend) -> None:
+    result: dict[str, Any] = {}
+
+    def run_sleep() -> None:
+        result["reply"], result["outputs"] = active.run("import time; time.sleep(600)")
+
+    worker = threading.Thread(target=run_sleep)
+    worker.start()
+    time.sleep(2.0)
+    started = time.monotonic()
+    active.km.interrupt_kernel()
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 5
+    assert result["reply"]["ename"] == "KeyboardInterrupt"
+    assert active.text("print('usable')").strip() == "usable"
+
+
+def test_widgets_render_and_talk_back(active: Frontend) -> None:
+    content, outputs = active.run(
+        "import ipywidgets as w\nslider = w.IntSlider(value=1)\n"
+        "slider.observe(lambda change: print('moved to', change['new']), names='value')\n"
+        "slider"
+    )
+    assert content["status"] == "ok"
+    opens = [m["content"] for m in outputs if m["msg_type"] == "comm_open"]
+    model = next(o for o in opens if o["data"]["state"].get("_model_name") == "IntSliderModel")
+    view = next(m["content"] for m in outputs if m["msg_type"] == "execute_result")
+    assert view["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == model["comm_id"]
+    # The user drags the slider: the frontend sends an update to the *local* kernel.
+    msg = active.kc.session.msg(
+        "comm_msg",
+        {
+            "comm_id": model["comm_id"],
+            "data": {"method": "update", "state": {"value": 5}, "buffer_paths": []},
+        },
+    )
+    active.kc.shell_channel.send(msg)
+    deadline, printed = time.monotonic() + 15, None
+    while printed is None and time.monotonic() < deadline:
+        try:
+            got = active.kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            continue
+        if got["msg_type"] == "stream" and "moved to 5" in got["content"]["text"]:
+            printed = got
+    assert printed is not None, "the callback's output did not come back"
+    assert printed["parent_header"]["msg_id"] == msg["header"]["msg_id"]  # lands under it
+    assert active.text("print(slider.value)").strip() == "5"
+
+
+def test_completion_and_inspection_answer_from_the_container(active: Frontend) -> None:
+    active.text("only_in_container_abc = 42")
+    msg_id = active.kc.complete("only_in_cont", 12)
+    reply = active.kc.get_shell_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert "only_in_container_abc" in reply["content"]["matches"]
+    active.kc.inspect("only_in_container_abc", 5)
+    reply = active.kc.get_shell_msg(timeout=30)
+    assert reply["content"]["found"] is True
+    assert "42" in reply["content"]["data"]["text/plain"]
+    # The magic itself still completes locally.
+    active.kc.complete("%container u", 12)
+    assert "use" in active.kc.get_shell_msg(timeout=30)["content"]["matches"]
+    active.kc.complete("%container use pyt", 18)
+    matches = active.kc.get_shell_msg(timeout=30)["content"]["matches"]
+    assert "python" in matches and "pytorch-cpu" in matches
+
+
+def test_push_and_pull(frontend: Frontend) -> None:
+    frontend.text(
+        "import numpy as np, pandas as pd\n"
+        "arr = np.arange(1_000_000, dtype='float64')\n"
+        "df = pd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})\n"
+        "obj = {'nested': [1, (2, 3)], 'text': 'hé'}"
+    )
+    frontend.text("%container use python")
+    frontend.text("%container push arr df obj")
+    out = frontend.text(
+        "print(float(arr.sum()), df.b.tolist(), obj['nested'], arr.flags.writeable)"
+    )
+    assert out.split("\n")[0] == "499999500000.0 ['x', 'y'] [1, (2, 3)] True"
+    frontend.text("import numpy as np\nmade_there = np.linspace(0, 1, 5) * 2\narr2 = arr[:3] + 1")
+    frontend.text("%container pull made_there arr2")
+    frontend.text("%container local")
+    assert frontend.text("print(made_there.tolist(), arr2.tolist())").strip() == (
+        "[0.0, 0.5, 1.0, 1.5, 2.0] [1.0, 2.0, 3.0]"
+    )
+
+
+def test_push_pull_errors_change_nothing(frontend: Frontend) -> None:
+    frontend.text("x = 1\nimport threading\nlock = threading.Lock()")
+    frontend.text("%container use python")
+    content, outputs = frontend.run("%container push x missing_name")
+    assert content["ename"] == "UsageError"
+    assert "'missing_name'" in "".join(str(m["content"]) for m in outputs)
+    content, outputs = frontend.run("%container push x lock")
+    assert content["ename"] == "UsageError"
+    said = "".join(str(m["content"]) for m in outputs)
+    assert "_thread.lock" in said and "can't be pickled" in said
+    assert frontend.text("print('x' in globals())").strip() == "False"  # all or nothing
+    content, outputs = frontend.run("%container pull not_there")
+    assert content["ename"] == "UsageError"
+    assert "not_there" in "".join(str(m["content"]) for m in outputs)
+
+
+def test_usage_help_and_bad_arguments(frontend: Frontend) -> None:
+    content, _ = frontend.run("%container?")
+    pages = [p for p in content.get("payload", []) if p.get("source") == "page"]
+    assert pages and "%container use NAME" in pages[0]["data"]["text/plain"]
+    for bad, said in [
+        ("%container frobnicate", "invalid choice"),
+        ("%container", "needs a subcommand"),
+        ("%container use", "the following arguments are required"),
+        ("%container use pyton", "Did you mean 'python'?"),
+    ]:
+        content, outputs = frontend.run(bad)
+        assert content["status"] == "error" and content["ename"] == "UsageError", bad
+        assert said in "".join(str(m["content"]) for m in outputs), bad
+
+
+def test_status_logs_restart(active: Frontend) -> None:
+    status = active.text("%container status")
+    assert "image       python: nbcontainers/python:" in status
+    assert "digest      sha256:" in status and "memory" in status and "gpus        none" in status
+    active.text("import sys; print('hello log', file=sys.__stderr__, flush=True)")
+    assert "hello log" in active.text("%container logs --tail 5")
+    active.text("kept = 1")
+    assert "Restarted" in active.text("%container restart")
+    assert active.text("print('kept' in globals())").strip() == "False"
+
+
+def test_load_is_idempotent_and_unload_restores_local(frontend: Frontend, runtime: Any) -> None:
+    frontend.text("%load_ext nbcontainers")
+    frontend.text("import nbcontainers; nbcontainers.load_ipython_extension(get_ipython())")
+    count = frontend.text(
+        "print(sum(getattr(t, '__name__', '') == 'route' "
+        "for t in get_ipython().input_transformers_cleanup))"
+    )
+    assert count.strip() == "1"
+    frontend.text("%container use python")
+    cid = frontend.text("%container status").split("container   ")[1].split()[0]
+    frontend.text("%unload_ext nbcontainers")
+    assert frontend.text(WHERE).split()[0] == "None"
+    assert not [
+        s for s in runtime.list({"io.nbcontainers.kernel-id": None}) if s.id.startswith(cid)
+    ]
+    content, _ = frontend.run("%container list")
+    assert content["status"] == "error"  # the magic is gone
