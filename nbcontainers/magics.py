@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import shlex
@@ -65,6 +66,7 @@ class ContainerMagics(Magics):
         self._xfer: str | None = None
         self._original_complete: Any = None
         self._original_inspect: Any = None
+        self._exit_hook = False
 
     # -- the magic --------------------------------------------------------------------------
 
@@ -306,6 +308,11 @@ class ContainerMagics(Magics):
             execution_count=lambda: int(self.ip.displayhook.prompt_count),
         )
         relay.start()
+        if not self._exit_hook:
+            # Registered after the first start, so it runs before the provisioner's own exit
+            # hook (atexit is last-in, first-out): the local kernel's exit ends its containers.
+            atexit.register(self.shutdown, now=True)
+            self._exit_hook = True
         self.relays[image_name] = relay
         return relay
 
@@ -381,10 +388,11 @@ class ContainerMagics(Magics):
             return sorted(n for n in self.ip.user_ns if not n.startswith("_"))
         return []
 
-    def shutdown(self) -> None:
+    def shutdown(self, now: bool = False) -> None:
+        """Stop every container kernel of this notebook (``now``: kill, don't ask)."""
         for relay in list(self.relays.values()):
             try:
-                relay.stop()
+                relay.stop(now=now)
             except Exception as exc:  # the engine may be gone already
                 self.ip.log.debug("stopping %s failed: %s", relay.name, exc)
         self.relays.clear()
@@ -450,9 +458,6 @@ def load(shell: Any) -> None:
         magics._original_inspect = kernel.do_inspect
         kernel.do_complete = magics.do_complete
         kernel.do_inspect = magics.do_inspect
-    import atexit
-
-    atexit.register(magics.shutdown)
     setattr(shell, _STATE_ATTR, magics)
 
 

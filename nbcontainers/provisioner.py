@@ -87,6 +87,17 @@ _UNSAFE_WORKSPACES = {
 }
 
 
+async def _blocking(func: Any, *args: Any) -> Any:
+    """Run a blocking engine call off the event loop; inline once the interpreter is exiting
+    (atexit handlers that shut kernels down can no longer start threads)."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except RuntimeError as exc:
+        if "interpreter shutdown" not in str(exc):
+            raise
+        return func(*args)
+
+
 # Provisioners of this process with a container, for the exit hook below.
 _LIVE: weakref.WeakSet[ContainerProvisioner] = weakref.WeakSet()
 _EXIT_HOOK_REGISTERED = False
@@ -96,12 +107,13 @@ def _remove_finished_at_exit() -> None:
     """When a client exits without a shutdown handshake (``jupyter console``'s ``exit`` only
     asks the kernel to quit), remove its container once the kernel has exited. Kernels still
     running are left for re-adoption by a restarted server, or for ``nbcontainers gc``."""
+    deadline = time.monotonic() + 2.0  # for all of them together: exit must stay quick
     for prov in list(_LIVE):
         cid = prov.container_id
         if cid is None:
             continue
         try:
-            prov.runtime.wait(cid, timeout=3)
+            prov.runtime.wait(cid, timeout=max(0.1, deadline - time.monotonic()))
             state = prov.runtime.state(cid)
             if state is not None and not state.running:
                 if state.exit_code and not prov._stopping:
@@ -398,8 +410,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         km = self.parent
         img = self.catalog_image  # unknown names fail here, with a did-you-mean
         # GPU first: "this host has no GPU, use X" helps more than "image missing".
-        self._gpu = await asyncio.to_thread(self._gpu_request)
-        await asyncio.to_thread(self._ensure_image)
+        self._gpu = await _blocking(self._gpu_request)
+        await _blocking(self._ensure_image)
         kwargs = await super().pre_launch(**kwargs)
         env = kwargs["env"]
         if km is None:
@@ -433,7 +445,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             if self.transport == "tcp":
                 network_mode = "bridge"  # published ports belong to a namespace of its own
             else:
-                network_mode = await asyncio.to_thread(
+                network_mode = await _blocking(
                     shared_netns, self.runtime, labels[OWNER], img.ref, uid_gid
                 )
         if self.transport == "tcp" and self.network != "host":
@@ -458,7 +470,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         self._stopping = False
         self.last_crash = None
-        self.container_id = await asyncio.to_thread(self.runtime.run, spec)
+        self.container_id = await _blocking(self.runtime.run, spec)
         global _EXIT_HOOK_REGISTERED
         if not _EXIT_HOOK_REGISTERED:
             atexit.register(_remove_finished_at_exit)
@@ -507,13 +519,13 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def poll(self) -> int | None:
         if self.container_id is None:
             return 0
-        state = await asyncio.to_thread(self.runtime.state, self.container_id)
+        state = await _blocking(self.runtime.state, self.container_id)
         if state is None:
             return 1  # removed behind our back
         if state.running:
             return None
         if not self._stopping and self.last_crash is None:
-            self.last_crash = await asyncio.to_thread(self._crash_report, state)
+            self.last_crash = await _blocking(self._crash_report, state)
             self.log.error("%s", self.last_crash)
         return state.exit_code if state.exit_code is not None else 1
 
@@ -552,7 +564,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             await self.poll()
             return
         try:
-            await asyncio.to_thread(self.runtime.signal, self.container_id, signum)
+            await _blocking(self.runtime.signal, self.container_id, signum)
         except Exception as exc:  # an exited container can't take signals: not an error here
             self.log.debug("signal %s to %s failed: %s", signum, self.container_id[:12], exc)
 
@@ -574,11 +586,11 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def cleanup(self, restart: bool = False) -> None:
         if self.container_id is not None:
             if not self._stopping and self.last_crash is None:
-                state = await asyncio.to_thread(self.runtime.state, self.container_id)
+                state = await _blocking(self.runtime.state, self.container_id)
                 if state is not None and not state.running:
-                    self.last_crash = await asyncio.to_thread(self._crash_report, state)
+                    self.last_crash = await _blocking(self._crash_report, state)
                     self.log.error("%s", self.last_crash)
-            await asyncio.to_thread(self.runtime.remove, self.container_id)
+            await _blocking(self.runtime.remove, self.container_id)
             self.container_id = None
         if not restart:
             if self._cached_ports:
@@ -616,7 +628,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
         if self.container_id is not None:
-            state = await asyncio.to_thread(self.runtime.state, self.container_id)
+            state = await _blocking(self.runtime.state, self.container_id)
             if state is None or not state.running:
                 raise ContainerCrashed(
                     f"Cannot re-adopt kernel {self.kernel_id}: its container "

@@ -100,7 +100,7 @@ class Relay:
         self._pump_thread = threading.Thread(target=self._pump, name="nbc-relay", daemon=True)
         self._pump_thread.start()
 
-    def stop(self) -> None:
+    def stop(self, now: bool = False) -> None:
         self._stop.set()
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=2)
@@ -110,7 +110,7 @@ class Relay:
         if self.kc is not None:
             self.kc.stop_channels()
         if self.km.has_kernel:
-            self.km.shutdown_kernel(now=False)
+            self.km.shutdown_kernel(now=now)
 
     def restart(self) -> None:
         self._stop.set()
