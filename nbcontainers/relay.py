@@ -1,7 +1,8 @@
 """Run cells in a container kernel on behalf of a notebook's local kernel, relaying everything.
 
-The container gets the frontend's own request header, so every message it publishes already
-names the right parent; one background thread re-publishes them on the local kernel's IOPub.
+The container gets the frontend's own request header (with a fresh msg_id: a kernel answers
+a repeated msg_id only once, and one cell may send several requests), and one background
+thread re-publishes what it says on the local kernel's IOPub under the frontend's header.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import ast
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from queue import Empty
 from typing import Any
@@ -79,6 +82,8 @@ class Relay:
         self._pump_thread: threading.Thread | None = None
         self._idle: dict[str, threading.Event] = {}
         self._internal: set[str] = set()
+        # our request msg_id -> the frontend header its outputs belong under (bounded)
+        self._parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.comms: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -150,7 +155,8 @@ class Relay:
 
     def _relay(self, msg: dict[str, Any]) -> None:
         kind = msg["msg_type"]
-        parent_id = msg["parent_header"].get("msg_id", "")
+        parent = msg["parent_header"]
+        parent_id = parent.get("msg_id", "")
         if kind == "status":
             if msg["content"].get("execution_state") == "idle" and parent_id in self._idle:
                 self._idle[parent_id].set()
@@ -170,7 +176,7 @@ class Relay:
             self.kernel.iopub_socket,
             kind,
             content,
-            parent=msg["parent_header"],
+            parent=self._parents.get(parent_id, parent),
             metadata=msg.get("metadata"),
             buffers=msg.get("buffers") or None,
         )
@@ -243,33 +249,38 @@ class Relay:
     def _wait_reply(self, msg_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the reply to ``msg_id``, answering input requests; a local interrupt
         interrupts the container and keeps waiting for its reply."""
+        import zmq
+
+        shell, stdin = self.kc.shell_channel, self.kc.stdin_channel
+        # One poller over both sockets, read with the channels' own sync calls: the
+        # client's run_sync wrappers cost more than the whole relay otherwise.
+        poller = zmq.Poller()
+        poller.register(shell.socket, zmq.POLLIN)
+        poller.register(stdin.socket, zmq.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
-        last_alive_check = time.monotonic()
+        next_alive_check = time.monotonic() + 1.0
         while True:
             try:
-                self._answer_input(msg_id)
-                reply = self.kc.get_shell_msg(timeout=0.05)
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    return dict(reply)
-            except Empty:
+                ready = dict(poller.poll(50))
+                if stdin.socket in ready:
+                    self._answer_input(stdin.get_msg(timeout=0))
+                if shell.socket in ready:
+                    reply = shell.get_msg(timeout=0)
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        return dict(reply)
+                    continue
                 now = time.monotonic()
                 if deadline is not None and now > deadline:
-                    raise TimeoutError(f"no reply from container kernel {self.name!r}") from None
-                if now - last_alive_check > 1.0:
-                    last_alive_check = now
+                    raise TimeoutError(f"no reply from container kernel {self.name!r}")
+                if now > next_alive_check:
+                    next_alive_check = now + 1.0
                     if not self.alive:
                         crash = getattr(self.km.provisioner, "last_crash", None)
-                        raise ContainerCrashed(
-                            crash or f"The container kernel {self.name!r} died."
-                        ) from None
+                        raise ContainerCrashed(crash or f"The container kernel {self.name!r} died.")
             except KeyboardInterrupt:
                 self.km.interrupt_kernel()
 
-    def _answer_input(self, msg_id: str) -> None:
-        try:
-            request = self.kc.stdin_channel.get_msg(timeout=0)
-        except Empty:
-            return
+    def _answer_input(self, request: dict[str, Any]) -> None:
         if request["msg_type"] != "input_request":
             return
         prompt = request["content"].get("prompt", "")
@@ -306,6 +317,11 @@ class Relay:
             "allow_stdin": bool(getattr(self.kernel, "_allow_stdin", False)),
             "stop_on_error": True,
         }
+        if header is not None:
+            self._parents[request_id := uuid.uuid4().hex] = header
+            while len(self._parents) > 1024:
+                self._parents.popitem(last=False)
+            header = {**header, "msg_id": request_id}
         msg_id = self._request("execute_request", content, header=header)
         try:
             reply = self._wait_reply(msg_id)

@@ -30,7 +30,7 @@ class Frontend:
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Execute ``code``; return (reply content, IOPub messages whose parent is this cell)."""
         answers = list(stdin or [])
-        msg_id = self.kc.execute(code, allow_stdin=bool(stdin))
+        msg_id = self.last_msg_id = self.kc.execute(code, allow_stdin=bool(stdin))
         outputs: list[dict[str, Any]] = []
         reply = None
         deadline = time.monotonic() + timeout
@@ -146,7 +146,6 @@ def test_output_from_a_background_thread_after_the_cell(active: Frontend) -> Non
     content, _ = active.run(
         "import threading\nthreading.Timer(0.5, lambda: print('late', flush=True)).start()"
     )
-    cell_id = None
     deadline = time.monotonic() + 10
     late = None
     while late is None and time.monotonic() < deadline:
@@ -157,8 +156,7 @@ def test_output_from_a_background_thread_after_the_cell(active: Frontend) -> Non
         if msg["msg_type"] == "stream" and msg["content"]["text"] == "late\n":
             late = msg
     assert late is not None
-    cell_id = late["parent_header"]["msg_id"]
-    assert cell_id  # it names the cell that started the thread
+    assert late["parent_header"]["msg_id"] == active.last_msg_id  # the cell that started it
     assert content["status"] == "ok"
 
 

@@ -1,0 +1,98 @@
+"""`%container` overheads: a relayed trivial cell vs the same cell run locally, and
+`%container push/pull` of a 1 GiB float32 array vs copying it in memory, in one run.
+
+Usage: python bench/relay.py [--cells 300] [--gib 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from jupyter_client.manager import KernelManager
+
+
+def timed_cells(kc, code: str, n: int) -> list[float]:
+    for _ in range(20):  # warm up
+        kc.execute_interactive(code, timeout=30)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        kc.execute_interactive(code, timeout=30)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def printed(kc, code: str) -> str:
+    out: list[str] = []
+    reply = kc.execute_interactive(
+        code,
+        timeout=600,
+        output_hook=lambda m: (
+            out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
+        ),
+    )
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cells", type=int, default=300)
+    parser.add_argument("--gib", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as cwd:
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(cwd=cwd)
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        try:
+            printed(kc, "%load_ext nbcontainers")
+            printed(kc, "%container use python")
+            relayed_1 = timed_cells(kc, "pass", args.cells // 2)
+            printed(kc, "%container local")
+            local_1 = timed_cells(kc, "pass", args.cells // 2)
+            printed(kc, "%container use python")
+            relayed_2 = timed_cells(kc, "pass", args.cells // 2)
+            printed(kc, "%container local")
+            local_2 = timed_cells(kc, "pass", args.cells // 2)
+            n = int(args.gib * 2**30 / 4)
+            result = printed(
+                kc,
+                f"""
+import time, numpy as np
+big = np.ones({n}, dtype='float32'); big[::4096] = np.arange(len(big[::4096]))
+t = time.perf_counter(); copy = big.copy(); t_copy = time.perf_counter() - t; del copy
+t = time.perf_counter(); get_ipython().run_line_magic('container', 'push big')
+t_push = time.perf_counter() - t
+get_ipython().run_cell_magic('container', '', 'big_back = big * 1; del big')
+t = time.perf_counter(); get_ipython().run_line_magic('container', 'pull big_back')
+t_pull = time.perf_counter() - t
+assert np.array_equal(big_back, big)
+print(t_copy, t_push, t_pull)
+""",
+            )
+            t_copy, t_push, t_pull = map(float, result.split())
+            printed(kc, "%container stop")
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    local = statistics.median(local_1 + local_2)
+    relayed = statistics.median(relayed_1 + relayed_2)
+    size = args.gib * 2**30 / 1e9
+    print(
+        f"trivial cell round trip (median of {len(local_1 + local_2)}): local "
+        f"{local * 1e3:.2f} ms, relayed {relayed * 1e3:.2f} ms, ratio {relayed / local:.2f}"
+    )
+    print(
+        f"{args.gib:g} GiB float32: in-memory copy {t_copy:.3f} s ({size / t_copy:.2f} GB/s); "
+        f"push {t_push:.3f} s ({size / t_push:.2f} GB/s, {t_push / t_copy:.2f}x copy); "
+        f"pull {t_pull:.3f} s ({size / t_pull:.2f} GB/s, {t_pull / t_copy:.2f}x copy)"
+    )
+
+
+if __name__ == "__main__":
+    main()
