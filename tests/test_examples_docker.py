@@ -71,3 +71,27 @@ def test_nbclient_stops_at_a_failing_container_cell(python_image: str, tmp_path:
         client.execute()
     assert nb.cells[4].execution_count is None  # "Run all" stopped at the failing cell
     assert len([o for o in nb.cells[3].outputs if o["output_type"] == "error"]) == 1
+
+
+def test_papermill_stops_at_a_failing_container_cell(python_image: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "x"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(c)
+        for c in ["%load_ext nbcontainers", "%container use python", "1 / 0", "print('never')"]
+    ]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "papermill"), "in.ipynb", "out.ipynb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "ZeroDivisionError" in done.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[-1].get("outputs", []) == []

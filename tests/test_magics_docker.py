@@ -336,3 +336,24 @@ def test_load_is_idempotent_and_unload_restores_local(frontend: Frontend, runtim
     ]
     content, _ = frontend.run("%container list")
     assert content["status"] == "error"  # the magic is gone
+
+
+def test_binary_buffers_are_relayed(active: Frontend) -> None:
+    content, outputs = active.run(
+        "from comm import create_comm\n"
+        "c = create_comm(target_name='nbc-test', data={'n': 1}, buffers=[b'\\x00\\x01bin'])"
+    )
+    assert content["status"] == "ok"
+    opened = next(m for m in outputs if m["msg_type"] == "comm_open")
+    assert opened["content"]["target_name"] == "nbc-test"
+    assert [bytes(b) for b in opened["buffers"]] == [b"\x00\x01bin"]
+
+
+def test_gpu_image_without_gpu_is_a_usage_error(frontend: Frontend) -> None:
+    from nbcontainers.gpu import detect_gpus
+
+    if detect_gpus():
+        pytest.skip("this host has a GPU")
+    content, outputs = frontend.run("%container use pytorch-gpu --gpus all")
+    assert content["ename"] == "UsageError"
+    assert "nbc-pytorch-cpu" in "".join(str(m["content"]) for m in outputs)
