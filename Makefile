@@ -52,6 +52,7 @@ unit: venv
 
 bench: setup
 	$(BIN)/python bench/kernel_start.py
+	$(BIN)/python bench/relay.py
 
 clean:
 	$(NBC) gc || true
