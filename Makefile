@@ -7,13 +7,13 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base images kernelspecs check unit bench clean
+.PHONY: demo test setup venv engine base images kernelspecs browser check unit bench clean
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
 	@echo "Executed notebook saved to $(EXAMPLE_OUT)"
 
-test: setup check
+test: setup browser check
 	NBCONTAINERS_REQUIRE_DOCKER=1 $(BIN)/pytest -v tests
 
 setup: venv engine base images kernelspecs
@@ -41,6 +41,12 @@ images: venv base
 
 kernelspecs: venv
 	$(NBC) kernelspec install --sys-prefix
+
+# Debian's Chromium for the JupyterLab browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
 
 check: venv
 	$(BIN)/ruff format --check nbcontainers tests bench

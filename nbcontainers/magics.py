@@ -152,9 +152,8 @@ class ContainerMagics(Magics):
         cid = relay.container_id or ""
         image = prov.catalog_image
         info = runtime.image_info(image.ref)
-        data = runtime.api.inspect_container(cid) if hasattr(runtime, "api") else {}
         stats = runtime.stats(cid) if hasattr(runtime, "stats") else {}
-        gpus = (data.get("HostConfig") or {}).get("DeviceRequests") or []
+        gpus = prov._gpu  # what the container was given: a GPURequest or None
         lines = [
             f"kernel      {relay.name} ({'active' if relay.name == self.active else 'idle'})",
             f"image       {image.name}: {image.ref}",
@@ -162,8 +161,7 @@ class ContainerMagics(Magics):
             f"container   {cid[:12]}  up {_duration(time.time() - relay.started_at)}",
             f"cpu         {_cpu_percent(stats)}",
             f"memory      {_memory(stats)}",
-            "gpus        "
-            + (", ".join(str(g.get("DeviceIDs") or g.get("Count")) for g in gpus) or "none"),
+            "gpus        " + _gpus(gpus),
         ]
         print("\n".join(lines))
 
@@ -408,6 +406,14 @@ def _remove_files(base: str) -> None:
     for path in glob.glob(base + ".*"):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _gpus(request: Any) -> str:
+    if request is None:
+        return "none"
+    if request.device_ids:
+        return "devices " + ",".join(request.device_ids)
+    return "all" if request.count == -1 else str(request.count)
 
 
 def _digest(info: Any) -> str:

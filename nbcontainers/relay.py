@@ -72,10 +72,8 @@ class Relay:
         self.kernel = kernel
         self.cwd = cwd
         self._execution_count = execution_count
-        self.km = KernelManager(
-            kernel_name=kernel_spec.name if hasattr(kernel_spec, "name") else name
-        )
-        self.km._kernel_spec = kernel_spec
+        self.km = KernelManager(kernel_name=kernel_spec.name or name)
+        self.km._kernel_spec = kernel_spec  # built in memory: no kernelspec install needed
         self.kc: Any = None
         self.started_at = 0.0
         self._stop = threading.Event()
@@ -100,16 +98,22 @@ class Relay:
             raise ContainerCrashed(
                 crash or f"The container kernel {self.name!r} did not start."
             ) from None
+        self._start_pump()
+
+    def _start_pump(self) -> None:
         self.started_at = time.time()
         self._stop.clear()
         self._pump_thread = threading.Thread(target=self._pump, name="nbc-relay", daemon=True)
         self._pump_thread.start()
 
-    def stop(self, now: bool = False) -> None:
+    def _stop_pump(self) -> None:
         self._stop.set()
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=2)
             self._pump_thread = None
+
+    def stop(self, now: bool = False) -> None:
+        self._stop_pump()
         for comm in list(self.comms.values()):
             self._forget_comm(comm.comm_id)
         if self.kc is not None:
@@ -118,15 +122,10 @@ class Relay:
             self.km.shutdown_kernel(now=now)
 
     def restart(self) -> None:
-        self._stop.set()
-        if self._pump_thread is not None:
-            self._pump_thread.join(timeout=2)
+        self._stop_pump()
         self.km.restart_kernel(now=False)
         self.kc.wait_for_ready(timeout=120)
-        self.started_at = time.time()
-        self._stop.clear()
-        self._pump_thread = threading.Thread(target=self._pump, name="nbc-relay", daemon=True)
-        self._pump_thread.start()
+        self._start_pump()
 
     @property
     def alive(self) -> bool:

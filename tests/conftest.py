@@ -4,7 +4,12 @@ and a check that every test removes the kernel containers it started."""
 from __future__ import annotations
 
 import os
+import secrets
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +19,7 @@ from nbcontainers.errors import EngineUnavailable
 from nbcontainers.labels import KERNEL_ID, ROLE
 
 REQUIRE_DOCKER = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +91,49 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     for state in leaked:
         rt.remove(state.id)
     assert not leaked, f"test left kernel containers behind: {[s.name for s in leaked]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(python_image: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A real Jupyter Server (it also serves JupyterLab at /lab) rooted in ``tmp_path``, with a
+    Hub token in its environment that kernels must not see. Yields (base URL, token, root)."""
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTERHUB_API_TOKEN": "hub-token-must-not-leak"}
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "jupyter"),
+            "server",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            *(["--allow-root"] if os.getuid() == 0 else []),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        log.close()
+        pytest.fail("jupyter server did not come up:\n" + (tmp_path / "server.log").read_text())
+    yield base, token, tmp_path
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()

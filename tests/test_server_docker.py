@@ -4,15 +4,10 @@ starts, runs and shuts down a container kernel through its REST and websocket AP
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,50 +16,6 @@ import pytest
 pytestmark = pytest.mark.docker
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(python_image: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTERHUB_API_TOKEN": "hub-token-must-not-leak"}
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "jupyter"),
-            "server",
-            "--no-browser",
-            f"--port={port}",
-            "--ip=127.0.0.1",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={tmp_path}",
-            *(["--allow-root"] if os.getuid() == 0 else []),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        log.close()
-        pytest.fail("jupyter server did not come up:\n" + (tmp_path / "server.log").read_text())
-    yield base, token, tmp_path
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
 
 
 def _api(base: str, token: str, path: str, method: str = "GET", body: Any = None) -> Any:
