@@ -114,7 +114,7 @@ class ContainerMagics(Magics):
             for k, v in (("gpus", args.gpus), ("mem_limit", args.memory), ("cpus", args.cpus))
             if v is not None
         }
-        relay = self._relay(args.name, overrides, start=True)
+        relay = self._relay(args.name, overrides)
         self.active = relay.name
         print(
             f"Cells now run in container kernel {relay.name!r} "
@@ -203,20 +203,28 @@ class ContainerMagics(Magics):
                         f" can't be pickled ({exc}). Recreate it inside the container instead "
                         "(run the code that makes it under `%%container`)."
                     ) from None
-            self._ensure_remote_helpers(relay)
-            code = "\n".join(
-                f"{name} = __import__('sys').modules[{_TRANSFER_MODULE!r}].load_from({base!r})"
-                for name, base in bases.items()
+            # Unpickle everything before binding any name: all or nothing there too.
+            code = self._helpers_code() + (
+                f"__nbc_v = {{n: __import__('sys').modules[{_TRANSFER_MODULE!r}].load_from(b) "
+                f"for n, b in {bases!r}.items()}}\n"
+                "globals().update(__nbc_v)\ndel __nbc_v"
             )
-            relay.run_internal(code)
+            try:
+                relay.run_internal(code)
+            except Exception as exc:
+                relay.run_internal("globals().pop('__nbc_v', None)")
+                raise UsageError(
+                    f"The container kernel could not unpickle {', '.join(args.names)} "
+                    f"({type(exc).__name__}: {exc}); nothing was pushed. Install what it needs "
+                    "there (e.g. `%%container` then `%pip install ...`) and push again."
+                ) from None
         finally:
             for base in bases.values():
                 _remove_files(base)
 
     def _cmd_pull(self, args: argparse.Namespace) -> None:
         relay = self._existing(None)
-        self._ensure_remote_helpers(relay)
-        code = (
+        code = self._helpers_code() + (
             f"__nbc_missing = [n for n in {args.names!r} if n not in globals()]\n"
             "if __nbc_missing: raise NameError(', '.join(map(repr, __nbc_missing)))\n"
             f"__nbc_t = __import__('sys').modules[{_TRANSFER_MODULE!r}]\n"
@@ -239,21 +247,32 @@ class ContainerMagics(Magics):
                 f"Cannot pull {', '.join(args.names)}: {type(exc).__name__}: {exc}"
             ) from None
         relay.run_internal(cleanup)
-        loaded = {name: load_from(base) for name, base in bases["bases"].items()}
+        try:
+            loaded = {name: load_from(base) for name, base in bases["bases"].items()}
+        except Exception as exc:
+            for base in bases["bases"].values():
+                _remove_files(base)
+            raise UsageError(
+                f"The notebook could not unpickle {', '.join(args.names)} "
+                f"({type(exc).__name__}: {exc}); nothing was pulled. Install what it needs "
+                "locally and pull again."
+            ) from None
         self.ip.user_ns.update(loaded)  # only once every variable has arrived
 
-    def _ensure_remote_helpers(self, relay: Relay) -> None:
-        if getattr(relay, "_helpers_sent", False):
-            return
-        source = remote_helpers()
-        relay.run_internal(
-            "import sys as __nbc_sys, types as __nbc_types\n"
-            f"__nbc_m = __nbc_types.ModuleType({_TRANSFER_MODULE!r})\n"
-            f"exec({source!r}, __nbc_m.__dict__)\n"
-            f"__nbc_sys.modules[{_TRANSFER_MODULE!r}] = __nbc_m\n"
-            "del __nbc_sys, __nbc_types, __nbc_m"
+    @staticmethod
+    def _helpers_code() -> str:
+        """Code that defines the transfer helpers in the container once (again after a
+        restart), as a module outside the user's namespace."""
+        return (
+            "import sys as __nbc_sys\n"
+            f"if {_TRANSFER_MODULE!r} not in __nbc_sys.modules:\n"
+            "    import types as __nbc_types\n"
+            f"    __nbc_m = __nbc_types.ModuleType({_TRANSFER_MODULE!r})\n"
+            f"    exec({remote_helpers()!r}, __nbc_m.__dict__)\n"
+            f"    __nbc_sys.modules[{_TRANSFER_MODULE!r}] = __nbc_m\n"
+            "    del __nbc_types, __nbc_m\n"
+            "del __nbc_sys\n"
         )
-        relay._helpers_sent = True  # type: ignore[attr-defined]
 
     def _transfer_dir(self) -> str:
         if self._xfer is None:
@@ -290,7 +309,7 @@ class ContainerMagics(Magics):
             )
         return image_name, spec
 
-    def _relay(self, name: str, overrides: dict[str, Any], start: bool) -> Relay:
+    def _relay(self, name: str, overrides: dict[str, Any]) -> Relay:
         image_name, spec = self._kernel_spec(name, overrides)
         relay = self.relays.get(image_name)
         if relay is not None and relay.alive and not overrides:
@@ -334,7 +353,7 @@ class ContainerMagics(Magics):
 
     def _run_cell(self, name: str | None, cell: str) -> None:
         try:
-            relay = self._relay(name, {}, start=True) if name else self._existing(None)
+            relay = self._relay(name, {}) if name else self._existing(None)
         except NbcontainersError as exc:
             raise UsageError(str(exc)) from None
         relay.execute(cell)

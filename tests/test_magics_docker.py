@@ -288,6 +288,12 @@ def test_push_pull_errors_change_nothing(frontend: Frontend) -> None:
     said = "".join(str(m["content"]) for m in outputs)
     assert "_thread.lock" in said and "can't be pickled" in said
     assert frontend.text("print('x' in globals())").strip() == "False"  # all or nothing
+    frontend.text("%container local")
+    frontend.text("class OnlyHere:\n    pass\nhere = OnlyHere()")
+    content, outputs = frontend.run("%container push x here")
+    assert content["ename"] == "UsageError"
+    assert "could not unpickle" in "".join(str(m["content"]) for m in outputs)
+    assert frontend.text("%%container\nprint('x' in globals())").strip() == "False"
     content, outputs = frontend.run("%container pull not_there")
     assert content["ename"] == "UsageError"
     assert "not_there" in "".join(str(m["content"]) for m in outputs)
@@ -317,6 +323,10 @@ def test_status_logs_restart(active: Frontend) -> None:
     active.text("kept = 1")
     assert "Restarted" in active.text("%container restart")
     assert active.text("print('kept' in globals())").strip() == "False"
+    active.text("%container local")
+    active.text("after_restart = [1, 2]")
+    active.text("%container push after_restart")  # helpers are sent again to the new kernel
+    assert active.text("%%container\nprint(after_restart)").strip() == "[1, 2]"
 
 
 def test_load_is_idempotent_and_unload_restores_local(frontend: Frontend, runtime: Any) -> None:
