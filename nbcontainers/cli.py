@@ -243,6 +243,43 @@ def gc(dry_run: bool, all_hosts: bool) -> None:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option(
+    "--python",
+    "python",
+    default=sys.executable,
+    show_default=True,
+    help="The Python environment to capture.",
+)
+@click.option("--minimal", is_flag=True, help="Only what that environment's imports need.")
+@click.option("--verify", is_flag=True, help="Rebuild the image and compare package sets.")
+@_errors_as_messages
+def snapshot(folder: str, python: str, minimal: bool, verify: bool) -> None:
+    """Write FOLDER: a Dockerfile and lock that rebuild a Python environment.
+
+    In a notebook, `%container snapshot` captures the live kernel instead.
+    """
+    from pathlib import Path
+
+    from .snapshot import build_and_verify, capture_python, write_snapshot
+
+    snap = capture_python(python)
+    written = write_snapshot(snap, Path(folder), minimal=minimal)
+    click.echo(f"wrote {written} ({len(snap.packages)} distributions captured from {python})")
+    if verify:
+        from .progress import BuildProgress
+
+        progress = BuildProgress()
+        try:
+            ref, differences = build_and_verify(written, snap, _runtime(), on_line=progress)
+        finally:
+            progress.close()
+        if differences:
+            raise click.ClickException("rebuilt image differs:\n  " + "\n  ".join(differences))
+        click.echo(f"verified: {ref} has the same packages (0 differences)")
+
+
+@main.command()
 @_errors_as_messages
 def doctor() -> None:
     """Check the engine, images, GPUs and kernelspecs, and say what to fix."""

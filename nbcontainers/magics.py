@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import json
 import os
+import re
 import shlex
 import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -23,7 +27,18 @@ from .transfer import dump_to, load_from, make_transfer_dir, remote_helpers
 
 __all__ = ["ContainerMagics", "load", "unload"]
 
-SUBCOMMANDS = ["use", "local", "status", "list", "stop", "restart", "logs", "push", "pull"]
+SUBCOMMANDS = [
+    "use",
+    "local",
+    "status",
+    "list",
+    "stop",
+    "restart",
+    "logs",
+    "push",
+    "pull",
+    "snapshot",
+]
 # Cells starting with these run locally even while a container kernel is active.
 _LOCAL_PREFIXES = ("%container", "%%container", "%load_ext", "%unload_ext", "%reload_ext")
 _TRANSFER_MODULE = "_nbc_transfer"
@@ -51,6 +66,11 @@ def _parser() -> _Parser:
     logs.add_argument("--tail", type=int, default=50)
     for name in ("push", "pull"):
         sub.add_parser(name).add_argument("names", nargs="+")
+    snap = sub.add_parser("snapshot")
+    snap.add_argument("dir", nargs="?", default="snapshot")
+    snap.add_argument("--minimal", action="store_true")
+    snap.add_argument("--build", action="store_true")
+    snap.add_argument("--verify", action="store_true")
     return parser
 
 
@@ -86,6 +106,11 @@ class ContainerMagics(Magics):
         %container logs [NAME] [--tail N]
         %container push VAR...    copy notebook variables into the container kernel
         %container pull VAR...    copy container variables into the notebook
+        %container snapshot [DIR] [--minimal] [--build] [--verify]
+            write DIR (default ./snapshot): a Dockerfile, lock, environment.json and project
+            files that plain `docker build DIR` turns back into the active container kernel's
+            environment (or the local kernel's). --verify rebuilds it and compares packages;
+            --build also registers it as image snapshot-DIR for `%container use`.
         %%container [NAME]        run just this cell in the active (or NAME's) container
 
         Variables move as pickles (protocol 5) through a shared tmpfs folder: large arrays
@@ -259,6 +284,57 @@ class ContainerMagics(Magics):
             ) from None
         self.ip.user_ns.update(loaded)  # only once every variable has arrived
 
+    def _cmd_snapshot(self, args: argparse.Namespace) -> None:
+        from .runtimes import get_runtime
+        from .snapshot import build_and_verify, take_snapshot
+
+        relay = self.relays.get(self.active or "")
+        runtime = get_runtime()
+        if relay is not None:
+            active_relay = relay
+
+            def evaluate(code: str, expression: str) -> Any:
+                return active_relay.run_internal(code, user_expressions={"v": expression})["v"]
+
+            prov: Any = relay.km.provisioner
+            image_ref: str | None = prov.catalog_image.ref
+            wheel_dir = self._transfer_dir()
+        else:
+            namespace: dict[str, Any] = {"get_ipython": lambda: self.ip}
+
+            def evaluate(code: str, expression: str) -> Any:
+                exec(code, namespace)  # our own capture code, never user input
+                return eval(expression, namespace)
+
+            image_ref, wheel_dir = None, tempfile.mkdtemp(prefix="nbc-wheels-")
+        folder = Path(args.dir).expanduser()
+        if not folder.is_absolute():
+            folder = Path.cwd() / folder
+        written, snap = take_snapshot(
+            evaluate,
+            folder,
+            wheel_dir=wheel_dir,
+            minimal=args.minimal,
+            image_ref=image_ref,
+            runtime=runtime,
+        )
+        kept = len(json.loads((written / "environment.json").read_text())["packages"])
+        where = relay.name if relay else "the local kernel"
+        print(
+            f"Snapshot of {where} written to {written} ({kept} distributions). "
+            f"Rebuild it with `docker build {written}`."
+        )
+        if args.build or args.verify:
+            ref, differences = build_and_verify(written, snap, runtime)
+            if differences:
+                raise UsageError(
+                    "The rebuilt image differs from the live kernel:\n  " + "\n  ".join(differences)
+                )
+            print(f"Built {ref}: its packages match the live kernel (0 differences).")
+            if args.build:
+                name = _register_snapshot_image(written)
+                print(f"Registered as image {name!r}: `%container use {name}`.")
+
     @staticmethod
     def _helpers_code() -> str:
         """Code that defines the transfer helpers in the container once (again after a
@@ -425,6 +501,22 @@ def _remove_files(base: str) -> None:
     for path in glob.glob(base + ".*"):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _register_snapshot_image(folder: Path) -> str:
+    """Add the snapshot folder to the user's image catalog; return the image name."""
+    from .catalog import user_config_path
+
+    name = "snapshot-" + re.sub(r"[^a-z0-9._-]", "-", folder.name.lower())
+    path = user_config_path()
+    data = json.loads(path.read_text()) if path.is_file() else {"images": {}}
+    data.setdefault("images", {})[name] = {
+        "build": str(folder),
+        "display_name": f"Snapshot {folder.name} (container)",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return name
 
 
 def _gpus(request: Any) -> str:

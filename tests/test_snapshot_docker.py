@@ -1,0 +1,107 @@
+"""`%container snapshot` against a real container kernel: the folder rebuilds to the same
+package set (after a `%pip install`), local installs are vendored as wheels, secrets stay out,
+and bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from .test_magics_docker import Frontend
+
+pytestmark = pytest.mark.docker
+
+TOKEN = "planted-token-4f2b9c"
+
+
+@pytest.fixture
+def frontend(
+    python_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Frontend]:
+    monkeypatch.setenv("MY_API_TOKEN", TOKEN)
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
+    (tmp_path / "analysis.py").write_text("print('analysis')\n")
+    (tmp_path / ".env").write_text(f"MY_API_TOKEN={TOKEN}\n")
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    fe = Frontend(km, kc)
+    fe.text("%load_ext nbcontainers")
+    fe.text("%container use python")
+    yield fe
+    fe.run("%unload_ext nbcontainers")
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def _make_local_package(root: Path) -> Path:
+    pkg = root / "localpkg"
+    (pkg / "localpkg").mkdir(parents=True)
+    (pkg / "localpkg" / "__init__.py").write_text("VALUE = 41 + 1\n")
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "localpkg"\nversion = "0.0.1"\n'
+    )
+    return pkg
+
+
+def test_snapshot_verify_build_and_use(frontend: Frontend, tmp_path: Path, runtime: Any) -> None:
+    pkg = _make_local_package(tmp_path)
+    frontend.text("%pip install --quiet tomli-w==1.0.0")
+    frontend.text(f"%pip install --quiet {pkg}")
+    frontend.text(f"import os; os.environ['ANOTHER_SECRET'] = '{TOKEN}'")
+    out = frontend.text("%container snapshot env --build")
+    assert "0 differences" in out and "Registered as image 'snapshot-env'" in out
+    folder = tmp_path / "env"
+    lock = (folder / "requirements.lock").read_text()
+    assert "tomli_w==1.0.0" in lock or "tomli-w==1.0.0" in lock
+    assert "localpkg @ file:///opt/nbc/wheels/localpkg-0.0.1" in lock
+    assert list((folder / "wheels").glob("localpkg-0.0.1-*.whl"))
+    env = json.loads((folder / "environment.json").read_text())
+    assert "%pip install --quiet tomli-w==1.0.0" in env["history"]
+    kinds = {p["name"]: p["kind"] for p in env["packages"]}
+    assert kinds["localpkg"] == "local" and kinds["numpy"] == "index"
+    assert (folder / "project" / "analysis.py").is_file()
+    assert not (folder / "project" / ".env").exists()
+    leaked = subprocess.run(["grep", "-rl", TOKEN, str(folder)], capture_output=True, text=True)
+    assert leaked.stdout == "", f"secret found in {leaked.stdout}"
+    # The registered image runs as a container kernel with the vendored package.
+    frontend.text("%container use snapshot-env")
+    assert frontend.text("import localpkg, tomli_w; print(localpkg.VALUE)").strip() == "42"
+    # ...and its image holds no secret either.
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "nbcontainers/snapshot-env"],
+        capture_output=True,
+        text=True,
+    )
+    assert TOKEN not in history.stdout
+    frontend.text("%container stop snapshot-env")
+    for image in runtime.api.images(name="nbcontainers/snapshot-env", quiet=True):
+        runtime.api.remove_image(image, force=True)
+
+
+def test_snapshot_refuses_bad_targets_and_unreproducible(
+    frontend: Frontend, tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.csv").write_text("1,2\n")
+    content, outputs = frontend.run("%container snapshot precious")
+    assert content["ename"] == "UsageError"
+    assert "is not an nbcontainers snapshot" in "".join(str(m["content"]) for m in outputs)
+    assert [p.name for p in precious.iterdir()] == ["data.csv"]
+    pkg = _make_local_package(tmp_path / "gone")
+    frontend.text(f"%pip install --quiet {pkg}")
+    subprocess.run(["rm", "-rf", str(tmp_path / "gone")], check=True)
+    content, outputs = frontend.run("%container snapshot env2")
+    said = "".join(str(m["content"]) for m in outputs)
+    assert content["ename"] == "UsageError" and "Cannot reproduce localpkg" in said
+    assert not (tmp_path / "env2").exists()
