@@ -261,10 +261,10 @@ def snapshot(folder: str, python: str, minimal: bool, verify: bool) -> None:
     """
     from pathlib import Path
 
-    from .snapshot import build_and_verify, capture_python, write_snapshot
+    from .snapshot import build_and_verify, capture_python, lookup_hashes, write_snapshot
 
     snap = capture_python(python)
-    written = write_snapshot(snap, Path(folder), minimal=minimal)
+    written = write_snapshot(snap, Path(folder), minimal=minimal, hashes=lookup_hashes(snap))
     click.echo(f"wrote {written} ({len(snap.packages)} distributions captured from {python})")
     if verify:
         from .progress import BuildProgress

@@ -233,12 +233,39 @@ def compare_packages(live: Snapshot, rebuilt: Snapshot) -> list[str]:
     return lines
 
 
-def _lock_line(p: Package, wheel: str | None) -> str:
+def _lock_line(p: Package, wheel: str | None, hashes: list[str]) -> str:
     if wheel:
-        return f"{p.name} @ file:///opt/nbc/wheels/{wheel}"
-    if p.kind in ("vcs", "url"):
-        return f"{p.name} @ {p.source}"
-    return f"{p.name}=={p.version}"
+        line = f"{p.name} @ file:///opt/nbc/wheels/{wheel}"
+    elif p.kind in ("vcs", "url"):
+        line = f"{p.name} @ {p.source.split('#', 1)[0] if hashes else p.source}"
+    else:
+        line = f"{p.name}=={p.version}"
+    return line + "".join(f" \\\n    --hash=sha256:{h}" for h in hashes)
+
+
+def _hashes_for(
+    lock: list[Package],
+    hashes: Mapping[tuple[str, str], list[str]],
+    wheel_dir: Path,
+    wheel_names: Mapping[str, str],
+) -> dict[str, list[str]] | None:
+    """Hashes for every lock line, or None: pip's hash mode is all or nothing."""
+    from .hashes import file_sha256
+
+    result = {}
+    for p in lock:
+        if p.key in wheel_names:
+            found = [file_sha256(wheel_dir / wheel_names[p.key])]
+        elif p.kind == "url" and "#sha256=" in p.source:
+            found = [p.source.split("#sha256=", 1)[1]]
+        elif p.kind == "index":
+            found = list(hashes.get((p.name, p.version), []))
+        else:
+            found = []
+        if not found:
+            return None
+        result[p.key] = found
+    return result
 
 
 def render_dockerfile(
@@ -312,6 +339,7 @@ def write_snapshot(
     project: Path | None = None,
     base: str = DEFAULT_BASE,
     apt_base: set[str] | None = None,
+    hashes: Mapping[tuple[str, str], list[str]] | None = None,
 ) -> Path:
     """Write the snapshot folder atomically: into a sibling temp folder, then renamed.
 
@@ -366,7 +394,17 @@ def write_snapshot(
             header.append(
                 f"# local version labels ({', '.join(local_labels)}) come from {extra_index}"
             )
-        body = [_lock_line(p, wheel_names.get(p.key)) for p in lock]
+        line_hashes = _hashes_for(lock, hashes or {}, staging / "wheels", wheel_names)
+        if line_hashes is None:
+            header.append(
+                "# no hash lines: not every distribution has a published hash "
+                "(a VCS install, or an index that gives none)"
+            )
+        else:
+            header.append("# every line carries its files' sha256: pip installs in hash mode")
+        body = [
+            _lock_line(p, wheel_names.get(p.key), (line_hashes or {}).get(p.key, [])) for p in lock
+        ]
         (staging / "requirements.lock").write_text("\n".join(header + body) + "\n")
         (staging / "Dockerfile").write_text(
             render_dockerfile(snap, base, extra_index, bool(wheel_names), apt_extra)
@@ -417,6 +455,19 @@ def _copy_project(source: Path, dest: Path, exclude: Path) -> None:
                 and exclude not in path.parents
             ):
                 shutil.copy2(path, dest / path.name)
+
+
+def lookup_hashes(snap: Snapshot) -> dict[tuple[str, str], list[str]]:
+    """Published file hashes for the index-installed distributions (see hashes.py)."""
+    from .hashes import published_hashes
+    from .pipsettings import read_pip_settings
+
+    pins = [
+        (p.name, p.version)
+        for p in snap.packages
+        if p.kind == "index" and p.key not in _SYSTEM_DISTS
+    ]
+    return published_hashes(pins, read_pip_settings())
 
 
 def capture_python(executable: str) -> Snapshot:
@@ -525,6 +576,7 @@ def take_snapshot(
                 wheels[p.key] = built[0]
         evaluate("globals().pop('__nbc_rc', None)", "None")
     apt_base = image_packages(runtime, image_ref)[1] if image_ref and runtime else None
+    hashes = lookup_hashes(snap)
     project = Path(str(snap.facts.get("cwd") or "")) if snap.facts.get("cwd") else None
     written = write_snapshot(
         snap,
@@ -534,6 +586,7 @@ def take_snapshot(
         project=project if project and project.is_dir() else None,
         base=base,
         apt_base=apt_base,
+        hashes=hashes,
     )
     for wheel in wheels.values():
         wheel.unlink(missing_ok=True)

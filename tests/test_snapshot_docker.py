@@ -64,6 +64,9 @@ def test_snapshot_verify_build_and_use(frontend: Frontend, tmp_path: Path, runti
     lock = (folder / "requirements.lock").read_text()
     assert "tomli_w==1.0.0" in lock or "tomli-w==1.0.0" in lock
     assert "localpkg @ file:///opt/nbc/wheels/localpkg-0.0.1" in lock
+    # Every line is hashed (PyPI's published hashes; the vendored wheel's own), so the
+    # verified rebuild above ran pip in hash-checking mode.
+    assert lock.count("--hash=sha256:") >= lock.count("==")
     assert list((folder / "wheels").glob("localpkg-0.0.1-*.whl"))
     env = json.loads((folder / "environment.json").read_text())
     assert "%pip install --quiet tomli-w==1.0.0" in env["history"]

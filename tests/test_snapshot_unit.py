@@ -182,3 +182,15 @@ def test_cli_snapshots_a_python_environment(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "six==1.17.0" in (out / "requirements.lock").read_text()
+
+
+def test_hash_mode_only_when_every_line_has_hashes(tmp_path: Path) -> None:
+    snap = parse_capture(_capture())
+    index_only = tuple(p for p in snap.packages if p.kind in ("index", "system"))
+    snap = type(snap)(**{**snap.__dict__, "packages": index_only})
+    hashes = {(p.name, p.version): [f"{i:064x}"] for i, p in enumerate(index_only)}
+    lock = (write_snapshot(snap, tmp_path / "a", hashes=hashes) / "requirements.lock").read_text()
+    assert lock.count("--hash=sha256:") == 3  # numpy, pandas, torch; not setuptools
+    del hashes[("numpy", "2.4.6")]
+    lock = (write_snapshot(snap, tmp_path / "b", hashes=hashes) / "requirements.lock").read_text()
+    assert "--hash" not in lock and "no hash lines" in lock
