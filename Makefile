@@ -59,6 +59,7 @@ unit: venv
 bench: setup
 	$(BIN)/python bench/kernel_start.py
 	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/snapshot.py
 
 clean:
 	$(NBC) gc || true

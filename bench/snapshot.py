@@ -1,0 +1,72 @@
+"""`%container snapshot` figures, in one run: snapshot time, image build time and size, and
+the rebuild time after changing only a project file (layer cache), against the full build.
+
+Usage: python bench/snapshot.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from jupyter_client.manager import KernelManager
+
+from nbcontainers.build import build_image
+from nbcontainers.catalog import CatalogImage, source_hash
+from nbcontainers.runtimes import get_runtime
+from nbcontainers.snapshot import DEFAULT_BASE
+
+
+def run(kc, code: str) -> None:  # type: ignore[no-untyped-def]
+    reply = kc.execute_interactive(code, timeout=900)
+    assert reply["content"]["status"] == "ok", reply["content"]
+
+
+def main() -> None:
+    runtime = get_runtime()
+    with tempfile.TemporaryDirectory() as cwd:
+        Path(cwd, "analysis.py").write_text("print('v1')\n")
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(cwd=cwd)
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        try:
+            run(kc, "%load_ext nbcontainers")
+            run(kc, "%container use python")
+            run(kc, "%pip install --quiet tomli-w==1.0.0")
+            t0 = time.perf_counter()
+            run(kc, "%container snapshot env")
+            t_snapshot = time.perf_counter() - t0
+            run(kc, "%container stop")
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+        folder = Path(cwd, "env")
+        image = CatalogImage(
+            name="snapshot-bench",
+            ref=f"nbcontainers/snapshot-bench:{source_hash(folder)}",
+            display_name="bench",
+            base=DEFAULT_BASE,
+            source=folder,
+            user_defined=True,
+        )
+        t0 = time.perf_counter()
+        info = build_image(image, runtime)
+        t_build = time.perf_counter() - t0
+        (folder / "project" / "analysis.py").write_text("print('v2')\n")
+        t0 = time.perf_counter()
+        build_image(image, runtime)
+        t_rebuild = time.perf_counter() - t0
+        runtime.api.remove_image(image.ref, force=True)
+    print(f"snapshot (capture + hashes + write): {t_snapshot:.1f} s")
+    print(f"image build, cold cache: {t_build:.1f} s; size {info.size / 1e6:.0f} MB")
+    print(
+        f"rebuild after a project-file change: {t_rebuild:.1f} s "
+        f"({t_rebuild / t_build:.2f} of the cold build)"
+    )
+
+
+if __name__ == "__main__":
+    main()
