@@ -71,6 +71,7 @@ def _parser() -> _Parser:
     snap.add_argument("--minimal", action="store_true")
     snap.add_argument("--build", action="store_true")
     snap.add_argument("--verify", action="store_true")
+    snap.add_argument("--wheels", action="store_true")
     return parser
 
 
@@ -106,11 +107,12 @@ class ContainerMagics(Magics):
         %container logs [NAME] [--tail N]
         %container push VAR...    copy notebook variables into the container kernel
         %container pull VAR...    copy container variables into the notebook
-        %container snapshot [DIR] [--minimal] [--build] [--verify]
+        %container snapshot [DIR] [--minimal] [--wheels] [--build] [--verify]
             write DIR (default ./snapshot): a Dockerfile, lock, environment.json and project
             files that plain `docker build DIR` turns back into the active container kernel's
             environment (or the local kernel's). --verify rebuilds it and compares packages;
-            --build also registers it as image snapshot-DIR for `%container use`.
+            --build also registers it as image snapshot-DIR for `%container use`;
+            --wheels vendors every distribution, so it builds with no index at all.
         %%container [NAME]        run just this cell in the active (or NAME's) container
 
         Variables move as pickles (protocol 5) through a shared tmpfs folder: large arrays
@@ -317,6 +319,7 @@ class ContainerMagics(Magics):
             minimal=args.minimal,
             image_ref=image_ref,
             runtime=runtime,
+            vendor_all=args.wheels,
         )
         kept = len(json.loads((written / "environment.json").read_text())["packages"])
         where = relay.name if relay else "the local kernel"

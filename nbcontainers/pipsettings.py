@@ -28,9 +28,13 @@ class PipSettings:
 
     def local_paths(self) -> list[str]:
         """Host files and folders these settings point at (to be mounted read-only)."""
-        paths = []
+        paths: list[str] = []
+        indexes = {self.index_url, *self.extra_index_urls}
         for item in (self.index_url, *self.extra_index_urls, *self.find_links, self.cert):
             path = _local_path(item)
+            if path and item in indexes and os.path.basename(path.rstrip("/")) == "simple":
+                # A file:// simple index links to its files beside it (../../files/...).
+                path = os.path.dirname(path.rstrip("/"))
             if path and os.path.exists(path) and path not in paths:
                 paths.append(path)
         return paths

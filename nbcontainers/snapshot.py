@@ -457,6 +457,43 @@ def _copy_project(source: Path, dest: Path, exclude: Path) -> None:
                 shutil.copy2(path, dest / path.name)
 
 
+def _download_all(evaluate: Any, snap: Snapshot, wheel_dir: str, minimal: bool) -> dict[str, Path]:
+    """Have the kernel's own pip download every pinned distribution (its platform, its pip
+    settings) into ``wheel_dir``; return key -> file."""
+    packages = minimal_packages(snap) if minimal else list(snap.packages)
+    pins = [
+        f"{p.name}=={p.version}"
+        for p in packages
+        if p.kind == "index" and p.key not in _SYSTEM_DISTS
+    ]
+    dest = Path(wheel_dir) / "all"
+    dest.mkdir(exist_ok=True)
+    (dest / "pins.txt").write_text("\n".join(pins) + "\n")
+    code = (
+        "import subprocess as __nbc_sp, sys as __nbc_sys\n"
+        "__nbc_dl = __nbc_sp.run([__nbc_sys.executable, '-m', 'pip', 'download', '--no-deps',"
+        f" '-q', '-d', {str(dest)!r}, '-r', {str(dest / 'pins.txt')!r}], capture_output=True,"
+        " text=True)\n"
+        "__nbc_dl = (__nbc_dl.returncode, __nbc_dl.stderr[-800:])\n"
+        "del __nbc_sp, __nbc_sys"
+    )
+    code_and_err = evaluate(code, "__nbc_dl")
+    evaluate("globals().pop('__nbc_dl', None)", "None")
+    if code_and_err[0] != 0:
+        raise SnapshotError(
+            f"Could not download every distribution for --wheels: "
+            f"{code_and_err[1].strip()}; nothing was written."
+        )
+    files: dict[str, Path] = {}
+    for path in dest.iterdir():
+        if path.suffix in (".whl", ".gz", ".zip"):
+            stem = (
+                path.name.split("-")[0] if path.suffix == ".whl" else (path.name.rsplit("-", 1)[0])
+            )
+            files[re.sub(r"[-_.]+", "-", stem).lower()] = path
+    return files
+
+
 def lookup_hashes(snap: Snapshot) -> dict[tuple[str, str], list[str]]:
     """Published file hashes for the index-installed distributions (see hashes.py)."""
     from .hashes import published_hashes
@@ -543,13 +580,15 @@ def take_snapshot(
     image_ref: str | None = None,
     runtime: Any = None,
     base: str = DEFAULT_BASE,
+    vendor_all: bool = False,
 ) -> tuple[Path, Snapshot]:
     """Capture a live kernel and write its snapshot folder.
 
     ``evaluate(code, expression)`` runs ``code`` in the kernel and returns the value of
     ``expression`` there. Local and editable installs are built into wheels (in
     ``wheel_dir``, which the kernel can write) and vendored; ``image_ref`` (the catalog image
-    the kernel runs in) gives the apt baseline for the system layer.
+    the kernel runs in) gives the apt baseline for the system layer. ``vendor_all`` also
+    downloads every other distribution's file, so the folder builds with no index at all.
     """
     snap = parse_capture(evaluate(CAPTURE_SOURCE, "__nbc_capture()"))
     evaluate("del __nbc_capture", "None")
@@ -575,6 +614,8 @@ def take_snapshot(
             if built:
                 wheels[p.key] = built[0]
         evaluate("globals().pop('__nbc_rc', None)", "None")
+    if vendor_all:
+        wheels.update(_download_all(evaluate, snap, wheel_dir, minimal))
     apt_base = image_packages(runtime, image_ref)[1] if image_ref and runtime else None
     hashes = lookup_hashes(snap)
     project = Path(str(snap.facts.get("cwd") or "")) if snap.facts.get("cwd") else None
@@ -590,4 +631,5 @@ def take_snapshot(
     )
     for wheel in wheels.values():
         wheel.unlink(missing_ok=True)
+    shutil.rmtree(Path(wheel_dir) / "all", ignore_errors=True)
     return written, snap

@@ -5,6 +5,7 @@ and bad input changes nothing."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,48 @@ def test_snapshot_refuses_bad_targets_and_unreproducible(
     said = "".join(str(m["content"]) for m in outputs)
     assert content["ename"] == "UsageError" and "Cannot reproduce localpkg" in said
     assert not (tmp_path / "env2").exists()
+
+
+def test_snapshot_with_wheels_builds_without_any_index(
+    frontend: Frontend, tmp_path: Path, runtime: Any
+) -> None:
+    from nbcontainers.build import build_image
+    from nbcontainers.catalog import CatalogImage, source_hash
+    from nbcontainers.pipsettings import PipSettings
+    from nbcontainers.snapshot import DEFAULT_BASE, image_packages
+
+    frontend.text("%pip install --quiet tomli-w==1.0.0")
+    out = frontend.text("%container snapshot airgap --wheels")
+    assert "written to" in out
+    folder = tmp_path / "airgap"
+    lock_lines = [
+        ln
+        for ln in (folder / "requirements.lock").read_text().splitlines()
+        if ln and not ln.startswith(("#", " "))
+    ]
+    assert lock_lines and all(" @ file:///opt/nbc/wheels/" in ln for ln in lock_lines)
+    image = CatalogImage(
+        name="snapshot-airgap",
+        ref=f"nbcontainers/snapshot-airgap:{source_hash(folder)}",
+        display_name="airgap",
+        base=DEFAULT_BASE,
+        source=folder,
+        user_defined=True,
+    )
+    # An index that answers nothing, and no find-links: only the vendored files can serve.
+    dead = PipSettings(index_url="http://127.0.0.1:9/simple")
+    try:
+        build_image(image, runtime, settings=dead)
+        rebuilt, _ = image_packages(runtime, image.ref)
+        env = json.loads((folder / "environment.json").read_text())
+        recorded = {
+            re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"]
+            for p in env["packages"]
+            if p["kind"] == "index" and p["name"] not in ("pip", "setuptools", "wheel")
+        }
+        # Installed from the vendored files, so their kind there is "url"/"local".
+        got = {p.key: p.version for p in rebuilt.packages if p.kind != "system"}
+        assert {k: got.get(k) for k in recorded} == recorded
+        assert "tomli-w" in recorded
+    finally:
+        runtime.api.remove_image(image.ref, force=True)
