@@ -13,9 +13,8 @@ from pathlib import Path
 from jupyter_client.manager import KernelManager
 
 from nbcontainers.build import build_image
-from nbcontainers.catalog import CatalogImage, source_hash
 from nbcontainers.runtimes import get_runtime
-from nbcontainers.snapshot import DEFAULT_BASE
+from nbcontainers.snapshot import snapshot_image
 
 
 def run(kc, code: str) -> None:  # type: ignore[no-untyped-def]
@@ -44,14 +43,7 @@ def main() -> None:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
         folder = Path(cwd, "env")
-        image = CatalogImage(
-            name="snapshot-bench",
-            ref=f"nbcontainers/snapshot-bench:{source_hash(folder)}",
-            display_name="bench",
-            base=DEFAULT_BASE,
-            source=folder,
-            user_defined=True,
-        )
+        image = snapshot_image(folder)
         t0 = time.perf_counter()
         info = build_image(image, runtime)
         t_build = time.perf_counter() - t0

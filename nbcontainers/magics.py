@@ -7,7 +7,6 @@ import atexit
 import contextlib
 import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -509,8 +508,9 @@ def _remove_files(base: str) -> None:
 def _register_snapshot_image(folder: Path) -> str:
     """Add the snapshot folder to the user's image catalog; return the image name."""
     from .catalog import user_config_path
+    from .snapshot import snapshot_image
 
-    name = "snapshot-" + re.sub(r"[^a-z0-9._-]", "-", folder.name.lower())
+    name = str(snapshot_image(folder).name)
     path = user_config_path()
     data = json.loads(path.read_text()) if path.is_file() else {"images": {}}
     data.setdefault("images", {})[name] = {

@@ -547,6 +547,22 @@ def image_packages(runtime: Any, ref: str) -> tuple[Snapshot, set[str]]:
     return snap, set(snap.apt)
 
 
+def snapshot_image(folder: Path) -> Any:
+    """The catalog entry (a :class:`~nbcontainers.catalog.CatalogImage`) that builds a
+    snapshot folder, named ``snapshot-<folder name>``."""
+    from .catalog import CatalogImage, source_hash
+
+    name = "snapshot-" + re.sub(r"[^a-z0-9._-]", "-", folder.name.lower())
+    return CatalogImage(
+        name=name,
+        ref=f"nbcontainers/{name}:{source_hash(folder)}",
+        display_name=f"Snapshot {folder.name} (container)",
+        base=DEFAULT_BASE,
+        source=folder,
+        user_defined=True,
+    )
+
+
 def build_and_verify(
     folder: Path, live: Snapshot, runtime: Any, on_line: Any = None
 ) -> tuple[str, list[str]]:
@@ -555,17 +571,8 @@ def build_and_verify(
     Returns (image ref, differences); no differences means the rebuild matches.
     """
     from .build import build_image
-    from .catalog import CatalogImage, source_hash
 
-    name = "snapshot-" + re.sub(r"[^a-z0-9._-]", "-", folder.name.lower())
-    image = CatalogImage(
-        name=name,
-        ref=f"nbcontainers/{name}:{source_hash(folder)}",
-        display_name=f"Snapshot {folder.name} (container)",
-        base=DEFAULT_BASE,
-        source=folder,
-        user_defined=True,
-    )
+    image = snapshot_image(folder)
     build_image(image, runtime, on_line=on_line)
     rebuilt, _ = image_packages(runtime, image.ref)
     return image.ref, compare_packages(live, rebuilt)

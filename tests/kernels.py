@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,3 +49,78 @@ def start(cwd: Path, kernel: str = "nbc-python", **config: Any) -> KernelManager
         km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
     km.start_kernel(cwd=str(cwd))
     return km
+
+
+class Frontend:
+    """A notebook frontend on a local kernel: sends cells, collects IOPub by parent."""
+
+    def __init__(self, km: KernelManager, kc: BlockingKernelClient) -> None:
+        self.km, self.kc = km, kc
+
+    def run(
+        self, code: str, stdin: list[str] | None = None, timeout: float = 120
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Execute ``code``; return (reply content, IOPub messages whose parent is this cell)."""
+        answers = list(stdin or [])
+        msg_id = self.last_msg_id = self.kc.execute(code, allow_stdin=bool(stdin))
+        outputs: list[dict[str, Any]] = []
+        reply = None
+        deadline = time.monotonic() + timeout
+        idle = False
+        while (reply is None or not idle) and time.monotonic() < deadline:
+            if answers:
+                try:
+                    request = self.kc.stdin_channel.get_msg(timeout=0.01)
+                    assert request["msg_type"] == "input_request"
+                    outputs.append(request)
+                    self.kc.input(answers.pop(0))
+                except Exception:
+                    pass
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.05)
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    if msg["msg_type"] == "status":
+                        idle = msg["content"]["execution_state"] == "idle"
+                    else:
+                        outputs.append(msg)
+            except Exception:
+                pass
+            if reply is None:
+                try:
+                    got = self.kc.get_shell_msg(timeout=0.01)
+                    if got["parent_header"].get("msg_id") == msg_id:
+                        reply = got
+                except Exception:
+                    pass
+        assert reply is not None, f"no reply to {code!r}"
+        return reply["content"], outputs
+
+    def text(self, code: str, **kw: Any) -> str:
+        content, outputs = self.run(code, **kw)
+        assert content["status"] == "ok", self.error_text(outputs) or content
+        return "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+
+    @staticmethod
+    def error_text(outputs: list[dict[str, Any]]) -> str:
+        return "\n".join(
+            "\n".join(m["content"]["traceback"]) for m in outputs if m["msg_type"] == "error"
+        )
+
+
+@contextmanager
+def notebook(cwd: Path) -> Iterator[Frontend]:
+    """A local ipykernel in ``cwd`` with ``%load_ext nbcontainers`` done, as a Frontend;
+    unloaded (which stops its container kernels) and shut down afterwards."""
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    try:
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        fe = Frontend(km, kc)
+        fe.text("%load_ext nbcontainers")
+        yield fe
+        fe.run("%unload_ext nbcontainers")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

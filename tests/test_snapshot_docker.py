@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import KernelManager
 
-from .test_magics_docker import Frontend
+from .kernels import Frontend, notebook
 
 pytestmark = pytest.mark.docker
 
@@ -29,18 +28,9 @@ def frontend(
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
     (tmp_path / "analysis.py").write_text("print('analysis')\n")
     (tmp_path / ".env").write_text(f"MY_API_TOKEN={TOKEN}\n")
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(tmp_path))
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    fe = Frontend(km, kc)
-    fe.text("%load_ext nbcontainers")
-    fe.text("%container use python")
-    yield fe
-    fe.run("%unload_ext nbcontainers")
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    with notebook(tmp_path) as fe:
+        fe.text("%container use python")
+        yield fe
 
 
 def _make_local_package(root: Path) -> Path:
@@ -115,9 +105,8 @@ def test_snapshot_with_wheels_builds_without_any_index(
     frontend: Frontend, tmp_path: Path, runtime: Any
 ) -> None:
     from nbcontainers.build import build_image
-    from nbcontainers.catalog import CatalogImage, source_hash
     from nbcontainers.pipsettings import PipSettings
-    from nbcontainers.snapshot import DEFAULT_BASE, image_packages
+    from nbcontainers.snapshot import image_packages, snapshot_image
 
     frontend.text("%pip install --quiet tomli-w==1.0.0")
     out = frontend.text("%container snapshot airgap --wheels")
@@ -129,14 +118,7 @@ def test_snapshot_with_wheels_builds_without_any_index(
         if ln and not ln.startswith(("#", " "))
     ]
     assert lock_lines and all(" @ file:///opt/nbc/wheels/" in ln for ln in lock_lines)
-    image = CatalogImage(
-        name="snapshot-airgap",
-        ref=f"nbcontainers/snapshot-airgap:{source_hash(folder)}",
-        display_name="airgap",
-        base=DEFAULT_BASE,
-        source=folder,
-        user_defined=True,
-    )
+    image = snapshot_image(folder)
     # An index that answers nothing, and no find-links: only the vendored files can serve.
     dead = PipSettings(index_url="http://127.0.0.1:9/simple")
     try:
