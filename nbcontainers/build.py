@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .catalog import CatalogImage, source_hash
+from .catalog import CatalogImage, canonical_name, read_pins, source_hash
 from .errors import BuildError
 from .pipsettings import PipSettings, read_pip_settings
 from .runtimes.base import ContainerRuntime, ImageInfo
@@ -21,7 +21,6 @@ from .runtimes.base import ContainerRuntime, ImageInfo
 __all__ = ["LOCAL_BASE", "Builder", "build_image", "choose_base", "find_builder"]
 
 LOCAL_BASE = "nbcontainers/base:bookworm"  # made by scripts/make-local-base.sh where no registry is
-_PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)==([^\s;\\]+)", re.MULTILINE)
 
 LineCallback = Callable[[str], None]
 
@@ -80,20 +79,14 @@ def find_builder() -> Builder:
     )
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:
     """Link the host's find-links wheels that the lock pins into ``dest``; return their pins."""
-    pins = (
-        {_normalise(n): v for n, v in _PIN_RE.findall(lock.read_text())} if lock.is_file() else {}
-    )
+    pins = read_pins(lock)
     vendored = []
     for folder in settings.local_find_links():
         for wheel in folder.glob("*.whl"):
             parts = wheel.name.split("-")
-            if len(parts) < 3 or pins.get(_normalise(parts[0])) != parts[1]:
+            if len(parts) < 3 or pins.get(canonical_name(parts[0])) != parts[1]:
                 continue
             target = dest / wheel.name
             try:

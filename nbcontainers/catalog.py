@@ -16,9 +16,11 @@ from .errors import ConfigError, UnknownImage
 __all__ = [
     "Catalog",
     "CatalogImage",
+    "canonical_name",
     "catalog_path",
     "images_dir",
     "load_catalog",
+    "read_pins",
     "render_catalog",
     "user_config_path",
 ]
@@ -31,6 +33,20 @@ REPOSITORY = "nbcontainers"
 _LABEL_RE = re.compile(r'^LABEL\s+([\w.\-]+)="((?:[^"\\]|\\.)*)"\s*$', re.MULTILINE)
 _BASE_RE = re.compile(r"^ARG\s+BASE_IMAGE=(\S+)\s*$", re.MULTILINE)
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)==([^\s;\\]+)", re.MULTILINE)
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): "Scikit_Learn" -> "scikit-learn"."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_pins(lock: Path) -> dict[str, str]:
+    """``name==version`` lines of a lock file, keyed by canonical name ({} if no file)."""
+    if not lock.is_file():
+        return {}
+    return {canonical_name(n): v for n, v in _PIN_RE.findall(lock.read_text())}
+
+
 USER_KEYS = {"ref", "build", "display_name", "description", "gpu", "cuda", "python", "cpu_variant"}
 
 
@@ -123,7 +139,7 @@ def describe_source(folder: Path) -> dict[str, Any]:
         )
     base = _BASE_RE.search(dockerfile)
     lock = folder / "requirements.lock"
-    pins = dict(_PIN_RE.findall(lock.read_text())) if lock.is_file() else {}
+    pins = read_pins(lock)
     wants_file = folder / "requirements.in"
     wants = (
         [
@@ -133,7 +149,7 @@ def describe_source(folder: Path) -> dict[str, Any]:
         if wants_file.is_file()
         else []
     )
-    top = {w: pins.get(w.lower(), pins.get(w, "?")) for w in wants if w and not w.startswith("#")}
+    top = {w: pins.get(canonical_name(w), "?") for w in wants if w and not w.startswith("#")}
     gpu = labels.get("io.nbcontainers.gpu", "none") == "required"
     entry: dict[str, Any] = {
         "ref": f"{REPOSITORY}/{name}:{source_hash(folder)}",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import ssl
 import urllib.request
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .catalog import canonical_name
 from .pipsettings import PipSettings
 
 __all__ = ["file_sha256", "published_hashes"]
@@ -42,7 +42,7 @@ def _file_version(filename: str) -> str:
 
 
 def _from_index(index: str, name: str, version: str, context: ssl.SSLContext) -> list[str]:
-    project = re.sub(r"[-_.]+", "-", name).lower()
+    project = canonical_name(name)
     request = urllib.request.Request(f"{index.rstrip('/')}/{project}/", headers={"Accept": ACCEPT})
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as resp:

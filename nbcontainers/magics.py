@@ -19,7 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
 from .catalog import load_catalog
-from .errors import NbcontainersError, did_you_mean
+from .errors import NbcontainersError, UnknownImage, did_you_mean
 from .kernelspecs import kernel_json
 from .relay import Relay
 from .transfer import dump_to, load_from, make_transfer_dir, remote_helpers
@@ -359,10 +359,14 @@ class ContainerMagics(Magics):
 
     def _kernel_spec(self, name: str, overrides: dict[str, Any]) -> tuple[str, KernelSpec]:
         catalog = load_catalog()
-        image_name = name[4:] if name.startswith("nbc-") and name[4:] in catalog else name
-        if image_name in catalog:
-            spec = KernelSpec(**kernel_json(catalog[image_name]), resource_dir="")
-            spec.name = catalog[image_name].kernel_name
+        try:
+            image = catalog[name]  # also takes the kernelspec name, "nbc-python"
+        except UnknownImage:
+            image = None
+        if image is not None:
+            image_name = image.name
+            spec = KernelSpec(**kernel_json(image), resource_dir="")
+            spec.name = image.kernel_name
         else:
             manager = KernelSpecManager()
             try:

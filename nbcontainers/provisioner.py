@@ -116,8 +116,8 @@ def _remove_finished_at_exit() -> None:
             prov.runtime.wait(cid, timeout=max(0.1, deadline - time.monotonic()))
             state = prov.runtime.state(cid)
             if state is not None and not state.running:
-                if state.exit_code and not prov._stopping:
-                    prov.log.error("%s", prov._crash_report(state))
+                if state.exit_code:  # a clean exit after a client's shutdown is no crash
+                    prov._note_exit(state)
                 prov.runtime.remove(cid)
                 if prov.private_dir is not None:
                     shutil.rmtree(prov.private_dir, ignore_errors=True)
@@ -524,10 +524,15 @@ class ContainerProvisioner(KernelProvisionerBase):
             return 1  # removed behind our back
         if state.running:
             return None
-        if not self._stopping and self.last_crash is None:
-            self.last_crash = await _blocking(self._crash_report, state)
-            self.log.error("%s", self.last_crash)
+        await _blocking(self._note_exit, state)
         return state.exit_code if state.exit_code is not None else 1
+
+    def _note_exit(self, state: ContainerState) -> None:
+        """Keep and log why the container exited, once, unless it was asked to stop."""
+        if state.running or self._stopping or self.last_crash is not None:
+            return
+        self.last_crash = self._crash_report(state)
+        self.log.error("%s", self.last_crash)
 
     def _crash_report(self, state: ContainerState) -> str:
         tail = self.runtime.logs(state.id, tail=20).rstrip()
@@ -587,9 +592,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.container_id is not None:
             if not self._stopping and self.last_crash is None:
                 state = await _blocking(self.runtime.state, self.container_id)
-                if state is not None and not state.running:
-                    self.last_crash = await _blocking(self._crash_report, state)
-                    self.log.error("%s", self.last_crash)
+                if state is not None:
+                    await _blocking(self._note_exit, state)
             await _blocking(self.runtime.remove, self.container_id)
             self.container_id = None
         if not restart:

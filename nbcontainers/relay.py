@@ -379,22 +379,20 @@ class Relay:
             values[key] = ast.literal_eval(value["data"]["text/plain"])
         return values
 
-    def complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
-        msg_id = self._request(
-            "complete_request", {"code": code, "cursor_pos": cursor_pos}, internal=True
-        )
+    def _ask(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
+        """A quick request of our own (no outputs), answered within 5 s."""
+        msg_id = self._request(msg_type, content, internal=True)
         try:
             return dict(self._wait_reply(msg_id, timeout=5)["content"])
         finally:
             self._idle.pop(msg_id, None)
+            self._internal.discard(msg_id)
+
+    def complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
+        return self._ask("complete_request", {"code": code, "cursor_pos": cursor_pos})
 
     def inspect(self, code: str, cursor_pos: int, detail_level: int = 0) -> dict[str, Any]:
-        msg_id = self._request(
+        return self._ask(
             "inspect_request",
             {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level},
-            internal=True,
         )
-        try:
-            return dict(self._wait_reply(msg_id, timeout=5)["content"])
-        finally:
-            self._idle.pop(msg_id, None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .catalog import canonical_name
 from .errors import NbcontainersError
 
 __all__ = [
@@ -113,7 +114,7 @@ class Package:
 
     @property
     def key(self) -> str:
-        return re.sub(r"[-_.]+", "-", self.name).lower()
+        return canonical_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,9 @@ def _classify(dist: Mapping[str, Any]) -> Package:
 
 def parse_capture(text: str) -> Snapshot:
     data = json.loads(text)
+    classified = (_classify(d) for d in data["distributions"])
     packages = sorted(
-        {_classify(d).key: _classify(d) for d in data["distributions"]}.values(),
+        {p.key: p for p in classified}.values(),
         key=lambda p: p.key,
     )
     facts = {k: data.get(k) for k in ("implementation", "platform", "machine", "cwd")}
@@ -189,7 +191,7 @@ def _requirement_names(requires: tuple[str, ...]) -> list[str]:
             continue  # optional extras were not necessarily installed
         match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", req)
         if match:
-            names.append(re.sub(r"[-_.]+", "-", match.group(0)).lower())
+            names.append(canonical_name(match.group(0)))
     return names
 
 
@@ -490,7 +492,7 @@ def _download_all(evaluate: Any, snap: Snapshot, wheel_dir: str, minimal: bool) 
             stem = (
                 path.name.split("-")[0] if path.suffix == ".whl" else (path.name.rsplit("-", 1)[0])
             )
-            files[re.sub(r"[-_.]+", "-", stem).lower()] = path
+            files[canonical_name(stem)] = path
     return files
 
 
@@ -523,7 +525,7 @@ def capture_python(executable: str) -> Snapshot:
     return parse_capture(done.stdout)
 
 
-def image_packages(runtime: Any, ref: str) -> tuple[Snapshot, set[str]]:
+def image_packages(runtime: Any, ref: str) -> Snapshot:
     """Capture what an image has installed (Python distributions, apt packages)."""
     from .runtimes.base import ContainerSpec
 
@@ -544,7 +546,7 @@ def image_packages(runtime: Any, ref: str) -> tuple[Snapshot, set[str]]:
     if code != 0 or marker not in output:
         raise SnapshotError(f"Could not inspect image {ref} (exit {code}): {output[-500:]}")
     snap = parse_capture(output.split(marker, 1)[1].replace("\n", ""))
-    return snap, set(snap.apt)
+    return snap
 
 
 def snapshot_image(folder: Path) -> Any:
@@ -574,7 +576,7 @@ def build_and_verify(
 
     image = snapshot_image(folder)
     build_image(image, runtime, on_line=on_line)
-    rebuilt, _ = image_packages(runtime, image.ref)
+    rebuilt = image_packages(runtime, image.ref)
     return image.ref, compare_packages(live, rebuilt)
 
 
@@ -623,7 +625,7 @@ def take_snapshot(
         evaluate("globals().pop('__nbc_rc', None)", "None")
     if vendor_all:
         wheels.update(_download_all(evaluate, snap, wheel_dir, minimal))
-    apt_base = image_packages(runtime, image_ref)[1] if image_ref and runtime else None
+    apt_base = set(image_packages(runtime, image_ref).apt) if image_ref and runtime else None
     hashes = lookup_hashes(snap)
     project = Path(str(snap.facts.get("cwd") or "")) if snap.facts.get("cwd") else None
     written = write_snapshot(
