@@ -33,14 +33,23 @@ def container_kernel(
     """Start ``kernel`` (with provisioner ``config`` on top of its kernelspec) in ``cwd``,
     wait until it answers, and shut it down afterwards whatever happens."""
     km = start(cwd, kernel, **config)
+    try:
+        with connected(km) as kc:
+            yield km, kc
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+@contextmanager
+def connected(km: KernelManager, timeout: float = 60) -> Iterator[BlockingKernelClient]:
+    """A client of ``km``'s kernel once it answers; its channels are closed afterwards."""
     kc = km.client()
     try:
         kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        yield km, kc
+        kc.wait_for_ready(timeout=timeout)
+        yield kc
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def start(cwd: Path, kernel: str = "nbc-python", **config: Any) -> KernelManager:
@@ -113,14 +122,11 @@ def notebook(cwd: Path) -> Iterator[Frontend]:
     unloaded (which stops its container kernels) and shut down afterwards."""
     km = KernelManager(kernel_name="python3")
     km.start_kernel(cwd=str(cwd))
-    kc = km.client()
     try:
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        fe = Frontend(km, kc)
-        fe.text("%load_ext nbcontainers")
-        yield fe
-        fe.run("%unload_ext nbcontainers")
+        with connected(km) as kc:
+            fe = Frontend(km, kc)
+            fe.text("%load_ext nbcontainers")
+            yield fe
+            fe.run("%unload_ext nbcontainers")
     finally:
-        kc.stop_channels()
         km.shutdown_kernel(now=True)

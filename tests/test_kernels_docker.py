@@ -19,7 +19,7 @@ from jupyter_client.manager import KernelManager
 
 from nbcontainers.labels import KERNEL_ID, OWNER, SERVER_PID
 
-from .kernels import container_kernel, run, start
+from .kernels import connected, container_kernel, run, start
 
 pytestmark = pytest.mark.docker
 
@@ -34,11 +34,8 @@ def km(python_image: str, tmp_path: Path) -> Iterator[KernelManager]:
 
 @pytest.fixture
 def kc(km: KernelManager) -> Iterator[Any]:
-    client = km.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    yield client
-    client.stop_channels()
+    with connected(km) as client:
+        yield client
 
 
 def _inspect(runtime: Any, km: KernelManager) -> dict[str, Any]:
@@ -139,15 +136,12 @@ def test_interrupt_by_signal_also_works(python_image: str, tmp_path: Path) -> No
     km.kernel_spec.interrupt_mode = "signal"
     km.start_kernel(cwd=str(tmp_path))
     try:
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        kc.execute("import time; time.sleep(600)")
-        time.sleep(1.0)
-        km.interrupt_kernel()
-        reply = kc.get_shell_msg(timeout=5)
-        assert reply["content"]["ename"] == "KeyboardInterrupt"
-        kc.stop_channels()
+        with connected(km) as kc:
+            kc.execute("import time; time.sleep(600)")
+            time.sleep(1.0)
+            km.interrupt_kernel()
+            reply = kc.get_shell_msg(timeout=5)
+            assert reply["content"]["ename"] == "KeyboardInterrupt"
     finally:
         km.shutdown_kernel(now=True)
 
@@ -225,12 +219,9 @@ def test_readopt_running_kernel_from_saved_info(km: KernelManager, kc: Any) -> N
     )
     asyncio.run(fresh.provisioner.load_provisioner_info(info))
     assert fresh.is_alive()
-    client = fresh.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=30)
-    out, _ = run(client, "print(survivor)")
+    with connected(fresh, timeout=30) as client:
+        out, _ = run(client, "print(survivor)")
     assert out.strip() == "still here"
-    client.stop_channels()
 
 
 def test_kernels_share_one_network_holder_and_gc_removes_it(
@@ -249,12 +240,9 @@ def test_kernels_share_one_network_holder_and_gc_removes_it(
         holder_data = runtime.api.inspect_container(holder.id)
         assert holder_data["HostConfig"]["NetworkMode"] == "bridge"
         assert not holder_data["HostConfig"]["PortBindings"]
-        client = first.client()
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-        out, _ = run(client, "import socket; print(socket.gethostbyname('localhost'))")
+        with connected(first) as client:
+            out, _ = run(client, "import socket; print(socket.gethostbyname('localhost'))")
         assert out.strip() == "127.0.0.1"
-        client.stop_channels()
         assert all(o.container.id != holder.id for o in find_orphans(runtime))
     finally:
         first.shutdown_kernel(now=True)

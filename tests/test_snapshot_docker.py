@@ -123,7 +123,7 @@ def test_snapshot_with_wheels_builds_without_any_index(
     dead = PipSettings(index_url="http://127.0.0.1:9/simple")
     try:
         build_image(image, runtime, settings=dead)
-        rebuilt, _ = image_packages(runtime, image.ref)
+        rebuilt = image_packages(runtime, image.ref)
         env = json.loads((folder / "environment.json").read_text())
         recorded = {
             re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"]
