@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "ContainerCrashed",
     "EngineUnavailable",
+    "ExportError",
     "GPUUnavailable",
     "ImageMissing",
     "NbcontainersError",
@@ -99,3 +100,9 @@ class RuntimeFailure(NbcontainersError):
 
 class ContainerCrashed(NbcontainersError):
     """A kernel container exited on its own; the message carries exit code, OOM flag, log tail."""
+
+
+class ExportError(NbcontainersError):
+    """A model can't be exported, or its serving image failed its smoke test."""
+
+    exit_code = 8

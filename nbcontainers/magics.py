@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from .catalog import load_catalog
 from .errors import NbcontainersError, UnknownImage, did_you_mean
 from .kernelspecs import kernel_json
 from .relay import Relay
+from .serving.capture import FORMATS
 from .transfer import dump_to, load_from, make_transfer_dir, remote_helpers
 
 __all__ = ["ContainerMagics", "load", "unload"]
@@ -39,13 +41,24 @@ SUBCOMMANDS = [
     "snapshot",
 ]
 # Cells starting with these run locally even while a container kernel is active.
-_LOCAL_PREFIXES = ("%container", "%%container", "%load_ext", "%unload_ext", "%reload_ext")
+_LOCAL_PREFIXES = (
+    "%container",
+    "%%container",
+    "%load_ext",
+    "%unload_ext",
+    "%reload_ext",
+    "%export-serving",
+    "%export_serving",
+)
+# `server = %export-serving ...` runs locally too.
+_LOCAL_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*\s*=\s*%(container|export-serving|export_serving)\b")
 _TRANSFER_MODULE = "_nbc_transfer"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"%container: {message}. See `%container?`.")
+        prog = self.prog.split()[0]
+        raise UsageError(f"{prog}: {message}. See `{prog}?`.")
 
 
 def _parser() -> _Parser:
@@ -71,6 +84,25 @@ def _parser() -> _Parser:
     snap.add_argument("--build", action="store_true")
     snap.add_argument("--verify", action="store_true")
     snap.add_argument("--wheels", action="store_true")
+    return parser
+
+
+def _export_parser() -> _Parser:
+    parser = _Parser(prog="%export-serving", add_help=False)
+    parser.add_argument("name")
+    parser.add_argument("--example", default="")
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--image", default=None)
+    parser.add_argument("--format", default="auto", choices=FORMATS)
+    parser.add_argument("--method", default=None)
+    parser.add_argument("--init-args", default="{}")
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument("--gpu", dest="gpu", action="store_true", default=None)
+    device.add_argument("--cpu", dest="gpu", action="store_false")
+    parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--run", action="store_true")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--push", default=None, metavar="REGISTRY")
     return parser
 
 
@@ -131,6 +163,85 @@ class ContainerMagics(Magics):
             return getattr(self, "_cmd_" + args.command)(args)
         except NbcontainersError as exc:
             raise UsageError(str(exc)) from None
+
+    def export_serving(self, line: str) -> Any:
+        """Ship a model from this notebook as a tested serving image.
+
+        %export-serving NAME --example EXPR [--dir DIR] [--image REF] [--gpu|--cpu]
+                        [--format auto|torch.export|safetensors|skops|source|pickle]
+                        [--method predict_proba] [--init-args JSON]
+                        [--no-build] [--run [--port P]] [--push REGISTRY]
+
+        NAME is a torch nn.Module, a scikit-learn estimator or pipeline, or a function, in the
+        active container kernel (after `%container use`) or else in this notebook. EXPR is an
+        example batch (e.g. X_test[:4]): it gives the input signature, and after the build a
+        smoke test sends it to the image and checks the answer equals the notebook's.
+        Writes DIR (default ./serving-NAME): Dockerfile, requirements.lock, model/, server/,
+        compose.yaml, k8s/ and kserve.yaml. The server speaks the Open Inference Protocol v2
+        (/v2/models/NAME/infer), plain JSON (/predict), /openapi.json and /metrics.
+        --run leaves it running on 127.0.0.1 and returns a handle with .url, .predict(rows)
+        and .stop(). Pickle is used only with --format pickle.
+        """
+        from . import __version__
+        from .runtimes import get_runtime
+        from .serving.export import ExportOptions, export
+
+        try:
+            args = _export_parser().parse_args(shlex.split(line))
+            init_args = json.loads(args.init_args)
+        except ValueError as exc:
+            raise UsageError(f"%export-serving: {exc}") from None
+        options = ExportOptions(
+            example=args.example,
+            format=args.format,
+            gpu=args.gpu,
+            method=args.method,
+            init_args=init_args,
+            image=args.image,
+            folder=Path(args.dir) if args.dir else None,
+            build=not args.no_build,
+            run=args.run,
+            port=args.port,
+            push=args.push,
+            source=self._notebook_path(),
+        )
+        try:
+            evaluate, work_dir = self._evaluator()
+            result = export(
+                evaluate,
+                args.name,
+                options,
+                work_dir=work_dir,
+                runtime=get_runtime(),
+                version=__version__,
+            )
+        except NbcontainersError as exc:
+            raise UsageError(str(exc)) from None
+        return result if args.run else None
+
+    def _evaluator(self) -> tuple[Any, str]:
+        """``evaluate(code, expression)`` in the active container kernel, else this one;
+        and a folder both it and this process can write."""
+        relay = self.relays.get(self.active or "")
+        if relay is not None:
+            active = relay
+
+            def remote(code: str, expression: str) -> Any:
+                return active.run_internal(code, user_expressions={"v": expression})["v"]
+
+            return remote, self._transfer_dir()
+        namespace: dict[str, Any] = {"get_ipython": lambda: self.ip}
+
+        def local(code: str, expression: str) -> Any:
+            exec(code, namespace)  # our own capture code, never user input
+            return eval(expression, namespace)
+
+        return local, self._transfer_dir()
+
+    def _notebook_path(self) -> str:
+        """The notebook's path where the frontend says it (JupyterLab sets __session__)."""
+        session = self.ip.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME", "")
+        return str(session)
 
     # -- subcommands ------------------------------------------------------------------------
 
@@ -447,7 +558,7 @@ class ContainerMagics(Magics):
         if self.active is None or not lines:
             return lines
         first = next((ln.lstrip() for ln in lines if ln.strip()), "")
-        if not first or first.startswith(_LOCAL_PREFIXES):
+        if not first or first.startswith(_LOCAL_PREFIXES) or _LOCAL_ASSIGNMENT.match(first):
             return lines
         return ["%%container\n", *lines]
 
@@ -574,6 +685,8 @@ def load(shell: Any) -> None:
         return
     magics = ContainerMagics(shell)
     shell.register_magics(magics)
+    for name in ("export-serving", "export_serving"):
+        shell.register_magic_function(magics.export_serving, "line", name)
     shell.input_transformers_cleanup.append(magics.route)
     shell.set_hook("complete_command", magics.complete_magic, str_key="%container")
     kernel = getattr(shell, "kernel", None)
@@ -599,6 +712,8 @@ def unload(shell: Any) -> None:
         kernel.do_inspect = magics._original_inspect
     for kind in ("line", "cell"):
         shell.magics_manager.magics[kind].pop("container", None)
+    for name in ("export-serving", "export_serving"):
+        shell.magics_manager.magics["line"].pop(name, None)
     dispatcher = shell.strdispatchers.get("complete_command")
     if dispatcher is not None:
         dispatcher.strs.pop("%container", None)

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -642,3 +642,32 @@ def take_snapshot(
         wheel.unlink(missing_ok=True)
     shutil.rmtree(Path(wheel_dir) / "all", ignore_errors=True)
     return written, snap
+
+
+def dependency_closure(snap: Snapshot, roots: Iterable[str]) -> list[Package]:
+    """The distributions named in ``roots`` and everything they require, in snapshot order."""
+    by_key = {p.key: p for p in snap.packages}
+    wanted = [canonical_name(r) for r in roots]
+    keep: set[str] = set()
+    while wanted:
+        key = wanted.pop()
+        if key in keep or key not in by_key:
+            continue
+        keep.add(key)
+        wanted.extend(_requirement_names(by_key[key].requires))
+    return [p for p in snap.packages if p.key in keep]
+
+
+def render_lock(
+    lock: list[Package], hashes: Mapping[tuple[str, str], list[str]], title: str
+) -> str:
+    """A requirements lock for ``lock``: hash lines on every entry when each has a published
+    hash (pip's hash mode is all or nothing), else plain pins."""
+    line_hashes = _hashes_for(lock, hashes, Path("/nonexistent"), {})
+    header = [f"# {title}"]
+    if line_hashes is None:
+        header.append("# no hash lines: not every distribution has a published hash")
+    else:
+        header.append("# every line carries its files' sha256: pip installs in hash mode")
+    body = [_lock_line(p, None, (line_hashes or {}).get(p.key, [])) for p in lock]
+    return "\n".join(header + body) + "\n"

@@ -164,6 +164,32 @@ class DockerRuntime:
             raise ImageMissing(f"Pulled {ref} but the engine does not list it afterwards.")
         return info
 
+    def push(self, ref: str, target: str, progress: ProgressCallback | None = None) -> str:
+        """Tag ``ref`` as ``target`` (registry/repo:tag) and push it; return the pushed digest."""
+        repo, _, tag = (
+            target.rpartition(":") if ":" in target.split("/")[-1] else (target, "", "latest")
+        )
+        layers: dict[str, tuple[int, int]] = {}
+        digest = ""
+        with self._translate(f"push {target}"):
+            self.api.tag(ref, repo, tag=tag or "latest")
+            for event in self.api.push(repo, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise RuntimeFailure(
+                        f"push {target}: {event['error']}. Log in first (`docker login "
+                        f"{target.split('/')[0]}`) or check the registry address."
+                    )
+                digest = str((event.get("aux") or {}).get("Digest") or digest)
+                detail = event.get("progressDetail") or {}
+                if progress and event.get("id") and detail.get("total"):
+                    layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+                    progress(
+                        f"pushing {target}",
+                        sum(c for c, _ in layers.values()),
+                        sum(t for _, t in layers.values()),
+                    )
+        return digest
+
     # -- containers -------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec) -> str:
@@ -200,7 +226,7 @@ class DockerRuntime:
             )
             created = self.api.create_container(
                 spec.image,
-                command=list(spec.command),
+                command=list(spec.command) or None,  # none: the image's CMD
                 name=spec.name,
                 labels=dict(spec.labels),
                 environment=dict(spec.env),

@@ -1,0 +1,330 @@
+"""Model -> tested serving image: capture in the kernel, lock, render, build, smoke test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from ..snapshot import (
+    _SYSTEM_DISTS,
+    CAPTURE_SOURCE,
+    DEFAULT_BASE,
+    Package,
+    Snapshot,
+    dependency_closure,
+    parse_capture,
+    render_lock,
+)
+from . import capture, smoke
+from .render import DEBIAN_PYTHON, ExportPlan, dns_name, write_export
+
+# evaluate(code, expression): run code in the kernel, return the expression's (literal) value
+Evaluate = Callable[[str, str], Any]
+Say = Callable[[str], None]
+
+_SERVER_LOCK = Path(__file__).with_name("requirements.lock")
+_CUDA_ONLY = ("nvidia-", "triton", "cuda-")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the user asked for (the magic's and the CLI's options)."""
+
+    example: str = ""
+    format: str = "auto"
+    gpu: bool | None = None  # None: as the model is (on a GPU or not)
+    method: str | None = None
+    init_args: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    folder: Path | None = None
+    build: bool = True
+    run: bool = False
+    port: int | None = None
+    push: str | None = None
+    source: str = ""
+
+
+@dataclass
+class Exported:
+    """The result: the folder, the image, and the running server when --run was given."""
+
+    name: str
+    folder: Path
+    image: str | None = None
+    size: int = 0
+    build_seconds: float = 0.0
+    ready_seconds: float = 0.0
+    served: smoke.Served | None = None
+    pushed: str | None = None
+    runtime: Any = None
+
+    @property
+    def url(self) -> str | None:
+        return self.served.url if self.served else None
+
+    def predict(self, rows: Any) -> Any:
+        """Ask the running server's plain /predict for these rows (a list or an array)."""
+        if self.served is None:
+            raise ExportError("Not running: export again with --run.")
+        rows = rows.tolist() if hasattr(rows, "tolist") else rows
+        if hasattr(rows, "to_dict"):
+            rows = rows.to_dict(orient="records")
+        return smoke.request(self.served.url + "/predict", {"instances": rows})["predictions"]
+
+    def stop(self) -> None:
+        """Stop and remove the serving container."""
+        if self.served is not None and self.runtime is not None:
+            self.runtime.stop(self.served.container_id, timeout=10)
+            self.runtime.remove(self.served.container_id)
+            self.served = None
+
+    def __repr__(self) -> str:
+        where = f", serving at {self.url}" if self.served else ""
+        return f"<Exported {self.name!r}: {self.image or 'not built'} from {self.folder}{where}>"
+
+
+def kernel_capture(
+    evaluate: Evaluate, name: str, out_dir: str, options: ExportOptions
+) -> dict[str, Any]:
+    """Run the model capture in the kernel; raise ExportError for input the user must fix."""
+    define = (
+        "import sys as __nbc_sys, types as __nbc_types\n"
+        "__nbc_m = __nbc_types.ModuleType('_nbc_export')\n"
+        f"exec({_capture_source()!r}, __nbc_m.__dict__)\n"
+        "__nbc_sys.modules['_nbc_export'] = __nbc_m\n"
+        "del __nbc_sys, __nbc_types, __nbc_m\n"
+    )
+    opts = {
+        "format": options.format,
+        "gpu": options.gpu,
+        "method": options.method,
+        "init_args": options.init_args,
+    }
+    expression = (
+        "__import__('sys').modules['_nbc_export'].export_object(get_ipython().user_ns, "
+        f"{name!r}, {options.example!r}, {out_dir!r}, {json.dumps(opts)!r})"
+    )
+    result = json.loads(evaluate(define, expression))
+    if "error" in result:
+        raise ExportError(result["error"])
+    return dict(result)
+
+
+def _capture_source() -> str:
+    return Path(capture.__file__).read_text()
+
+
+def kernel_snapshot(evaluate: Evaluate) -> Snapshot:
+    snap = parse_capture(evaluate(CAPTURE_SOURCE, "__nbc_capture()"))
+    evaluate("del __nbc_capture", "None")
+    return snap
+
+
+def _server_packages() -> tuple[list[Package], dict[tuple[str, str], list[str]]]:
+    """The model server's own pins (uvicorn and friends) with their hashes."""
+    packages: list[Package] = []
+    hashes: dict[tuple[str, str], list[str]] = {}
+    current: Package | None = None
+    for raw in _SERVER_LOCK.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", "--")) and "==" in line:
+            name, version = line.split(" ", 1)[0].split("==", 1)
+            current = Package(name=name, version=version, kind="index")
+            packages.append(current)
+            hashes[(name, version)] = []
+        if current is not None and "--hash=sha256:" in line:
+            hashes[(current.name, current.version)].append(
+                line.split("--hash=sha256:", 1)[1].split()[0]
+            )
+    return packages, hashes
+
+
+def plan_lock(snap: Snapshot, requires: list[str], gpu: bool) -> tuple[str, str | None]:
+    """The serving image's lock: the kernel's exact versions of what the model needs, plus the
+    server's own pins; and the extra index a local version label needs."""
+    from ..hashes import published_hashes
+    from ..pipsettings import read_pip_settings
+
+    wanted = dependency_closure(snap, [*requires, "numpy"])
+    lock = [p for p in wanted if p.kind != "system" and p.key not in _SYSTEM_DISTS]
+    torch = next((p for p in lock if p.key == "torch"), None)
+    if torch is not None and not gpu and "+" not in torch.version:
+        # A CUDA build of torch in the kernel; the CPU image gets the same version's CPU build.
+        lock = [p for p in lock if not p.key.startswith(_CUDA_ONLY)]
+        lock[lock.index(torch)] = Package(
+            name=torch.name, version=f"{torch.version}+cpu", kind="index", requires=torch.requires
+        )
+    blocked = [p for p in lock if p.kind in ("local", "editable")]
+    if blocked:
+        raise ExportError(
+            "The model needs "
+            + ", ".join(f"{p.name} (installed from {p.source or 'a local path'})" for p in blocked)
+            + ", which the image can't install from an index. Install it from an index or a VCS "
+            "URL in the kernel, or `%container snapshot --wheels` to vendor it, then export again."
+        )
+    server, server_hashes = _server_packages()
+    have = {p.key for p in lock}
+    lock += [p for p in server if p.key not in have]
+    hashes = published_hashes(
+        [
+            (p.name, p.version)
+            for p in lock
+            if p.kind == "index" and (p.name, p.version) not in server_hashes
+        ],
+        read_pip_settings(),
+    )
+    hashes.update(server_hashes)
+    labels = sorted({p.version.split("+", 1)[1] for p in lock if "+" in p.version})
+    extra = next(
+        (
+            f"https://download.pytorch.org/whl/{label}"
+            for label in labels
+            if label == "cpu" or label.startswith("cu")
+        ),
+        None,
+    )
+    title = "nbcontainers-export lock: the kernel's exact versions of what the model needs"
+    return render_lock(lock, hashes, title), extra
+
+
+def base_for(python: str) -> str:
+    """Debian bookworm's python3 is 3.11; other versions get the official slim image."""
+    return DEFAULT_BASE if python == DEBIAN_PYTHON else f"python:{python}-slim-bookworm"
+
+
+def export(
+    evaluate: Evaluate,
+    name: str,
+    options: ExportOptions,
+    *,
+    work_dir: str,
+    runtime: Any,
+    say: Say = print,
+    version: str = "",
+) -> Exported:
+    """Export ``name`` from the kernel ``evaluate`` runs in: folder, image, smoke test."""
+    from ..build import build_image
+    from ..catalog import CatalogImage
+
+    staged = Path(work_dir) / f"export-{uuid.uuid4().hex[:8]}"
+    staged.mkdir(mode=0o777)
+    staged.chmod(0o777)  # a container kernel may run as another uid
+    try:
+        meta = kernel_capture(evaluate, name, str(staged), options)
+        fallback = meta.pop("note", "")
+        if fallback:
+            say(
+                f"torch.export could not trace {name} ({fallback}); saved safetensors weights "
+                "and the class source instead."
+            )
+        snap = kernel_snapshot(evaluate)
+        lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")))
+        model = dns_name(name)
+        folder = (options.folder or Path.cwd() / f"serving-{model}").expanduser().resolve()
+        ref = options.image or f"nbcontainers/serving-{model}:{_content_hash(staged, lock)}"
+        plan = ExportPlan(
+            name=model,
+            image=ref,
+            meta=meta,
+            lock=lock,
+            base=base_for(meta["python"]),
+            python=meta["python"],
+            source=options.source,
+            extra_index=extra,
+        )
+        written = write_export(plan, staged, folder, version)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    result = Exported(name=model, folder=written, runtime=runtime)
+    say(f"Exported {name} ({meta['kind']}, {meta['format']}) to {written}")
+    if not options.build:
+        return result
+    started = time.monotonic()
+    image = CatalogImage(
+        name=f"serving-{model}",
+        ref=ref,
+        display_name=model,
+        source=written,
+        base=plan.base,
+        user_defined=True,
+    )
+    info = build_image(image, runtime, on_line=_progress(say))
+    result.image, result.size = ref, info.size
+    result.build_seconds = time.monotonic() - started
+    say(f"Built {ref} ({info.size / 1e6:.0f} MB) in {result.build_seconds:.0f} s; smoke test...")
+    example = json.loads((written / "example.json").read_text())
+    served = smoke.start(
+        runtime,
+        ref,
+        model,
+        port=options.port if options.run else None,
+        gpu=bool(meta.get("gpu")) and _has_gpu(),
+        container_name=f"nbc-serving-{model}" if options.run else None,
+    )
+    try:
+        result.ready_seconds = smoke.wait_ready(runtime, served)
+        smoke.smoke_test(served, example)
+    except BaseException:
+        _remove(runtime, served)
+        raise
+    say(
+        f"Smoke test passed: ready in {result.ready_seconds:.1f} s, the answer to the example "
+        "matches the notebook's."
+    )
+    if options.run:
+        result.served = served
+        say(
+            f"Serving at {served.url}/v2/models/{model}/infer (and /predict); "
+            f"stop with `docker rm -f nbc-serving-{model}`."
+        )
+    else:
+        _remove(runtime, served)
+    if options.push:
+        target = f"{options.push.rstrip('/')}/{ref.split('/', 1)[-1]}"
+        result.pushed = runtime.push(ref, target)
+        say(f"Pushed {target} ({result.pushed or 'digest unknown'}).")
+    return result
+
+
+def _content_hash(staged: Path, lock: str) -> str:
+    """A tag from what the image is made of: the model files and the lock."""
+    digest = hashlib.sha256(lock.encode())
+    for path in sorted(staged.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(staged).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _remove(runtime: Any, served: smoke.Served) -> None:
+    runtime.stop(served.container_id, timeout=5)
+    runtime.remove(served.container_id)
+
+
+def _has_gpu() -> bool:
+    from ..gpu import detect_gpus
+
+    return bool(detect_gpus())
+
+
+def _progress(say: Say) -> Callable[[str], None]:
+    """Build output: only the step headers, so a notebook isn't flooded."""
+
+    seen: set[str] = set()
+
+    def on_line(line: str) -> None:
+        step = re.match(r"#\d+ (\[[^\]]+\] .*)", line)
+        if step and step.group(1) not in seen:
+            seen.add(step.group(1))
+            say("  " + step.group(1)[:140])
+
+    return on_line
