@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from .errors import NbcontainersError
+from .serving.capture import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -277,6 +278,92 @@ def snapshot(folder: str, python: str, minimal: bool, verify: bool) -> None:
         if differences:
             raise click.ClickException("rebuilt image differs:\n  " + "\n  ".join(differences))
         click.echo(f"verified: {ref} has the same packages (0 differences)")
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("--example", "example", required=True, help="A batch: .npy, .json rows or .csv.")
+@click.option("--name", default=None, help="The model's name in URLs (default: from MODEL).")
+@click.option("--dir", "folder", default=None, help="Export folder (default ./serving-NAME).")
+@click.option("--image", default=None, help="Image ref to tag (default nbcontainers/serving-…).")
+@click.option("--gpu/--cpu", "gpu", default=None, help="Serve on a GPU (default: as saved).")
+@click.option("--format", "fmt", default="auto", type=click.Choice(FORMATS))
+@click.option("--method", default=None, help="scikit-learn method (default predict).")
+@click.option("--init-args", default="{}", help="JSON constructor arguments (torch classes).")
+@click.option("--no-build", is_flag=True, help="Write the folder only.")
+@click.option("--run", "run_it", is_flag=True, help="Leave it running on 127.0.0.1.")
+@click.option("--port", type=int, default=None)
+@click.option("--push", default=None, metavar="REGISTRY", help="Push the tested image.")
+@_errors_as_messages
+def export_command(
+    model: str,
+    example: str,
+    name: str | None,
+    folder: str | None,
+    image: str | None,
+    gpu: bool | None,
+    fmt: str,
+    method: str | None,
+    init_args: str,
+    no_build: bool,
+    run_it: bool,
+    port: int | None,
+    push: str | None,
+) -> None:
+    """Export a saved MODEL as a tested serving image.
+
+    MODEL is a .pt2 (torch.export.save), a .skops file, a .pkl/.joblib with --format pickle,
+    or file.py:function. In a notebook, `%export-serving` exports a live model instead.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from . import __version__
+    from .serving.export import ExportOptions, export
+    from .serving.saved import load_example, load_model
+
+    var, namespace = load_model(model, fmt)
+    namespace["__nbc_example__"] = load_example(example)
+    if name:
+        namespace[name] = namespace[var]
+        var = name
+    try:
+        init = json.loads(init_args)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--init-args") from None
+    options = ExportOptions(
+        example="__nbc_example__",
+        format=fmt,
+        gpu=gpu,
+        method=method,
+        init_args=init,
+        image=image,
+        folder=Path(folder) if folder else None,
+        build=not no_build,
+        run=run_it,
+        port=port,
+        push=push,
+        source=str(Path(model.split(":")[0]).resolve()),
+    )
+    shell = type("Shell", (), {"user_ns": namespace})()
+    scope: dict[str, Any] = {"get_ipython": lambda: shell}
+
+    def evaluate(code: str, expression: str) -> Any:
+        exec(code, scope)  # our own capture code
+        return eval(expression, scope)
+
+    with tempfile.TemporaryDirectory(prefix="nbc-export-") as work:
+        result = export(
+            evaluate,
+            var,
+            options,
+            work_dir=work,
+            runtime=_runtime(),
+            say=click.echo,
+            version=__version__,
+        )
+    if result.served:
+        click.echo(f"{result.url}/v2/models/{result.name}/infer")
 
 
 @main.command()

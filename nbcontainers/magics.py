@@ -239,9 +239,10 @@ class ContainerMagics(Magics):
         return local, self._transfer_dir()
 
     def _notebook_path(self) -> str:
-        """The notebook's path where the frontend says it (JupyterLab sets __session__)."""
-        session = self.ip.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME", "")
-        return str(session)
+        """The notebook's path where the frontend says it (JupyterLab sets __session__),
+        else the folder the notebook runs in."""
+        session = self.ip.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+        return str(session or os.getcwd())
 
     # -- subcommands ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import pytest
 
 from nbcontainers.errors import EngineUnavailable
 from nbcontainers.labels import KERNEL_ID, ROLE
+from nbcontainers.serving.smoke import LABEL as SERVING
 
 REQUIRE_DOCKER = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
 BIN = Path(sys.executable).parent
@@ -85,12 +86,13 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     rt = request.getfixturevalue("runtime")
-    before = {s.id for s in rt.list({KERNEL_ID: None})}
+    labels = (KERNEL_ID, SERVING)
+    before = {s.id for label in labels for s in rt.list({label: None})}
     yield
-    leaked = [s for s in rt.list({KERNEL_ID: None}) if s.id not in before]
+    leaked = [s for label in labels for s in rt.list({label: None}) if s.id not in before]
     for state in leaked:
         rt.remove(state.id)
-    assert not leaked, f"test left kernel containers behind: {[s.name for s in leaked]}"
+    assert not leaked, f"test left containers behind: {[s.name for s in leaked]}"
 
 
 def _free_port() -> int:

@@ -586,6 +586,26 @@ def _history_imports(ns: dict[str, Any]) -> list[tuple[str, set[str]]]:
     return found
 
 
+def _loaded_names(tree: ast.AST) -> set[str]:
+    """Names the code reads, leaving out annotations (the written code postpones them)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        notes = []
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            notes.append(node.annotation)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            notes.append(node.returns)
+        if isinstance(node, ast.AnnAssign):
+            notes.append(node.annotation)
+        for note in notes:
+            skip.update(id(n) for n in ast.walk(note))
+    return {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in skip
+    }
+
+
 def _code_with_context(sources: list[str], ns: dict[str, Any]) -> tuple[str, set[str]]:
     """The sources, preceded by the imports, constants and helper definitions they use."""
     pieces = list(sources)
@@ -608,9 +628,7 @@ def _code_with_context(sources: list[str], ns: dict[str, Any]) -> tuple[str, set
         bound |= {
             n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
         }
-        used = {
-            n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
-        }
+        used = _loaded_names(tree)
         for name in sorted(used - bound - defined - seen):
             seen.add(name)
             if hasattr(builtins, name):
@@ -644,7 +662,8 @@ def _code_with_context(sources: list[str], ns: dict[str, Any]) -> tuple[str, set
                     "can't be written as code. Make it an argument's default or an attribute, "
                     "or pass --format pickle."
                 )
-    code = "\n".join(header) + "\n\n" + "\n".join(constants) + "\n\n"
+    code = "from __future__ import annotations\n\n" + "\n".join(header) + "\n\n"
+    code += "\n".join(constants) + "\n\n"
     code += "\n\n".join([*helpers, *sources])
     return code, modules
 

@@ -557,21 +557,21 @@ class Server:
             ) from None
 
     async def _json(self, scope: Scope, receive: Receive) -> Any:
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise BadRequest(f"Request body over {self.max_body} bytes (NBC_MAX_BODY_BYTES).", 413)
+        # Over the limit, the rest is read and dropped (up to 8x the limit) so the client
+        # gets its 413 rather than a connection reset in the middle of sending.
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                raise BadRequest(
-                    f"Request body over {self.max_body} bytes (NBC_MAX_BODY_BYTES).", 413
-                )
-            chunks.append(chunk)
-            if not message.get("more_body"):
+            if size <= self.max_body:
+                chunks.append(chunk)
+            if not message.get("more_body") or size > 8 * self.max_body:
                 break
+        if size > self.max_body:
+            raise BadRequest(
+                f"Request body over {self.max_body} bytes (NBC_MAX_BODY_BYTES).", status=413
+            )
         try:
             return json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as exc:

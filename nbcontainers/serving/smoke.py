@@ -110,7 +110,7 @@ def compare(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> list[s
             bad = a != b
         if bad.any():
             where = np.flatnonzero(bad)[:5]
-            shown = ", ".join(f"[{i}] {a[i]!r} != {b[i]!r}" for i in where)
+            shown = ", ".join(f"[{i}] {a[i].item()!r} != {b[i].item()!r}" for i in where)
             problems.append(f"{name}: {int(bad.sum())} of {a.size} values differ ({shown})")
     return problems
 
