@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/kernel_start.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	$(NBC) gc || true

@@ -315,11 +315,10 @@ def export_command(
     MODEL is a .pt2 (torch.export.save), a .skops file, a .pkl/.joblib with --format pickle,
     or file.py:function. In a notebook, `%export-serving` exports a live model instead.
     """
-    import tempfile
     from pathlib import Path
 
     from . import __version__
-    from .serving.export import ExportOptions, export
+    from .serving.export import ExportOptions, export_from_namespace
     from .serving.saved import load_example, load_model
 
     var, namespace = load_model(model, fmt)
@@ -345,23 +344,9 @@ def export_command(
         push=push,
         source=str(Path(model.split(":")[0]).resolve()),
     )
-    shell = type("Shell", (), {"user_ns": namespace})()
-    scope: dict[str, Any] = {"get_ipython": lambda: shell}
-
-    def evaluate(code: str, expression: str) -> Any:
-        exec(code, scope)  # our own capture code
-        return eval(expression, scope)
-
-    with tempfile.TemporaryDirectory(prefix="nbc-export-") as work:
-        result = export(
-            evaluate,
-            var,
-            options,
-            work_dir=work,
-            runtime=_runtime(),
-            say=click.echo,
-            version=__version__,
-        )
+    result = export_from_namespace(
+        namespace, var, options, runtime=_runtime(), say=click.echo, version=__version__
+    )
     if result.served:
         click.echo(f"{result.url}/v2/models/{result.name}/infer")
 

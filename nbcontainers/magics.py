@@ -187,7 +187,11 @@ class ContainerMagics(Magics):
         from .serving.export import ExportOptions, export
 
         try:
-            args = _export_parser().parse_args(shlex.split(line))
+            args, extra = _export_parser().parse_known_args(shlex.split(line))
+            if extra and args.example and not any(e.startswith("-") for e in extra):
+                args.example = " ".join([args.example, *extra])  # X[:4, :2] unquoted
+            elif extra:
+                raise UsageError(f"%export-serving: unrecognized arguments: {' '.join(extra)}.")
             init_args = json.loads(args.init_args)
         except ValueError as exc:
             raise UsageError(f"%export-serving: {exc}") from None

@@ -95,3 +95,18 @@ def test_papermill_stops_at_a_failing_container_cell(python_image: str, tmp_path
     assert "ZeroDivisionError" in done.stderr
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert out.cells[-1].get("outputs", []) == []
+
+
+def test_export_serving_notebook(torch_image: str, tmp_path: Path) -> None:
+    path = tmp_path / "export-serving.ipynb"
+    shutil.copy(EXAMPLES / "export-serving.ipynb", path)
+    nb = nbformat.read(path, as_version=4)
+    # The first serving build of a torch model installs torch into the image: minutes.
+    NotebookClient(nb, timeout=900, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert "test accuracy" in _text(_cell(nb, "import torch"))
+    exported = _text(_cell(nb, "server = %export-serving"))
+    assert "Smoke test passed" in exported and "serving at http://127.0.0.1:" in exported
+    assert _text(_cell(nb, "rows =")).startswith("[[")
+    assert _text(_cell(nb, "%container pull expected")) == "True"
+    assert _text(_cell(nb, "import json, urllib")) == "[1, 2]"
+    assert (tmp_path / "serving-model" / "kserve.yaml").is_file()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from nbcontainers.catalog import load_catalog
 from nbcontainers.runtimes.base import ContainerSpec, Mount
 
 from .kernels import Frontend, notebook
@@ -160,9 +161,9 @@ def test_sklearn_round_trip_and_server_behaviour(
     assert TOKEN not in json.dumps(info)
 
     # --push to a registry that isn't there: a clear error, the smoke-tested image stays.
-    content, outputs = local_nb.run("%export-serving clf --example X[:4] --push 127.0.0.1:9/team")
-    assert content["status"] == "error"
-    assert "push 127.0.0.1:9/team/serving-clf" in Frontend.error_text(outputs)
+    content, _ = local_nb.run("%export-serving clf --example X[:4] --push 127.0.0.1:9/team")
+    assert content["status"] == "error" and content["ename"] == "UsageError"
+    assert "push 127.0.0.1:9/team/serving-clf" in content["evalue"]
     assert runtime.image_info(image) is not None
     runtime_remove_image(image)
 
@@ -173,9 +174,9 @@ def runtime_remove_image(ref: str) -> None:
 
 def test_bad_input_is_clear_and_writes_nothing(local_nb: Frontend, tmp_path: Path) -> None:
     def error_of(line: str) -> str:
-        content, outputs = local_nb.run(line)
-        assert content["status"] == "error", line
-        return Frontend.error_text(outputs)
+        content, _ = local_nb.run(line)
+        assert content["status"] == "error" and content["ename"] == "UsageError", line
+        return str(content["evalue"])
 
     assert "Did you mean 'clf'?" in error_of("%export-serving clff --example X[:4]")
     local_nb.text("settings = {'a': 1}")
@@ -251,7 +252,7 @@ def test_torch_from_container_kernel(tmp_path: Path, torch_image: str, runtime: 
     )
     cid = runtime.run(
         ContainerSpec(
-            image=torch_image,
+            image=load_catalog()[torch_image].ref,
             command=("python3", "-c", check),
             mounts=(Mount(str(folder), "/x"),),
             network_mode="none",

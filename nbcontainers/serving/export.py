@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -293,6 +294,29 @@ def export(
         result.pushed = runtime.push(ref, target)
         say(f"Pushed {target} ({result.pushed or 'digest unknown'}).")
     return result
+
+
+def export_from_namespace(
+    namespace: dict[str, Any],
+    name: str,
+    options: ExportOptions,
+    *,
+    runtime: Any,
+    say: Say = print,
+    version: str = "",
+) -> Exported:
+    """Export ``namespace[name]`` from this process (the CLI, scripts, benchmarks)."""
+    shell = type("Shell", (), {"user_ns": namespace})()
+    scope: dict[str, Any] = {"get_ipython": lambda: shell}
+
+    def evaluate(code: str, expression: str) -> Any:
+        exec(code, scope)  # our own capture code
+        return eval(expression, scope)
+
+    with tempfile.TemporaryDirectory(prefix="nbc-export-") as work:
+        return export(
+            evaluate, name, options, work_dir=work, runtime=runtime, say=say, version=version
+        )
 
 
 def _content_hash(staged: Path, lock: str) -> str:
