@@ -3,7 +3,7 @@ DESIGN.md's serving anchors): build time, image size, cold start to ready, and p
 latency and throughput at concurrency 1 and 32 of the served model against calling the
 same model in-process. The single-request overhead is container p50 minus in-process p50.
 
-Usage: python bench/serving.py [--requests N]
+Usage: python bench/serving.py [--requests N] [--cold]
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ import argparse
 import http.client
 import json
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from nbcontainers import __version__
+from nbcontainers.build import find_builder
 from nbcontainers.runtimes import get_runtime
 from nbcontainers.serving.export import ExportOptions, export_from_namespace
 
@@ -31,16 +33,20 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def in_process(model: Any, row: Any, n: int, clients: int) -> tuple[list[float], float]:
-    """Latencies of model.predict(one row), and calls per second from ``clients`` threads."""
+def measure(
+    make_call: Callable[[], Callable[[], None]], n: int, clients: int
+) -> tuple[list[float], float]:
+    """Latencies of ``n`` calls spread over ``clients`` threads (each with its own
+    ``make_call()``: its own connection), and calls per second."""
     lat: list[float] = []
     lock = threading.Lock()
 
     def worker(count: int) -> None:
+        call = make_call()
         mine = []
         for _ in range(count):
             t0 = time.perf_counter()
-            model.predict(row)
+            call()
             mine.append(time.perf_counter() - t0)
         with lock:
             lat.extend(mine)
@@ -54,41 +60,32 @@ def in_process(model: Any, row: Any, n: int, clients: int) -> tuple[list[float],
     return lat, len(lat) / (time.perf_counter() - t0)
 
 
-def served(port: int, body: bytes, n: int, clients: int) -> tuple[list[float], float]:
-    """Latencies of one-row OIP infer requests over keep-alive connections, and requests/s."""
-    lat: list[float] = []
-    lock = threading.Lock()
+def http_caller(port: int, body: bytes) -> Callable[[], Callable[[], None]]:
+    """One keep-alive connection per thread, sending one-row OIP infer requests."""
     headers = {"Content-Type": "application/json"}
 
-    def worker(count: int) -> None:
+    def make() -> Callable[[], None]:
         conn = http.client.HTTPConnection("127.0.0.1", port)
-        mine = []
-        for _ in range(count):
-            t0 = time.perf_counter()
+
+        def call() -> None:
             conn.request("POST", "/v2/models/iris/infer", body, headers)
             reply = conn.getresponse()
             reply.read()
-            mine.append(time.perf_counter() - t0)
             assert reply.status == 200
-        conn.close()
-        with lock:
-            lat.extend(mine)
 
-    worker(50)  # warm the connection path
-    lat.clear()
-    threads = [threading.Thread(target=worker, args=(n // clients,)) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return lat, len(lat) / (time.perf_counter() - t0)
+        return call
+
+    return make
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--cold", action="store_true", help="prune the build cache first")
     args = parser.parse_args()
+    if args.cold:
+        client = find_builder().argv[0]
+        subprocess.run([client, "builder", "prune", "-af"], check=True, capture_output=True)
     X, y = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=500).fit(X, y)
     runtime = get_runtime()
@@ -122,11 +119,12 @@ def main() -> None:
                 }
             ).encode()
             figures = {}
+            measure(http_caller(port, body), 50, 1)  # warm up the server's code paths
             for clients in (1, 32):
                 n = args.requests if clients == 1 else args.requests * 2
                 figures[clients] = (
-                    in_process(model, row, n, clients),
-                    served(port, body, n, clients),
+                    measure(lambda: lambda: model.predict(row), n, clients),
+                    measure(http_caller(port, body), n, clients),
                 )
         finally:
             result.stop()

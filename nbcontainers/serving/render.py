@@ -74,8 +74,8 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "    PIP_CONFIG_FILE=/run/secrets/pipconf PIP_DISABLE_PIP_VERSION_CHECK=1 \\",
         f"    /opt/venv/bin/pip install --no-cache-dir --no-deps{index_arg} "
         "--find-links /tmp/nbc-wheels -r /opt/nbc/requirements.lock; \\",
-        "    /opt/venv/bin/pip uninstall -y -q pip; \\",
-        "    find /opt/venv -name __pycache__ -prune -exec rm -rf {} +",
+        "    /opt/venv/bin/pip uninstall -y -q pip",
+        "# (pip's byte-code stays: without it every start would compile the libraries again)",
         "",
         "# ---- runtime stage: no compiler, no pip, non-root, tini as PID 1 ----",
         "FROM ${BASE_IMAGE}",
