@@ -16,6 +16,8 @@ MODULES = [
     "orphans",
     "doctor",
     "progress",
+    "capture",
+    "snapshot",
     "runtimes",
     "runtimes.base",
     "runtimes.docker",
