@@ -37,7 +37,9 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "capture_python",
+    "check_target",
     "compare_packages",
+    "is_snapshot_folder",
     "parse_capture",
     "snapshot_image",
     "snapshot_kernel",
@@ -205,6 +207,32 @@ environment.json
 """
 
 
+def is_snapshot_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a snapshot nbcontainers wrote (its Dockerfile and the
+    environment.json that says so)."""
+    try:
+        data = json.loads((folder / "environment.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, dict) and data.get("kind") == MARKER and (folder / "Dockerfile").is_file()
+    )
+
+
+def check_target(folder: Path) -> Path:
+    """``folder`` resolved, if a snapshot may be written there: new, empty or an earlier
+    snapshot. Checked before capturing too, so a wrong folder fails fast."""
+    folder = folder.resolve()
+    if folder.exists() and (
+        not folder.is_dir() or (any(folder.iterdir()) and not is_snapshot_folder(folder))
+    ):
+        raise SnapshotError(
+            f"{folder} exists and is not an nbcontainers snapshot; nothing was written. "
+            "Pick a new folder or an earlier snapshot's folder to replace."
+        )
+    return folder
+
+
 def write_snapshot(
     snap: Snapshot,
     folder: Path,
@@ -224,18 +252,7 @@ def write_snapshot(
     where that index has the same version, i.e. where it has hashes. An existing folder is
     replaced only if it is an earlier snapshot.
     """
-    folder = folder.resolve()
-    if folder.exists() and any(folder.iterdir()):
-        previous = folder / "environment.json"
-        try:
-            ours = json.loads(previous.read_text()).get("kind") == MARKER
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
-            raise SnapshotError(
-                f"{folder} exists and is not an nbcontainers snapshot; nothing was written. "
-                "Pick a new folder or an earlier snapshot's folder to replace."
-            )
+    folder = check_target(folder)
     packages = minimal_packages(snap) if minimal else list(snap.packages)
     wheels = dict(wheels or {})
     unreproducible = [
@@ -489,6 +506,7 @@ def take_snapshot(
     the kernel runs in) gives the apt baseline for the system layer. ``vendor_all`` also
     downloads every other distribution's file, so the folder builds with no index at all.
     """
+    check_target(folder)
     snap = parse_capture(evaluate(CAPTURE_SOURCE, "__nbc_capture()"))
     evaluate("del __nbc_capture", "None")
     wheels: dict[str, Path] = {}
