@@ -12,6 +12,7 @@ from .errors import (
     ImageMissing,
     NbcontainersError,
     RuntimeFailure,
+    SnapshotError,
     UnknownImage,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "ImageMissing",
     "NbcontainersError",
     "RuntimeFailure",
+    "SnapshotError",
     "UnknownImage",
     "__version__",
     "load_catalog",

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from .errors import NbcontainersError
-from .serving.capture import FORMATS
+from .serving.serialize import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -248,25 +248,67 @@ def gc(dry_run: bool, all_hosts: bool) -> None:
 @click.option(
     "--python",
     "python",
-    default=sys.executable,
-    show_default=True,
-    help="The Python environment to capture.",
+    default=None,
+    metavar="EXE",
+    help="The Python environment to capture (default: the one running nbcontainers).",
 )
-@click.option("--minimal", is_flag=True, help="Only what that environment's imports need.")
+@click.option(
+    "--kernel",
+    "kernel",
+    default=None,
+    metavar="CONNECTION_FILE",
+    help="Capture a running kernel instead: its connection file, kernel-<id>.json name or id "
+    "(in the notebook, `%connect_info` prints it).",
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --kernel: how long to wait for the kernel to answer.",
+)
+@click.option("--minimal", is_flag=True, help="Only what the environment's imports need.")
 @click.option("--verify", is_flag=True, help="Rebuild the image and compare package sets.")
 @_errors_as_messages
-def snapshot(folder: str, python: str, minimal: bool, verify: bool) -> None:
+def snapshot(
+    folder: str,
+    python: str | None,
+    kernel: str | None,
+    timeout: float,
+    minimal: bool,
+    verify: bool,
+) -> None:
     """Write FOLDER: a Dockerfile and lock that rebuild a Python environment.
 
-    In a notebook, `%container snapshot` captures the live kernel instead.
+    Captures a Python executable (--python) or a running Jupyter kernel (--kernel). In a
+    notebook, `%container snapshot` captures the live kernel itself.
     """
     from pathlib import Path
 
-    from .snapshot import build_and_verify, capture_python, lookup_hashes, write_snapshot
+    from .snapshot import (
+        build_and_verify,
+        capture_python,
+        check_target,
+        lookup_hashes,
+        snapshot_kernel,
+        write_snapshot,
+    )
 
-    snap = capture_python(python)
-    written = write_snapshot(snap, Path(folder), minimal=minimal, hashes=lookup_hashes(snap))
-    click.echo(f"wrote {written} ({len(snap.packages)} distributions captured from {python})")
+    if python and kernel:
+        raise click.UsageError("Pass --python or --kernel, not both.")
+    check_target(Path(folder))
+    if kernel:
+        written, snap = snapshot_kernel(kernel, Path(folder), minimal=minimal, timeout=timeout)
+        source = f"kernel {kernel}"
+    else:
+        python = python or sys.executable
+        snap = capture_python(python)
+        written = write_snapshot(
+            snap, Path(folder), minimal=minimal, hashes=lookup_hashes(snap, minimal)
+        )
+        source = python
+    kept = len(json.loads((written / "environment.json").read_text())["packages"])
+    click.echo(f"wrote {written} ({kept} of {len(snap.packages)} distributions from {source})")
     if verify:
         from .progress import BuildProgress
 

@@ -15,6 +15,7 @@ __all__ = [
     "ImageMissing",
     "NbcontainersError",
     "RuntimeFailure",
+    "SnapshotError",
     "UnknownImage",
     "did_you_mean",
 ]
@@ -100,6 +101,13 @@ class RuntimeFailure(NbcontainersError):
 
 class ContainerCrashed(NbcontainersError):
     """A kernel container exited on its own; the message carries exit code, OOM flag, log tail."""
+
+
+class SnapshotError(NbcontainersError):
+    """The environment can't be captured or written as a reproducible snapshot; the message
+    says why and what to do."""
+
+    exit_code = 7
 
 
 class ExportError(NbcontainersError):

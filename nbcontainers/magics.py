@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,7 +22,7 @@ from .catalog import load_catalog
 from .errors import NbcontainersError, UnknownImage, did_you_mean
 from .kernelspecs import kernel_json
 from .relay import Relay
-from .serving.capture import FORMATS
+from .serving.serialize import FORMATS
 from .transfer import dump_to, load_from, make_transfer_dir, remote_helpers
 
 __all__ = ["ContainerMagics", "load", "unload"]
@@ -130,6 +129,8 @@ class ContainerMagics(Magics):
             From now on, cells run in a container kernel for catalog image (or kernelspec)
             NAME, started in the notebook's folder. Outputs, errors, input(), interrupts,
             widgets, completion and inspection all work as in a local kernel.
+        %container use ./DIR      the same for a snapshot folder: its image snapshot-DIR is
+            built (once) and registered first
         %container local          cells run locally again; the container keeps running
         %container status [NAME]  image, digest, uptime, CPU/memory, GPUs
         %container list           this notebook's container kernels
@@ -143,7 +144,10 @@ class ContainerMagics(Magics):
             files that plain `docker build DIR` turns back into the active container kernel's
             environment (or the local kernel's). --verify rebuilds it and compares packages;
             --build also registers it as image snapshot-DIR for `%container use`;
-            --wheels vendors every distribution, so it builds with no index at all.
+            --wheels vendors every distribution, so it builds with no index at all;
+            --minimal keeps only what the session imported and what that requires.
+            conda installs are pinned from pip's index (same version) or refused by name;
+            environment.json also records GPUs (nvidia-smi) and torch/CUDA/cuDNN facts.
         %%container [NAME]        run just this cell in the active (or NAME's) container
 
         Variables move as pickles (protocol 5) through a shared tmpfs folder: large arrays
@@ -256,12 +260,39 @@ class ContainerMagics(Magics):
             for k, v in (("gpus", args.gpus), ("mem_limit", args.memory), ("cpus", args.cpus))
             if v is not None
         }
-        relay = self._relay(args.name, overrides)
+        name = args.name
+        if name.startswith((".", "/", "~")) or os.sep in name:
+            name = self._snapshot_image(name)
+        relay = self._relay(name, overrides)
         self.active = relay.name
         print(
             f"Cells now run in container kernel {relay.name!r} "
             f"({(relay.container_id or '')[:12]}). `%container local` to switch back."
         )
+
+    def _snapshot_image(self, where: str) -> str:
+        """The catalog image of the snapshot folder ``where``: built first if it is not yet,
+        registered (as `--build` does), its name returned."""
+        from .build import build_image
+        from .runtimes import get_runtime
+        from .snapshot import is_snapshot_folder, snapshot_image
+
+        folder = Path(where).expanduser()
+        folder = (folder if folder.is_absolute() else Path.cwd() / folder).resolve()
+        if not is_snapshot_folder(folder):
+            raise UsageError(
+                f"{where} is not a snapshot folder (no Dockerfile and environment.json from "
+                f"`%container snapshot`). Write one with `%container snapshot {where}`, or "
+                f"name a catalog image: {', '.join(load_catalog())}."
+            )
+        image = snapshot_image(folder)
+        runtime = get_runtime()
+        if runtime.image_info(image.ref) is None:
+            print(f"Building image {image.name} ({image.ref}) from {folder}...", flush=True)
+            started = time.monotonic()
+            build_image(image, runtime)
+            print(f"Built {image.ref} in {time.monotonic() - started:.0f} s.", flush=True)
+        return _register_snapshot_image(folder)
 
     def _cmd_local(self, args: argparse.Namespace) -> None:
         if self.active is None:
@@ -407,23 +438,9 @@ class ContainerMagics(Magics):
 
         relay = self.relays.get(self.active or "")
         runtime = get_runtime()
-        if relay is not None:
-            active_relay = relay
-
-            def evaluate(code: str, expression: str) -> Any:
-                return active_relay.run_internal(code, user_expressions={"v": expression})["v"]
-
-            prov: Any = relay.km.provisioner
-            image_ref: str | None = prov.catalog_image.ref
-            wheel_dir = self._transfer_dir()
-        else:
-            namespace: dict[str, Any] = {"get_ipython": lambda: self.ip}
-
-            def evaluate(code: str, expression: str) -> Any:
-                exec(code, namespace)  # our own capture code, never user input
-                return eval(expression, namespace)
-
-            image_ref, wheel_dir = None, tempfile.mkdtemp(prefix="nbc-wheels-")
+        prov: Any = relay.km.provisioner if relay is not None else None
+        image_ref: str | None = prov.catalog_image.ref if prov is not None else None
+        evaluate, wheel_dir = self._evaluator()
         folder = Path(args.dir).expanduser()
         if not folder.is_absolute():
             folder = Path.cwd() / folder

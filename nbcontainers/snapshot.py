@@ -1,8 +1,9 @@
 """`%container snapshot`: capture the environment a kernel really runs in, write a folder that
 plain `docker build` turns back into it, and optionally verify that by rebuilding.
 
-Capture runs inside the live kernel (local or container) as stdlib-only source; nothing from
-the environment (variables, pip credentials) is captured, so nothing secret can be written.
+Capture (``capture.py``) runs inside the live kernel, local or container, or in a kernel
+reached by its connection file; nothing from the environment (variables, pip credentials) is
+captured, so nothing secret can be written.
 """
 
 from __future__ import annotations
@@ -14,21 +15,38 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from .capture import (
+    CAPTURE_SOURCE,
+    Evaluate,
+    Package,
+    Snapshot,
+    capture_kernel,
+    capture_python,
+    kernel_evaluator,
+    parse_capture,
+)
 from .catalog import canonical_name
-from .errors import NbcontainersError
+from .errors import SnapshotError
 
 __all__ = [
     "CAPTURE_SOURCE",
     "Package",
     "Snapshot",
     "SnapshotError",
+    "capture_python",
+    "check_target",
     "compare_packages",
+    "dependency_closure",
+    "is_snapshot_folder",
     "parse_capture",
+    "render_lock",
+    "snapshot_image",
+    "snapshot_kernel",
+    "take_snapshot",
     "write_snapshot",
 ]
 
@@ -38,150 +56,10 @@ DEFAULT_BASE = (
 )
 # Installed by the Dockerfile's system layer, not from the lock.
 _SYSTEM_DISTS = {"pip", "setuptools", "wheel"}
+# Pinned by version from pip's index: conda's own packages are rebuilt from their index twin.
+_FROM_INDEX = ("index", "conda")
 PROJECT_GLOBS = ("*.ipynb", "*.py", "requirements*.txt", "pyproject.toml", "*.md")
 _SECRET_NAMES = re.compile(r"(^\.env|\.pem$|\.key$|^id_(rsa|ed25519)|secret|token|\.netrc$)", re.I)
-
-
-class SnapshotError(NbcontainersError):
-    """The environment can't be written as a reproducible snapshot; the message says why."""
-
-    exit_code = 7
-
-
-# Stdlib-only, so it runs in any kernel; its result is one JSON document.
-CAPTURE_SOURCE = r"""
-def __nbc_capture():
-    import importlib.metadata as md, json, os, platform, subprocess, sys
-    dists = []
-    for d in md.distributions():
-        name = d.metadata["Name"]
-        if not name:
-            continue
-        direct = d.read_text("direct_url.json")
-        dists.append({
-            "name": name, "version": d.version,
-            "installer": (d.read_text("INSTALLER") or "").strip(),
-            "direct_url": json.loads(direct) if direct else None,
-            "requires": list(d.requires or []),
-            "top_level": (d.read_text("top_level.txt") or "").split(),
-            "location": str(d.locate_file("")),
-        })
-    apt = []
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
-                             capture_output=True, text=True, timeout=30).stdout
-        apt = sorted(line for line in out.splitlines() if line)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    torch = {}
-    if "torch" in sys.modules:
-        t = sys.modules["torch"]
-        torch = {"version": t.__version__, "cuda": t.version.cuda,
-                 "cudnn": t.backends.cudnn.version() if t.backends.cudnn.is_available() else None,
-                 "cuda_available": bool(t.cuda.is_available())}
-    history = []
-    try:
-        ip = get_ipython()  # noqa: F821 - defined in IPython kernels
-        for _, _, line in ip.history_manager.get_range(output=False):
-            for cmd in str(line).splitlines():
-                s = cmd.strip()
-                if s.startswith(("%pip install", "!pip install", "%conda install",
-                                 "!apt-get install", "!apt install", "!conda install")):
-                    history.append(s)
-    except Exception:
-        pass
-    return json.dumps({
-        "python": platform.python_version(), "implementation": platform.python_implementation(),
-        "platform": platform.platform(), "machine": platform.machine(),
-        "executable": sys.executable, "prefix": sys.prefix, "cwd": os.getcwd(),
-        "image": os.environ.get("NBCONTAINERS_IMAGE"),
-        "modules": sorted({m.split(".")[0] for m in list(sys.modules)}),
-        "distributions": dists, "apt": apt, "torch": torch, "history": history,
-    })
-"""
-
-
-@dataclass(frozen=True)
-class Package:
-    """One installed distribution and how to get it back."""
-
-    name: str
-    version: str
-    kind: str  # index, vcs, url, local, editable, system
-    source: str = ""  # VCS URL@commit, archive URL, local path
-    requires: tuple[str, ...] = ()
-    top_level: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return canonical_name(self.name)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    python: str
-    packages: tuple[Package, ...]
-    image: str | None = None
-    apt: tuple[str, ...] = ()
-    history: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()
-    torch: Mapping[str, Any] = field(default_factory=dict)
-    facts: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _strip_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = host + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
-
-
-def _classify(dist: Mapping[str, Any]) -> Package:
-    direct = dist.get("direct_url") or {}
-    url = _strip_credentials(str(direct.get("url", "")))
-    kind, source = "index", ""
-    if not dist.get("installer"):
-        kind = "system"
-    elif "vcs_info" in direct:
-        vcs = direct["vcs_info"]
-        kind, source = "vcs", f"{vcs.get('vcs', 'git')}+{url}@{vcs.get('commit_id', '')}"
-    elif "archive_info" in direct and not url.startswith("file:"):
-        hashes = direct["archive_info"].get("hashes") or {}
-        fragment = next((f"#{k}={v}" for k, v in sorted(hashes.items())), "")
-        kind, source = "url", url + fragment
-    elif direct:
-        editable = bool((direct.get("dir_info") or {}).get("editable"))
-        kind, source = ("editable" if editable else "local"), url
-    return Package(
-        name=str(dist["name"]),
-        version=str(dist["version"]),
-        kind=kind,
-        source=source,
-        requires=tuple(dist.get("requires") or ()),
-        top_level=tuple(dist.get("top_level") or ()),
-    )
-
-
-def parse_capture(text: str) -> Snapshot:
-    data = json.loads(text)
-    classified = (_classify(d) for d in data["distributions"])
-    packages = sorted(
-        {p.key: p for p in classified}.values(),
-        key=lambda p: p.key,
-    )
-    facts = {k: data.get(k) for k in ("implementation", "platform", "machine", "cwd")}
-    return Snapshot(
-        python=data["python"],
-        packages=tuple(packages),
-        image=data.get("image"),
-        apt=tuple(data.get("apt") or ()),
-        history=tuple(data.get("history") or ()),
-        modules=tuple(data.get("modules") or ()),
-        torch=data.get("torch") or {},
-        facts=facts,
-    )
 
 
 def _requirement_names(requires: tuple[str, ...]) -> list[str]:
@@ -197,21 +75,15 @@ def _requirement_names(requires: tuple[str, ...]) -> list[str]:
 
 def minimal_packages(snap: Snapshot) -> list[Package]:
     """The distributions whose modules the session imported, and everything they require."""
-    by_key = {p.key: p for p in snap.packages}
     imported = set(snap.modules)
-    wanted = [
-        p.key
-        for p in snap.packages
-        if set(p.top_level) & imported or p.key.replace("-", "_") in imported
-    ]
-    keep: set[str] = set()
-    while wanted:
-        key = wanted.pop()
-        if key in keep or key not in by_key:
-            continue
-        keep.add(key)
-        wanted.extend(_requirement_names(by_key[key].requires))
-    return [p for p in snap.packages if p.key in keep]
+    return dependency_closure(
+        snap,
+        [
+            p.key
+            for p in snap.packages
+            if set(p.top_level) & imported or p.key.replace("-", "_") in imported
+        ],
+    )
 
 
 def compare_packages(live: Snapshot, rebuilt: Snapshot) -> list[str]:
@@ -260,7 +132,7 @@ def _hashes_for(
             found = [file_sha256(wheel_dir / wheel_names[p.key])]
         elif p.kind == "url" and "#sha256=" in p.source:
             found = [p.source.split("#sha256=", 1)[1]]
-        elif p.kind == "index":
+        elif p.kind in _FROM_INDEX:
             found = list(hashes.get((p.name, p.version), []))
         else:
             found = []
@@ -332,6 +204,32 @@ environment.json
 """
 
 
+def is_snapshot_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a snapshot nbcontainers wrote (its Dockerfile and the
+    environment.json that says so)."""
+    try:
+        data = json.loads((folder / "environment.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, dict) and data.get("kind") == MARKER and (folder / "Dockerfile").is_file()
+    )
+
+
+def check_target(folder: Path) -> Path:
+    """``folder`` resolved, if a snapshot may be written there: new, empty or an earlier
+    snapshot. Checked before capturing too, so a wrong folder fails fast."""
+    folder = folder.resolve()
+    if folder.exists() and (
+        not folder.is_dir() or (any(folder.iterdir()) and not is_snapshot_folder(folder))
+    ):
+        raise SnapshotError(
+            f"{folder} exists and is not an nbcontainers snapshot; nothing was written. "
+            "Pick a new folder or an earlier snapshot's folder to replace."
+        )
+    return folder
+
+
 def write_snapshot(
     snap: Snapshot,
     folder: Path,
@@ -346,20 +244,12 @@ def write_snapshot(
     """Write the snapshot folder atomically: into a sibling temp folder, then renamed.
 
     ``wheels`` maps distribution keys of local/editable installs to wheels built from them.
-    An existing folder is replaced only if it is an earlier snapshot.
+    ``hashes`` maps (name, version) to the published sha256 of its files (see
+    :func:`lookup_hashes`); a conda-installed distribution is pinned from pip's index only
+    where that index has the same version, i.e. where it has hashes. An existing folder is
+    replaced only if it is an earlier snapshot.
     """
-    folder = folder.resolve()
-    if folder.exists() and any(folder.iterdir()):
-        previous = folder / "environment.json"
-        try:
-            ours = json.loads(previous.read_text()).get("kind") == MARKER
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
-            raise SnapshotError(
-                f"{folder} exists and is not an nbcontainers snapshot; nothing was written. "
-                "Pick a new folder or an earlier snapshot's folder to replace."
-            )
+    folder = check_target(folder)
     packages = minimal_packages(snap) if minimal else list(snap.packages)
     wheels = dict(wheels or {})
     unreproducible = [
@@ -373,6 +263,19 @@ def write_snapshot(
             "again; nothing was written."
         )
     lock = [p for p in packages if p.kind != "system" and p.key not in _SYSTEM_DISTS]
+    conda_only = [
+        p for p in lock if p.kind == "conda" and p.key not in wheels and not _hashed(hashes, p)
+    ]
+    if conda_only:
+        names = ", ".join(f"{p.name}=={p.version} ({p.source})" for p in conda_only)
+        raise SnapshotError(
+            f"Cannot reproduce {names}: installed by conda, and pip's index has no such "
+            "version. Install that version from the index instead (`%pip install "
+            f"{conda_only[0].name}=={conda_only[0].version}` or another version the index "
+            "has), or leave it out with --minimal if the session does not import it, then "
+            "snapshot again; nothing was written."
+        )
+    from_conda = [p for p in lock if p.kind == "conda"]
     local_labels = sorted({p.version.split("+", 1)[1] for p in lock if "+" in p.version})
     extra_index = None
     if any(label == "cpu" or label.startswith("cu") for label in local_labels):
@@ -392,6 +295,11 @@ def write_snapshot(
             shutil.copy2(wheel, staging / "wheels" / wheel.name)
             wheel_names[key] = wheel.name
         header = [f"# {MARKER} lock: exact versions of what the kernel had installed."]
+        if from_conda:
+            header.append(
+                "# installed by conda, pinned here from pip's index (same version): "
+                + ", ".join(p.name for p in from_conda)
+            )
         if extra_index:
             header.append(
                 f"# local version labels ({', '.join(local_labels)}) come from {extra_index}"
@@ -424,10 +332,7 @@ def write_snapshot(
                     "image": snap.image,
                     "base": base,
                     "minimal": minimal,
-                    "packages": [
-                        {"name": p.name, "version": p.version, "kind": p.kind, "source": p.source}
-                        for p in packages
-                    ],
+                    "packages": [_package_record(p) for p in packages],
                     "apt_added": apt_extra,
                     "history": list(snap.history),
                     "torch": dict(snap.torch),
@@ -446,6 +351,17 @@ def write_snapshot(
     return folder
 
 
+def _hashed(hashes: Mapping[tuple[str, str], list[str]] | None, p: Package) -> bool:
+    return bool((hashes or {}).get((p.name, p.version)))
+
+
+def _package_record(p: Package) -> dict[str, str]:
+    record = {"name": p.name, "version": p.version, "kind": p.kind, "source": p.source}
+    if p.kind == "conda" and p.key not in _SYSTEM_DISTS:
+        record["rebuilt_from"] = "index"  # the lock pins the index's file of the same version
+    return record
+
+
 def _copy_project(source: Path, dest: Path, exclude: Path) -> None:
     """Notebooks, code and declared requirements of the notebook's folder (top level only),
     never files whose names look like secrets."""
@@ -459,14 +375,16 @@ def _copy_project(source: Path, dest: Path, exclude: Path) -> None:
                 shutil.copy2(path, dest / path.name)
 
 
-def _download_all(evaluate: Any, snap: Snapshot, wheel_dir: str, minimal: bool) -> dict[str, Path]:
+def _download_all(
+    evaluate: Evaluate, snap: Snapshot, wheel_dir: str, minimal: bool
+) -> dict[str, Path]:
     """Have the kernel's own pip download every pinned distribution (its platform, its pip
     settings) into ``wheel_dir``; return key -> file."""
     packages = minimal_packages(snap) if minimal else list(snap.packages)
     pins = [
         f"{p.name}=={p.version}"
         for p in packages
-        if p.kind == "index" and p.key not in _SYSTEM_DISTS
+        if p.kind in _FROM_INDEX and p.key not in _SYSTEM_DISTS
     ]
     dest = Path(wheel_dir) / "all"
     dest.mkdir(exist_ok=True)
@@ -496,33 +414,19 @@ def _download_all(evaluate: Any, snap: Snapshot, wheel_dir: str, minimal: bool) 
     return files
 
 
-def lookup_hashes(snap: Snapshot) -> dict[tuple[str, str], list[str]]:
-    """Published file hashes for the index-installed distributions (see hashes.py)."""
+def lookup_hashes(snap: Snapshot, minimal: bool = False) -> dict[tuple[str, str], list[str]]:
+    """Published file hashes for the distributions the lock pins from the index (see
+    hashes.py); with ``minimal``, only for those a ``--minimal`` lock keeps."""
     from .hashes import published_hashes
     from .pipsettings import read_pip_settings
 
+    packages = minimal_packages(snap) if minimal else snap.packages
     pins = [
         (p.name, p.version)
-        for p in snap.packages
-        if p.kind == "index" and p.key not in _SYSTEM_DISTS
+        for p in packages
+        if p.kind in _FROM_INDEX and p.key not in _SYSTEM_DISTS
     ]
     return published_hashes(pins, read_pip_settings())
-
-
-def capture_python(executable: str) -> Snapshot:
-    """Capture a Python environment that is not a kernel (`nbcontainers snapshot --python`)."""
-    import subprocess
-
-    done = subprocess.run(
-        [executable, "-c", CAPTURE_SOURCE + "\nprint(__nbc_capture())"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SnapshotError(f"Could not inspect {executable}: {done.stderr.strip()[-500:]}")
-    return parse_capture(done.stdout)
 
 
 def image_packages(runtime: Any, ref: str) -> Snapshot:
@@ -581,7 +485,7 @@ def build_and_verify(
 
 
 def take_snapshot(
-    evaluate: Any,
+    evaluate: Evaluate,
     folder: Path,
     *,
     wheel_dir: str,
@@ -599,8 +503,8 @@ def take_snapshot(
     the kernel runs in) gives the apt baseline for the system layer. ``vendor_all`` also
     downloads every other distribution's file, so the folder builds with no index at all.
     """
-    snap = parse_capture(evaluate(CAPTURE_SOURCE, "__nbc_capture()"))
-    evaluate("del __nbc_capture", "None")
+    check_target(folder)
+    snap = capture_kernel(evaluate)
     wheels: dict[str, Path] = {}
     for p in snap.packages:
         if p.kind not in ("local", "editable"):
@@ -626,7 +530,7 @@ def take_snapshot(
     if vendor_all:
         wheels.update(_download_all(evaluate, snap, wheel_dir, minimal))
     apt_base = set(image_packages(runtime, image_ref).apt) if image_ref and runtime else None
-    hashes = lookup_hashes(snap)
+    hashes = lookup_hashes(snap, minimal)
     project = Path(str(snap.facts.get("cwd") or "")) if snap.facts.get("cwd") else None
     written = write_snapshot(
         snap,
@@ -642,6 +546,61 @@ def take_snapshot(
         wheel.unlink(missing_ok=True)
     shutil.rmtree(Path(wheel_dir) / "all", ignore_errors=True)
     return written, snap
+
+
+def snapshot_kernel(
+    connection: str, folder: Path, *, minimal: bool = False, timeout: float = 30
+) -> tuple[Path, Snapshot]:
+    """Snapshot a running kernel reached through its connection file (a path, a
+    ``kernel-<id>.json`` name or a kernel id): what `nbcontainers snapshot --kernel` does.
+
+    Works for local kernels and nbcontainers' container kernels (their catalog image gives the
+    apt baseline, their workspace mount carries the wheels of local installs).
+    """
+    with kernel_evaluator(connection, timeout=timeout) as evaluate:
+        image, cwd = evaluate(
+            "", "(__import__('os').environ.get('NBCONTAINERS_IMAGE'), __import__('os').getcwd())"
+        )
+        image_ref, runtime = None, None
+        if image:
+            from .catalog import load_catalog
+            from .runtimes import get_runtime
+
+            entry = load_catalog().get(image)
+            runtime = get_runtime()
+            if entry is not None and runtime.image_info(entry.ref) is not None:
+                image_ref = entry.ref
+        wheel_dir = _shared_dir(evaluate, str(cwd))
+        try:
+            return take_snapshot(
+                evaluate,
+                folder,
+                wheel_dir=wheel_dir,
+                minimal=minimal,
+                image_ref=image_ref,
+                runtime=runtime,
+            )
+        finally:
+            shutil.rmtree(wheel_dir, ignore_errors=True)
+
+
+def _shared_dir(evaluate: Evaluate, kernel_cwd: str) -> str:
+    """A new folder that this process and the kernel can both write: in the temp folder for a
+    kernel on this machine, else in the kernel's working folder (a container kernel's
+    workspace is mounted at the same path)."""
+    for parent in (None, kernel_cwd):
+        if parent is not None and not os.path.isdir(parent):
+            continue
+        try:
+            path = tempfile.mkdtemp(prefix=".nbc-wheels-", dir=parent)
+        except OSError:
+            continue
+        os.chmod(path, 0o1777)  # the container kernel may run as another user
+        if evaluate("", f"__import__('os').access({path!r}, __import__('os').W_OK)"):
+            return path
+        shutil.rmtree(path, ignore_errors=True)
+    # Not shared: local installs then can't be built into wheels, and say so when written.
+    return tempfile.mkdtemp(prefix="nbc-wheels-")
 
 
 def dependency_closure(snap: Snapshot, roots: Iterable[str]) -> list[Package]:

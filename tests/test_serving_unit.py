@@ -15,7 +15,7 @@ import yaml
 
 from nbcontainers.errors import ExportError
 from nbcontainers.magics import _LOCAL_ASSIGNMENT
-from nbcontainers.serving import capture, manifests
+from nbcontainers.serving import manifests, serialize
 from nbcontainers.serving.export import plan_lock
 from nbcontainers.serving.render import ExportPlan, render_dockerfile, write_export
 from nbcontainers.serving.server import Server
@@ -35,7 +35,7 @@ SCALE = 2.0
 def export(
     ns: dict[str, Any], name: str, tmp: Path, example: str = "X[:4]", **opts: Any
 ) -> dict[str, Any]:
-    return dict(json.loads(capture.export_object(ns, name, example, str(tmp), json.dumps(opts))))
+    return dict(json.loads(serialize.export_object(ns, name, example, str(tmp), json.dumps(opts))))
 
 
 def namespace() -> dict[str, Any]:
@@ -346,3 +346,34 @@ def test_local_installs_block_the_export_with_the_way_out(monkeypatch: pytest.Mo
 def test_assignment_from_the_magic_runs_locally() -> None:
     assert _LOCAL_ASSIGNMENT.match("server = %export-serving clf --example X[:4] --run")
     assert not _LOCAL_ASSIGNMENT.match("x = compute(%export)")
+
+
+def test_cli_exports_a_saved_skops_model_and_refuses_pickle_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    import skops.io
+    from click.testing import CliRunner
+    from sklearn.linear_model import LogisticRegression
+
+    import nbcontainers.hashes
+    from nbcontainers.cli import main
+
+    monkeypatch.setattr(
+        nbcontainers.hashes, "published_hashes", lambda pins, settings: {p: [] for p in pins}
+    )
+    monkeypatch.chdir(tmp_path)
+    clf = LogisticRegression().fit(X, [0, 1, 0, 1, 0, 1])
+    skops.io.dump(clf, tmp_path / "clf.skops")
+    (tmp_path / "clf.pkl").write_bytes(pickle.dumps(clf))
+    np.save(tmp_path / "batch.npy", X[:3])
+    runner = CliRunner()
+    done = runner.invoke(main, ["export", "clf.skops", "--example", "batch.npy", "--no-build"])
+    assert done.exit_code == 0, done.output
+    meta = json.loads((tmp_path / "serving-clf" / "model" / "meta.json").read_text())
+    assert meta["format"] == "skops" and meta["signature"]["inputs"][0]["shape"] == [-1, 4]
+    refused = runner.invoke(main, ["export", "clf.pkl", "--example", "batch.npy", "--no-build"])
+    assert refused.exit_code == 8 and "--format pickle" in refused.output
+    missing = runner.invoke(main, ["export", "nope.skops", "--example", "batch.npy"])
+    assert missing.exit_code == 8 and "No file nope.skops" in missing.output

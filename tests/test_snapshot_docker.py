@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .kernels import Frontend, notebook
+from .kernels import Frontend, container_kernel, notebook, run
 
 pytestmark = pytest.mark.docker
 
@@ -67,18 +67,35 @@ def test_snapshot_verify_build_and_use(frontend: Frontend, tmp_path: Path, runti
     assert not (folder / "project" / ".env").exists()
     leaked = subprocess.run(["grep", "-rl", TOKEN, str(folder)], capture_output=True, text=True)
     assert leaked.stdout == "", f"secret found in {leaked.stdout}"
-    # The registered image runs as a container kernel with the vendored package.
-    frontend.text("%container use snapshot-env")
-    assert frontend.text("import localpkg, tomli_w; print(localpkg.VALUE)").strip() == "42"
-    # ...and its image holds no secret either.
-    history = subprocess.run(
-        ["docker", "history", "--no-trunc", "nbcontainers/snapshot-env"],
-        capture_output=True,
-        text=True,
-    )
-    assert TOKEN not in history.stdout
-    frontend.text("%container stop snapshot-env")
-    for image in runtime.api.images(name="nbcontainers/snapshot-env", quiet=True):
+    try:
+        # The registered image runs as a container kernel with the vendored package.
+        frontend.text("%container use snapshot-env")
+        assert frontend.text("import localpkg, tomli_w; print(localpkg.VALUE)").strip() == "42"
+        # ...and its image holds no secret either.
+        history = subprocess.run(
+            ["docker", "history", "--no-trunc", "nbcontainers/snapshot-env"],
+            capture_output=True,
+            text=True,
+        )
+        assert TOKEN not in history.stdout
+        frontend.text("%container stop snapshot-env")
+        # The path form: with its image gone, `%container use ./env` builds it again first.
+        _remove_images(runtime, "nbcontainers/snapshot-env")
+        out = frontend.text("%container use ./env")
+        assert "Building image snapshot-env" in out and "Built nbcontainers/snapshot-env:" in out
+        assert "Cells now run in container kernel 'snapshot-env'" in out
+        assert frontend.text("import localpkg; print(localpkg.VALUE)").strip() == "42"
+        # Built now: the next use starts it straight away.
+        frontend.text("%container stop snapshot-env")
+        out = frontend.text("%container use ./env")
+        assert "Building" not in out and "'snapshot-env'" in out
+        frontend.text("%container stop snapshot-env")
+    finally:
+        _remove_images(runtime, "nbcontainers/snapshot-env")
+
+
+def _remove_images(runtime: Any, name: str) -> None:
+    for image in runtime.api.images(name=name, quiet=True):
         runtime.api.remove_image(image, force=True)
 
 
@@ -92,6 +109,9 @@ def test_snapshot_refuses_bad_targets_and_unreproducible(
     assert content["ename"] == "UsageError"
     assert "is not an nbcontainers snapshot" in "".join(str(m["content"]) for m in outputs)
     assert [p.name for p in precious.iterdir()] == ["data.csv"]
+    content, outputs = frontend.run("%container use ./precious")
+    said = "".join(str(m["content"]) for m in outputs)
+    assert content["ename"] == "UsageError" and "is not a snapshot folder" in said
     pkg = _make_local_package(tmp_path / "gone")
     frontend.text(f"%pip install --quiet {pkg}")
     subprocess.run(["rm", "-rf", str(tmp_path / "gone")], check=True)
@@ -136,3 +156,63 @@ def test_snapshot_with_wheels_builds_without_any_index(
         assert "tomli-w" in recorded
     finally:
         runtime.api.remove_image(image.ref, force=True)
+
+
+def test_cli_snapshots_a_container_kernel_minimal(
+    python_image: str, tmp_path: Path, runtime: Any
+) -> None:
+    """`nbcontainers snapshot --kernel` on a container kernel's connection file, `--minimal`:
+    only what the session imported (a local package among them, whose wheel is built in the
+    kernel's mounted workspace) and what that requires."""
+    import sys
+
+    from nbcontainers.catalog import read_pins
+
+    pkg = _make_local_package(tmp_path)
+    with container_kernel(tmp_path) as (km, kc):
+        for code in (f"%pip install --quiet tomli-w==1.0.0 {pkg}", "import tomli_w, localpkg"):
+            _, reply = run(kc, code, timeout=300)
+            assert reply["status"] == "ok", reply
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbcontainers.cli",
+                "snapshot",
+                str(tmp_path / "env"),
+                "--kernel",
+                km.connection_file,
+                "--minimal",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "env"
+    lock = (folder / "requirements.lock").read_text()
+    pins = read_pins(folder / "requirements.lock")
+    assert pins["tomli-w"] == "1.0.0" and "ipykernel" in pins
+    assert "localpkg @ file:///opt/nbc/wheels/localpkg-0.0.1" in lock
+    # In the image, never imported by the session: left out.
+    for unused in ("pandas", "scikit-learn", "scipy", "matplotlib"):
+        assert unused not in pins, unused
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["image"] == "python" and env["minimal"] is True
+    assert env["apt_added"] == [] and env["gpu"] == []
+    assert not list(tmp_path.glob(".nbc-wheels-*"))  # the shared wheel folder is cleaned up
+
+
+def test_capture_records_torch_and_gpu_facts_of_an_image(torch_image: str, runtime: Any) -> None:
+    """The capture in the pytorch-cpu image: torch is installed but not imported, so its facts
+    come from a child process; no GPU here, said explicitly."""
+    from nbcontainers.catalog import load_catalog
+    from nbcontainers.snapshot import image_packages
+
+    snap = image_packages(runtime, load_catalog()[torch_image].ref)
+    torch = dict(snap.torch)
+    version = next(p.version for p in snap.packages if p.key == "torch")
+    assert torch["version"] == version and torch["imported"] is False
+    assert torch["cuda"] is None and torch["cuda_available"] is False
+    assert torch["devices"] == [] and "cudnn" in torch
+    assert snap.facts["gpu"] == [] and "no nvidia-smi" in snap.facts["gpu_probe"]

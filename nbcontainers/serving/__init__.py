@@ -1,0 +1,1 @@
+"""Model -> serving image: `%export-serving` and `nbcontainers export` (see export.py)."""

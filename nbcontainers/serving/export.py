@@ -14,22 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..capture import Evaluate, Package, Snapshot, capture_kernel
 from ..errors import ExportError
-from ..snapshot import (
-    _SYSTEM_DISTS,
-    CAPTURE_SOURCE,
-    DEFAULT_BASE,
-    Package,
-    Snapshot,
-    dependency_closure,
-    parse_capture,
-    render_lock,
-)
-from . import capture, smoke
+from ..snapshot import _SYSTEM_DISTS, DEFAULT_BASE, dependency_closure, render_lock
+from . import serialize, smoke
 from .render import DEBIAN_PYTHON, ExportPlan, dns_name, write_export
 
-# evaluate(code, expression): run code in the kernel, return the expression's (literal) value
-Evaluate = Callable[[str, str], Any]
+__all__ = [
+    "ExportOptions",
+    "Exported",
+    "base_for",
+    "export",
+    "export_from_namespace",
+    "kernel_capture",
+    "plan_lock",
+]
+
 Say = Callable[[str], None]
 
 _SERVER_LOCK = Path(__file__).with_name("requirements.lock")
@@ -121,13 +121,7 @@ def kernel_capture(
 
 
 def _capture_source() -> str:
-    return Path(capture.__file__).read_text()
-
-
-def kernel_snapshot(evaluate: Evaluate) -> Snapshot:
-    snap = parse_capture(evaluate(CAPTURE_SOURCE, "__nbc_capture()"))
-    evaluate("del __nbc_capture", "None")
-    return snap
+    return Path(serialize.__file__).read_text()
 
 
 def _server_packages() -> tuple[list[Package], dict[tuple[str, str], list[str]]]:
@@ -227,7 +221,7 @@ def export(
                 f"torch.export could not trace {name} ({fallback}); saved safetensors weights "
                 "and the class source instead."
             )
-        snap = kernel_snapshot(evaluate)
+        snap = capture_kernel(evaluate)
         lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")))
         model = dns_name(name)
         folder = (options.folder or Path.cwd() / f"serving-{model}").expanduser().resolve()

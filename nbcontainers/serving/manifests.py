@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "PORT",
+    "Deployment",
+    "all_files",
+    "autoscaler",
+    "compose",
+    "deployment",
+    "inference_service",
+    "service",
+]
+
 PORT = 8080
 
 

@@ -16,6 +16,15 @@ from typing import Any
 from ..errors import ExportError
 from . import manifests
 
+__all__ = [
+    "DEBIAN_PYTHON",
+    "MARKER",
+    "ExportPlan",
+    "dns_name",
+    "render_dockerfile",
+    "write_export",
+]
+
 MARKER = "nbcontainers-export"
 DEBIAN_PYTHON = "3.11"  # bookworm's python3
 

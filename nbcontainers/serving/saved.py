@@ -11,6 +11,12 @@ from typing import Any
 
 from ..errors import ExportError
 
+__all__ = [
+    "MODEL_KINDS",
+    "load_example",
+    "load_model",
+]
+
 MODEL_KINDS = ".pt2 (torch.export), .skops, .pkl/.joblib (with --format pickle), file.py:function"
 
 

@@ -22,6 +22,19 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "BadRequest",
+    "Batcher",
+    "Metrics",
+    "Server",
+    "create_app",
+    "decode_infer",
+    "decode_predict",
+    "encode_outputs",
+    "load_model",
+    "read_safetensors",
+]
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -14,6 +14,17 @@ from ..errors import ExportError
 from ..runtimes.base import ContainerRuntime, ContainerSpec, GPURequest
 from .manifests import PORT
 
+__all__ = [
+    "LABEL",
+    "Served",
+    "compare",
+    "free_port",
+    "request",
+    "smoke_test",
+    "start",
+    "wait_ready",
+]
+
 LABEL = "io.nbcontainers.serving"
 
 

@@ -24,6 +24,13 @@ import textwrap
 import types
 from typing import Any
 
+__all__ = [
+    "FORMATS",
+    "ExportProblem",
+    "export_object",
+    "write_safetensors",
+]
+
 FORMATS = ("auto", "torch.export", "safetensors", "skops", "source", "pickle")
 
 # numpy dtype name -> Open Inference Protocol datatype
