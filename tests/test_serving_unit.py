@@ -377,3 +377,33 @@ def test_cli_exports_a_saved_skops_model_and_refuses_pickle_unless_asked(
     assert refused.exit_code == 8 and "--format pickle" in refused.output
     missing = runner.invoke(main, ["export", "nope.skops", "--example", "batch.npy"])
     assert missing.exit_code == 8 and "No file nope.skops" in missing.output
+
+
+def test_run_again_replaces_the_earlier_server_of_the_same_model() -> None:
+    from types import SimpleNamespace
+
+    from nbcontainers.serving import smoke
+
+    class Runtime:
+        def __init__(self) -> None:
+            self.removed: list[str] = []
+            self.specs: list[Any] = []
+
+        def list(self, labels: dict[str, Any]) -> list[Any]:
+            assert labels == {smoke.LABEL: "clf"}
+            return [
+                SimpleNamespace(id="old", name="nbc-serving-clf"),
+                SimpleNamespace(id="other", name="nbc-serving-clf-2"),
+            ]
+
+        def remove(self, cid: str) -> None:
+            self.removed.append(cid)
+
+        def run(self, spec: Any) -> str:
+            self.specs.append(spec)
+            return "new"
+
+    rt = Runtime()
+    served = smoke.start(rt, "img", "clf", port=8123, container_name="nbc-serving-clf")  # type: ignore[arg-type]
+    assert rt.removed == ["old"] and served.url == "http://127.0.0.1:8123"
+    assert rt.specs[0].ports == {8080: ("127.0.0.1", 8123)}  # loopback only

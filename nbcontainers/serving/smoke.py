@@ -64,6 +64,11 @@ def start(
     container_name: str | None = None,
 ) -> Served:
     port = port or free_port()
+    if container_name:
+        # An earlier `--run` of the same model: the new, tested image replaces it.
+        for state in runtime.list({LABEL: name}):
+            if state.name.lstrip("/") == container_name:
+                runtime.remove(state.id)
     cid = runtime.run(
         ContainerSpec(
             image=image,
