@@ -263,3 +263,23 @@ def test_torch_from_container_kernel(tmp_path: Path, torch_image: str, runtime: 
         assert "SAME" in runtime.logs(cid)
     finally:
         runtime.remove(cid)
+
+
+def test_sklearn_from_a_container_kernel_uses_its_own_pins(
+    tmp_path: Path, python_image: str
+) -> None:
+    with notebook(tmp_path) as fe:
+        fe.text("%container use python")
+        fe.text(TRAIN)
+        out = fe.text("%export-serving clf --example X[:4] --no-build --dir clf")
+        assert "(sklearn, skops)" in out, out
+        versions = fe.text(
+            "import sklearn, numpy; print(f'scikit-learn=={sklearn.__version__}', "
+            "f'numpy=={numpy.__version__}')"
+        ).split()
+        fe.text("%container stop")
+    lock = (tmp_path / "clf" / "requirements.lock").read_text()
+    assert all(pin in lock for pin in versions), (versions, lock)
+    assert "ipykernel" not in lock and "matplotlib" not in lock
+    meta = json.loads((tmp_path / "clf" / "model" / "meta.json").read_text())
+    assert meta["python"] == "3.11" and meta["format"] == "skops"
