@@ -31,6 +31,7 @@ from .capture import (
 )
 from .catalog import canonical_name
 from .errors import SnapshotError
+from .folders import replace_atomically
 
 __all__ = [
     "CAPTURE_SOURCE",
@@ -283,11 +284,7 @@ def write_snapshot(
     apt_extra = sorted(
         line.split("=", 1)[0] for line in snap.apt if apt_base is not None and line not in apt_base
     )
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".nbc-snapshot-", dir=parent))
-    staging.chmod(0o755)
-    try:
+    with replace_atomically(folder, ".nbc-snapshot-") as staging:
         (staging / ".nbc" / "wheels").mkdir(parents=True)
         (staging / "wheels").mkdir()
         wheel_names = {}
@@ -342,12 +339,6 @@ def write_snapshot(
             )
             + "\n"
         )
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

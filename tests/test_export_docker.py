@@ -137,7 +137,7 @@ def test_sklearn_round_trip_and_server_behaviour(
     assert info["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert "/v2/health/ready" in " ".join(info["Healthcheck"]["Test"])
     labels = info["Labels"]
-    for key in ("created", "source", "version", "base.name"):
+    for key in ("created", "source", "version", "base.name", "base.digest"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
     dockerfile = (folder / "Dockerfile").read_text()
     assert "AS build" in dockerfile and dockerfile.index("COPY model/") > dockerfile.index(

@@ -6,6 +6,7 @@ import nbcontainers
 
 MODULES = [
     "errors",
+    "folders",
     "catalog",
     "gpu",
     "pipsettings",

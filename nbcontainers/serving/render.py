@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
+from ..folders import replace_atomically
 from . import manifests
 
 __all__ = [
@@ -116,6 +115,7 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         f'      org.opencontainers.image.source="{plan.source}" \\',
         f'      org.opencontainers.image.version="{version}" \\',
         f'      org.opencontainers.image.base.name="{plan.base}" \\',
+        f'      org.opencontainers.image.base.digest="{plan.base.partition("@")[2]}" \\',
         f'      io.nbcontainers.export="{MARKER}" \\',
         f'      io.nbcontainers.version="{version}"',
         "",
@@ -173,10 +173,7 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
                 f"{folder} exists and is not an nbcontainers export; nothing was written. "
                 "Pick a new folder (--dir) or an earlier export's folder to replace."
             )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".nbc-export-", dir=folder.parent))
-    staging.chmod(0o755)
-    try:
+    with replace_atomically(folder, ".nbc-export-") as staging:
         shutil.copytree(staged / "model", staging / "model")
         shutil.copy2(staged / "example.json", staging / "example.json")
         meta = {**plan.meta, "name": plan.name, "nbcontainers": version}
@@ -211,10 +208,4 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
         )
         for path in staging.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
