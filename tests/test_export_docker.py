@@ -123,6 +123,14 @@ def test_sklearn_round_trip_and_server_behaviour(
         assert "nbc_model_ready 1" in metrics and "nbc_inference_seconds_bucket" in metrics
         status, spec = http(url + "/openapi.json")
         assert status == 200 and "/v2/models/clf/infer" in spec["paths"]
+        # Read-only root, loopback-only port, no capabilities: as the manifests promise.
+        host = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "nbc-serving-clf"], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]["HostConfig"]
+        assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+        assert {b["HostIp"] for b in host["PortBindings"]["8080/tcp"]} == {"127.0.0.1"}
     finally:
         local_nb.text("server.stop()")
 

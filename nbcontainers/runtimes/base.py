@@ -62,6 +62,7 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)
     init: bool = True
+    read_only: bool = False  # root filesystem; pair with tmpfs for scratch space
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,7 @@ class DockerRuntime:
                 cap_drop=list(spec.cap_drop) or None,
                 security_opt=list(spec.security_opt) or None,
                 init=spec.init,
+                read_only=spec.read_only,
                 privileged=False,
             )
             created = self.api.create_container(

@@ -78,6 +78,7 @@ def start(
             ports={PORT: ("127.0.0.1", port)},
             gpus=GPURequest(count=-1) if gpu else None,
             tmpfs={"/tmp": "rw,size=256m"},
+            read_only=True,  # as compose.yaml and the k8s Deployment run it
             init=False,  # the image runs tini
         )
     )
