@@ -186,7 +186,6 @@ class ContainerMagics(Magics):
         --run leaves it running on 127.0.0.1 and returns a handle with .url, .predict(rows)
         and .stop(). Pickle is used only with --format pickle.
         """
-        from . import __version__
         from .runtimes import get_runtime
         from .serving.export import ExportOptions, export
 
@@ -221,7 +220,6 @@ class ContainerMagics(Magics):
                 options,
                 work_dir=work_dir,
                 runtime=get_runtime(),
-                version=__version__,
             )
         except NbcontainersError as exc:
             raise UsageError(str(exc)) from None

@@ -207,6 +207,7 @@ def export(
     version: str = "",
 ) -> Exported:
     """Export ``name`` from the kernel ``evaluate`` runs in: folder, image, smoke test."""
+    version = version or _installed_version()
     from ..build import build_image
     from ..catalog import CatalogImage
 
@@ -311,6 +312,16 @@ def export_from_namespace(
         return export(
             evaluate, name, options, work_dir=work, runtime=runtime, say=say, version=version
         )
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("nbcontainers")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _content_hash(staged: Path, lock: str) -> str:
