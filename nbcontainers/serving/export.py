@@ -276,6 +276,14 @@ def export(
         f"Smoke test passed: ready in {result.ready_seconds:.1f} s, the answer to the example "
         "matches the notebook's."
     )
+    try:
+        if options.push:
+            target = f"{options.push.rstrip('/')}/{ref.split('/', 1)[-1]}"
+            result.pushed = runtime.push(ref, target)
+            say(f"Pushed {target} ({result.pushed or 'digest unknown'}).")
+    except BaseException:
+        _remove(runtime, served)  # no handle reaches the user: don't leave it running
+        raise
     if options.run:
         result.served = served
         say(
@@ -284,10 +292,6 @@ def export(
         )
     else:
         _remove(runtime, served)
-    if options.push:
-        target = f"{options.push.rstrip('/')}/{ref.split('/', 1)[-1]}"
-        result.pushed = runtime.push(ref, target)
-        say(f"Pushed {target} ({result.pushed or 'digest unknown'}).")
     return result
 
 
