@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .build import pip_install_step
 from .capture import (
     CAPTURE_SOURCE,
     Evaluate,
@@ -167,19 +168,8 @@ def render_dockerfile(
     ]
     if has_wheels:
         lines.append("COPY wheels/ /opt/nbc/wheels/")
-    if extra_index:
-        lines.append(f"ARG EXTRA_INDEX_URL={extra_index}")
-    index_arg = ' ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"}' if extra_index else ""
+    lines += pip_install_step("python3 -m pip", extra_index)
     lines += [
-        "RUN --mount=type=secret,id=pipconf --mount=type=secret,id=pipcert \\",
-        "    --mount=type=bind,source=.nbc/wheels,target=/tmp/nbc-wheels \\",
-        "    set -eu; \\",
-        "    if [ ! -e /run/secrets/pipconf ] && [ -s /run/secrets/pipcert ]; then "
-        "export PIP_CERT=/run/secrets/pipcert; fi; \\",
-        "    PIP_CONFIG_FILE=/run/secrets/pipconf PIP_ROOT_USER_ACTION=ignore "
-        "PIP_DISABLE_PIP_VERSION_CHECK=1 \\",
-        f"    python3 -m pip install --no-cache-dir --no-deps{index_arg} "
-        "--find-links /tmp/nbc-wheels -r /opt/nbc/requirements.lock",
         "",
         "# project files last: editing them rebuilds only this layer",
         "COPY --chown=nbc:nbc project/ /home/nbc/project/",

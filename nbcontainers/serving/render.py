@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..build import pip_install_step
 from ..errors import ExportError
 from ..folders import replace_atomically
 from . import manifests
@@ -52,9 +53,6 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
     debian = plan.python == DEBIAN_PYTHON  # else a python:X.Y-slim base brings its own
     build_apt = "ca-certificates python3 python3-venv" if debian else "ca-certificates"
     run_apt = "ca-certificates python3 tini" if debian else "ca-certificates tini"
-    index_arg = (
-        ' ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"}' if plan.extra_index else ""
-    )
     fmt = plan.meta["format"]
     lines = [
         f"# {MARKER}: serving image for model {plan.name!r} ({plan.meta['kind']}, {fmt}),",
@@ -71,18 +69,10 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "    python3 -m venv /opt/venv",
         "COPY requirements.lock /opt/nbc/requirements.lock",
     ]
-    if plan.extra_index:
-        lines.append(f"ARG EXTRA_INDEX_URL={plan.extra_index}")
+    lines += pip_install_step(
+        "/opt/venv/bin/pip", plan.extra_index, then="/opt/venv/bin/pip uninstall -y -q pip"
+    )
     lines += [
-        "RUN --mount=type=secret,id=pipconf --mount=type=secret,id=pipcert \\",
-        "    --mount=type=bind,source=.nbc/wheels,target=/tmp/nbc-wheels \\",
-        "    set -eu; \\",
-        "    if [ ! -e /run/secrets/pipconf ] && [ -s /run/secrets/pipcert ]; then "
-        "export PIP_CERT=/run/secrets/pipcert; fi; \\",
-        "    PIP_CONFIG_FILE=/run/secrets/pipconf PIP_DISABLE_PIP_VERSION_CHECK=1 \\",
-        f"    /opt/venv/bin/pip install --no-cache-dir --no-deps{index_arg} "
-        "--find-links /tmp/nbc-wheels -r /opt/nbc/requirements.lock; \\",
-        "    /opt/venv/bin/pip uninstall -y -q pip",
         "# (pip's byte-code stays: without it every start would compile the libraries again)",
         "",
         "# ---- runtime stage: no compiler, no pip, non-root, tini as PID 1 ----",
