@@ -11,7 +11,7 @@ import statistics
 import tempfile
 import time
 
-from jupyter_client.manager import KernelManager
+from notebook_kernel import local_kernel, printed
 
 
 def timed_cells(kc, code: str, n: int) -> list[float]:
@@ -25,44 +25,25 @@ def timed_cells(kc, code: str, n: int) -> list[float]:
     return times
 
 
-def printed(kc, code: str) -> str:
-    out: list[str] = []
-    reply = kc.execute_interactive(
-        code,
-        timeout=600,
-        output_hook=lambda m: (
-            out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
-        ),
-    )
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return "".join(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cells", type=int, default=300)
     parser.add_argument("--gib", type=float, default=1.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as cwd:
-        km = KernelManager(kernel_name="python3")
-        km.start_kernel(cwd=cwd)
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        try:
-            printed(kc, "%load_ext nbcontainers")
-            printed(kc, "%container use python")
-            relayed_1 = timed_cells(kc, "pass", args.cells // 2)
-            printed(kc, "%container local")
-            local_1 = timed_cells(kc, "pass", args.cells // 2)
-            printed(kc, "%container use python")
-            relayed_2 = timed_cells(kc, "pass", args.cells // 2)
-            printed(kc, "%container local")
-            local_2 = timed_cells(kc, "pass", args.cells // 2)
-            n = int(args.gib * 2**30 / 4)
-            result = printed(
-                kc,
-                f"""
+    with tempfile.TemporaryDirectory() as cwd, local_kernel(cwd) as kc:
+        printed(kc, "%load_ext nbcontainers")
+        printed(kc, "%container use python")
+        relayed_1 = timed_cells(kc, "pass", args.cells // 2)
+        printed(kc, "%container local")
+        local_1 = timed_cells(kc, "pass", args.cells // 2)
+        printed(kc, "%container use python")
+        relayed_2 = timed_cells(kc, "pass", args.cells // 2)
+        printed(kc, "%container local")
+        local_2 = timed_cells(kc, "pass", args.cells // 2)
+        n = int(args.gib * 2**30 / 4)
+        result = printed(
+            kc,
+            f"""
 import time, numpy as np
 big = np.ones({n}, dtype='float32'); big[::4096] = np.arange(len(big[::4096]))
 t = time.perf_counter(); copy = big.copy(); t_copy = time.perf_counter() - t; del copy
@@ -74,12 +55,9 @@ t_pull = time.perf_counter() - t
 assert np.array_equal(big_back, big)
 print(t_copy, t_push, t_pull)
 """,
-            )
-            t_copy, t_push, t_pull = map(float, result.split())
-            printed(kc, "%container stop")
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+        )
+        t_copy, t_push, t_pull = map(float, result.split())
+        printed(kc, "%container stop")
     local = statistics.median(local_1 + local_2)
     relayed = statistics.median(relayed_1 + relayed_2)
     size = args.gib * 2**30 / 1e9

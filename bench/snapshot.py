@@ -10,38 +10,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_client.manager import KernelManager
+from notebook_kernel import local_kernel, printed
 
 from nbcontainers.build import build_image
 from nbcontainers.runtimes import get_runtime
 from nbcontainers.snapshot import snapshot_image
 
 
-def run(kc, code: str) -> None:  # type: ignore[no-untyped-def]
-    reply = kc.execute_interactive(code, timeout=900)
-    assert reply["content"]["status"] == "ok", reply["content"]
-
-
 def main() -> None:
     runtime = get_runtime()
     with tempfile.TemporaryDirectory() as cwd:
         Path(cwd, "analysis.py").write_text("print('v1')\n")
-        km = KernelManager(kernel_name="python3")
-        km.start_kernel(cwd=cwd)
-        kc = km.client()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
-        try:
-            run(kc, "%load_ext nbcontainers")
-            run(kc, "%container use python")
-            run(kc, "%pip install --quiet tomli-w==1.0.0")
+        with local_kernel(cwd) as kc:
+            printed(kc, "%load_ext nbcontainers")
+            printed(kc, "%container use python")
+            printed(kc, "%pip install --quiet tomli-w==1.0.0")
             t0 = time.perf_counter()
-            run(kc, "%container snapshot env")
+            printed(kc, "%container snapshot env")
             t_snapshot = time.perf_counter() - t0
-            run(kc, "%container stop")
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+            printed(kc, "%container stop")
         folder = Path(cwd, "env")
         image = snapshot_image(folder)
         t0 = time.perf_counter()
