@@ -124,18 +124,17 @@ def _export(
         "inputs": _describe_inputs(inputs, frame),
         "outputs": [_describe(f"output-{i}", o) for i, o in enumerate(outputs)],
     }
+    shape = [len(inputs)] if frame else list(inputs.shape)  # every input (column) has it
     with open(os.path.join(out_dir, "example.json"), "w") as f:
         json.dump(
             {
                 "inputs": [
-                    {**d, "shape": list(_shape(inputs, d["name"], frame)), "data": data}
-                    for d, data in zip(
-                        signature["inputs"], _input_data(inputs, frame), strict=False
-                    )
+                    {**d, "shape": shape, "data": data}
+                    for d, data in zip(signature["inputs"], _input_data(inputs, frame), strict=True)
                 ],
                 "outputs": [
                     {**d, "shape": list(o.shape), "data": o.reshape(-1).tolist()}
-                    for d, o in zip(signature["outputs"], outputs, strict=False)
+                    for d, o in zip(signature["outputs"], outputs, strict=True)
                 ],
             },
             f,
@@ -206,10 +205,6 @@ def _describe_inputs(inputs: Any, frame: bool) -> list[dict[str, Any]]:
             for c in inputs.columns
         ]
     return [_describe("input-0", inputs)]
-
-
-def _shape(inputs: Any, column: str, frame: bool) -> tuple[int, ...]:
-    return (len(inputs),) if frame else tuple(inputs.shape)
 
 
 def _input_data(inputs: Any, frame: bool) -> list[list[Any]]:
