@@ -153,7 +153,7 @@ def images_pull(names: tuple[str, ...], all_images: bool) -> None:
 def images_regenerate(check: bool) -> None:
     """Regenerate images/catalog.json and kernelspecs/ from the image sources."""
     from .catalog import catalog_path, load_catalog, render_catalog
-    from .kernelspecs import write_kernelspec
+    from .kernels.kernelspecs import write_kernelspec
 
     path = catalog_path()
     text = render_catalog()
@@ -187,7 +187,7 @@ def kernelspec() -> None:
 def kernelspec_install(names: tuple[str, ...], sys_prefix: bool, prefix: str | None) -> None:
     """Install one kernelspec per catalog image (or the NAMES given)."""
     from .catalog import load_catalog
-    from .kernelspecs import install_kernelspecs
+    from .kernels.kernelspecs import install_kernelspecs
 
     if sys_prefix:
         prefix = sys.prefix
@@ -200,7 +200,7 @@ def kernelspec_install(names: tuple[str, ...], sys_prefix: bool, prefix: str | N
 @_errors_as_messages
 def kernelspec_list() -> None:
     """List installed nbcontainers kernelspecs."""
-    from .kernelspecs import installed_kernelspecs
+    from .kernels.kernelspecs import installed_kernelspecs
 
     for name, path in sorted(installed_kernelspecs().items()):
         click.echo(f"{name}  {path}")
@@ -211,7 +211,7 @@ def kernelspec_list() -> None:
 @_errors_as_messages
 def kernelspec_remove(names: tuple[str, ...]) -> None:
     """Remove nbcontainers kernelspecs (all of them when no NAMES are given)."""
-    from .kernelspecs import remove_kernelspecs
+    from .kernels.kernelspecs import remove_kernelspecs
 
     for name in remove_kernelspecs(list(names) or None):
         click.echo(f"removed {name}")
@@ -228,7 +228,7 @@ def kernelspec_remove(names: tuple[str, ...]) -> None:
 @_errors_as_messages
 def gc(dry_run: bool, all_hosts: bool) -> None:
     """Remove kernel containers whose Jupyter server is gone."""
-    from .orphans import find_orphans, remove_orphans
+    from .kernels.orphans import find_orphans, remove_orphans
 
     runtime = _runtime()
     orphans = find_orphans(runtime, include_foreign=all_hosts)

@@ -24,8 +24,8 @@ class Check:
 
 def run_checks(runtime: ContainerRuntime) -> list[Check]:
     from .build import find_builder
-    from .kernelspecs import installed_kernelspecs
-    from .orphans import find_orphans
+    from .kernels.kernelspecs import installed_kernelspecs
+    from .kernels.orphans import find_orphans
 
     checks: list[Check] = []
     try:

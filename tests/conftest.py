@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[object]:
-    from nbcontainers.orphans import find_orphans, remove_orphans
+    from nbcontainers.kernels.orphans import find_orphans, remove_orphans
     from nbcontainers.runtimes.docker import DockerRuntime
 
     rt = DockerRuntime()
@@ -65,7 +65,7 @@ def torch_image(runtime: object) -> str:
 def kernelspec_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Install the nbc-* kernelspecs into a private prefix that Jupyter searches first."""
     from nbcontainers.catalog import load_catalog
-    from nbcontainers.kernelspecs import install_kernelspecs
+    from nbcontainers.kernels.kernelspecs import install_kernelspecs
 
     prefix = tmp_path_factory.mktemp("jupyter-prefix")
     install_kernelspecs(load_catalog(include_user=False), prefix=str(prefix))

@@ -8,7 +8,7 @@ import pytest
 
 from nbcontainers.catalog import catalog_path, load_catalog, render_catalog
 from nbcontainers.errors import ConfigError, UnknownImage
-from nbcontainers.kernelspecs import kernel_json
+from nbcontainers.kernels.kernelspecs import kernel_json
 
 REPO = Path(__file__).resolve().parent.parent
 

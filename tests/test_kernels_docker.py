@@ -227,7 +227,7 @@ def test_readopt_running_kernel_from_saved_info(km: KernelManager, kc: Any) -> N
 def test_kernels_share_one_network_holder_and_gc_removes_it(
     python_image: str, tmp_path: Path, runtime: Any
 ) -> None:
-    from nbcontainers.orphans import find_orphans
+    from nbcontainers.kernels.orphans import find_orphans
 
     first, second = start(tmp_path), start(tmp_path)
     try:

@@ -12,7 +12,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from nbcontainers.errors import ConfigError
-from nbcontainers.provisioner import ContainerProvisioner, _parse_mount
+from nbcontainers.kernels.provisioner import ContainerProvisioner, _parse_mount
 from nbcontainers.runtimes.base import ContainerSpec, ContainerState, EngineInfo, ImageInfo
 
 
@@ -201,7 +201,7 @@ def test_traitlets_config_applies_and_kernelspec_wins() -> None:
 def test_gpu_image_gets_all_gpus_when_host_has_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nbcontainers.provisioner as provisioner_module
+    import nbcontainers.kernels.provisioner as provisioner_module
     from nbcontainers.gpu import GPU, HostGPUs
 
     host = HostGPUs((GPU(0, "H100", "GPU-1", 81559),), "570.86", "13.0", "nvml")
@@ -230,7 +230,7 @@ def test_gpu_image_gets_all_gpus_when_host_has_them(
 
 
 def test_cpu_image_gets_no_gpu_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nbcontainers.provisioner as provisioner_module
+    import nbcontainers.kernels.provisioner as provisioner_module
 
     def no_probe() -> None:
         raise AssertionError("a CPU image must not even probe for GPUs")

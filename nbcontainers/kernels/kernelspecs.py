@@ -12,7 +12,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-from .catalog import Catalog, CatalogImage
+from ..catalog import Catalog, CatalogImage
 
 __all__ = [
     "install_kernelspecs",

@@ -19,7 +19,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 
-from .errors import ContainerCrashed
+from ..errors import ContainerCrashed
 
 __all__ = ["Relay", "RemoteError", "remote_error"]
 

@@ -8,9 +8,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .labels import KERNEL_ID, OWNER, PRIVATE_DIR, ROLE, owner_alive
+from ..labels import KERNEL_ID, OWNER, PRIVATE_DIR, ROLE, owner_alive
+from ..runtimes.base import ContainerRuntime, ContainerState
 from .netns import HOLDER_ROLE
-from .runtimes.base import ContainerRuntime, ContainerState
 
 __all__ = ["Orphan", "find_orphans", "remove_orphans"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import socket
 
-from .errors import RuntimeFailure
-from .labels import OWNER, ROLE, SERVER_HOST
-from .runtimes.base import ContainerRuntime, ContainerSpec
+from ..errors import RuntimeFailure
+from ..labels import OWNER, ROLE, SERVER_HOST
+from ..runtimes.base import ContainerRuntime, ContainerSpec
 
 __all__ = ["HOLDER_ROLE", "holder_name", "shared_netns"]
 

@@ -22,10 +22,10 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
-from .catalog import CatalogImage, load_catalog
-from .errors import ConfigError, ContainerCrashed, GPUUnavailable, ImageMissing
-from .gpu import check_cuda, detect_gpus, parse_gpu_request
-from .labels import (
+from ..catalog import CatalogImage, load_catalog
+from ..errors import ConfigError, ContainerCrashed, GPUUnavailable, ImageMissing
+from ..gpu import check_cuda, detect_gpus, parse_gpu_request
+from ..labels import (
     KERNEL_ID,
     OWNER,
     PRIVATE_DIR,
@@ -34,9 +34,8 @@ from .labels import (
     SERVER_STARTED,
     process_start_time,
 )
-from .netns import shared_netns
-from .pipsettings import read_pip_settings
-from .runtimes import (
+from ..pipsettings import read_pip_settings
+from ..runtimes import (
     ContainerRuntime,
     ContainerSpec,
     ContainerState,
@@ -44,6 +43,7 @@ from .runtimes import (
     Mount,
     get_runtime,
 )
+from .netns import shared_netns
 
 __all__ = ["ContainerProvisioner"]
 
@@ -282,7 +282,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.missing_image.rstrip("e"),
         )
         if self.missing_image == "build" and img.buildable:
-            from .build import build_image
+            from ..build import build_image
 
             build_image(img, self.runtime, on_line=lambda line: self.log.info("build: %s", line))
         else:

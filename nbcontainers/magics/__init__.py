@@ -18,11 +18,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from .catalog import load_catalog
-from .errors import NbcontainersError, UnknownImage, did_you_mean
-from .kernelspecs import kernel_json
-from .relay import Relay
-from .serving.serialize import FORMATS
+from ..catalog import load_catalog
+from ..errors import NbcontainersError, UnknownImage, did_you_mean
+from ..kernels.kernelspecs import kernel_json
+from ..kernels.relay import Relay
+from ..serving.serialize import FORMATS
 from .transfer import dump_to, load_from, make_transfer_dir, remote_helpers
 
 __all__ = ["ContainerMagics", "load", "unload"]
@@ -186,8 +186,8 @@ class ContainerMagics(Magics):
         --run leaves it running on 127.0.0.1 and returns a handle with .url, .predict(rows)
         and .stop(). Pickle is used only with --format pickle.
         """
-        from .runtimes import get_runtime
-        from .serving.export import ExportOptions, export
+        from ..runtimes import get_runtime
+        from ..serving.export import ExportOptions, export
 
         try:
             args, extra = _export_parser().parse_known_args(shlex.split(line))
@@ -271,9 +271,9 @@ class ContainerMagics(Magics):
     def _snapshot_image(self, where: str) -> str:
         """The catalog image of the snapshot folder ``where``: built first if it is not yet,
         registered (as `--build` does), its name returned."""
-        from .build import build_image
-        from .runtimes import get_runtime
-        from .snapshot import is_snapshot_folder, snapshot_image
+        from ..build import build_image
+        from ..runtimes import get_runtime
+        from ..snapshot import is_snapshot_folder, snapshot_image
 
         folder = Path(where).expanduser()
         folder = (folder if folder.is_absolute() else Path.cwd() / folder).resolve()
@@ -431,8 +431,8 @@ class ContainerMagics(Magics):
         self.ip.user_ns.update(loaded)  # only once every variable has arrived
 
     def _cmd_snapshot(self, args: argparse.Namespace) -> None:
-        from .runtimes import get_runtime
-        from .snapshot import build_and_verify, take_snapshot
+        from ..runtimes import get_runtime
+        from ..snapshot import build_and_verify, take_snapshot
 
         relay = self.relays.get(self.active or "")
         runtime = get_runtime()
@@ -642,8 +642,8 @@ def _remove_files(base: str) -> None:
 
 def _register_snapshot_image(folder: Path) -> str:
     """Add the snapshot folder to the user's image catalog; return the image name."""
-    from .catalog import user_config_path
-    from .snapshot import snapshot_image
+    from ..catalog import user_config_path
+    from ..snapshot import snapshot_image
 
     name = str(snapshot_image(folder).name)
     path = user_config_path()

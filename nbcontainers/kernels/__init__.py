@@ -1,0 +1,2 @@
+"""Container kernels: the Jupyter provisioner, the relay a notebook's cells take, the shared
+network holder, orphan sweeping and the kernelspecs that name them."""
