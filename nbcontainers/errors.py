@@ -8,7 +8,9 @@ from collections.abc import Iterable
 __all__ = [
     "BuildError",
     "ConfigError",
+    "ContainerConflict",
     "ContainerCrashed",
+    "ContainerNotFound",
     "EngineUnavailable",
     "ExportError",
     "GPUUnavailable",
@@ -17,6 +19,7 @@ __all__ = [
     "RuntimeFailure",
     "SnapshotError",
     "UnknownImage",
+    "Unsupported",
     "did_you_mean",
 ]
 
@@ -97,6 +100,19 @@ class GPUUnavailable(NbcontainersError):
 
 class RuntimeFailure(NbcontainersError):
     """The container engine refused an operation."""
+
+
+class ContainerConflict(RuntimeFailure):
+    """A container name is already taken (another start created it a moment ago)."""
+
+
+class ContainerNotFound(RuntimeFailure):
+    """An operation needs a container that does not exist (any more)."""
+
+
+class Unsupported(RuntimeFailure):
+    """The engine can't do what was asked (a limit it can't enforce, GPUs it can't hand
+    out); the message names the missing piece and the fix."""
 
 
 class ContainerCrashed(NbcontainersError):

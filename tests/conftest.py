@@ -139,3 +139,12 @@ def server(python_image: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
+
+
+@pytest.fixture
+def fake_runtime() -> object:
+    """The in-memory runtime with every catalog image present: the fast tier's engine."""
+    from nbcontainers.catalog import load_catalog
+    from nbcontainers.runtimes.fake import FakeRuntime
+
+    return FakeRuntime(images=[image.ref for image in load_catalog(include_user=False).values()])

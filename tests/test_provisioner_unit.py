@@ -13,7 +13,7 @@ from jupyter_client.manager import KernelManager
 
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels.provisioner import ContainerProvisioner, _parse_mount
-from nbcontainers.runtimes.base import ContainerSpec, ContainerState, EngineInfo, ImageInfo
+from nbcontainers.runtimes.base import ContainerSpec, ContainerState, EngineFacts, ImageInfo
 
 
 class FakeRuntime:
@@ -24,8 +24,8 @@ class FakeRuntime:
         self.states: dict[str, ContainerState] = {}
         self.removed: list[str] = []
 
-    def ping(self) -> EngineInfo:
-        return EngineInfo("fake", "1.41", "fake://", (), "fake")
+    def ping(self) -> EngineFacts:
+        return EngineFacts("fake", "1.41", "1.41", "fake://", "fake", False, "none", frozenset())
 
     def image_info(self, ref: str) -> ImageInfo | None:
         return ImageInfo("sha256:x", (ref,), (), {}, 1, "")

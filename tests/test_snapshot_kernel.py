@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from nbcontainers.capture import find_connection_file
 from nbcontainers.catalog import read_pins
 
-from .kernels import connected, run
+from .drive import connected, run
 
 CLI = [sys.executable, "-m", "nbcontainers.cli", "snapshot"]
 

@@ -1,24 +1,48 @@
-"""The narrow seam between nbcontainers and a container engine: value types and the Protocol."""
+"""The seam between nbcontainers and a container engine: value types and the Protocol.
+
+Every engine (Docker today; rootless Podman, Swarm and Kubernetes next) is one module in
+this package that implements :class:`ContainerRuntime` and is registered under the entry
+point group ``nbcontainers.runtimes``. Callers outside ``runtimes/`` see only these types
+and the typed errors of :mod:`nbcontainers.errors`: never an engine's CLI, JSON or error
+text. ``tests/runtimes/`` holds the contract every runtime must pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "GPU_MODES",
+    "LIMITS",
+    "BuildCallback",
+    "BuildEvent",
+    "BuildRequest",
     "ContainerRuntime",
     "ContainerSpec",
     "ContainerState",
-    "EngineInfo",
+    "ContainerStats",
+    "EngineFacts",
+    "ExecResult",
     "GPURequest",
     "ImageInfo",
     "Mount",
     "ProgressCallback",
 ]
 
-# Called with (what, done, total) while pulling; total is None when unknown.
+# Called with (what, done, total) while pulling or pushing; total is None when unknown.
 ProgressCallback = Callable[[str, int, "int | None"], None]
+
+# How an engine hands GPUs to a container: Docker's device requests, CDI device names
+# (Podman), Swarm's generic resources, Kubernetes' extended resources, or not at all.
+GPU_MODES = ("device-requests", "cdi", "generic-resources", "extended-resources", "none")
+
+# The ContainerSpec limits an engine may or may not be able to enforce (a rootless engine on
+# cgroup v1 can enforce none of them); a spec asking for one it cannot is refused with
+# ``Unsupported``, never run silently without it.
+LIMITS = ("memory", "cpus", "pids", "shm")
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,8 @@ class ContainerSpec:
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None
+    # None: the engine's default network; "none", "host", "bridge", or "container:<id>"
+    # to join another container's network namespace.
     network_mode: str | None = None
     # container port -> (host ip, host port)
     ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)
@@ -64,10 +90,20 @@ class ContainerSpec:
     init: bool = True
     read_only: bool = False  # root filesystem; pair with tmpfs for scratch space
 
+    def limits(self) -> frozenset[str]:
+        """The :data:`LIMITS` this spec asks the engine to enforce."""
+        asked = {
+            "memory": self.mem_limit,
+            "cpus": self.nano_cpus,
+            "pids": self.pids_limit,
+            "shm": self.shm_size,
+        }
+        return frozenset(name for name, value in asked.items() if value)
+
 
 @dataclass(frozen=True)
 class ContainerState:
-    """A snapshot of one container as the engine reports it."""
+    """One container as the engine reports it."""
 
     id: str
     name: str
@@ -85,6 +121,23 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One sample of a container's resource use; None where the engine can't tell."""
+
+    cpu_percent: float | None  # of one CPU: 200.0 is two CPUs busy
+    memory_used: int | None  # bytes
+    memory_limit: int | None  # bytes; the host's memory when the container has no limit
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run inside a container returned; ``output`` is stdout and stderr."""
+
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """What the engine knows of a local image."""
 
@@ -97,33 +150,97 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
-class EngineInfo:
-    """Who answered: engine version, API endpoint and the GPU runtimes it offers."""
+class EngineFacts:
+    """Who answered and what it can do."""
 
+    name: str  # "docker", "podman", "fake", ...
     version: str
     api_version: str
     endpoint: str
-    runtimes: tuple[str, ...]
     os: str
+    rootless: bool
+    gpu_mode: str  # one of GPU_MODES
+    limits: frozenset[str]  # the LIMITS it enforces
+    runtimes: tuple[str, ...] = ()  # OCI runtimes offered, e.g. ("nvidia", "runc")
+    builder: str = ""  # how images are built, for `doctor`; "" if the engine cannot build
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image build. ``secrets`` maps a BuildKit secret id to a file that is mounted for
+    ``RUN --mount=type=secret,id=…`` and never written into a layer."""
+
+    context: Path
+    tag: str
+    dockerfile: str = "Dockerfile"  # relative to the context
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, Path] = field(default_factory=dict)
+    no_cache: bool = False
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """Progress of a build. ``kind`` is "step" when a build step starts (with its position
+    when the engine says so), "log" for any other line of output."""
+
+    kind: str
+    text: str
+    step: int | None = None
+    total: int | None = None
+
+
+BuildCallback = Callable[[BuildEvent], None]
 
 
 @runtime_checkable
 class ContainerRuntime(Protocol):
-    """A container engine as nbcontainers needs it. Errors are ``nbcontainers.errors`` types."""
+    """A container engine as nbcontainers needs it.
 
-    def ping(self) -> EngineInfo: ...
+    Errors are :mod:`nbcontainers.errors` types: ``EngineUnavailable`` when the engine does
+    not answer, ``ImageMissing`` for an absent image, ``ContainerConflict`` when a name is
+    taken, ``ContainerNotFound`` where an operation needs a container that is gone,
+    ``Unsupported`` for a request the engine cannot honour, ``BuildError`` for a failed
+    build and ``RuntimeFailure`` for any other refusal. Operations that end a container
+    (``stop``, ``remove``, ``signal`` on a gone container) are idempotent.
+    """
+
+    def ping(self) -> EngineFacts:
+        """Check the engine answers (within seconds) and return its facts."""
+        ...
+
+    # -- images -----------------------------------------------------------------------------
 
     def image_info(self, ref: str) -> ImageInfo | None: ...
 
     def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo: ...
 
-    def push(self, ref: str, target: str, progress: ProgressCallback | None = None) -> str: ...
+    def push(self, ref: str, target: str, progress: ProgressCallback | None = None) -> str:
+        """Tag ``ref`` as ``target`` and push it; return the pushed digest (or "")."""
+        ...
 
-    def run(self, spec: ContainerSpec) -> str: ...
+    def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
+        """Build and tag ``request.tag``; stream progress to ``on_event``."""
+        ...
 
-    def state(self, container_id: str) -> ContainerState | None: ...
+    def remove_image(self, ref: str) -> None:
+        """Remove a local image; a missing one is not an error."""
+        ...
 
-    def wait(self, container_id: str, timeout: float) -> int | None: ...
+    # -- containers -------------------------------------------------------------------------
+
+    def run(self, spec: ContainerSpec) -> str:
+        """Create and start a container; return its id. Nothing is left behind on failure."""
+        ...
+
+    def state(self, container_id: str) -> ContainerState | None:
+        """The container by id or name, or None when there is none."""
+        ...
+
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        """Exit code once the container exits, or None if it still runs after ``timeout``
+        (or is gone)."""
+        ...
 
     def signal(self, container_id: str, signum: int) -> None: ...
 
@@ -133,4 +250,14 @@ class ContainerRuntime(Protocol):
 
     def logs(self, container_id: str, tail: int = 50) -> str: ...
 
-    def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]: ...
+    def exec(
+        self, container_id: str, command: Sequence[str], user: str | None = None
+    ) -> ExecResult:
+        """Run ``command`` in a running container and wait for it."""
+        ...
+
+    def stats(self, container_id: str) -> ContainerStats: ...
+
+    def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
+        """Containers (running or not) with every label given; a None value matches any."""
+        ...

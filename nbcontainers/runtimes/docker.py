@@ -14,7 +14,7 @@ from ..errors import EngineUnavailable, ImageMissing, NbcontainersError, Runtime
 from .base import (
     ContainerSpec,
     ContainerState,
-    EngineInfo,
+    EngineFacts,
     ImageInfo,
     ProgressCallback,
 )
@@ -116,17 +116,11 @@ class DockerRuntime:
 
     # -- engine and images ------------------------------------------------------------------
 
-    def ping(self) -> EngineInfo:
+    def ping(self) -> EngineFacts:
         with self._translate("ask the engine for its version"):
             version = self.api.version()
             info = self.api.info()
-        return EngineInfo(
-            version=str(version.get("Version", "?")),
-            api_version=str(version.get("ApiVersion", "?")),
-            endpoint=self.endpoint,
-            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
-            os=str(info.get("OperatingSystem", "?")),
-        )
+        return _facts(version, info, self.endpoint)
 
     def image_info(self, ref: str) -> ImageInfo | None:
         import docker.errors
@@ -326,6 +320,35 @@ class DockerRuntime:
         """One sample of CPU/memory usage as the engine reports it."""
         with self._translate(f"read stats of container {container_id[:12]}"):
             return dict(self.api.stats(container_id, stream=False))
+
+
+def _facts(version: Mapping[str, Any], info: Mapping[str, Any], endpoint: str) -> EngineFacts:
+    """Engine facts from ``/version`` and ``/info``; Podman's Docker API answers these too."""
+    components = {str(c.get("Name", "")).lower() for c in version.get("Components") or ()}
+    security = " ".join(info.get("SecurityOptions") or ())
+    name = "podman" if any("podman" in c for c in components) else "docker"
+    rootless = "rootless" in security
+    cgroup_v2 = str(info.get("CgroupVersion", "1")) == "2"
+    # A rootless engine enforces limits only through cgroup v2 delegation.
+    limits: frozenset[str] = frozenset({"shm"})
+    if not rootless or cgroup_v2:
+        limits = frozenset(
+            {"memory", "cpus", "pids", "shm"}
+            if info.get("MemoryLimit", True) is not False
+            else {"cpus", "pids", "shm"}
+        )
+    runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
+    return EngineFacts(
+        name=name,
+        version=str(version.get("Version", "?")),
+        api_version=str(version.get("ApiVersion", "?")),
+        endpoint=endpoint,
+        os=str(info.get("OperatingSystem", "?")),
+        rootless=rootless,
+        gpu_mode="cdi" if name == "podman" else "device-requests",
+        limits=limits,
+        runtimes=runtimes,
+    )
 
 
 def _explanation(exc: Any) -> str:
