@@ -16,7 +16,7 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
-from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from ..errors import ContainerCrashed
@@ -52,6 +52,17 @@ def remote_error(ename: str, evalue: str, traceback: list[str]) -> RemoteError:
     return exc
 
 
+class _OneSpec(KernelSpecManager):
+    """Jupyter's kernelspec lookup, answered with one spec that lives only in memory."""
+
+    def __init__(self, spec: KernelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        return self.spec
+
+
 class Relay:
     """One container kernel serving one notebook's local kernel.
 
@@ -72,8 +83,10 @@ class Relay:
         self.kernel = kernel
         self.cwd = cwd
         self._execution_count = execution_count
-        self.km = KernelManager(kernel_name=kernel_spec.name or name)
-        self.km._kernel_spec = kernel_spec  # built in memory: no kernelspec install needed
+        # The spec is built in memory (the magics make it): no kernelspec install needed.
+        self.km = KernelManager(
+            kernel_name=kernel_spec.name or name, kernel_spec_manager=_OneSpec(kernel_spec)
+        )
         self.kc: Any = None
         self.started_at = 0.0
         self._stop = threading.Event()
@@ -195,10 +208,10 @@ class Relay:
                 pass  # the container publishes; this comm never speaks itself
 
             def handle_msg(self, msg: dict[str, Any]) -> None:
-                relay._forward_to_container(msg)
+                relay.forward_to_container(msg)
 
             def handle_close(self, msg: dict[str, Any]) -> None:
-                relay._forward_to_container(msg)
+                relay.forward_to_container(msg)
                 relay.comms.pop(self.comm_id, None)
 
         comm_id = content["comm_id"]
@@ -215,7 +228,7 @@ class Relay:
         if stand_in is not None:
             get_comm_manager().comms.pop(comm_id, None)
 
-    def _forward_to_container(self, msg: dict[str, Any]) -> None:
+    def forward_to_container(self, msg: dict[str, Any]) -> None:
         """Send a frontend comm message on, with the frontend's header: callbacks' output in
         the container then names the frontend's message as parent and lands where it should."""
         forwarded = {k: msg[k] for k in ("header", "parent_header", "metadata", "content")}

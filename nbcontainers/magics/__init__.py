@@ -324,7 +324,7 @@ class ContainerMagics(Magics):
         image = prov.catalog_image
         info = runtime.image_info(image.ref)
         stats = runtime.stats(cid) if hasattr(runtime, "stats") else {}
-        gpus = prov._gpu  # what the container was given: a GPURequest or None
+        gpus = prov.gpu_request  # what the container was given: a GPURequest or None
         lines = [
             f"kernel      {relay.name} ({'active' if relay.name == self.active else 'idle'})",
             f"image       {image.name}: {image.ref}",
