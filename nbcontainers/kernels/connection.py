@@ -65,6 +65,7 @@ class PrivateDir:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``path`` readable by its owner only, never briefly readable by others."""
+    # The mode is set at creation: a write_text() then chmod() leaves a moment of 0644.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -80,6 +81,7 @@ def hand_to_user(private: PrivateDir, user: str) -> None:
 
 def reserve_ports(count: int = 5, ip: str = "127.0.0.1") -> list[int]:
     """Free ports for the tcp transport, held back from other kernels of this process."""
+    # Jupyter's own cache: ports stay reserved between choosing them and the kernel binding.
     cache = LocalPortCache.instance()
     return [cache.find_available_port(ip) for _ in range(count)]
 
@@ -106,8 +108,11 @@ def write_connection(
             km.transport, km.ip = "ipc", private.ipc_ip
             km.shell_port = km.iopub_port = km.stdin_port = km.hb_port = km.control_port = 0
     else:
+        # The server's side connects over loopback only; the engine publishes nowhere else.
         km.transport, km.ip = "tcp", "127.0.0.1"
         (km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port) = ports
+    # The server's own file (in Jupyter's runtime dir) is what clients and `--existing` read;
+    # the container gets a copy in the private folder, mounted read-only.
     km.write_connection_file(jupyter_session=session)
     info: KernelConnectionInfo = km.get_connection_info()
     inside = connection_for_container(info, transport, network)

@@ -20,6 +20,7 @@ def crash_report(state: ContainerState, image_name: str, mem_limit: str, log_tai
     oom = state.oom_killed or (state.exit_code == 137 and bool(mem_limit))
     code = state.exit_code
     how = f"exited with code {code}"
+    # Shells and docker-init report death by signal N as exit code 128 + N.
     if code is not None and code > 128 and code - 128 in signal.valid_signals():
         how += f" (killed by {signal.Signals(code - 128).name})"
     parts = [f"Kernel container {state.name} ({image_name}) {how}."]

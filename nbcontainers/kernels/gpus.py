@@ -38,10 +38,12 @@ def gpu_request(
         return None  # default for a CPU image: no GPU
     host = (detect or detect_gpus)()
     if image.gpu:
+        # The driver must be new enough for the image's CUDA, or torch fails only at first use.
         check_cuda(image.name, image.cuda, host, image.cpu_variant)
     elif not host.gpus:
         raise GPUUnavailable(
             f"gpus={setting!r} was asked for, but this host has no NVIDIA GPU "
             f"({host.detail or 'none detected'}). Remove the 'gpus' setting."
         )
+    # No count and no ids: a GPU image's default, every GPU (-1, the engines' "all").
     return GPURequest(count=-1 if count is None else count, device_ids=ids)

@@ -84,23 +84,12 @@ DEFAULT_ENV_ALLOWLIST = (
     "CURL_CA_BUNDLE",
 )
 # Never mounted as the workspace: a notebook started from here gets only its private HOME.
-UNSAFE_WORKSPACES = frozenset(
-    {
-        "/",
-        "/etc",
-        "/usr",
-        "/var",
-        "/var/run",
-        "/run",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/boot",
-        "/bin",
-        "/sbin",
-        "/lib",
-    }
-)
+# fmt: off
+UNSAFE_WORKSPACES = frozenset({
+    "/", "/etc", "/usr", "/var", "/var/run", "/run", "/proc", "/sys", "/dev", "/boot", "/bin",
+    "/sbin", "/lib",
+})
+# fmt: on
 # CA bundles the kernel's environment may point at: mounted at the same path so they resolve.
 _CERT_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 # Each engine limit (runtimes.base.LIMITS) and the provisioner setting that asks for it.
@@ -185,8 +174,7 @@ class LaunchPlan:
     nano_cpus: int | None
     shm_size: str | None
     pids_limit: int | None
-    private_dir: PrivateDir
-    connection_target: str = CONNECTION_FILE
+    private_dir: PrivateDir  # its connection file is mounted at CONNECTION_FILE
     pip_conf: str | None = None  # the pip.conf to write into the private folder
     notes: tuple[str, ...] = ()  # warnings for the server log
 

@@ -52,7 +52,7 @@ def shared_netns(
         name=name,
         labels={ROLE: HOLDER_ROLE, OWNER: owner, SERVER_HOST: socket.gethostname()},
         user=user,
-        network_mode="bridge",
+        network_mode="bridge",  # outbound network for the kernels, no published ports
         mem_limit="16m" if "memory" in enforced else None,
         pids_limit=4 if "pids" in enforced else None,
     )

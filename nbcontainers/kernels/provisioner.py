@@ -4,6 +4,11 @@ The traits are the settings users write (``c.ContainerProvisioner.gpus = "all"``
 kernelspec's ``metadata.kernel_provisioner.config``); what a container gets from them is
 decided by :func:`~nbcontainers.kernels.launch.plan_launch`. This module starts, watches,
 signals, re-adopts and removes the container.
+
+Why ~350 lines in one class: it is the whole of Jupyter's provisioner interface (sixteen
+methods, each a few lines of lifecycle) plus the eighteen traits users configure, which
+belong where ``c.ContainerProvisioner`` finds them. The policies live beside it: launch.py,
+connection.py, gpus.py, images.py, crash.py, exit_cleanup.py.
 """
 
 from __future__ import annotations

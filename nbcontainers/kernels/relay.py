@@ -3,6 +3,10 @@
 The container gets the frontend's own request header (with a fresh msg_id: a kernel answers
 a repeated msg_id only once, and one cell may send several requests), and one background
 thread re-publishes what it says on the local kernel's IOPub under the frontend's header.
+
+Why one class of ~350 lines: lifecycle, the IOPub pump, widget comms and shell requests all
+share one state (the client, the msg_id -> frontend header map, the idle events); split, that
+state would have to be passed between the parts on every message.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ class Relay:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self, timeout: float = 120) -> None:
+        """Start the container kernel and the relay; raise ``ContainerCrashed`` with the
+        provisioner's crash report when it does not come up."""
         self.km.start_kernel(cwd=self.cwd)
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -290,9 +296,11 @@ class Relay:
                         crash = getattr(self.km.provisioner, "last_crash", None)
                         raise ContainerCrashed(crash or f"The container kernel {self.name!r} died.")
             except KeyboardInterrupt:
+                # Keep waiting: the container answers with a KeyboardInterrupt error reply.
                 self.km.interrupt_kernel()
 
     def _answer_input(self, request: dict[str, Any]) -> None:
+        # The local kernel asks its own frontend, so the prompt appears under the cell.
         if request["msg_type"] != "input_request":
             return
         prompt = request["content"].get("prompt", "")
@@ -326,18 +334,23 @@ class Relay:
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": bool(getattr(self.kernel, "_allow_stdin", False)),
+            # As the frontend asked: a frontend without stdin gets no input() prompt either.
+            "allow_stdin": bool(parent.get("content", {}).get("allow_stdin", False)),
             "stop_on_error": True,
         }
         if header is not None:
+            # A fresh msg_id per request (a kernel answers one msg_id once), mapped back to
+            # the frontend's header when its outputs are re-published.
             self._parents[request_id := uuid.uuid4().hex] = header
-            while len(self._parents) > 1024:
+            while len(self._parents) > 1024:  # late outputs of old cells are rare; memory isn't
                 self._parents.popitem(last=False)
             header = {**header, "msg_id": request_id}
         msg_id = self._request("execute_request", content, header=header)
         try:
             reply = self._wait_reply(msg_id)
         finally:
+            # Outputs may trail the reply on IOPub: the cell ends once the container is idle,
+            # so nothing it printed lands under the next cell.
             self._wait_idle(msg_id)
         result = reply["content"]
         for payload in result.get("payload", []):
@@ -389,6 +402,7 @@ class Relay:
                     value.get("evalue", ""),
                     value.get("traceback", []),
                 )
+            # literal_eval, never eval: the text comes from code running in the container.
             values[key] = ast.literal_eval(value["data"]["text/plain"])
         return values
 
