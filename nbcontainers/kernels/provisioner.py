@@ -28,7 +28,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
 from ..catalog import CatalogImage, load_catalog
-from ..errors import ConfigError, ContainerCrashed
+from ..errors import ConfigError, ContainerCrashed, Unsupported
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, get_runtime
 from .connection import (
     PrivateDir,
@@ -69,6 +69,13 @@ async def _blocking(func: Any, *args: Any) -> Any:
         if "interpreter shutdown" not in str(exc):
             raise
         return func(*args)
+
+
+# Engine facts by runtime name, for this process. An engine's facts don't change under a
+# running server and asking costs one or two round trips (10-20 ms on Docker while kernels
+# start): the first kernel asks, later ones don't. An engine that refuses a spec anyway
+# (Unsupported) is asked again at the next start.
+_ENGINE_FACTS: dict[str, EngineFacts] = {}
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -163,6 +170,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         # What the running container was given (``%container status`` shows it).
         self.gpu_request: GPURequest | None = None
         self._runtime: ContainerRuntime | None = None
+        self._runtime_assigned = False  # not the named one: its facts are its own
         self._facts: EngineFacts | None = None
         self._catalog_image: CatalogImage | None = None
         self._stopping = False
@@ -177,7 +185,7 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     @runtime.setter
     def runtime(self, runtime: ContainerRuntime) -> None:
-        self._runtime, self._facts = runtime, None
+        self._runtime, self._runtime_assigned, self._facts = runtime, True, None
 
     @property
     def catalog_image(self) -> CatalogImage:
@@ -199,9 +207,12 @@ class ContainerProvisioner(KernelProvisionerBase):
         return LaunchConfig(**values)
 
     def _engine_facts(self) -> EngineFacts:
-        # Once per provisioner: restarts reuse it, and one engine round trip is ~10 ms.
         if self._facts is None:
-            self._facts = self.runtime.ping()
+            if self._runtime_assigned:
+                self._facts = self.runtime.ping()
+            else:
+                self._facts = _ENGINE_FACTS.get(self.runtime_name) or self.runtime.ping()
+                _ENGINE_FACTS[self.runtime_name] = self._facts
         return self._facts
 
     def _write_private_files(self, plan: LaunchPlan, host: Host) -> None:
@@ -285,7 +296,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             self._stopping = False
             self.last_crash = None
             self.container_id = await _blocking(self.runtime.run, plan.container_spec(netns))
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, Unsupported):  # the facts we planned with may be stale
+                self._facts = None
+                _ENGINE_FACTS.pop(self.runtime_name, None)
             # Nothing runs: leave no private folder or reserved ports behind either.
             await self.cleanup()
             raise
