@@ -6,12 +6,19 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .errors import NbcontainersError
-from .serving.serialize import FORMATS
+from .serving.options import click_options as export_click_options
+from .serving.options import export_options
+
+if TYPE_CHECKING:
+    from .catalog import CatalogImage
+    from .runtimes import ContainerRuntime
+
+__all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,7 +37,7 @@ def _errors_as_messages(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _runtime() -> Any:
+def _runtime() -> ContainerRuntime:
     from .runtimes import get_runtime
 
     return get_runtime()
@@ -85,7 +92,9 @@ def images_list(as_json: bool) -> None:
         click.echo(f"{r['name']:<{width}}  {r['ref']:<40} {where:<10} {r['display_name']}{gpu}")
 
 
-def _selected(names: tuple[str, ...], all_images: bool, skip_gpu: bool = False) -> list[Any]:
+def _selected(
+    names: tuple[str, ...], all_images: bool, skip_gpu: bool = False
+) -> list[CatalogImage]:
     from .catalog import load_catalog
 
     catalog = load_catalog()
@@ -324,34 +333,19 @@ def snapshot(
 
 @main.command("export")
 @click.argument("model")
-@click.option("--example", "example", required=True, help="A batch: .npy, .json rows or .csv.")
-@click.option("--name", default=None, help="The model's name in URLs (default: from MODEL).")
-@click.option("--dir", "folder", default=None, help="Export folder (default ./serving-NAME).")
-@click.option("--image", default=None, help="Image ref to tag (default nbcontainers/serving-…).")
-@click.option("--gpu/--cpu", "gpu", default=None, help="Serve on a GPU (default: as saved).")
-@click.option("--format", "fmt", default="auto", type=click.Choice(FORMATS))
-@click.option("--method", default=None, help="scikit-learn method (default predict).")
-@click.option("--init-args", default="{}", help="JSON constructor arguments (torch classes).")
-@click.option("--no-build", is_flag=True, help="Write the folder only.")
-@click.option("--run", "run_it", is_flag=True, help="Leave it running on 127.0.0.1.")
-@click.option("--port", type=int, default=None)
-@click.option("--push", default=None, metavar="REGISTRY", help="Push the tested image.")
+@export_click_options(
+    # --name is the CLI's own (in a notebook the variable names the model); it has always
+    # been listed right after --example.
+    {
+        "example": [
+            click.option(
+                "--name", default=None, help="The model's name in URLs (default: from MODEL)."
+            )
+        ]
+    }
+)
 @_errors_as_messages
-def export_command(
-    model: str,
-    example: str,
-    name: str | None,
-    folder: str | None,
-    image: str | None,
-    gpu: bool | None,
-    fmt: str,
-    method: str | None,
-    init_args: str,
-    no_build: bool,
-    run_it: bool,
-    port: int | None,
-    push: str | None,
-) -> None:
+def export_command(model: str, name: str | None, **values: Any) -> None:
     """Export a saved MODEL as a tested serving image.
 
     MODEL is a .pt2 (torch.export.save), a .skops file, a .pkl/.joblib with --format pickle,
@@ -360,32 +354,20 @@ def export_command(
     from pathlib import Path
 
     from . import __version__
-    from .serving.export import ExportOptions, export_from_namespace
+    from .serving.export import export_from_namespace
     from .serving.saved import load_example, load_model
 
-    var, namespace = load_model(model, fmt)
-    namespace["__nbc_example__"] = load_example(example)
+    var, namespace = load_model(model, values["format"])
+    namespace["__nbc_example__"] = load_example(values["example"])
     if name:
         namespace[name] = namespace[var]
         var = name
     try:
-        init = json.loads(init_args)
-    except ValueError as exc:
+        options = export_options(
+            values, example="__nbc_example__", source=str(Path(model.split(":")[0]).resolve())
+        )
+    except ValueError as exc:  # only --init-args is parsed there
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--init-args") from None
-    options = ExportOptions(
-        example="__nbc_example__",
-        format=fmt,
-        gpu=gpu,
-        method=method,
-        init_args=init,
-        image=image,
-        folder=Path(folder) if folder else None,
-        build=not no_build,
-        run=run_it,
-        port=port,
-        push=push,
-        source=str(Path(model.split(":")[0]).resolve()),
-    )
     result = export_from_namespace(
         namespace, var, options, runtime=_runtime(), say=click.echo, version=__version__
     )
