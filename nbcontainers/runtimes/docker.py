@@ -8,16 +8,30 @@ import shutil
 import signal as signal_module
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from ..errors import EngineUnavailable, ImageMissing, NbcontainersError, RuntimeFailure
+from ..errors import (
+    BuildError,
+    ContainerConflict,
+    ContainerNotFound,
+    EngineUnavailable,
+    ImageMissing,
+    NbcontainersError,
+    RuntimeFailure,
+)
 from .base import (
+    BuildCallback,
+    BuildRequest,
     ContainerSpec,
     ContainerState,
+    ContainerStats,
     EngineFacts,
+    ExecResult,
     ImageInfo,
     ProgressCallback,
 )
+from .buildkit import build_argv, find_builder, run_build
 
 __all__ = ["DockerRuntime", "engine_fix_hint"]
 
@@ -99,8 +113,12 @@ class DockerRuntime:
             raise
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(f"{what}: {_explanation(exc)}") from None
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(f"{what}: {_explanation(exc)}") from None
         except docker.errors.APIError as exc:
-            raise RuntimeFailure(f"{what}: {_explanation(exc)}") from None
+            # 409: a name in use, or a container in a state that refuses the operation.
+            kind = ContainerConflict if exc.status_code == 409 else RuntimeFailure
+            raise kind(f"{what}: {_explanation(exc)}") from None
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
             raise EngineUnavailable(
                 f"Lost the Docker engine at {self.endpoint} while trying to {what}. "
@@ -120,7 +138,11 @@ class DockerRuntime:
         with self._translate("ask the engine for its version"):
             version = self.api.version()
             info = self.api.info()
-        return _facts(version, info, self.endpoint)
+        facts = _facts(version, info, self.endpoint)
+        try:
+            return replace(facts, builder=find_builder().description)
+        except BuildError as exc:
+            return replace(facts, builder_problem=str(exc))
 
     def image_info(self, ref: str) -> ImageInfo | None:
         import docker.errors
@@ -183,6 +205,29 @@ class DockerRuntime:
                         sum(t for _, t in layers.values()),
                     )
         return digest
+
+    def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
+        """Build through a BuildKit command line (the Engine API's builder has no secrets)."""
+        builder = find_builder()
+        env = {**os.environ, **builder.env}
+        if self._base_url:
+            env["DOCKER_HOST"] = self._base_url  # the client must talk to this engine
+        run_build(build_argv(builder, request), env, request.tag, on_event)
+        info = self.image_info(request.tag)
+        if info is None:
+            raise BuildError(
+                f"The build of {request.tag} finished but the engine has no such image."
+            )
+        return info
+
+    def remove_image(self, ref: str) -> None:
+        import docker.errors
+
+        with self._translate(f"remove image {ref}"):
+            try:
+                self.api.remove_image(ref, force=True)
+            except docker.errors.ImageNotFound:
+                return
 
     # -- containers -------------------------------------------------------------------------
 
@@ -254,11 +299,18 @@ class DockerRuntime:
         """Exit code once the container exits, or None if it still runs after ``timeout``."""
         import docker.errors
         import requests.exceptions
+        import urllib3.exceptions
 
         with self._translate(f"wait for container {container_id[:12]}"):
             try:
                 result = self.api.wait(container_id, timeout=timeout)
             except (requests.exceptions.ReadTimeout, docker.errors.NotFound):
+                return None
+            except requests.exceptions.ConnectionError as exc:
+                # Over a unix socket, requests reports a read timeout as a ConnectionError
+                # wrapping urllib3's ReadTimeoutError: the container still runs.
+                if not any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in exc.args):
+                    raise
                 return None
         return int(result.get("StatusCode", -1))
 
@@ -316,10 +368,20 @@ class DockerRuntime:
                     states.append(state)
         return states
 
-    def stats(self, container_id: str) -> Mapping[str, Any]:
-        """One sample of CPU/memory usage as the engine reports it."""
+    def exec(
+        self, container_id: str, command: Sequence[str], user: str | None = None
+    ) -> ExecResult:
+        with self._translate(f"run {' '.join(command)[:40]} in container {container_id[:12]}"):
+            created = self.api.exec_create(container_id, list(command), user=user or "")
+            raw = self.api.exec_start(created["Id"], stream=False)
+            code = self.api.exec_inspect(created["Id"]).get("ExitCode")
+        output = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return ExecResult(int(code if code is not None else -1), output)
+
+    def stats(self, container_id: str) -> ContainerStats:
+        """One sample of CPU/memory use (the engine takes about a second to measure)."""
         with self._translate(f"read stats of container {container_id[:12]}"):
-            return dict(self.api.stats(container_id, stream=False))
+            return _stats(self.api.stats(container_id, stream=False))
 
 
 def _facts(version: Mapping[str, Any], info: Mapping[str, Any], endpoint: str) -> EngineFacts:
@@ -348,6 +410,28 @@ def _facts(version: Mapping[str, Any], info: Mapping[str, Any], endpoint: str) -
         gpu_mode="cdi" if name == "podman" else "device-requests",
         limits=limits,
         runtimes=runtimes,
+        gpu_setup=""
+        if "nvidia" in runtimes or name == "podman"
+        else "nvidia-ctk runtime configure --runtime=docker",
+    )
+
+
+def _stats(raw: Mapping[str, Any]) -> ContainerStats:
+    """Docker's stats JSON as CPU percent of one CPU and memory bytes."""
+    cpu: float | None = None
+    try:
+        now, before = raw["cpu_stats"], raw["precpu_stats"]
+        used = now["cpu_usage"]["total_usage"] - before["cpu_usage"]["total_usage"]
+        elapsed = now["system_cpu_usage"] - before.get("system_cpu_usage", 0)
+        cpus = now.get("online_cpus") or 1
+        cpu = 100.0 * used / elapsed * cpus if elapsed > 0 else 0.0
+    except (KeyError, TypeError):
+        pass  # a stopped container, or an engine that omits the previous sample
+    memory = raw.get("memory_stats") or {}
+    return ContainerStats(
+        cpu_percent=cpu,
+        memory_used=int(memory["usage"]) if "usage" in memory else None,
+        memory_limit=int(memory["limit"]) if "limit" in memory else None,
     )
 
 
