@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+__all__ = ["main"]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -23,7 +23,6 @@ class Check:
 
 
 def run_checks(runtime: ContainerRuntime) -> list[Check]:
-    from .build import find_builder
     from .kernels.kernelspecs import installed_kernelspecs
     from .kernels.orphans import find_orphans
 
@@ -36,14 +35,14 @@ def run_checks(runtime: ContainerRuntime) -> list[Check]:
         Check(
             "engine",
             "ok",
-            f"Docker {engine.version} at {engine.endpoint} "
+            f"{engine.name.capitalize()} {engine.version} at {engine.endpoint} "
             f"(runtimes: {', '.join(engine.runtimes)})",
         )
     )
-    try:
-        checks.append(Check("builder", "ok", find_builder().description))
-    except NbcontainersError as exc:
-        checks.append(Check("builder", "warn", str(exc)))
+    if engine.builder:
+        checks.append(Check("builder", "ok", engine.builder))
+    else:
+        checks.append(Check("builder", "warn", engine.builder_problem))
 
     gpus = detect_gpus()
     if gpus:
@@ -56,14 +55,14 @@ def run_checks(runtime: ContainerRuntime) -> list[Check]:
                 f"{gpus.cuda_version} (via {gpus.source})",
             )
         )
-        if "nvidia" not in engine.runtimes:
+        if engine.gpu_setup:
             checks.append(
                 Check(
                     "gpu runtime",
                     "warn",
                     "the engine lists no 'nvidia' runtime; GPU containers need the "
                     "NVIDIA Container Toolkit",
-                    "nvidia-ctk runtime configure --runtime=docker",
+                    engine.gpu_setup,
                 )
             )
     else:
