@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-__all__ = ["main"]
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -355,7 +353,6 @@ def export_command(model: str, name: str | None, **values: Any) -> None:
     """
     from pathlib import Path
 
-    from . import __version__
     from .serving.export import export_from_namespace
     from .serving.saved import load_example, load_model
 
@@ -370,9 +367,8 @@ def export_command(model: str, name: str | None, **values: Any) -> None:
         )
     except ValueError as exc:  # only --init-args is parsed there
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--init-args") from None
-    result = export_from_namespace(
-        namespace, var, options, runtime=_runtime(), say=click.echo, version=__version__
-    )
+    # The image is labelled with the installed version, as `%export-serving` labels it.
+    result = export_from_namespace(namespace, var, options, runtime=_runtime(), say=click.echo)
     if result.served:
         click.echo(f"{result.url}/v2/models/{result.name}/infer")
 
