@@ -141,18 +141,13 @@ def click_options(
             )
         else:
             kind: Any = {"int": int, "choice": click.Choice(option.choices)}.get(option.kind)
-            decorators.append(
-                click.option(
-                    option.flag,
-                    option.dest,
-                    # click checks `required` against None: a default would satisfy it.
-                    default=None if option.required_on_cli else option.default,
-                    type=kind,
-                    required=option.required_on_cli,
-                    metavar=option.metavar,
-                    help=option.help,
-                )
-            )
+            settings: dict[str, Any] = {"type": kind, "metavar": option.metavar}
+            if option.required_on_cli:
+                # No default at all: click treats even an explicit None default as given.
+                settings["required"] = True
+            else:
+                settings["default"] = option.default
+            decorators.append(click.option(option.flag, option.dest, help=option.help, **settings))
         decorators.extend((extra or {}).get(option.dest, ()))
 
     def decorate(func: F) -> F:
