@@ -1,4 +1,8 @@
-"""The `nbcontainers` command line: images, kernelspecs, gc and doctor; thin over the library."""
+"""The `nbcontainers` command line: images, kernelspecs, gc, snapshot, export and doctor.
+
+Thin over the library: parse, call one function, print. Imports happen inside the commands,
+so `nbcontainers --help` loads neither an engine SDK nor Jupyter.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from .errors import NbcontainersError
 from .serving.options import click_options as export_click_options
 from .serving.options import export_options
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: importing them costs every command its start-up
     from .catalog import CatalogImage
     from .runtimes import ContainerRuntime
 
@@ -31,6 +35,8 @@ def _errors_as_messages(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NbcontainersError as exc:
+            # click's own ClickException would exit 1 for everything; scripts tell a missing
+            # engine (3) from a missing image (4) by the code.
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
@@ -38,6 +44,7 @@ def _errors_as_messages(func: F) -> F:
 
 
 def _runtime() -> ContainerRuntime:
+    # Resolved per call, through the entry points, so tests and other engines can stand in.
     from .runtimes import get_runtime
 
     return get_runtime()
@@ -82,7 +89,7 @@ def images_list(as_json: bool) -> None:
                 "user_defined": image.user_defined,
             }
         )
-    if as_json:
+    if as_json:  # the keys above are what scripts rely on: add to them, never rename
         click.echo(json.dumps(rows, indent=2))
         return
     width = max((len(i.name) for i in catalog.values()), default=4)
@@ -92,9 +99,7 @@ def images_list(as_json: bool) -> None:
         click.echo(f"{r['name']:<{width}}  {r['ref']:<40} {where:<10} {r['display_name']}{gpu}")
 
 
-def _selected(
-    names: tuple[str, ...], all_images: bool, skip_gpu: bool = False
-) -> list[CatalogImage]:
+def _selected(names: tuple[str, ...], all_images: bool, skip_gpu: bool) -> list[CatalogImage]:
     from .catalog import load_catalog
 
     catalog = load_catalog()
@@ -102,6 +107,7 @@ def _selected(
         return [i for i in catalog.values() if not (skip_gpu and i.gpu)]
     if not names:
         raise click.UsageError("Name at least one image, or pass --all.")
+    # An unknown name raises UnknownImage, whose message carries the did-you-mean.
     return [catalog[n] for n in names]
 
 
@@ -131,7 +137,7 @@ def images_build(
             click.echo(f"{image.name}: {image.ref} is present (use --force to rebuild)")
             continue
         progress = BuildProgress(verbose=verbose)
-        try:
+        try:  # a failed build must still end the progress line before the error prints
             info = build_image(image, runtime, on_line=progress, base_image=base_image)
         finally:
             progress.close()
@@ -147,7 +153,7 @@ def images_pull(names: tuple[str, ...], all_images: bool) -> None:
     from .progress import PullProgress
 
     runtime = _runtime()
-    for image in _selected(names, all_images):
+    for image in _selected(names, all_images, skip_gpu=False):
         progress = PullProgress()
         try:
             runtime.pull(image.ref, progress)
@@ -166,7 +172,7 @@ def images_regenerate(check: bool) -> None:
 
     path = catalog_path()
     text = render_catalog()
-    if check:
+    if check:  # CI's drift test: the generated catalog must match its sources
         if not path.is_file() or path.read_text() != text:
             raise click.ClickException(
                 f"{path} is out of date: run `nbcontainers images regenerate`."
@@ -305,6 +311,7 @@ def snapshot(
 
     if python and kernel:
         raise click.UsageError("Pass --python or --kernel, not both.")
+    # Refuse an unusable folder before the capture, which can take a while.
     check_target(Path(folder))
     if kernel:
         written, snap = snapshot_kernel(kernel, Path(folder), minimal=minimal, timeout=timeout)
@@ -331,19 +338,13 @@ def snapshot(
         click.echo(f"verified: {ref} has the same packages (0 differences)")
 
 
+# --name is the CLI's own (in a notebook the variable names the model), listed after --example.
+_NAME = click.option("--name", default=None, help="The model's name in URLs (default: from MODEL).")
+
+
 @main.command("export")
 @click.argument("model")
-@export_click_options(
-    # --name is the CLI's own (in a notebook the variable names the model); it has always
-    # been listed right after --example.
-    {
-        "example": [
-            click.option(
-                "--name", default=None, help="The model's name in URLs (default: from MODEL)."
-            )
-        ]
-    }
-)
+@export_click_options({"example": [_NAME]})
 @_errors_as_messages
 def export_command(model: str, name: str | None, **values: Any) -> None:
     """Export a saved MODEL as a tested serving image.
@@ -385,7 +386,7 @@ def doctor() -> None:
         click.echo(f"[{marks[c.status]}] {c.name}: {c.detail}")
         if c.fix and c.status != "ok":
             click.echo(f"       fix: {c.fix}")
-    if any(c.status == "fail" for c in checks):
+    if any(c.status == "fail" for c in checks):  # warnings alone leave a usable setup
         sys.exit(1)
 
 

@@ -78,6 +78,7 @@ def load(shell: Any) -> None:
     shell.input_transformers_cleanup.append(session.route)
     completion = Completion(state)
     shell.set_hook("complete_command", completion.complete_magic, str_key="%container")
+    # Plain IPython (a terminal, the fast tests) has no kernel to patch; ipykernel's shell has.
     kernel = getattr(shell, "kernel", None)
     if kernel is not None:
         completion.patch(kernel)
@@ -89,7 +90,7 @@ def unload(shell: Any) -> None:
     loaded: Loaded | None = getattr(shell, _STATE_ATTR, None)
     if loaded is None:
         return
-    loaded.session.shutdown()
+    loaded.session.shutdown()  # first: nothing may still route cells to a stopped kernel
     if loaded.session.route in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(loaded.session.route)
     kernel = getattr(shell, "kernel", None)

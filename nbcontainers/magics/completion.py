@@ -46,6 +46,8 @@ class Completion:
                 self.state.shell.kernel.log.debug("container completion failed: %s", exc)
         return self._original_complete(code, cursor_pos)
 
+    # Shift-Tab in the container's namespace; a failure (the kernel died) falls back to
+    # the local answer instead of an empty tooltip.
     def do_inspect(
         self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
     ) -> Any:
@@ -62,6 +64,7 @@ class Completion:
         words = event.line.split()
         at_new_word = event.line.endswith(" ")
         position = len(words) - (0 if at_new_word else 1)
+        # Word 0 is "%container"; completing word 1 offers the subcommands.
         if position <= 1:
             return SUBCOMMANDS
         if words[1] in ("use",) and position == 2:

@@ -38,6 +38,7 @@ class UsageParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
+        # A subparser's prog is "%container use": the help to point at is the magic's.
         prog = self.prog.split()[0]
         raise UsageError(f"{prog}: {message}. See `{prog}?`.")
 
@@ -83,6 +84,7 @@ class Dispatcher:
         self.handlers = dict(handlers)
 
     def parse(self, line: str) -> argparse.Namespace:
+        # A fresh parser per line: building one costs microseconds and holds no state.
         try:
             args = container_parser().parse_args(shlex.split(line))
         except ValueError as exc:  # shlex: "No closing quotation"

@@ -36,6 +36,8 @@ def dump_to(obj: Any, folder: str) -> str:
     base = os.path.join(folder, uuid.uuid4().hex)
     buffers: list[pickle.PickleBuffer] = []
     try:
+        # The callback takes every PickleBuffer out of the stream: big arrays are not copied
+        # into ``data``, only written once, raw, to their own file.
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         for i, buf in enumerate(buffers):
             with open(f"{base}.{i}", "wb") as f:
@@ -50,13 +52,6 @@ def dump_to(obj: Any, folder: str) -> str:
     return base
 
 
-def remove_files(base: str) -> None:
-    """Delete what :func:`dump_to` wrote for ``base`` (what a failed load left behind)."""
-    for path in glob.glob(base + ".*"):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
 def load_from(base: str) -> Any:
     """Read what :func:`dump_to` wrote, memory-mapping the buffers, and delete the files."""
     import mmap
@@ -67,11 +62,12 @@ def load_from(base: str) -> Any:
         path = f"{base}.{i}"
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            # Copy-on-write mapping: no read copy, and arrays stay writable.
+            # Copy-on-write mapping: no read copy, and arrays stay writable. mmap refuses an
+            # empty file, hence the bytearray.
             buffers.append(
                 mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else bytearray()
             )
-        os.unlink(path)
+        os.unlink(path)  # the mapping outlives the name: the pages go when the array does
         i += 1
     with open(base + ".pkl", "rb") as f:
         data = f.read()
@@ -79,7 +75,16 @@ def load_from(base: str) -> Any:
     return pickle.loads(data, buffers=buffers)
 
 
+def remove_files(base: str) -> None:
+    """Delete what :func:`dump_to` wrote for ``base`` (what a failed load left behind)."""
+    for path in glob.glob(base + ".*"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def remote_helpers() -> str:
-    """Source that defines the two functions above in a kernel without nbcontainers."""
+    """Source that defines :func:`dump_to` and :func:`load_from` in a kernel without
+    nbcontainers."""
+    # Sent as source, so they must only use the standard library and import nothing of ours.
     header = "from __future__ import annotations\nimport contextlib, glob, os, pickle, uuid\n"
     return header + inspect.getsource(dump_to) + "\n" + inspect.getsource(load_from)

@@ -39,6 +39,8 @@ class SnapshotMagics(Magics):
         # The container's base image is recorded by digest; the local kernel has none.
         image_ref = provisioner_of(relay).catalog_image.ref if relay is not None else None
         evaluate, wheel_dir = self.state.evaluator()
+        # Relative to the notebook's folder (the local kernel's cwd), which the container
+        # kernel shares at the same path: the folder is where the user looks for it.
         folder = Path(args.dir).expanduser()
         if not folder.is_absolute():
             folder = Path.cwd() / folder
@@ -58,6 +60,8 @@ class SnapshotMagics(Magics):
             f"Rebuild it with `docker build {written}`."
         )
         if args.build or args.verify:
+            # --build registers only a rebuild that matches: a broken image never joins
+            # the catalog.
             ref, differences = build_and_verify(written, snap, runtime)
             if differences:
                 raise UsageError(
@@ -86,6 +90,7 @@ def snapshot_folder_image(where: str) -> str:
         )
     image = snapshot_image(folder)
     runtime = get_runtime()
+    # The tag is the folder's content hash: an edited Dockerfile or lock builds anew.
     if runtime.image_info(image.ref) is None:
         print(f"Building image {image.name} ({image.ref}) from {folder}...", flush=True)
         started = time.monotonic()
@@ -99,6 +104,7 @@ def register_snapshot_image(folder: Path) -> str:
     from ..snapshot import snapshot_image
 
     name = str(snapshot_image(folder).name)
+    # A build folder, not a ref: the catalog recomputes the tag from the folder's content.
     register_user_image(
         name, {"build": str(folder), "display_name": f"Snapshot {folder.name} (container)"}
     )

@@ -46,6 +46,7 @@ class StatusMagics(Magics):
             f"digest      {format_digest(runtime.image_info(image.ref))}",
             f"container   {cid[:12]}  up {format_duration(time.time() - relay.started_at)}",
         ]
+        # The slow call (Docker samples for about a second): made once, after the cheap ones.
         stats = runtime.stats(cid)
         lines += [
             f"cpu         {format_cpu(stats)}",

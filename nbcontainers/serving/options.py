@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .serialize import FORMATS
 
@@ -38,7 +38,7 @@ class ExportOption:
 
     flag: str
     dest: str
-    kind: str
+    kind: Literal["text", "int", "choice", "flag", "switch"]
     default: Any
     help: str
     metavar: str | None = None
@@ -92,6 +92,8 @@ OPTIONS: tuple[ExportOption, ...] = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add :data:`OPTIONS` to the magic's argparse parser."""
+    # The magic's parser has no --help (`%export-serving?` shows its docstring); the help
+    # texts still document each option where the parser is read.
     for option in OPTIONS:
         if option.kind == "switch":
             # Two flags for one value: passing both is an error, passing neither keeps None.
@@ -109,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 option.flag, dest=option.dest, action="store_true", help=option.help
             )
         else:
+            # Values stay text (--dir, --init-args): export_options converts them, the same
+            # way for both surfaces.
             convert: Any = int if option.kind == "int" else None
             parser.add_argument(
                 option.flag,
@@ -169,6 +173,7 @@ def export_options(values: Mapping[str, Any], *, example: str, source: str) -> E
     from .export import ExportOptions
 
     folder = values["folder"]
+    # --no-build reads as a flag but ExportOptions says what to do: build or not.
     return ExportOptions(
         example=example,
         format=values["format"],
