@@ -79,6 +79,8 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         rt.remove(cid)
     for ref in made.images:
         rt.remove_image(ref)
+    left = rt.list({KERNEL_ID: f"contract-{made.tag}"})
+    assert left == [], f"left behind on {request.param}: {[s.name for s in left]}"
 
 
 def test_facts_describe_the_engine(engine: Engine) -> None:
