@@ -47,8 +47,12 @@ class DockerRuntime:
     """A :class:`~nbcontainers.runtimes.base.ContainerRuntime` over the Docker Engine API.
 
     The SDK client is created on first use, with a short timeout for the first
-    call so that a dead engine is reported in seconds, not minutes.
+    call so that a dead engine is reported in seconds, not minutes. Podman's
+    Docker-compatible API is driven by the subclass in ``podman.py`` through the hooks
+    ``engine_label``, ``_fix_hint``, ``_connect``, ``_gpu_options`` and ``build``.
     """
+
+    engine_label = "Docker engine"
 
     def __init__(self, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -60,10 +64,17 @@ class DockerRuntime:
     def endpoint(self) -> str:
         return self._base_url or _endpoint()
 
+    def _fix_hint(self, detail: str) -> str:
+        return engine_fix_hint(self.endpoint, detail)
+
+    def _connect(self) -> None:
+        """Called before the first client is made: a place to start the engine."""
+
     @property
     def api(self) -> Any:
         """The low-level ``docker.APIClient``, created lazily."""
         if self._client is None:
+            self._connect()
             import docker
             import docker.errors
 
@@ -74,8 +85,8 @@ class DockerRuntime:
                     client = docker.from_env(timeout=PING_TIMEOUT)
             except docker.errors.DockerException as exc:
                 raise EngineUnavailable(
-                    f"Cannot reach the Docker engine at {self.endpoint}. "
-                    + engine_fix_hint(self.endpoint, str(exc))
+                    f"Cannot reach the {self.engine_label} at {self.endpoint}. "
+                    + self._fix_hint(str(exc))
                 ) from None
             client.api.timeout = CALL_TIMEOUT
             self._client = client
@@ -97,17 +108,20 @@ class DockerRuntime:
             raise ContainerNotFound(f"{what}: {explanation(exc)}") from None
         except docker.errors.APIError as exc:
             # 409: a name in use, or a container in a state that refuses the operation.
-            kind = ContainerConflict if exc.status_code == 409 else RuntimeFailure
+            # Podman answers a taken name with a 500 that says so.
+            taken = exc.status_code == 409 or "is already in use" in explanation(exc)
+            kind = ContainerConflict if taken else RuntimeFailure
             raise kind(f"{what}: {explanation(exc)}") from None
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
             raise EngineUnavailable(
-                f"Lost the Docker engine at {self.endpoint} while trying to {what}. "
-                + engine_fix_hint(self.endpoint, str(exc))
+                f"Lost the {self.engine_label} at {self.endpoint} while trying to {what}. "
+                + self._fix_hint(str(exc))
             ) from None
         except requests.exceptions.Timeout:
             raise EngineUnavailable(
-                f"The Docker engine at {self.endpoint} did not answer in time while trying to "
-                f"{what}. Check `docker info`; a busy or hung engine may need a restart."
+                f"The {self.engine_label} at {self.endpoint} did not answer in time while "
+                f"trying to {what}. Check `{self.engine_label.split()[0].lower()} info`; a busy "
+                "or hung engine may need a restart."
             ) from None
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"{what}: {exc}") from None
@@ -190,7 +204,7 @@ class DockerRuntime:
         with self._translate(f"remove image {ref}"):
             try:
                 self.api.remove_image(ref, force=True)
-            except docker.errors.ImageNotFound:
+            except docker.errors.NotFound:  # Podman answers a plain 404
                 return
 
     # -- containers -------------------------------------------------------------------------
@@ -206,7 +220,7 @@ class DockerRuntime:
                 working_dir=spec.working_dir,
                 user=spec.user,
                 ports=list(spec.ports) or None,
-                host_config=_host_config(self.api, spec),
+                host_config=_host_config(self.api, spec, self._gpu_options(spec)),
                 detach=True,
             )
             container_id = str(created["Id"])
@@ -217,6 +231,19 @@ class DockerRuntime:
                 self._remove_quietly(container_id)
                 raise
         return container_id
+
+    def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
+        """HostConfig arguments that give ``spec`` its GPUs: Docker's device requests."""
+        import docker.types
+
+        if spec.gpus is None:
+            return {}
+        request = docker.types.DeviceRequest(
+            count=spec.gpus.count if not spec.gpus.device_ids else None,
+            device_ids=list(spec.gpus.device_ids) or None,
+            capabilities=[["gpu"]],
+        )
+        return {"device_requests": [request]}
 
     def state(self, container_id: str) -> ContainerState | None:
         import docker.errors
@@ -317,19 +344,10 @@ class DockerRuntime:
             return stats_from(self.api.stats(container_id, stream=False))
 
 
-def _host_config(api: Any, spec: ContainerSpec) -> Any:
+def _host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> Any:
     """The engine's HostConfig for ``spec``: mounts, limits, GPUs and the security settings."""
     import docker.types
 
-    device_requests = None
-    if spec.gpus is not None:
-        device_requests = [
-            docker.types.DeviceRequest(
-                count=spec.gpus.count if not spec.gpus.device_ids else None,
-                device_ids=list(spec.gpus.device_ids) or None,
-                capabilities=[["gpu"]],
-            )
-        ]
     port_bindings = {f"{c}/tcp": (ip, p) for c, (ip, p) in spec.ports.items()}
     return api.create_host_config(
         mounts=[
@@ -339,7 +357,7 @@ def _host_config(api: Any, spec: ContainerSpec) -> Any:
         tmpfs=dict(spec.tmpfs) or None,
         network_mode=spec.network_mode,
         port_bindings=port_bindings or None,
-        device_requests=device_requests,
+        **gpu_options,
         mem_limit=spec.mem_limit,
         nano_cpus=spec.nano_cpus,
         shm_size=spec.shm_size,

@@ -88,6 +88,8 @@ def explanation(exc: Any) -> str:
     if isinstance(explanation, bytes):
         explanation = explanation.decode("utf-8", "replace")
     text = str(explanation or exc)
+    if "catatonit" in text:
+        text += " — Podman's init is missing: `sudo apt-get install catatonit`."
     if "could not select device driver" in text:
         text += (
             " — the engine has no GPU support. Install the NVIDIA Container Toolkit "

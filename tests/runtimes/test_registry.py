@@ -52,3 +52,51 @@ def test_a_broken_registration_is_a_config_error(
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="can't be loaded"):
         get_runtime("broken")
+
+
+def test_auto_prefers_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.runtimes import choose_engine
+    from nbcontainers.runtimes.podman import PodmanRuntime
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/7/podman/podman.sock")
+    assert choose_engine() == (
+        "podman",
+        "unix:///run/user/7/podman/podman.sock",
+        "DOCKER_HOST is set",
+    )
+    runtime = get_runtime("auto")
+    assert isinstance(runtime, PodmanRuntime)
+    assert runtime.endpoint == "unix:///run/user/7/podman/podman.sock"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
+    assert choose_engine()[:2] == ("docker", "tcp://10.0.0.5:2376")
+
+
+def test_auto_as_root_is_the_system_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.runtimes import choose_engine
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr("os.getuid", lambda: 0)
+    assert choose_engine() == ("docker", None, "the system engine")
+
+
+def test_auto_for_a_user_is_their_rootless_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    from nbcontainers.runtimes import choose_engine
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr("os.getuid", lambda: 4242)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    assert choose_engine() == ("podman", None, "your rootless Podman engine")
+    with socket.socket(socket.AF_UNIX) as rootless_docker:
+        rootless_docker.bind(str(tmp_path / "docker.sock"))
+        assert choose_engine() == (
+            "docker",
+            f"unix://{tmp_path / 'docker.sock'}",
+            "your rootless Docker engine",
+        )
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert choose_engine()[0] == "docker"
