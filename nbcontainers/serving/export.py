@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture import Evaluate, Package, Snapshot, capture_kernel
+from ..capture import capture_kernel
 from ..errors import ExportError
-from ..snapshot import _SYSTEM_DISTS, DEFAULT_BASE, dependency_closure, render_lock
+from ..evaluate import Evaluate
+from ..recipe.dockerfile import DEFAULT_BASE
+from ..recipe.environment import Package, Snapshot
+from ..recipe.lock import (
+    dependency_closure,
+    is_pytorch_label,
+    local_labels,
+    lockable,
+    pytorch_index,
+    render_lock,
+)
+from ..runtimes.base import ContainerRuntime
 from . import serialize, smoke
 from .render import DEBIAN_PYTHON, ExportPlan, dns_name, write_export
 
@@ -32,7 +43,7 @@ __all__ = [
 
 Say = Callable[[str], None]
 
-_SERVER_LOCK = Path(__file__).with_name("requirements.lock")
+_SERVER_LOCK = Path(__file__).parent / "image" / "requirements.lock"
 _CUDA_ONLY = ("nvidia-", "triton", "cuda-")
 
 
@@ -66,7 +77,7 @@ class Exported:
     ready_seconds: float = 0.0
     served: smoke.Served | None = None
     pushed: str | None = None
-    runtime: Any = None
+    runtime: ContainerRuntime | None = None
 
     @property
     def url(self) -> str | None:
@@ -100,7 +111,7 @@ def kernel_capture(
     define = (
         "import sys as __nbc_sys, types as __nbc_types\n"
         "__nbc_m = __nbc_types.ModuleType('_nbc_export')\n"
-        f"exec({_capture_source()!r}, __nbc_m.__dict__)\n"
+        f"exec({serialize.source()!r}, __nbc_m.__dict__)\n"
         "__nbc_sys.modules['_nbc_export'] = __nbc_m\n"
         "del __nbc_sys, __nbc_types, __nbc_m\n"
     )
@@ -118,10 +129,6 @@ def kernel_capture(
     if "error" in result:
         raise ExportError(result["error"])
     return dict(result)
-
-
-def _capture_source() -> str:
-    return Path(serialize.__file__).read_text()
 
 
 def _server_packages() -> tuple[list[Package], dict[tuple[str, str], list[str]]]:
@@ -146,11 +153,11 @@ def _server_packages() -> tuple[list[Package], dict[tuple[str, str], list[str]]]
 def plan_lock(snap: Snapshot, requires: list[str], gpu: bool) -> tuple[str, str | None]:
     """The serving image's lock: the kernel's exact versions of what the model needs, plus the
     server's own pins; and the extra index a local version label needs."""
-    from ..hashes import published_hashes
     from ..pipsettings import read_pip_settings
+    from ..recipe.hashes import published_hashes
 
     wanted = dependency_closure(snap, [*requires, "numpy"])
-    lock = [p for p in wanted if p.kind != "system" and p.key not in _SYSTEM_DISTS]
+    lock = lockable(wanted)
     torch = next((p for p in lock if p.key == "torch"), None)
     if torch is not None and not gpu and "+" not in torch.version:
         # A CUDA build of torch in the kernel; the CPU image gets the same version's CPU build.
@@ -178,17 +185,9 @@ def plan_lock(snap: Snapshot, requires: list[str], gpu: bool) -> tuple[str, str 
         read_pip_settings(),
     )
     hashes.update(server_hashes)
-    labels = sorted({p.version.split("+", 1)[1] for p in lock if "+" in p.version})
-    extra = next(
-        (
-            f"https://download.pytorch.org/whl/{label}"
-            for label in labels
-            if label == "cpu" or label.startswith("cu")
-        ),
-        None,
-    )
-    title = "nbcontainers-export lock: the kernel's exact versions of what the model needs"
-    return render_lock(lock, hashes, title), extra
+    extra = next((pytorch_index(x) for x in local_labels(lock) if is_pytorch_label(x)), None)
+    title = "# nbcontainers-export lock: the kernel's exact versions of what the model needs"
+    return render_lock(lock, hashes, [title]), extra
 
 
 def base_for(python: str) -> str:
@@ -202,7 +201,7 @@ def export(
     options: ExportOptions,
     *,
     work_dir: str,
-    runtime: Any,
+    runtime: ContainerRuntime,
     say: Say = print,
     version: str = "",
 ) -> Exported:
@@ -300,7 +299,7 @@ def export_from_namespace(
     name: str,
     options: ExportOptions,
     *,
-    runtime: Any,
+    runtime: ContainerRuntime,
     say: Say = print,
     version: str = "",
 ) -> Exported:
@@ -338,7 +337,7 @@ def _content_hash(staged: Path, lock: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def _remove(runtime: Any, served: smoke.Served) -> None:
+def _remove(runtime: ContainerRuntime, served: smoke.Served) -> None:
     runtime.stop(served.container_id, timeout=5)
     runtime.remove(served.container_id)
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .catalog import canonical_name
-from .pipsettings import PipSettings
+from ..catalog import canonical_name
+from ..pipsettings import PipSettings
 
 __all__ = ["file_sha256", "published_hashes"]
 
