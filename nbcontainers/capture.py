@@ -36,11 +36,14 @@ _INKERNEL = Path(__file__).with_name("inkernel")
 def capture_source() -> str:
     """Python that defines ``__nbc_capture()`` (and nothing else), which returns the capture's
     JSON: what a kernel, ``python -c`` or an image's python3 runs."""
+    # Wrapped in one function: the kernel's namespace gets nothing else, and a plain
+    # `python -c` or an image's python3 can run the same text.
     source = bundle(_INKERNEL, ["environment"], "The nbcontainers environment capture.")
     return kernel_function(source, "capture", "__nbc_capture")
 
 
 def _strip_credentials(url: str) -> str:
+    """``url`` without a user or password: a private index's token must not reach a lock."""
     parts = urlsplit(url)
     if parts.username or parts.password:
         host = parts.hostname or ""
@@ -60,6 +63,8 @@ def _conda_spec(record: Mapping[str, Any] | None, name: str, version: str) -> st
 
 
 def _classify(dist: Mapping[str, Any]) -> Package:
+    """How one distribution was installed (PEP 610's direct_url.json, INSTALLER, conda),
+    which says how the lock can get it back."""
     direct = dist.get("direct_url") or {}
     url = _strip_credentials(str(direct.get("url", "")))
     kind, source = "index", ""
@@ -69,7 +74,7 @@ def _classify(dist: Mapping[str, Any]) -> Package:
         kind = "conda"
         source = _conda_spec(dist.get("conda"), str(dist["name"]), str(dist["version"]))
     elif not dist.get("installer"):
-        kind = "system"
+        kind = "system"  # no INSTALLER: Debian's python3-* packages, the interpreter's own
     elif "vcs_info" in direct:
         vcs = direct["vcs_info"]
         kind, source = "vcs", f"{vcs.get('vcs', 'git')}+{url}@{vcs.get('commit_id', '')}"
@@ -125,8 +130,10 @@ def _gpu_facts(smi: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], str
 
 
 def parse_capture(text: str) -> Snapshot:
+    """The capture's JSON (``inkernel/environment.py``) as a :class:`Snapshot`."""
     data = json.loads(text)
     classified = (_classify(d) for d in data["distributions"])
+    # One entry per distribution (a second copy on sys.path is shadowed), sorted by name.
     packages = sorted(
         {p.key: p for p in classified}.values(),
         key=lambda p: p.key,
@@ -147,6 +154,7 @@ def parse_capture(text: str) -> Snapshot:
 
 def capture_kernel(evaluate: Evaluate) -> Snapshot:
     """Capture the kernel that ``evaluate(code, expression)`` runs in, leaving no name behind."""
+    # Defined, called, deleted: the user's namespace keeps no name of ours.
     snap = parse_capture(evaluate(capture_source(), "__nbc_capture()"))
     evaluate("del __nbc_capture", "None")
     return snap

@@ -76,6 +76,7 @@ def kernel_evaluator(
 
 
 def _execute(client: Any, code: str, expression: str, timeout: float) -> Any:
+    # Silent and out of history: the user's prompt numbers and `In` stay as they were.
     msg_id = client.execute(
         code,
         silent=True,
@@ -92,6 +93,7 @@ def _execute(client: Any, code: str, expression: str, timeout: float) -> Any:
             raise SnapshotError(
                 f"The kernel did not finish the capture within {timeout:g} s; nothing was written."
             ) from None
+        # Replies to other clients' requests (the notebook's) share the channel: skip them.
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     content = reply["content"]
@@ -106,4 +108,5 @@ def _execute(client: Any, code: str, expression: str, timeout: float) -> Any:
             f"The capture failed in the kernel: {value.get('ename')}: "
             f"{value.get('evalue')}; nothing was written."
         )
+    # user_expressions come back as their repr: only literals travel, never pickles.
     return ast.literal_eval(value["data"]["text/plain"])

@@ -25,6 +25,7 @@ def source_of(obj: Any) -> str:
     """Source of a notebook-defined class or function. inspect can't find a class defined
     in __main__ (it has no file), so find the cell through one of its functions."""
     try:
+        # Dedented: a class defined inside a function or an indented cell block still parses.
         return textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError):
         pass
@@ -32,6 +33,7 @@ def source_of(obj: Any) -> str:
         code = getattr(member, "__code__", None)
         if code is None:
             continue
+        # IPython keeps each cell's text in linecache under the cell's pseudo file name.
         text = "".join(linecache.getlines(code.co_filename))
         try:
             tree = ast.parse(text)
@@ -49,6 +51,8 @@ def source_of(obj: Any) -> str:
 
 
 def is_literal(value: Any) -> bool:
+    """Whether ``repr(value)`` is Python that gives ``value`` back (numbers, strings, lists
+    and dicts of them): only such values can be written into the model's code."""
     try:
         return bool(ast.literal_eval(repr(value)) == value)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -58,6 +62,7 @@ def is_literal(value: Any) -> bool:
 def _history_imports(ns: dict[str, Any]) -> list[tuple[str, set[str]]]:
     """Top-level import statements of every cell run so far, with the names they bind."""
     found: list[tuple[str, set[str]]] = []
+    # IPython's `In` holds every cell as typed; the imports a model's code needs are there.
     for cell in ns.get("In") or ():
         try:
             tree = ast.parse(cell)
@@ -69,7 +74,7 @@ def _history_imports(ns: dict[str, Any]) -> list[tuple[str, set[str]]]:
             ):
                 names = {(a.asname or a.name).split(".")[0] for a in node.names}
                 text = ast.unparse(node)
-                if all(text != t for t, _ in found):
+                if all(text != t for t, _ in found):  # a cell run twice imports once
                     found.append((text, names))
     return found
 
@@ -109,6 +114,7 @@ def code_with_context(sources: list[str], ns: dict[str, Any]) -> tuple[str, set[
     modules: set[str] = set()
     pending = list(pieces)
     seen: set[str] = set()
+    # A helper pulled in may use further names: work until no new source is pending.
     while pending:
         src = pending.pop()
         tree = ast.parse(src)
@@ -139,7 +145,7 @@ def code_with_context(sources: list[str], ns: dict[str, Any]) -> tuple[str, set[
             value = ns[name]
             if isinstance(value, (type, types.FunctionType)) and value.__module__ == "__main__":
                 helper = source_of(value)
-                helpers.insert(0, helper)
+                helpers.insert(0, helper)  # before the code that uses it
                 defined.add(name)
                 pending.append(helper)
             elif is_literal(value):
@@ -150,6 +156,7 @@ def code_with_context(sources: list[str], ns: dict[str, Any]) -> tuple[str, set[
                     "can't be written as code. Make it an argument's default or an attribute, "
                     "or pass --format pickle."
                 )
+    # Postponed annotations: a hint naming an unexported type must not break the import.
     code = "from __future__ import annotations\n\n" + "\n".join(header) + "\n\n"
     code += "\n".join(constants) + "\n\n"
     code += "\n\n".join([*helpers, *sources])

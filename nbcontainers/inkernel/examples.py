@@ -44,6 +44,7 @@ def as_input(example: Any) -> tuple[Any, bool]:
     """The example as an ndarray (or a DataFrame), and whether it is a DataFrame."""
     import numpy as np
 
+    # Frameworks are looked up, not imported: the kernel only has what the model needs.
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(example, pandas.DataFrame):
         return example, True
@@ -51,6 +52,7 @@ def as_input(example: Any) -> tuple[Any, bool]:
     if torch is not None and isinstance(example, torch.Tensor):
         return example.detach().cpu().numpy(), False
     array = np.asarray(example)
+    # The first dimension is the batch: the signature and the server's batching rely on it.
     if array.ndim == 0:
         raise ExportProblem(
             "The example is a single scalar; pass a batch (e.g. X_test[:4]) so the batch "
@@ -107,6 +109,7 @@ def same(a: list[Any], b: list[Any]) -> bool:
     for x, y in zip(a, b, strict=False):
         if x.shape != y.shape:
             return False
+        # Floats within a tolerance: a reloaded model may sum in another order.
         if x.dtype.kind in "fc":
             if not np.allclose(x, y, rtol=1e-4, atol=1e-5, equal_nan=True):
                 return False
@@ -116,6 +119,8 @@ def same(a: list[Any], b: list[Any]) -> bool:
 
 
 def call_on_example(what: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``; a failure is the user's to fix (a wrong example), so it becomes an
+    :class:`ExportProblem` that says so rather than a traceback from our code."""
     try:
         return fn(*args)
     except Exception as exc:

@@ -49,6 +49,8 @@ def save_sklearn(
             "(or pass --format pickle if you accept pickle)."
         ) from None
     data = sio.dumps(obj)
+    # The types skops would refuse to load: trusted here, where the object was made, and
+    # written into meta.json so the server loads the same set and nothing more.
     trusted = sio.get_untrusted_types(data=data)
     got = outputs(getattr(sio.loads(data, trusted=trusted), method)(inputs))
     if not same(expected, got):
@@ -84,6 +86,7 @@ def save_function(
         }
     if fmt not in ("auto", "source"):
         raise ExportProblem(f"A function is saved as its source; {fmt!r} does not apply.")
+    # The server calls the function by name from model_code.py.
     if fn.__name__ == "<lambda>":
         raise ExportProblem("A lambda has no name to serve; define it with def.")
     code, modules = code_with_context([source_of(fn)], ns)
@@ -120,6 +123,7 @@ def save_pickle(obj: Any, model_dir: str) -> dict[str, Any]:
         modules.add("cloudpickle")
     except ImportError:
         data = pickle.dumps(obj, protocol=5)
+    # The image needs the distribution that defines the object's class to unpickle it.
     root = type(obj).__module__.split(".")[0]
     if root not in ("__main__", "builtins"):
         modules.add(root)

@@ -83,6 +83,7 @@ def _export(
             "prediction, or pass --format pickle if it has a predict() method."
         )
     inputs, frame = as_input(example)
+    # Each saver proves its saved form answers the example as the object does.
     if kind == "torch":
         info = save_torch(obj, inputs, model_dir, fmt, opts, ns)
     elif kind == "torch-program":
@@ -111,6 +112,7 @@ def _export(
             },
             f,
         )
+    # numpy always: the server decodes requests with it.
     modules = set(info.pop("modules")) | {"numpy"}
     if frame:
         modules.add("pandas")

@@ -46,6 +46,7 @@ def save_torch(
     gpu = opts.get("gpu")
     gpu = device.type == "cuda" if gpu is None else bool(gpu)
     x = torch.from_numpy(inputs).to(device)
+    # Answers are compared in eval mode (dropout, batch norm); the user's mode is restored.
     was_training = model.training
     model.eval()
     try:
@@ -77,6 +78,8 @@ def save_torch(
 def _torch_export(model: Any, x: Any, expected: list[Any], model_dir: str) -> dict[str, Any]:
     import torch
 
+    # A dynamic batch dimension first (the server can then batch requests), else the
+    # example's exact shape (every request must then have it).
     attempts: list[tuple[Any, bool]] = [
         (({0: torch.export.Dim("batch", min=1, max=1 << 16)},), True),
         (None, False),
@@ -139,6 +142,7 @@ def _torch_weights(
     if type(model).__module__ != "__main__":
         code = f"from {type(model).__module__} import {type(model).__name__}\n" + code
         modules.add(type(model).__module__.split(".")[0])
+    # Rebuilt from the written code in a fresh namespace, as the server will load it.
     check: dict[str, Any] = {"__name__": "nbc_model"}
     try:
         exec(compile(code, "model_code.py", "exec"), check)
@@ -200,6 +204,7 @@ def write_safetensors(state: dict[str, Any], path: str) -> None:
         dtype = _SAFETENSORS_TYPES.get(str(t.dtype).replace("torch.", ""))
         if dtype is None:
             raise ExportProblem(f"Tensor {key} has dtype {t.dtype}, which safetensors lacks.")
+        # Raw bytes through a uint8 view: numpy has no bfloat16 to convert through.
         raw = t.reshape(-1).view(__import__("torch").uint8).numpy().tobytes()
         header[key] = {
             "dtype": dtype,
@@ -209,7 +214,7 @@ def write_safetensors(state: dict[str, Any], path: str) -> None:
         offset += len(raw)
         blobs.append(raw)
     head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
+    head += b" " * (-len(head) % 8)  # the format aligns the tensors to 8 bytes
     with open(path, "wb") as f:
         f.write(len(head).to_bytes(8, "little"))
         f.write(head)

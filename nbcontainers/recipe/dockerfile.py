@@ -43,11 +43,13 @@ def debian_layer(
     anywhere fails the build (``set -e``).
     """
     removal = f"rm -rf {' '.join(remove)}" + (f"; {also_remove}" if also_remove else "")
+    # In one RUN with the update: a cached `apt-get update` layer would go stale.
     commands = [f"apt-get install -y --no-install-recommends {' '.join(packages)}", removal]
     commands += steps
     lines = ["RUN set -eux; export DEBIAN_FRONTEND=noninteractive; apt-get update; \\"]
     lines += [f"    {c}; \\" for c in commands[:-1]]
     lines.append(f"    {commands[-1]}")
+    # One Dockerfile line per item, also for a step that continues over two.
     return [part for line in lines for part in line.split("\n")]
 
 
@@ -94,12 +96,14 @@ def pip_install_step(
     BuildKit secrets ``pipconf`` / ``pipcert`` (never in a layer), wheels from the context's
     ``.nbc/wheels``, ``EXTRA_INDEX_URL`` as a build ARG (empty skips it). ``then`` runs after
     the install in the same layer."""
+    # An ARG, not a fixed flag: a build with the local-label wheel vendored passes it empty.
     lines = [f"ARG EXTRA_INDEX_URL={extra_index}"] if extra_index else []
     index_arg = ' ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"}' if extra_index else ""
     install = (
         f"    {pip} install --no-cache-dir --no-deps{index_arg} "
         f"--find-links /tmp/nbc-wheels -r {lock}"
     )
+    # --no-deps: the lock is the whole closure, so pip must not resolve anything on its own.
     lines += [
         "RUN --mount=type=secret,id=pipconf --mount=type=secret,id=pipcert \\",
         "    --mount=type=bind,source=.nbc/wheels,target=/tmp/nbc-wheels \\",

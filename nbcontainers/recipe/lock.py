@@ -28,6 +28,7 @@ __all__ = [
     "lockable",
     "minimal_packages",
     "pytorch_index",
+    "read_lock",
     "render_lock",
     "requirement_names",
 ]
@@ -120,6 +121,8 @@ def line_hashes(
 
     wheel_files = wheel_files or {}
     result = {}
+    # Where a line's hashes come from: the vendored wheel itself, the URL's own fragment,
+    # or the index; a local or VCS install has none, and then no line may have any.
     for p in lock:
         if p.key in wheel_files:
             found = [file_sha256(wheel_files[p.key])]
@@ -169,3 +172,24 @@ def render_lock(
         wheel = wheel_files[p.key].name if p.key in wheel_files else None
         lines.append(lock_line(p, wheel, (found or {}).get(p.key, [])))
     return "\n".join(lines) + "\n"
+
+
+def read_lock(text: str) -> tuple[list[Package], dict[tuple[str, str], list[str]]]:
+    """The pins of a pip-compile lock (``name==version`` lines and their ``--hash`` lines),
+    as index packages and (name, version) -> hashes."""
+    packages: list[Package] = []
+    hashes: dict[tuple[str, str], list[str]] = {}
+    current: Package | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", "--")) and "==" in line:
+            name, version = line.split(" ", 1)[0].split("==", 1)
+            current = Package(name=name, version=version, kind="index")
+            packages.append(current)
+            hashes[(name, version)] = []
+        # A hash line belongs to the pin above it (pip-compile writes them continued).
+        if current is not None and "--hash=sha256:" in line:
+            hashes[(current.name, current.version)].append(
+                line.split("--hash=sha256:", 1)[1].split()[0]
+            )
+    return packages, hashes

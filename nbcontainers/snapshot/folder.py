@@ -152,6 +152,8 @@ def write_snapshot(
         line.split("=", 1)[0] for line in snap.apt if apt_base is not None and line not in apt_base
     )
     with replace_atomically(folder, ".nbc-snapshot-") as staging:
+        # .nbc/wheels is the build context's find-links mount (build_image fills it);
+        # wheels/ holds what the lock names by file, so the folder builds on its own.
         (staging / ".nbc" / "wheels").mkdir(parents=True)
         (staging / "wheels").mkdir()
         wheel_files = {}
@@ -195,6 +197,7 @@ def write_snapshot(
                     "apt_added": apt_extra,
                     "history": list(snap.history),
                     "torch": dict(snap.torch),
+                    # Not cwd: a path on the user's machine says nothing about the image.
                     **{k: v for k, v in snap.facts.items() if k != "cwd"},
                 },
                 indent=2,

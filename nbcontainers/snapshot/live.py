@@ -65,7 +65,7 @@ def take_snapshot(
     the kernel runs in) gives the apt baseline for the system layer. ``vendor_all`` also
     downloads every other distribution's file, so the folder builds with no index at all.
     """
-    check_target(folder)
+    check_target(folder)  # before the capture: a wrong folder fails in a second, not minutes
     snap = capture_kernel(evaluate)
     wheels = _local_wheels(evaluate, snap, wheel_dir)
     if vendor_all:
@@ -83,6 +83,7 @@ def take_snapshot(
         apt_base=apt_base,
         hashes=hashes,
     )
+    # The folder has its copies; the shared folder may be the user's workspace.
     for wheel in wheels.values():
         wheel.unlink(missing_ok=True)
     shutil.rmtree(Path(wheel_dir) / "all", ignore_errors=True)
@@ -95,6 +96,7 @@ def _local_wheels(evaluate: Evaluate, snap: Snapshot, wheel_dir: str) -> dict[st
     for p in snap.packages:
         if p.kind not in ("local", "editable"):
             continue
+        # The kernel builds it: the source folder is on the kernel's side of any mount.
         path = urlsplit(p.source).path if p.source.startswith("file:") else p.source
         if call_in_kernel(evaluate, _wheels_source(), "build_wheel", path, wheel_dir) == 0:
             stem = re.sub(r"[-_.]+", "_", p.name).lower()
@@ -145,6 +147,8 @@ def snapshot_kernel(
     apt baseline, their workspace mount carries the wheels of local installs).
     """
     with kernel_evaluator(connection, timeout=timeout) as evaluate:
+        # A container kernel says which catalog image it runs (the apt baseline) and where
+        # its workspace is (the folder both sides can write).
         image, cwd = evaluate(
             "", "(__import__('os').environ.get('NBCONTAINERS_IMAGE'), __import__('os').getcwd())"
         )

@@ -21,6 +21,7 @@ __all__ = ["build_and_verify", "compare_packages", "image_packages", "snapshot_i
 def compare_packages(live: Snapshot, rebuilt: Snapshot) -> list[str]:
     """Differences between two package sets (system packages aside), as readable lines."""
 
+    # System packages and pip's tooling come with the base image, not from the lock.
     def pins(snap: Snapshot) -> dict[str, str]:
         return {
             p.key: p.version
@@ -48,7 +49,7 @@ def image_packages(runtime: ContainerRuntime, ref: str) -> Snapshot:
         ContainerSpec(
             image=ref,
             command=("python3", "-c", capture_source() + f"\nprint({marker!r} + __nbc_capture())"),
-            network_mode="none",
+            network_mode="none",  # reading what is installed needs no network
         )
     )
     try:

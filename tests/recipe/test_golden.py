@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.recipe.environment import Package, Snapshot
-from nbcontainers.serving.export import plan_lock
+from nbcontainers.serving.lock import plan_lock
 from nbcontainers.serving.render import ExportPlan, render_dockerfile
 from nbcontainers.snapshot import write_snapshot
 

@@ -18,8 +18,8 @@ from nbcontainers.inkernel import serialize
 from nbcontainers.magics import _LOCAL_ASSIGNMENT
 from nbcontainers.recipe.environment import Package, Snapshot
 from nbcontainers.serving import manifests
-from nbcontainers.serving.export import plan_lock
 from nbcontainers.serving.image import Server
+from nbcontainers.serving.lock import plan_lock
 from nbcontainers.serving.render import ExportPlan, render_dockerfile, write_export
 from nbcontainers.serving.smoke import compare
 

@@ -50,9 +50,12 @@ class Server:
         self.batcher: Batcher | None = None
 
     def load(self) -> None:
+        # In a thread from startup, so health answers (503) while a large model loads.
         try:
             self.predict = load_model(self.model_dir, self.meta)
             self.metrics.ready = 1
+            # Warning: uvicorn configures only its own loggers, so ours prints through Python's
+            # last-resort handler, which drops anything below warning.
             log.warning("model %s loaded (%s)", self.name, self.meta["format"])
         except Exception as exc:  # reported by /v2/health/ready and the log
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -66,6 +69,7 @@ class Server:
             return
         started = time.perf_counter()
         route, status = scope["path"], 500
+        # Every failure becomes a JSON answer: a bad request must never stop the server.
         try:
             route, status, payload, kind = await self._route(scope, receive)
         except BadRequest as exc:

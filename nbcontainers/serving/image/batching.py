@@ -49,10 +49,12 @@ class Batcher:
         while True:
             items = [await self.queue.get()]
             rows = len(items[0][0])
+            # Only what is already waiting: batching never delays a lone request.
             while self.batchable and not self.queue.empty() and rows < self.max_rows:
                 items.append(self.queue.get_nowait())
                 rows += len(items[-1][0])
             try:
+                # In a thread: the model must not block the event loop that takes requests.
                 await loop.run_in_executor(None, self._call, items)
             except Exception as exc:  # one bad call must not stop the loop
                 for _, future in items:
@@ -81,6 +83,8 @@ class Batcher:
                     return
             except Exception:
                 pass
+        # Unbatched, one call each: a joined call failed (maybe because of one bad request,
+        # which then fails alone) or its outputs don't split by row.
         for batch, future in items:
             self.metrics.batch(1)
             try:
@@ -90,6 +94,8 @@ class Batcher:
             loop.call_soon_threadsafe(_settle, future, result, error)
 
 
+# Settled on the event loop's thread (asyncio futures are not thread-safe), and only once:
+# a client that went away may have cancelled it.
 def _settle(future: asyncio.Future[list[Any]], result: Any, error: BaseException | None) -> None:
     if future.done():
         return

@@ -31,6 +31,7 @@ def read_safetensors(path: str) -> dict[str, Any]:
         "U8": torch.uint8,
         "BOOL": torch.bool,
     }
+    # Read by hand like the export wrote it: the image needs no safetensors package.
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))
@@ -48,10 +49,11 @@ def read_safetensors(path: str) -> dict[str, Any]:
 def load_model(model_dir: str, meta: dict[str, Any]) -> Callable[[Any], list[Any]]:
     """A callable from a batch (ndarray or DataFrame) to a list of output ndarrays."""
     fmt = meta["format"]
-    path = os.path.join(model_dir, meta["files"][0])
+    path = os.path.join(model_dir, meta["files"][0])  # the model file; code, if any, next
     if meta["kind"] in ("torch", "torch-program"):
         import torch
 
+        # A GPU model still answers on a host without one: slower, not broken.
         device = "cuda" if meta.get("gpu") and torch.cuda.is_available() else "cpu"
         if fmt == "torch.export":
             module = torch.export.load(path).module()
@@ -73,6 +75,7 @@ def load_model(model_dir: str, meta: dict[str, Any]) -> Callable[[Any], list[Any
         if fmt == "skops":
             import skops.io
 
+            # Exactly the types the export trusted where the model was made, nothing more.
             estimator = skops.io.load(path, trusted=meta.get("trusted", []))
         else:
             estimator = _unpickle(path)

@@ -10,6 +10,7 @@ __all__ = [
 ]
 
 
+# Seconds: from a fast one-row answer (well under a millisecond here) to a slow batch.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -25,8 +26,10 @@ class Metrics:
         self.ready = 0
 
     def request(self, route: str, status: int, seconds: float) -> None:
+        # The lock: requests finish on the loop, batches are counted in the model's thread.
         with self.lock:
             self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
+            # Latency only for inference: health probes would swamp the histogram.
             if route.endswith("infer") or route == "/predict":
                 index = next((i for i, b in enumerate(_LATENCY_BUCKETS) if seconds <= b), -1)
                 self.latency[index] += 1

@@ -31,6 +31,7 @@ def openapi(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         },
     }
 
+    # Only the routes with a body can fail on the client's input.
     def op(summary: str, body: Any = None) -> dict[str, Any]:
         spec: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
         if body is not None:

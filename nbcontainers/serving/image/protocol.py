@@ -16,6 +16,7 @@ __all__ = [
 ]
 
 
+# Open Inference Protocol datatype -> numpy dtype (the inverse of what the capture wrote).
 _NUMPY_TYPES = {
     "BOOL": "bool",
     "UINT8": "uint8",
@@ -51,6 +52,7 @@ def decode_infer(body: Any, meta: dict[str, Any]) -> Any:
         if not isinstance(item, dict) or "data" not in item:
             raise BadRequest("Each input needs name, shape, datatype and data.")
         given[str(item.get("name", ""))] = item
+    # A DataFrame model takes one OIP input per column, as its signature lists them.
     if meta.get("frame"):
         columns = {}
         for spec in expected:
@@ -61,8 +63,10 @@ def decode_infer(body: Any, meta: dict[str, Any]) -> Any:
         lengths = {len(c) for c in columns.values()}
         if len(lengths) != 1:
             raise BadRequest("All column inputs must have the same length.")
+        # pandas only for DataFrame models: the image has it only when the model needed it.
         return __import__("pandas").DataFrame(columns)
     spec = expected[0]
+    # One unnamed or misnamed input still means the only one there is.
     item = given.get(spec["name"]) or (body["inputs"][0] if len(body["inputs"]) == 1 else None)
     if item is None:
         raise BadRequest(f"Missing input {spec['name']!r}.")
@@ -71,6 +75,7 @@ def decode_infer(body: Any, meta: dict[str, Any]) -> Any:
 
 def decode_predict(body: Any, meta: dict[str, Any]) -> Any:
     """A plain JSON body (``{"instances": rows}`` or a bare list of rows) -> the model's batch."""
+    # The row-list shapes of TF Serving's and KServe v1's REST APIs, or a bare list.
     rows = body.get("instances", body.get("inputs")) if isinstance(body, dict) else body
     if not isinstance(rows, list) or not rows:
         raise BadRequest('Expected {"instances": [row, ...]} or a JSON list of rows.')
@@ -119,6 +124,7 @@ def _tensor(item: dict[str, Any], spec: dict[str, Any], flat: bool) -> Any:
 
 
 def _check_shape(shape: tuple[int, ...], spec: dict[str, Any]) -> None:
+    # 422, not 400: the JSON is well formed, the tensor is not what the model takes.
     want = spec["shape"]
     if len(shape) != len(want) or any(
         w != -1 and w != s for w, s in zip(want, shape, strict=False)
