@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-from .evaluate import Evaluate
 
 __all__ = ["bundle", "call_in_kernel", "kernel_function"]
 
@@ -27,7 +25,7 @@ def bundle(folder: Path, modules: Sequence[str], docstring: str) -> str:
     dropped (the names they import are defined earlier in the same source); one ``__all__``
     lists every module's. Two modules defining the same top-level name would silently
     overwrite each other, so that is refused, as is ``from . import module`` (no module
-    objects exist on the far side).
+    objects exist on the far side) and any import from outside ``folder``.
     """
     if '"""' in docstring or "\\" in docstring:
         raise ValueError("the bundle's docstring must not hold triple quotes or backslashes")
@@ -63,6 +61,9 @@ def _dropped(node: ast.stmt, index: int, path: Path, names: list[str]) -> bool:
     if isinstance(node, ast.ImportFrom):
         if node.level and node.module is None:
             raise ValueError(f"{path.name}: `from . import ...` cannot be bundled")
+        if node.level > 1:
+            # Only the folder travels: a name from further up would be missing over there.
+            raise ValueError(f"{path.name}: imports from outside its folder cannot be bundled")
         return bool(node.level) or node.module == "__future__"
     targets = node.targets if isinstance(node, ast.Assign) else []
     if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
@@ -99,11 +100,15 @@ def kernel_function(source: str, function: str, name: str) -> str:
 
 
 def call_in_kernel(
-    evaluate: Evaluate, source: str, function: str, *args: Any, name: str = "__nbc_call"
+    evaluate: Callable[[str, str], Any],
+    source: str,
+    function: str,
+    *args: Any,
+    name: str = "__nbc_call",
 ) -> Any:
-    """``function(*args)`` of ``source``, run in the kernel ``evaluate`` reaches, its value
-    brought back (a literal: ``evaluate`` returns the repr's value); the function ``name``
-    defined for the call is removed after it."""
+    """``function(*args)`` of ``source``, run in the kernel ``evaluate`` reaches (an
+    :data:`nbcontainers.evaluate.Evaluate`), its value brought back (a literal: ``evaluate``
+    returns the repr's value); the function ``name`` defined for the call is removed after."""
     value = evaluate(kernel_function(source, function, name), f"{name}(*{args!r})")
     evaluate(f"globals().pop({name!r}, None)", "None")
     return value

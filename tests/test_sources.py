@@ -40,6 +40,9 @@ def test_bundle_refuses_what_would_not_survive_joining(tmp_path: Path) -> None:
     (tmp_path / "c.py").write_text("from . import a\n")
     with pytest.raises(ValueError, match="cannot be bundled"):
         bundle(tmp_path, ["c"], "x")
+    (tmp_path / "d.py").write_text("from ..errors import SnapshotError\n")
+    with pytest.raises(ValueError, match="outside its folder"):
+        bundle(tmp_path, ["d"], "x")
 
 
 class History:
