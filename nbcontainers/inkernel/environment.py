@@ -88,7 +88,9 @@ def _distributions(conda: dict[str, Any]) -> list[dict[str, Any]]:
         name = d.metadata["Name"]
         if not name:
             continue
+        # PEP 610: how pip got it (VCS commit, archive URL and hash, local or editable path).
         direct = d.read_text("direct_url.json")
+        # The .dist-info folder's name is what conda's records list (see _conda_records).
         info_dir = os.path.basename(str(getattr(d, "_path", "")).rstrip("/\\"))
         dists.append(
             {
@@ -108,6 +110,7 @@ def _distributions(conda: dict[str, Any]) -> list[dict[str, Any]]:
 def _apt() -> list[str]:
     try:
         out = subprocess.run(
+            # Every Debian package with its version; the host diffs it against the base image.
             ["dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
             capture_output=True,
             text=True,
@@ -146,6 +149,7 @@ def _torch(dists: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _nvidia_smi() -> dict[str, Any]:
+    # Raw output, parsed on the host (capture.parse_nvidia_smi), where it is unit-tested.
     exe = shutil.which("nvidia-smi")
     if not exe:
         return {"found": False, "rc": None, "stdout": "", "stderr": ""}

@@ -98,6 +98,8 @@ def _export(
         "outputs": [describe(f"output-{i}", o) for i, o in enumerate(outputs)],
     }
     shape = [len(inputs)] if frame else list(inputs.shape)  # every input (column) has it
+    # The example and the notebook's answer to it: the smoke test sends the one and expects
+    # the other from the built image.
     with open(os.path.join(out_dir, "example.json"), "w") as f:
         json.dump(
             {
@@ -123,11 +125,13 @@ def _export(
         "signature": signature,
         "frame": frame,
         "requires": _distributions(modules),
+        # The image's Python: the saved files may only load in the version that wrote them.
         "python": ".".join(map(str, sys.version_info[:2])),
     }
 
 
 def _kind(obj: Any) -> str | None:
+    # Only frameworks the session already imported can have made the object: look, don't import.
     torch = sys.modules.get("torch")
     if torch is not None:
         if isinstance(obj, torch.nn.Module):
@@ -144,6 +148,7 @@ def _kind(obj: Any) -> str | None:
 
 def _distributions(modules: set[str]) -> list[str]:
     """Distribution names that provide these top-level modules (stdlib ones need none)."""
+    # Module names are not distribution names (sklearn is scikit-learn's): ask the metadata.
     mapping = importlib.metadata.packages_distributions()
     names = set()
     for module in modules:

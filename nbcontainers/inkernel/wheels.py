@@ -18,6 +18,7 @@ def build_wheel(path: str, wheel_dir: str) -> int:
     if not os.path.isdir(path):
         return -1
     argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheel_dir, path]
+    # Quiet: pip's output would land in the user's notebook.
     return subprocess.run(argv, capture_output=True).returncode
 
 

@@ -123,6 +123,7 @@ class Server:
             "/metrics": lambda: (200, self.metrics.render(), "text"),
             "/": lambda: (200, {"model": self.name, "openapi": "/openapi.json"}, "json"),
         }
+        # HEAD too: load balancers probe health with it.
         if path in gets:
             if method not in ("GET", "HEAD"):
                 raise BadRequest(f"{path} answers GET.", status=405)

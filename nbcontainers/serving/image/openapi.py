@@ -42,6 +42,7 @@ def openapi(name: str, meta: dict[str, Any]) -> dict[str, Any]:
             spec["responses"].update({"400": error, "413": error, "422": error, "503": error})
         return spec
 
+    # The paths the server answers (app.Server._route), described for clients and tools.
     model = f"/v2/models/{name}"
     return {
         "openapi": "3.0.3",
