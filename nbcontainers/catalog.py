@@ -103,7 +103,9 @@ def images_dir() -> Path:
     env = os.environ.get("NBCONTAINERS_IMAGES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "images"
+    # nbcontainers/data/images links to the checkout's images/, and a wheel carries the files
+    # themselves there: one path for editable and installed packages alike.
+    return Path(__file__).resolve().parent / "data" / "images"
 
 
 def catalog_path() -> Path:

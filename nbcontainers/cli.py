@@ -13,6 +13,8 @@ import click
 from .errors import NbcontainersError
 from .serving.serialize import FORMATS
 
+__all__ = ["main"]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
