@@ -146,12 +146,14 @@ def export(
     staged.chmod(0o777)  # a container kernel may run as another uid
     try:
         meta = kernel_capture(evaluate, name, str(staged), options)
+        # Not an error: the safetensors form serves the same answers; the user should know.
         fallback = meta.pop("note", "")
         if fallback:
             say(
                 f"torch.export could not trace {name} ({fallback}); saved safetensors weights "
                 "and the class source instead."
             )
+        # The kernel's own pins: the image gets exactly the versions the model was made with.
         snap = capture_kernel(evaluate)
         lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")))
         model = dns_name(name)

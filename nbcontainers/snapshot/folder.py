@@ -106,6 +106,7 @@ def check_target(folder: Path) -> Path:
     """``folder`` resolved, if a snapshot may be written there: new, empty or an earlier
     snapshot. Checked before capturing too, so a wrong folder fails fast."""
     folder = folder.resolve()
+    # Never over a folder of the user's: replacing it would delete their files.
     if folder.exists() and (
         not folder.is_dir() or (any(folder.iterdir()) and not is_snapshot_folder(folder))
     ):

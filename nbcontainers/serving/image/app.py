@@ -131,6 +131,7 @@ class Server:
         if path in (f"{model_path}/infer", "/predict"):
             if method != "POST":
                 raise BadRequest(f"{path} answers POST.", status=405)
+            # 503 until loaded, as readiness says: orchestrators keep traffic away meanwhile.
             if self.predict is None:
                 raise BadRequest(
                     f"Model {self.name} is not ready: {self.load_error or 'loading'}.", status=503
@@ -142,6 +143,7 @@ class Server:
                 return (
                     path,
                     200,
+                    # One output: its rows directly (TF Serving's shape); several: a list each.
                     {"predictions": predictions[0] if len(outputs) == 1 else predictions},
                     "json",
                 )
@@ -151,6 +153,7 @@ class Server:
                 "model_version": "1",
                 "outputs": encode_outputs(outputs, self.meta),
             }
+            # OIP echoes the request's id, so a client can match answers to requests.
             if isinstance(body, dict) and "id" in body:
                 reply["id"] = body["id"]
             return path, 200, reply, "json"
