@@ -7,13 +7,13 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base images kernelspecs browser check unit bench clean
+.PHONY: demo test setup venv engine base podman images kernelspecs browser check unit bench clean
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
 	@echo "Executed notebook saved to $(EXAMPLE_OUT)"
 
-test: setup browser check
+test: setup podman browser check
 	NBCONTAINERS_REQUIRE_DOCKER=1 $(BIN)/pytest -v tests
 
 setup: venv engine base images kernelspecs
@@ -35,6 +35,10 @@ base: engine
 	@base=$$(sed -n 's/^ARG BASE_IMAGE=//p' images/python/Dockerfile); \
 	if docker image inspect "$$base" >/dev/null 2>&1; then echo "base $$base present"; \
 	else bash scripts/make-local-base.sh; fi
+
+# Rootless Podman and its test user (the contract suite runs against it as that user).
+podman: base venv
+	NBC_VENV_PYTHON=$(abspath $(BIN)/python) bash scripts/ensure-podman.sh
 
 images: venv base
 	$(NBC) images build $(IMAGES)

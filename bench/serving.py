@@ -23,8 +23,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from nbcontainers import __version__
-from nbcontainers.build import find_builder
 from nbcontainers.runtimes import get_runtime
+from nbcontainers.runtimes.buildkit import find_builder
 from nbcontainers.serving.export import ExportOptions, export_from_namespace
 
 

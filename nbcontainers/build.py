@@ -1,117 +1,29 @@
-"""Image builds: a BuildKit-capable client, the build context, pip settings as build secrets."""
+"""Image builds from a catalog folder: the build context, the host's find-links wheels and pip
+settings as build secrets, handed to the runtime's builder."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from .catalog import CatalogImage, canonical_name, read_pins, source_hash
 from .errors import BuildError
 from .pipsettings import PipSettings, read_pip_settings
-from .runtimes.base import ContainerRuntime, ImageInfo
+from .runtimes.base import BuildRequest, ContainerRuntime, ImageInfo
 
 __all__ = [
     "LOCAL_BASE",
-    "Builder",
     "build_image",
     "choose_base",
-    "find_builder",
-    "pip_install_step",
 ]
 
 LOCAL_BASE = "nbcontainers/base:bookworm"  # made by scripts/make-local-base.sh where no registry is
 
 LineCallback = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Builder:
-    """A command line that builds with BuildKit (secrets and RUN --mount need it)."""
-
-    argv: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
-    description: str = ""
-
-
-def _client_candidates() -> list[str]:
-    found = [shutil.which("docker"), "/usr/bin/docker", "/usr/local/bin/docker"]
-    unique: list[str] = []
-    for c in found:
-        if c and os.access(c, os.X_OK) and os.path.realpath(c) not in map(os.path.realpath, unique):
-            unique.append(c)
-    return unique
-
-
-def _quiet(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-@lru_cache(maxsize=1)
-def find_builder() -> Builder:
-    """Pick how to build: the buildx plugin, else a pre-23 client's built-in BuildKit."""
-    candidates = _client_candidates()
-    for client in candidates:
-        done = _quiet([client, "buildx", "version"])
-        if done is not None and done.returncode == 0:
-            return Builder((client, "buildx", "build", "--load"), {}, f"{client} buildx")
-    for client in candidates:
-        done = _quiet([client, "version", "--format", "{{.Client.Version}}"])
-        version = (done.stdout.strip() if done else "") or "0"
-        leading = re.match(r"\d+", version)
-        major = int(leading.group(0)) if leading else 0
-        # Clients before 23.0 drive BuildKit themselves; later ones delegate to buildx.
-        if 0 < major < 23:
-            return Builder(
-                (client, "build"),
-                {"DOCKER_BUILDKIT": "1"},
-                f"{client} {version} with its built-in BuildKit",
-            )
-    raise BuildError(
-        "No Docker client here can build with BuildKit (the image sources use build "
-        "secrets). Install the buildx plugin (Debian/Ubuntu: `apt-get install docker-buildx`, "
-        "or `docker-buildx-plugin` from Docker's repository), or Debian's `docker.io` "
-        "package whose client builds with BuildKit. "
-        f"Clients found: {', '.join(candidates) or 'none'}."
-    )
-
-
-def pip_install_step(
-    pip: str, extra_index: str | None, then: str = "", lock: str = "/opt/nbc/requirements.lock"
-) -> list[str]:
-    """Dockerfile lines that install ``lock`` with ``pip`` the way :func:`build_image` feeds a
-    build: pip.conf and CA bundle as the BuildKit secrets ``pipconf`` / ``pipcert`` (never in
-    a layer), wheels from the context's ``.nbc/wheels``, ``EXTRA_INDEX_URL`` as a build ARG
-    (empty skips it). ``then`` runs after the install in the same layer."""
-    lines = [f"ARG EXTRA_INDEX_URL={extra_index}"] if extra_index else []
-    index_arg = ' ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"}' if extra_index else ""
-    install = (
-        f"    {pip} install --no-cache-dir --no-deps{index_arg} "
-        f"--find-links /tmp/nbc-wheels -r {lock}"
-    )
-    lines += [
-        "RUN --mount=type=secret,id=pipconf --mount=type=secret,id=pipcert \\",
-        "    --mount=type=bind,source=.nbc/wheels,target=/tmp/nbc-wheels \\",
-        "    set -eu; \\",
-        "    if [ ! -e /run/secrets/pipconf ] && [ -s /run/secrets/pipcert ]; then "
-        "export PIP_CERT=/run/secrets/pipcert; fi; \\",
-        "    PIP_CONFIG_FILE=/run/secrets/pipconf PIP_ROOT_USER_ACTION=ignore "
-        "PIP_DISABLE_PIP_VERSION_CHECK=1 \\",
-        install + ("; \\" if then else ""),
-    ]
-    if then:
-        lines.append(f"    {then}")
-    return lines
 
 
 def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:
@@ -169,15 +81,13 @@ def build_image(
             f"(source: {image.source}). Pull it instead: `nbcontainers images pull {image.name}`."
         )
     say = on_line or (lambda _line: None)
-    builder = find_builder()
     settings = settings or read_pip_settings()
     if base_image is None:
         base_image, why = choose_base(image, runtime)
     else:
         why = "given on the command line"
-    say(
-        f"building {image.ref} with {builder.description}; base: {base_image or image.base} ({why})"
-    )
+    builder = runtime.ping().builder or "the engine's builder"
+    say(f"building {image.ref} with {builder}; base: {base_image or image.base} ({why})")
 
     with tempfile.TemporaryDirectory(prefix="nbc-build-") as tmp:
         context = Path(tmp) / "context"
@@ -191,66 +101,45 @@ def build_image(
         cert = (
             settings.cert or os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
         )
+        has_cert = bool(cert and os.path.isfile(cert))
         pipconf.write_text(
             settings.render(
-                cert="/run/secrets/pipcert" if cert and os.path.isfile(cert) else "",
+                cert="/run/secrets/pipcert" if has_cert else "",
                 find_links=("/tmp/nbc-wheels",),
                 remote_only=True,
             )
         )
         pipconf.chmod(0o600)
-
-        argv = [
-            *builder.argv,
-            "--progress=plain",
-            "-t",
-            image.ref,
-            "--secret",
-            f"id=pipconf,src={pipconf}",
-            "--label",
-            f"io.nbcontainers.source-hash={source_hash(image.source)}",
-            "--label",
-            f"io.nbcontainers.base={base_image or image.base or ''}",
-        ]
-        if cert and os.path.isfile(cert):
-            argv += ["--secret", f"id=pipcert,src={cert}"]
-        if base_image:
-            argv += ["--build-arg", f"BASE_IMAGE={base_image}"]
+        # The build-context contract pip_install_step() writes against: secrets pipconf and
+        # pipcert (never in a layer), wheels in .nbc/wheels, EXTRA_INDEX_URL as a build ARG.
+        build_secrets = {"pipconf": pipconf}
+        if has_cert and cert:
+            build_secrets["pipcert"] = Path(cert)
+        build_args = {"BASE_IMAGE": base_image} if base_image else {}
         if any("+" in pin for pin in vendored):
             # The local-label wheel (e.g. torch +cpu) is in the context: skip its upstream index.
-            argv += ["--build-arg", "EXTRA_INDEX_URL="]
-        argv.append(str(context))
+            build_args["EXTRA_INDEX_URL"] = ""
+        request = BuildRequest(
+            context=context,
+            tag=image.ref,
+            build_args=build_args,
+            labels={
+                "io.nbcontainers.source-hash": source_hash(image.source),
+                "io.nbcontainers.base": base_image or image.base or "",
+            },
+            secrets=build_secrets,
+        )
         if vendored:
             say(f"using wheels from the host's find-links: {', '.join(vendored)}")
-        _stream(argv, {**os.environ, **builder.env}, say, image)
-
-    info = runtime.image_info(image.ref)
-    if info is None:
-        raise BuildError(f"The build of {image.ref} finished but the engine has no such image.")
-    return info
-
-
-def _stream(argv: list[str], env: dict[str, str], say: LineCallback, image: CatalogImage) -> None:
-    tail: deque[str] = deque(maxlen=40)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            errors="replace",
-        )
-    except OSError as exc:
-        raise BuildError(f"Could not run {argv[0]}: {exc}") from None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        tail.append(line)
-        say(line)
-    if proc.wait() != 0:
-        raise BuildError(
-            f"Building image {image.name!r} failed (exit {proc.returncode}). Last lines:\n"
-            + "\n".join(tail)
-            + f"\nRetry with `nbcontainers images build {image.name}` once the cause is fixed."
-        )
+        try:
+            return runtime.build(request, lambda event: say(event.text))
+        except BuildError as exc:
+            if exc.status is None:
+                raise
+            raise BuildError(
+                f"Building image {image.name!r} failed (exit {exc.status}). Last lines:\n"
+                + exc.log_tail
+                + f"\nRetry with `nbcontainers images build {image.name}` once the cause is fixed.",
+                status=exc.status,
+                log_tail=exc.log_tail,
+            ) from None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .catalog import load_catalog
 from .errors import NbcontainersError
 from .gpu import detect_gpus
-from .runtimes.base import ContainerRuntime
+from .runtimes.base import LIMITS, ContainerRuntime
 
 __all__ = ["Check", "run_checks"]
 
@@ -22,8 +23,8 @@ class Check:
     fix: str = ""
 
 
-def run_checks(runtime: ContainerRuntime) -> list[Check]:
-    from .build import find_builder
+def run_checks(runtime: ContainerRuntime, why: str = "it was asked for") -> list[Check]:
+    """Every check, in the order a user fixes things; ``why`` says how the engine was chosen."""
     from .kernels.kernelspecs import installed_kernelspecs
     from .kernels.orphans import find_orphans
 
@@ -36,14 +37,39 @@ def run_checks(runtime: ContainerRuntime) -> list[Check]:
         Check(
             "engine",
             "ok",
-            f"Docker {engine.version} at {engine.endpoint} "
-            f"(runtimes: {', '.join(engine.runtimes)})",
+            f"{engine.name.capitalize()} {engine.version} at {engine.endpoint}, "
+            f"{'rootless' if engine.rootless else 'runs as root'}; chosen because {why} "
+            f"(runtimes: {', '.join(engine.runtimes) or 'default'})",
         )
     )
-    try:
-        checks.append(Check("builder", "ok", find_builder().description))
-    except NbcontainersError as exc:
-        checks.append(Check("builder", "warn", str(exc)))
+    if os.getuid() != 0 and not engine.rootless:
+        # Whoever can start containers on a root engine can mount / and become root.
+        checks.append(
+            Check(
+                "engine access",
+                "warn",
+                f"you are not root, yet you reach an engine that runs as root at "
+                f"{engine.endpoint}: that is root on this host for anyone with the same access "
+                "(the docker group)",
+                "use your own rootless engine: `sudo apt-get install podman uidmap`, then unset "
+                "DOCKER_HOST and leave the docker group",
+            )
+        )
+    missing = set(LIMITS) - engine.limits
+    if missing:
+        checks.append(
+            Check(
+                "limits",
+                "warn",
+                f"this engine can't enforce {', '.join(sorted(missing))} limits; a kernel that "
+                "asks for one fails at start",
+                "cgroup v2 with controllers delegated to users (systemd Delegate=yes)",
+            )
+        )
+    if engine.builder:
+        checks.append(Check("builder", "ok", engine.builder))
+    else:
+        checks.append(Check("builder", "warn", engine.builder_problem))
 
     gpus = detect_gpus()
     if gpus:
@@ -56,14 +82,14 @@ def run_checks(runtime: ContainerRuntime) -> list[Check]:
                 f"{gpus.cuda_version} (via {gpus.source})",
             )
         )
-        if "nvidia" not in engine.runtimes:
+        if engine.gpu_setup:
             checks.append(
                 Check(
                     "gpu runtime",
                     "warn",
                     "the engine lists no 'nvidia' runtime; GPU containers need the "
                     "NVIDIA Container Toolkit",
-                    "nvidia-ctk runtime configure --runtime=docker",
+                    engine.gpu_setup,
                 )
             )
     else:

@@ -87,9 +87,15 @@ class ImageMissing(NbcontainersError):
 
 
 class BuildError(NbcontainersError):
-    """An image build failed."""
+    """An image build failed. ``status`` is the builder's exit status and ``log_tail`` its last
+    lines of output, where a builder ran."""
 
     exit_code = 5
+
+    def __init__(self, message: str, *, status: int | None = None, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.log_tail = log_tail
 
 
 class GPUUnavailable(NbcontainersError):

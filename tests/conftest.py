@@ -40,6 +40,39 @@ def runtime() -> Iterator[object]:
     remove_orphans(rt, [o for o in find_orphans(rt) if o.container.labels.get(ROLE)])
 
 
+PODMAN_USER = os.environ.get("NBC_PODMAN_USER", "nbc-podman")
+PODMAN_IMAGE = "nbcontainers/base:bookworm"  # loaded into the user's store by ensure-podman.sh
+
+
+@pytest.fixture(scope="session")
+def podman_runtime() -> object:
+    """The rootless Podman engine of the test user (made by scripts/ensure-podman.sh), started
+    the way every user's is: on demand, by nbcontainers running as that user."""
+    import pwd
+
+    from nbcontainers.runtimes.podman import PodmanRuntime
+
+    try:
+        user = pwd.getpwnam(PODMAN_USER)
+    except KeyError:
+        if REQUIRE_DOCKER:
+            pytest.fail(f"no user {PODMAN_USER}: run scripts/ensure-podman.sh (make test does)")
+        pytest.skip(f"no user {PODMAN_USER} for rootless Podman")
+    run_dir = f"/run/user/{user.pw_uid}"
+    started = subprocess.run(
+        ["runuser", "-u", PODMAN_USER, "--", "env", f"HOME={user.pw_dir}",
+         f"XDG_RUNTIME_DIR={run_dir}", sys.executable, "-c",
+         "from nbcontainers.runtimes.podman import PodmanRuntime; print(PodmanRuntime().ping())"],
+        capture_output=True, text=True, timeout=60, cwd="/", check=False,
+    )  # fmt: skip
+    if started.returncode != 0:
+        pytest.fail(f"{PODMAN_USER}'s rootless Podman did not start:\n{started.stderr[-2000:]}")
+    rt = PodmanRuntime(base_url=f"unix://{run_dir}/podman/podman.sock")
+    if rt.image_info(PODMAN_IMAGE) is None:
+        pytest.fail(f"{PODMAN_IMAGE} is not in {PODMAN_USER}'s store: run scripts/ensure-podman.sh")
+    return rt
+
+
 def _ensure_built(runtime: object, name: str) -> None:
     from nbcontainers.build import build_image
     from nbcontainers.catalog import load_catalog

@@ -1,35 +1,55 @@
+"""The public API, generated from every module's ``__all__`` and held against a golden listing
+(tests/public_api.txt) so that a change to it is a visible diff, never an accident."""
+
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 import nbcontainers
 
-MODULES = [
-    "errors",
-    "folders",
-    "catalog",
-    "gpu",
-    "pipsettings",
-    "labels",
-    "build",
-    "kernels.kernelspecs",
-    "kernels.provisioner",
-    "kernels.orphans",
-    "doctor",
-    "progress",
-    "capture",
-    "snapshot",
-    "serving.serialize",
-    "serving.server",
-    "serving.render",
-    "serving.manifests",
-    "serving.smoke",
-    "serving.export",
-    "serving.saved",
-    "runtimes",
-    "runtimes.base",
-    "runtimes.docker",
-]
+ROOT = Path(nbcontainers.__file__).parent
+GOLDEN = Path(__file__).with_name("public_api.txt")
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(["nbcontainers", *parts]))
+    return names
+
+
+def listing() -> str:
+    lines = []
+    for name in module_names():
+        module = importlib.import_module(name)
+        lines.append(f"{name}: {', '.join(sorted(getattr(module, '__all__', ['<no __all__>'])))}")
+    return "\n".join(lines) + "\n"
+
+
+def test_every_module_declares_all_and_docstring() -> None:
+    for name in module_names():
+        module = importlib.import_module(name)
+        assert module.__doc__ and module.__doc__.strip(), f"{name} has no docstring"
+        assert hasattr(module, "__all__"), f"{name} has no __all__"
+        for attr in module.__all__:
+            assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which is not there"
+
+
+def test_public_api_matches_the_listing() -> None:
+    """Regenerate with NBC_UPDATE_API=1 after a deliberate change."""
+    now = listing()
+    if os.environ.get("NBC_UPDATE_API") == "1":
+        GOLDEN.write_text(now)
+    assert now == GOLDEN.read_text(), (
+        "The public API changed. If that is deliberate, run "
+        "`NBC_UPDATE_API=1 pytest tests/test_public_api.py` and commit tests/public_api.txt. "
+        "Now:\n" + now
+    )
 
 
 def test_all_names_exist() -> None:
@@ -37,22 +57,10 @@ def test_all_names_exist() -> None:
         assert hasattr(nbcontainers, name), name
 
 
-def test_every_module_declares_all_and_docstring() -> None:
-    for mod in MODULES:
-        module = importlib.import_module(f"nbcontainers.{mod}")
-        assert module.__doc__ and module.__doc__.strip(), mod
-        assert hasattr(module, "__all__"), mod
-        for name in module.__all__:
-            assert hasattr(module, name), f"{mod}.{name}"
-
-
 def test_only_the_docker_runtime_imports_docker() -> None:
-    from pathlib import Path
-
-    root = Path(nbcontainers.__file__).parent
     offenders = [
-        str(p.relative_to(root))
-        for p in root.rglob("*.py")
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
         if p.name != "docker.py"
         and ("import docker" in p.read_text() or "from docker" in p.read_text())
     ]

@@ -58,8 +58,7 @@ HOME = "/home/nbc"  # a tmpfs: writable whatever uid the kernel runs as
 CONNECTION_FILE = "/run/nbcontainers/kernel.json"
 PIP_CONF = "/run/nbcontainers/pip.conf"
 IMAGE_LABEL = "io.nbcontainers.image"
-# The network setting that means "join the owner's holder namespace" (see netns.py).
-SHARED = "shared"
+SHARED = "shared"  # the network setting that joins the owner's holder namespace (netns.py)
 DEFAULT_SHM_SIZE = "2g"
 DEFAULT_PIDS_LIMIT = 4096
 # Never the server's whole environment: under JupyterHub it carries the Hub's API token.

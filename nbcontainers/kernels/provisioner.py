@@ -5,7 +5,7 @@ kernelspec's ``metadata.kernel_provisioner.config``); what a container gets from
 decided by :func:`~nbcontainers.kernels.launch.plan_launch`. This module starts, watches,
 signals, re-adopts and removes the container.
 
-Why ~350 lines in one class: it is the whole of Jupyter's provisioner interface (sixteen
+The class is long because it is the whole of Jupyter's provisioner interface (sixteen
 methods, each a few lines of lifecycle) plus the eighteen traits users configure, which
 belong where ``c.ContainerProvisioner`` finds them. The policies live beside it: launch.py,
 connection.py, gpus.py, images.py, crash.py, exit_cleanup.py.

@@ -4,7 +4,7 @@ The container gets the frontend's own request header (with a fresh msg_id: a ker
 a repeated msg_id only once, and one cell may send several requests), and one background
 thread re-publishes what it says on the local kernel's IOPub under the frontend's header.
 
-Why one class of ~350 lines: lifecycle, the IOPub pump, widget comms and shell requests all
+The class is long because lifecycle, the IOPub pump, widget comms and shell requests all
 share one state (the client, the msg_id -> frontend header map, the idle events); split, that
 state would have to be passed between the parts on every message.
 """

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from ..errors import ConfigError, did_you_mean
 from .base import (
@@ -34,12 +37,17 @@ __all__ = [
     "ImageInfo",
     "Mount",
     "available_runtimes",
+    "choose_engine",
     "get_runtime",
 ]
 
 ENTRY_POINT_GROUP = "nbcontainers.runtimes"
 # Built in, so that a checkout used without `pip install` still finds its own engines.
-_BUILT_IN = {"docker": "nbcontainers.runtimes.docker:DockerRuntime"}
+_BUILT_IN = {
+    "docker": "nbcontainers.runtimes.docker:DockerRuntime",
+    "podman": "nbcontainers.runtimes.podman:PodmanRuntime",
+}
+AUTO = "auto"
 
 
 def available_runtimes() -> dict[str, str]:
@@ -49,21 +57,44 @@ def available_runtimes() -> dict[str, str]:
     return found
 
 
-def get_runtime(name: str = "docker") -> ContainerRuntime:
-    """A new runtime of the engine registered as ``name``."""
+def choose_engine() -> tuple[str, str | None, str]:
+    """What ``runtime = "auto"`` means here: (runtime name, endpoint or None, why).
+
+    An explicit ``DOCKER_HOST`` wins; else a non-root user's own rootless engine (rootless
+    Docker's socket where it runs, else Podman, started on demand); else the system engine.
+    """
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        kind = "podman" if "podman" in host else "docker"
+        return kind, host, "DOCKER_HOST is set"
+    if os.getuid() != 0:
+        run_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        rootless_docker = Path(run_dir) / "docker.sock"
+        if rootless_docker.is_socket():
+            return "docker", f"unix://{rootless_docker}", "your rootless Docker engine"
+        if shutil.which("podman"):
+            return "podman", None, "your rootless Podman engine"
+    return "docker", None, "the system engine"
+
+
+def get_runtime(name: str = AUTO) -> ContainerRuntime:
+    """A new runtime of the engine registered as ``name`` (``auto``: see choose_engine)."""
     import importlib
 
+    endpoint = None
+    if name == AUTO:
+        name, endpoint, _why = choose_engine()
     known = available_runtimes()
     if name not in known:
         raise ConfigError(
-            f"Unknown runtime {name!r}.{did_you_mean(name, known)} "
-            f"Known runtimes: {', '.join(sorted(known))}; another package adds one under the "
-            f"entry point group {ENTRY_POINT_GROUP!r}."
+            f"Unknown runtime {name!r}.{did_you_mean(name, [*known, AUTO])} "
+            f"Known runtimes: {', '.join(sorted([*known, AUTO]))}; another package adds one "
+            f"under the entry point group {ENTRY_POINT_GROUP!r}."
         )
     module_name, _, attr = known[name].partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"Runtime {name!r} ({known[name]}) can't be loaded: {exc}") from None
-    runtime: ContainerRuntime = factory()
+    runtime: ContainerRuntime = factory(endpoint) if endpoint else factory()
     return runtime

@@ -163,6 +163,9 @@ class EngineFacts:
     limits: frozenset[str]  # the LIMITS it enforces
     runtimes: tuple[str, ...] = ()  # OCI runtimes offered, e.g. ("nvidia", "runc")
     builder: str = ""  # how images are built, for `doctor`; "" if the engine cannot build
+    builder_problem: str = ""  # why it cannot, and the fix
+    # What to run so the engine can hand GPUs to containers; "" when it already can.
+    gpu_setup: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,8 +204,9 @@ class ContainerRuntime(Protocol):
     not answer, ``ImageMissing`` for an absent image, ``ContainerConflict`` when a name is
     taken, ``ContainerNotFound`` where an operation needs a container that is gone,
     ``Unsupported`` for a request the engine cannot honour, ``BuildError`` for a failed
-    build and ``RuntimeFailure`` for any other refusal. Operations that end a container
-    (``stop``, ``remove``, ``signal`` on a gone container) are idempotent.
+    build and ``RuntimeFailure`` for any other refusal (``signal`` or ``exec`` on a container
+    that is not running, say). ``stop`` and ``remove`` are idempotent: a container that is
+    already gone is not an error.
     """
 
     def ping(self) -> EngineFacts:

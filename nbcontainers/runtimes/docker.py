@@ -4,45 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal as signal_module
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from ..errors import EngineUnavailable, ImageMissing, NbcontainersError, RuntimeFailure
+from ..errors import (
+    BuildError,
+    ContainerConflict,
+    ContainerNotFound,
+    EngineUnavailable,
+    ImageMissing,
+    NbcontainersError,
+    RuntimeFailure,
+)
 from .base import (
+    BuildCallback,
+    BuildRequest,
     ContainerSpec,
     ContainerState,
+    ContainerStats,
     EngineFacts,
+    ExecResult,
     ImageInfo,
     ProgressCallback,
 )
+from .buildkit import build_argv, find_builder, run_build
+from .docker_wire import engine_fix_hint, explanation, facts_from, state_from, stats_from
 
-__all__ = ["DockerRuntime", "engine_fix_hint"]
+__all__ = ["DockerRuntime", "device_requests"]
 
 PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
 CALL_TIMEOUT = 120.0
-
-
-def engine_fix_hint(endpoint: str, detail: str = "") -> str:
-    """Say why the engine at ``endpoint`` may not answer and the command that fixes it."""
-    if "Permission denied" in detail or "PermissionError" in detail:
-        return (
-            f"Permission denied on {endpoint}. Add yourself to the docker group "
-            "(`sudo usermod -aG docker $USER`, then log in again) or set DOCKER_HOST."
-        )
-    if shutil.which("dockerd") is None and endpoint.startswith("unix://"):
-        return (
-            "No Docker engine is installed here. Install and start one with "
-            "`make setup` (runs scripts/ensure-docker.sh), or `sudo apt-get install docker.io`; "
-            "set DOCKER_HOST to use an engine elsewhere."
-        )
-    return (
-        "Is it running? Start it with `sudo systemctl start docker` "
-        "(or `sudo dockerd &` where systemd is not running, or `make setup`); "
-        "set DOCKER_HOST to use another engine."
-    )
 
 
 def _endpoint() -> str:
@@ -53,8 +47,12 @@ class DockerRuntime:
     """A :class:`~nbcontainers.runtimes.base.ContainerRuntime` over the Docker Engine API.
 
     The SDK client is created on first use, with a short timeout for the first
-    call so that a dead engine is reported in seconds, not minutes.
+    call so that a dead engine is reported in seconds, not minutes. Podman's
+    Docker-compatible API is driven by the subclass in ``podman.py`` through the hooks
+    ``engine_label``, ``_fix_hint``, ``_connect``, ``_gpu_options`` and ``build``.
     """
+
+    engine_label = "Docker engine"
 
     def __init__(self, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -66,10 +64,17 @@ class DockerRuntime:
     def endpoint(self) -> str:
         return self._base_url or _endpoint()
 
+    def _fix_hint(self, detail: str) -> str:
+        return engine_fix_hint(self.endpoint, detail)
+
+    def _connect(self) -> None:
+        """Called before the first client is made: a place to start the engine."""
+
     @property
     def api(self) -> Any:
         """The low-level ``docker.APIClient``, created lazily."""
         if self._client is None:
+            self._connect()
             import docker
             import docker.errors
 
@@ -80,8 +85,8 @@ class DockerRuntime:
                     client = docker.from_env(timeout=PING_TIMEOUT)
             except docker.errors.DockerException as exc:
                 raise EngineUnavailable(
-                    f"Cannot reach the Docker engine at {self.endpoint}. "
-                    + engine_fix_hint(self.endpoint, str(exc))
+                    f"Cannot reach the {self.engine_label} at {self.endpoint}. "
+                    + self._fix_hint(str(exc))
                 ) from None
             client.api.timeout = CALL_TIMEOUT
             self._client = client
@@ -98,18 +103,25 @@ class DockerRuntime:
         except NbcontainersError:
             raise
         except docker.errors.ImageNotFound as exc:
-            raise ImageMissing(f"{what}: {_explanation(exc)}") from None
+            raise ImageMissing(f"{what}: {explanation(exc)}") from None
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(f"{what}: {explanation(exc)}") from None
         except docker.errors.APIError as exc:
-            raise RuntimeFailure(f"{what}: {_explanation(exc)}") from None
+            # 409: a name in use, or a container in a state that refuses the operation.
+            # Podman answers a taken name with a 500 that says so.
+            taken = exc.status_code == 409 or "is already in use" in explanation(exc)
+            kind = ContainerConflict if taken else RuntimeFailure
+            raise kind(f"{what}: {explanation(exc)}") from None
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
             raise EngineUnavailable(
-                f"Lost the Docker engine at {self.endpoint} while trying to {what}. "
-                + engine_fix_hint(self.endpoint, str(exc))
+                f"Lost the {self.engine_label} at {self.endpoint} while trying to {what}. "
+                + self._fix_hint(str(exc))
             ) from None
         except requests.exceptions.Timeout:
             raise EngineUnavailable(
-                f"The Docker engine at {self.endpoint} did not answer in time while trying to "
-                f"{what}. Check `docker info`; a busy or hung engine may need a restart."
+                f"The {self.engine_label} at {self.endpoint} did not answer in time while "
+                f"trying to {what}. Check `{self.engine_label.split()[0].lower()} info`; a busy "
+                "or hung engine may need a restart."
             ) from None
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"{what}: {exc}") from None
@@ -120,7 +132,11 @@ class DockerRuntime:
         with self._translate("ask the engine for its version"):
             version = self.api.version()
             info = self.api.info()
-        return _facts(version, info, self.endpoint)
+        facts = facts_from(version, info, self.endpoint)
+        try:
+            return replace(facts, builder=find_builder().description)
+        except BuildError as exc:
+            return replace(facts, builder_problem=str(exc))
 
     def image_info(self, ref: str) -> ImageInfo | None:
         import docker.errors
@@ -142,17 +158,9 @@ class DockerRuntime:
 
     def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
         repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
-        layers: dict[str, tuple[int, int]] = {}
         with self._translate(f"pull {ref}"):
-            for event in self.api.pull(repo, tag=tag or None, stream=True, decode=True):
-                if "error" in event:
-                    raise RuntimeFailure(f"pull {ref}: {event['error']}")
-                detail = event.get("progressDetail") or {}
-                if progress and event.get("id") and detail.get("total"):
-                    layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
-                    done = sum(c for c, _ in layers.values())
-                    total = sum(t for _, t in layers.values())
-                    progress(f"pulling {ref}", done, total)
+            events = self.api.pull(repo, tag=tag or None, stream=True, decode=True)
+            _follow(events, f"pulling {ref}", progress, lambda error: f"pull {ref}: {error}")
         info = self.image_info(ref)
         if info is None:
             raise ImageMissing(f"Pulled {ref} but the engine does not list it afterwards.")
@@ -163,62 +171,46 @@ class DockerRuntime:
         repo, _, tag = (
             target.rpartition(":") if ":" in target.split("/")[-1] else (target, "", "latest")
         )
-        layers: dict[str, tuple[int, int]] = {}
-        digest = ""
         with self._translate(f"push {target}"):
             self.api.tag(ref, repo, tag=tag or "latest")
-            for event in self.api.push(repo, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise RuntimeFailure(
-                        f"push {target}: {event['error']}. Log in first (`docker login "
-                        f"{target.split('/')[0]}`) or check the registry address."
-                    )
-                digest = str((event.get("aux") or {}).get("Digest") or digest)
-                detail = event.get("progressDetail") or {}
-                if progress and event.get("id") and detail.get("total"):
-                    layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
-                    progress(
-                        f"pushing {target}",
-                        sum(c for c, _ in layers.values()),
-                        sum(t for _, t in layers.values()),
-                    )
-        return digest
+            events = self.api.push(repo, tag=tag or "latest", stream=True, decode=True)
+            return _follow(
+                events,
+                f"pushing {target}",
+                progress,
+                lambda error: (
+                    f"push {target}: {error}. Log in first (`docker login "
+                    f"{target.split('/')[0]}`) or check the registry address."
+                ),
+            )
+
+    def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
+        """Build through a BuildKit command line (the Engine API's builder has no secrets)."""
+        builder = find_builder()
+        env = {**os.environ, **builder.env}
+        if self._base_url:
+            env["DOCKER_HOST"] = self._base_url  # the client must talk to this engine
+        run_build(build_argv(builder, request), env, request.tag, on_event)
+        info = self.image_info(request.tag)
+        if info is None:
+            raise BuildError(
+                f"The build of {request.tag} finished but the engine has no such image."
+            )
+        return info
+
+    def remove_image(self, ref: str) -> None:
+        import docker.errors
+
+        with self._translate(f"remove image {ref}"):
+            try:
+                self.api.remove_image(ref, force=True)
+            except docker.errors.NotFound:  # Podman answers a plain 404
+                return
 
     # -- containers -------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec) -> str:
-        import docker.types
-
-        device_requests = None
-        if spec.gpus is not None:
-            device_requests = [
-                docker.types.DeviceRequest(
-                    count=spec.gpus.count if not spec.gpus.device_ids else None,
-                    device_ids=list(spec.gpus.device_ids) or None,
-                    capabilities=[["gpu"]],
-                )
-            ]
-        port_bindings = {f"{c}/tcp": (ip, p) for c, (ip, p) in spec.ports.items()}
         with self._translate(f"start a container from {spec.image}"):
-            host_config = self.api.create_host_config(
-                mounts=[
-                    docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
-                    for m in spec.mounts
-                ],
-                tmpfs=dict(spec.tmpfs) or None,
-                network_mode=spec.network_mode,
-                port_bindings=port_bindings or None,
-                device_requests=device_requests,
-                mem_limit=spec.mem_limit,
-                nano_cpus=spec.nano_cpus,
-                shm_size=spec.shm_size,
-                pids_limit=spec.pids_limit,
-                cap_drop=list(spec.cap_drop) or None,
-                security_opt=list(spec.security_opt) or None,
-                init=spec.init,
-                read_only=spec.read_only,
-                privileged=False,
-            )
             created = self.api.create_container(
                 spec.image,
                 command=list(spec.command) or None,  # none: the image's CMD
@@ -228,7 +220,7 @@ class DockerRuntime:
                 working_dir=spec.working_dir,
                 user=spec.user,
                 ports=list(spec.ports) or None,
-                host_config=host_config,
+                host_config=_host_config(self.api, spec, self._gpu_options(spec)),
                 detach=True,
             )
             container_id = str(created["Id"])
@@ -240,6 +232,16 @@ class DockerRuntime:
                 raise
         return container_id
 
+    def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
+        """HostConfig arguments that give ``spec`` its GPUs: Docker's device requests."""
+        if spec.gpus is None:
+            return {}
+        return device_requests(
+            count=spec.gpus.count if not spec.gpus.device_ids else None,
+            device_ids=list(spec.gpus.device_ids) or None,
+            capabilities=[["gpu"]],
+        )
+
     def state(self, container_id: str) -> ContainerState | None:
         import docker.errors
 
@@ -248,17 +250,24 @@ class DockerRuntime:
                 data = self.api.inspect_container(container_id)
             except docker.errors.NotFound:
                 return None
-        return _state_from_inspect(data)
+        return state_from(data)
 
     def wait(self, container_id: str, timeout: float) -> int | None:
         """Exit code once the container exits, or None if it still runs after ``timeout``."""
         import docker.errors
         import requests.exceptions
+        import urllib3.exceptions
 
         with self._translate(f"wait for container {container_id[:12]}"):
             try:
                 result = self.api.wait(container_id, timeout=timeout)
             except (requests.exceptions.ReadTimeout, docker.errors.NotFound):
+                return None
+            except requests.exceptions.ConnectionError as exc:
+                # Over a unix socket, requests reports a read timeout as a ConnectionError
+                # wrapping urllib3's ReadTimeoutError: the container still runs.
+                if not any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in exc.args):
+                    raise
                 return None
         return int(result.get("StatusCode", -1))
 
@@ -316,65 +325,72 @@ class DockerRuntime:
                     states.append(state)
         return states
 
-    def stats(self, container_id: str) -> Mapping[str, Any]:
-        """One sample of CPU/memory usage as the engine reports it."""
+    def exec(
+        self, container_id: str, command: Sequence[str], user: str | None = None
+    ) -> ExecResult:
+        with self._translate(f"run {' '.join(command)[:40]} in container {container_id[:12]}"):
+            created = self.api.exec_create(container_id, list(command), user=user or "")
+            raw = self.api.exec_start(created["Id"], stream=False)
+            code = self.api.exec_inspect(created["Id"]).get("ExitCode")
+        output = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return ExecResult(int(code if code is not None else -1), output)
+
+    def stats(self, container_id: str) -> ContainerStats:
+        """One sample of CPU/memory use (the engine takes about a second to measure)."""
         with self._translate(f"read stats of container {container_id[:12]}"):
-            return dict(self.api.stats(container_id, stream=False))
+            return stats_from(self.api.stats(container_id, stream=False))
 
 
-def _facts(version: Mapping[str, Any], info: Mapping[str, Any], endpoint: str) -> EngineFacts:
-    """Engine facts from ``/version`` and ``/info``; Podman's Docker API answers these too."""
-    components = {str(c.get("Name", "")).lower() for c in version.get("Components") or ()}
-    security = " ".join(info.get("SecurityOptions") or ())
-    name = "podman" if any("podman" in c for c in components) else "docker"
-    rootless = "rootless" in security
-    cgroup_v2 = str(info.get("CgroupVersion", "1")) == "2"
-    # A rootless engine enforces limits only through cgroup v2 delegation.
-    limits: frozenset[str] = frozenset({"shm"})
-    if not rootless or cgroup_v2:
-        limits = frozenset(
-            {"memory", "cpus", "pids", "shm"}
-            if info.get("MemoryLimit", True) is not False
-            else {"cpus", "pids", "shm"}
-        )
-    runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
-    return EngineFacts(
-        name=name,
-        version=str(version.get("Version", "?")),
-        api_version=str(version.get("ApiVersion", "?")),
-        endpoint=endpoint,
-        os=str(info.get("OperatingSystem", "?")),
-        rootless=rootless,
-        gpu_mode="cdi" if name == "podman" else "device-requests",
-        limits=limits,
-        runtimes=runtimes,
+def device_requests(**request: Any) -> dict[str, Any]:
+    """HostConfig arguments for one device request (``driver``, ``count``, ``device_ids``,
+    ``capabilities``), for this runtime and the engines that speak its API."""
+    import docker.types
+
+    return {"device_requests": [docker.types.DeviceRequest(**request)]}
+
+
+def _host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> Any:
+    """The engine's HostConfig for ``spec``: mounts, limits, GPUs and the security settings."""
+    import docker.types
+
+    port_bindings = {f"{c}/tcp": (ip, p) for c, (ip, p) in spec.ports.items()}
+    return api.create_host_config(
+        mounts=[
+            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+            for m in spec.mounts
+        ],
+        tmpfs=dict(spec.tmpfs) or None,
+        network_mode=spec.network_mode,
+        port_bindings=port_bindings or None,
+        **gpu_options,
+        mem_limit=spec.mem_limit,
+        nano_cpus=spec.nano_cpus,
+        shm_size=spec.shm_size,
+        pids_limit=spec.pids_limit,
+        cap_drop=list(spec.cap_drop) or None,
+        security_opt=list(spec.security_opt) or None,
+        init=spec.init,
+        read_only=spec.read_only,
+        privileged=False,
     )
 
 
-def _explanation(exc: Any) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode("utf-8", "replace")
-    text = str(explanation or exc)
-    if "could not select device driver" in text:
-        text += (
-            " — the engine has no GPU support. Install the NVIDIA Container Toolkit "
-            "(`nvidia-ctk runtime configure --runtime=docker`, then restart the engine)."
-        )
-    return text
-
-
-def _state_from_inspect(data: Mapping[str, Any]) -> ContainerState:
-    st = data.get("State") or {}
-    config = data.get("Config") or {}
-    return ContainerState(
-        id=str(data.get("Id", "")),
-        name=str(data.get("Name", "")).lstrip("/"),
-        image=str(config.get("Image", "")),
-        status=str(st.get("Status", "unknown")),
-        exit_code=int(st["ExitCode"]) if st.get("Status") in ("exited", "dead") else None,
-        oom_killed=bool(st.get("OOMKilled", False)),
-        labels=dict(config.get("Labels") or {}),
-        started_at=str(st.get("StartedAt", "")),
-        error=str(st.get("Error", "")),
-    )
+def _follow(
+    events: Iterable[Mapping[str, Any]],
+    what: str,
+    progress: ProgressCallback | None,
+    failure: Callable[[str], str],
+) -> str:
+    """Follow a pull's or push's event stream: sum the layers' bytes into ``progress``, raise
+    on an error event, return the digest the engine reports (or "")."""
+    layers: dict[str, tuple[int, int]] = {}
+    digest = ""
+    for event in events:
+        if "error" in event:
+            raise RuntimeFailure(failure(str(event["error"])))
+        digest = str((event.get("aux") or {}).get("Digest") or digest)
+        detail = event.get("progressDetail") or {}
+        if progress and event.get("id") and detail.get("total"):
+            layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+            progress(what, sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+    return digest

@@ -1,0 +1,114 @@
+"""What the Docker Engine API answers, as nbcontainers values; and what to say when it
+doesn't. Podman's Docker-compatible API answers in the same shapes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+from .base import ContainerState, ContainerStats, EngineFacts
+
+__all__ = ["engine_fix_hint", "explanation", "facts_from", "state_from", "stats_from"]
+
+
+def engine_fix_hint(endpoint: str, detail: str = "") -> str:
+    """Say why the engine at ``endpoint`` may not answer and the command that fixes it."""
+    if "Permission denied" in detail or "PermissionError" in detail:
+        return (
+            f"Permission denied on {endpoint}. Add yourself to the docker group "
+            "(`sudo usermod -aG docker $USER`, then log in again) or set DOCKER_HOST."
+        )
+    if shutil.which("dockerd") is None and endpoint.startswith("unix://"):
+        return (
+            "No Docker engine is installed here. Install and start one with "
+            "`make setup` (runs scripts/ensure-docker.sh), or `sudo apt-get install docker.io`; "
+            "set DOCKER_HOST to use an engine elsewhere."
+        )
+    return (
+        "Is it running? Start it with `sudo systemctl start docker` "
+        "(or `sudo dockerd &` where systemd is not running, or `make setup`); "
+        "set DOCKER_HOST to use another engine."
+    )
+
+
+def facts_from(version: Mapping[str, Any], info: Mapping[str, Any], endpoint: str) -> EngineFacts:
+    """Engine facts from ``/version`` and ``/info``; Podman's Docker API answers these too."""
+    components = {str(c.get("Name", "")).lower() for c in version.get("Components") or ()}
+    security = " ".join(info.get("SecurityOptions") or ())
+    name = "podman" if any("podman" in c for c in components) else "docker"
+    rootless = "rootless" in security
+    cgroup_v2 = str(info.get("CgroupVersion", "1")) == "2"
+    # A rootless engine enforces limits only through cgroup v2 delegation.
+    limits: frozenset[str] = frozenset({"shm"})
+    if not rootless or cgroup_v2:
+        limits = frozenset(
+            {"memory", "cpus", "pids", "shm"}
+            if info.get("MemoryLimit", True) is not False
+            else {"cpus", "pids", "shm"}
+        )
+    runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
+    return EngineFacts(
+        name=name,
+        version=str(version.get("Version", "?")),
+        api_version=str(version.get("ApiVersion", "?")),
+        endpoint=endpoint,
+        os=str(info.get("OperatingSystem", "?")),
+        rootless=rootless,
+        gpu_mode="cdi" if name == "podman" else "device-requests",
+        limits=limits,
+        runtimes=runtimes,
+        gpu_setup=""
+        if "nvidia" in runtimes or name == "podman"
+        else "nvidia-ctk runtime configure --runtime=docker",
+    )
+
+
+def stats_from(raw: Mapping[str, Any]) -> ContainerStats:
+    """Docker's stats JSON as CPU percent of one CPU and memory bytes."""
+    cpu: float | None = None
+    try:
+        now, before = raw["cpu_stats"], raw["precpu_stats"]
+        used = now["cpu_usage"]["total_usage"] - before["cpu_usage"]["total_usage"]
+        elapsed = now["system_cpu_usage"] - before.get("system_cpu_usage", 0)
+        cpus = now.get("online_cpus") or 1
+        cpu = 100.0 * used / elapsed * cpus if elapsed > 0 else 0.0
+    except (KeyError, TypeError):
+        pass  # a stopped container, or an engine that omits the previous sample
+    memory = raw.get("memory_stats") or {}
+    return ContainerStats(
+        cpu_percent=cpu,
+        memory_used=int(memory["usage"]) if "usage" in memory else None,
+        memory_limit=int(memory["limit"]) if "limit" in memory else None,
+    )
+
+
+def explanation(exc: Any) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    text = str(explanation or exc)
+    if "catatonit" in text:
+        text += " — Podman's init is missing: `sudo apt-get install catatonit`."
+    if "could not select device driver" in text:
+        text += (
+            " — the engine has no GPU support. Install the NVIDIA Container Toolkit "
+            "(`nvidia-ctk runtime configure --runtime=docker`, then restart the engine)."
+        )
+    return text
+
+
+def state_from(data: Mapping[str, Any]) -> ContainerState:
+    st = data.get("State") or {}
+    config = data.get("Config") or {}
+    return ContainerState(
+        id=str(data.get("Id", "")),
+        name=str(data.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        status=str(st.get("Status", "unknown")),
+        exit_code=int(st["ExitCode"]) if st.get("Status") in ("exited", "dead") else None,
+        oom_killed=bool(st.get("OOMKilled", False)),
+        labels=dict(config.get("Labels") or {}),
+        started_at=str(st.get("StartedAt", "")),
+        error=str(st.get("Error", "")),
+    )

@@ -1,0 +1,274 @@
+"""Rootless Podman through its Docker-compatible API: each user's own engine, started on
+demand, so that nobody needs the root-equivalent Docker socket.
+
+The engine is ``podman system service`` listening on ``$XDG_RUNTIME_DIR/podman/podman.sock``;
+when nothing answers there, the first call starts it for the user (it keeps running, as
+systemd's ``podman.socket`` would). Containers run in the user's own user namespace: the
+container's root is the user on the host, so a kernel runs as root *inside* (capabilities
+dropped, no new privileges) to write files the user owns. What the engine cannot do here
+(limits on cgroup v1, CDI GPUs through the compatible API before Podman 5.4) is refused with
+:class:`~nbcontainers.errors.Unsupported` naming the fix, never ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, EngineUnavailable, Unsupported
+from .base import (
+    LIMITS,
+    BuildCallback,
+    BuildEvent,
+    BuildRequest,
+    ContainerSpec,
+    EngineFacts,
+    ImageInfo,
+)
+from .buildkit import run_build
+from .docker import DockerRuntime, device_requests
+
+__all__ = ["PodmanRuntime", "cdi_specs", "runtime_dir", "user_socket"]
+
+SERVICE_WAIT = 15.0  # seconds for a freshly started engine to answer
+CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
+# `podman build` prints "STEP 2/7: RUN pip install ..." when a step starts.
+_STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+_CDI_API = (5, 4)  # the first Podman whose Docker-compatible API honours CDI device requests
+
+
+def runtime_dir() -> Path:
+    """The user's runtime folder: ``$XDG_RUNTIME_DIR``, else ``/run/user/UID`` where login
+    made one, else a private ``/tmp/nbc-podman-UID`` (a hub's spawner may not log users in)."""
+    uid = os.getuid()
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{uid}"):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
+            return Path(candidate)
+    fallback = Path(f"/tmp/nbc-podman-{uid}")
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    if fallback.stat().st_uid != uid:  # someone else planted it: never use their folder
+        raise EngineUnavailable(f"{fallback} belongs to another user; set XDG_RUNTIME_DIR.")
+    return fallback
+
+
+def user_socket() -> Path:
+    return runtime_dir() / "podman" / "podman.sock"
+
+
+def cdi_specs() -> list[Path]:
+    """NVIDIA CDI specs on this host (``nvidia-ctk cdi generate`` writes them)."""
+    found: list[Path] = []
+    for folder in CDI_DIRS:
+        with contextlib.suppress(OSError):
+            found += sorted(p for p in Path(folder).iterdir() if "nvidia" in p.name)
+    return found
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _has_subuid_range(user: str, uid: int) -> bool:
+    try:
+        lines = Path("/etc/subuid").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split(":", 1)[0] in (user, str(uid)) for line in lines)
+
+
+def _preflight() -> str:
+    """The podman executable, or an error naming what to install or configure."""
+    podman = shutil.which("podman")
+    if podman is None or shutil.which("newuidmap") is None:
+        missing = "Podman is not installed" if podman is None else "uidmap is not installed"
+        raise EngineUnavailable(
+            f"{missing}, so there is no rootless engine for you here. Ask your admin to run "
+            "`sudo apt-get install podman uidmap slirp4netns` (then `nbcontainers hub setup`)."
+        )
+    uid, user = os.getuid(), getpass.getuser()
+    if uid != 0 and not _has_subuid_range(user, uid):
+        raise EngineUnavailable(
+            f"User {user} has no sub-uid range, which a rootless engine needs. Ask your admin "
+            f"to run `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
+            f"{user}` (any free range of 65536), then `podman system migrate`."
+        )
+    return podman
+
+
+def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
+    """Start the user's engine on ``path`` unless something answers there already."""
+    if _answers(path):
+        return
+    podman = _preflight()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = path.parent / "nbcontainers-service.log"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(path.parent.parent)}
+    with log_path.open("ab") as log:
+        # Its own session: the engine outlives the kernel or CLI call that started it.
+        proc = subprocess.Popen(
+            [podman, "system", "service", "--time=0", f"unix://{path}"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if _answers(path):
+            return
+        if proc.poll() is not None and not _answers(path):
+            break  # it died (another start may have won the socket: checked once more above)
+        time.sleep(0.05)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+    raise EngineUnavailable(
+        f"Your rootless Podman engine did not start on {path} within {wait:.0f} s. Last lines "
+        f"of {log_path}:\n{tail}\nTry `podman info` in a terminal; `podman system migrate` "
+        "fixes most broken rootless set-ups."
+    )
+
+
+class PodmanRuntime(DockerRuntime):
+    """The user's rootless Podman (or one at ``base_url``, which is then not started)."""
+
+    engine_label = "Podman engine"
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self._start = base_url is None
+        super().__init__(base_url or f"unix://{user_socket()}")
+        self._facts: EngineFacts | None = None
+
+    def _fix_hint(self, detail: str) -> str:
+        return (
+            "Is your Podman engine running? `podman system service --time=0 "
+            f"{self.endpoint} &` starts it; `nbcontainers doctor` says what is wrong."
+        )
+
+    def _connect(self) -> None:
+        if self._start:
+            ensure_service(Path(self.endpoint.removeprefix("unix://")))
+
+    def ping(self) -> EngineFacts:
+        with self._translate("ask the engine for its version"):
+            version = self.api.version()
+            host = self.api.get(f"{self.api.base_url}/v4.0.0/libpod/info").json()["host"]
+        rootless = bool(host.get("security", {}).get("rootless"))
+        controllers = set(host.get("cgroupControllers") or ())
+        if rootless and host.get("cgroupVersion") != "v2":
+            # cgroup v1 can't be delegated to a user: Podman would drop limits with a warning.
+            limits = frozenset({"shm"})
+        elif rootless:
+            wanted = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
+            limits = frozenset({"shm"} | {k for k, c in wanted.items() if c in controllers})
+        else:
+            limits = frozenset(LIMITS)
+        specs = cdi_specs()
+        facts = EngineFacts(
+            name="podman",
+            version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+            endpoint=self.endpoint,
+            os=str(host.get("distribution", {}).get("distribution", "?")),
+            rootless=rootless,
+            gpu_mode="cdi",
+            limits=limits,
+            runtimes=tuple(filter(None, [host.get("ociRuntime", {}).get("name")])),
+            builder=f"podman build (remote, {self.endpoint})",
+            gpu_setup="" if specs else "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
+        )
+        self._facts = facts
+        return facts
+
+    def facts(self) -> EngineFacts:
+        return self._facts or self.ping()
+
+    def run(self, spec: ContainerSpec) -> str:
+        refused = spec.limits() - self.facts().limits
+        if refused:
+            raise Unsupported(
+                f"This rootless Podman engine can't enforce {', '.join(sorted(refused))} "
+                "limits: the host gives users no cgroup v2 controllers. Ask your admin to boot "
+                "with cgroup v2 and delegate memory, cpu and pids to users "
+                "(systemd `Delegate=yes` for user@.service), or drop the limit."
+            )
+        return super().run(spec)
+
+    def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
+        if spec.gpus is None:
+            return {}
+        if not cdi_specs():
+            raise Unsupported(
+                "GPUs in rootless Podman kernels need a CDI spec, and this host has none. Ask "
+                "your admin to run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`."
+            )
+        version = tuple(int(n) for n in re.findall(r"\d+", self.facts().version)[:2])
+        if version < _CDI_API:
+            raise Unsupported(
+                f"Podman {self.facts().version} ignores GPU requests made through its "
+                "Docker-compatible API, so the kernel would run without its GPU. Use Podman "
+                '5.4 or newer, or the system engine (`runtime = "docker"`).'
+            )
+        ids = list(spec.gpus.device_ids) or ["all"]
+        return device_requests(driver="cdi", device_ids=[f"nvidia.com/gpu={i}" for i in ids])
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        info = super().image_info(ref)
+        if info is None:
+            return None
+        # Podman qualifies short names ("localhost/nbcontainers/python:…"); callers use ours.
+        short = tuple(re.sub(r"^(localhost|docker\.io)/", "", t) for t in info.tags)
+        return replace(info, tags=short)
+
+    def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
+        """``podman --remote build`` against this engine: its own store, BuildKit-style secrets."""
+        podman = shutil.which("podman")
+        if podman is None:
+            raise BuildError("Building needs the podman command: `sudo apt-get install podman`.")
+        argv = [podman, "--remote", "--url", self.endpoint, "build", "-t", request.tag]
+        argv += ["-f", str(request.context / request.dockerfile)]
+        argv += _flags(request)
+        argv.append(str(request.context))
+        say = on_event or (lambda _event: None)
+        run_build(argv, dict(os.environ), request.tag, lambda e: say(_podman_event(e)))
+        info = self.image_info(request.tag)
+        if info is None:
+            raise BuildError(
+                f"The build of {request.tag} finished but the engine has no such image."
+            )
+        return info
+
+
+def _flags(request: BuildRequest) -> Sequence[str]:
+    flags: list[str] = []
+    for sid, path in request.secrets.items():
+        flags += ["--secret", f"id={sid},src={path}"]
+    for key, value in request.labels.items():
+        flags += ["--label", f"{key}={value}"]
+    for key, value in request.build_args.items():
+        flags += ["--build-arg", f"{key}={value}"]
+    if request.no_cache:
+        flags.append("--no-cache")
+    return flags
+
+
+def _podman_event(event: BuildEvent) -> BuildEvent:
+    match = _STEP.match(event.text)
+    if match:
+        return replace(event, kind="step", step=int(match.group(1)), total=int(match.group(2)))
+    return event

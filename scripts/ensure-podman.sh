@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Rootless Podman for the tests (Debian bookworm, as root), idempotent:
+#   1. apt-get install podman uidmap slirp4netns catatonit where they are missing;
+#   2. make the test user (default nbc-podman) with a sub-uid/sub-gid range, as `useradd -m`
+#      gives every new user;
+#   3. load the local Debian base image from Docker into that user's own image store, so the
+#      runtime contract suite has an image there (no registry can be reached here).
+# The user's engine itself is started on demand by nbcontainers (podman system service on the
+# user's runtime folder), as it is for every hub user; this script only prints where it is.
+set -euo pipefail
+
+USER_NAME="${NBC_PODMAN_USER:-nbc-podman}"
+BASE="${NBC_PODMAN_IMAGE:-nbcontainers/base:bookworm}"
+log() { printf 'ensure-podman: %s\n' "$*" >&2; }
+
+# catatonit is Podman's init (a kernel container runs with init=True, as on Docker).
+if ! command -v podman >/dev/null || ! command -v newuidmap >/dev/null \
+    || [ ! -x /usr/libexec/podman/catatonit ]; then
+    log "installing podman uidmap slirp4netns catatonit"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman uidmap slirp4netns catatonit >/dev/null
+fi
+if ! id "$USER_NAME" >/dev/null 2>&1; then
+    log "adding user $USER_NAME"
+    useradd -m -s /bin/bash "$USER_NAME"
+fi
+if ! grep -q "^$USER_NAME:" /etc/subuid || ! grep -q "^$USER_NAME:" /etc/subgid; then
+    log "giving $USER_NAME a sub-uid/sub-gid range"
+    usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$USER_NAME"
+fi
+uid=$(id -u "$USER_NAME")
+# /dev/net/tun must be usable by users for rootless networking (slirp4netns).
+[ -c /dev/net/tun ] && chmod 0666 /dev/net/tun
+as_user() { runuser -u "$USER_NAME" -- env HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" \
+    XDG_RUNTIME_DIR="/run/user/$uid" "$@"; }
+install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "/run/user/$uid"
+if ! as_user podman image exists "$BASE" 2>/dev/null; then
+    log "loading $BASE into $USER_NAME's image store"
+    docker save "$BASE" | as_user podman load -q >/dev/null
+fi
+# The tests run nbcontainers as this user with the project's venv: its interpreter (pyenv's,
+# under /root here) must be reachable. Grant traversal (o+x, no listing) where it is missing.
+py="${NBC_VENV_PYTHON:-}"
+if [ -n "$py" ]; then
+    real=$(readlink -f "$py"); dir=$(dirname "$real")
+    while [ "$dir" != "/" ]; do
+        if [ "$(( 0$(stat -c %a "$dir") & 1 ))" -eq 0 ]; then log "o+x on $dir (for $real)"; chmod o+x "$dir"; fi
+        dir=$(dirname "$dir")
+    done
+fi
+log "podman $(podman --version | awk '{print $3}') for $USER_NAME (uid $uid); its engine: unix:///run/user/$uid/podman/podman.sock"

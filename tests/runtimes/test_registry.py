@@ -1,0 +1,102 @@
+"""Runtimes are found by name through the ``nbcontainers.runtimes`` entry point group, so
+another installed package adds an engine without touching this one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbcontainers.errors import ConfigError
+from nbcontainers.runtimes import ENTRY_POINT_GROUP, available_runtimes, get_runtime
+from nbcontainers.runtimes.docker import DockerRuntime
+from nbcontainers.runtimes.fake import FakeRuntime
+
+
+def test_docker_is_registered() -> None:
+    assert available_runtimes()["docker"] == "nbcontainers.runtimes.docker:DockerRuntime"
+    assert isinstance(get_runtime("docker"), DockerRuntime)
+
+
+def test_a_third_party_runtime_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real distribution on sys.path: a module and a dist-info naming it in the group.
+    (tmp_path / "acme_engine.py").write_text(
+        "from nbcontainers.runtimes.fake import FakeRuntime\n"
+        "class AcmeRuntime(FakeRuntime):\n    pass\n"
+    )
+    info = tmp_path / "acme_engine-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-engine\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\nacme = acme_engine:AcmeRuntime\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runtime = get_runtime("acme")
+    assert isinstance(runtime, FakeRuntime) and type(runtime).__name__ == "AcmeRuntime"
+    sys.modules.pop("acme_engine", None)
+
+
+def test_an_unknown_runtime_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown runtime 'dokcer'\. Did you mean 'docker'\?"):
+        get_runtime("dokcer")
+
+
+def test_a_broken_registration_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = tmp_path / "broken_engine-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-engine\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nbroken = no_such_mod:X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="can't be loaded"):
+        get_runtime("broken")
+
+
+def test_auto_prefers_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.runtimes import choose_engine
+    from nbcontainers.runtimes.podman import PodmanRuntime
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/7/podman/podman.sock")
+    assert choose_engine() == (
+        "podman",
+        "unix:///run/user/7/podman/podman.sock",
+        "DOCKER_HOST is set",
+    )
+    runtime = get_runtime("auto")
+    assert isinstance(runtime, PodmanRuntime)
+    assert runtime.endpoint == "unix:///run/user/7/podman/podman.sock"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
+    assert choose_engine()[:2] == ("docker", "tcp://10.0.0.5:2376")
+
+
+def test_auto_as_root_is_the_system_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.runtimes import choose_engine
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr("os.getuid", lambda: 0)
+    assert choose_engine() == ("docker", None, "the system engine")
+
+
+def test_auto_for_a_user_is_their_rootless_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    from nbcontainers.runtimes import choose_engine
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr("os.getuid", lambda: 4242)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    assert choose_engine() == ("podman", None, "your rootless Podman engine")
+    with socket.socket(socket.AF_UNIX) as rootless_docker:
+        rootless_docker.bind(str(tmp_path / "docker.sock"))
+        assert choose_engine() == (
+            "docker",
+            f"unix://{tmp_path / 'docker.sock'}",
+            "your rootless Docker engine",
+        )
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert choose_engine()[0] == "docker"
