@@ -71,13 +71,6 @@ async def _blocking(func: Any, *args: Any) -> Any:
         return func(*args)
 
 
-# Engine facts by runtime name, for this process. An engine's facts don't change under a
-# running server and asking costs one or two round trips (10-20 ms on Docker while kernels
-# start): the first kernel asks, later ones don't. An engine that refuses a spec anyway
-# (Unsupported) is asked again at the next start.
-_ENGINE_FACTS: dict[str, EngineFacts] = {}
-
-
 class ContainerProvisioner(KernelProvisionerBase):
     """Start a Jupyter kernel inside a container built from a catalog image.
 
@@ -170,7 +163,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         # What the running container was given (``%container status`` shows it).
         self.gpu_request: GPURequest | None = None
         self._runtime: ContainerRuntime | None = None
-        self._runtime_assigned = False  # not the named one: its facts are its own
         self._facts: EngineFacts | None = None
         self._catalog_image: CatalogImage | None = None
         self._stopping = False
@@ -185,7 +177,7 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     @runtime.setter
     def runtime(self, runtime: ContainerRuntime) -> None:
-        self._runtime, self._runtime_assigned, self._facts = runtime, True, None
+        self._runtime, self._facts = runtime, None
 
     @property
     def catalog_image(self) -> CatalogImage:
@@ -207,12 +199,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         return LaunchConfig(**values)
 
     def _engine_facts(self) -> EngineFacts:
+        # Asked once per provisioner (restarts reuse it): one or two engine round trips. Not
+        # once per process: "auto" may name another engine when the environment changes.
         if self._facts is None:
-            if self._runtime_assigned:
-                self._facts = self.runtime.ping()
-            else:
-                self._facts = _ENGINE_FACTS.get(self.runtime_name) or self.runtime.ping()
-                _ENGINE_FACTS[self.runtime_name] = self._facts
+            self._facts = self.runtime.ping()
         return self._facts
 
     def _write_private_files(self, plan: LaunchPlan, host: Host) -> None:
@@ -299,7 +289,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         except Exception as exc:
             if isinstance(exc, Unsupported):  # the facts we planned with may be stale
                 self._facts = None
-                _ENGINE_FACTS.pop(self.runtime_name, None)
             # Nothing runs: leave no private folder or reserved ports behind either.
             await self.cleanup()
             raise
