@@ -20,7 +20,7 @@ from functools import lru_cache
 from ..errors import BuildError
 from .base import BuildCallback, BuildEvent, BuildRequest
 
-__all__ = ["Builder", "build_argv", "find_builder", "parse_progress", "run_build"]
+__all__ = ["Builder", "build_argv", "build_flags", "find_builder", "parse_progress", "run_build"]
 
 # `--progress=plain` prints "#7 [3/9] RUN pip install ..." when a step starts.
 _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)$")
@@ -85,16 +85,22 @@ def build_argv(builder: Builder, request: BuildRequest) -> list[str]:
     argv = [*builder.argv, "--progress=plain", "-t", request.tag]
     if request.dockerfile != "Dockerfile":
         argv += ["-f", str(request.context / request.dockerfile)]
+    return [*argv, *build_flags(request), str(request.context)]
+
+
+def build_flags(request: BuildRequest) -> list[str]:
+    """Secrets, labels, build args and ``--no-cache``: the flags `docker build` and
+    `podman build` spell alike."""
+    flags: list[str] = []
     for sid, path in request.secrets.items():
-        argv += ["--secret", f"id={sid},src={path}"]
+        flags += ["--secret", f"id={sid},src={path}"]
     for key, value in request.labels.items():
-        argv += ["--label", f"{key}={value}"]
+        flags += ["--label", f"{key}={value}"]
     for key, value in request.build_args.items():
-        argv += ["--build-arg", f"{key}={value}"]
+        flags += ["--build-arg", f"{key}={value}"]
     if request.no_cache:
-        argv.append("--no-cache")
-    argv.append(str(request.context))
-    return argv
+        flags.append("--no-cache")
+    return flags
 
 
 def parse_progress(line: str) -> BuildEvent:

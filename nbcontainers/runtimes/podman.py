@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from .base import (
     EngineFacts,
     ImageInfo,
 )
-from .buildkit import run_build
+from .buildkit import build_flags, run_build
 from .docker import DockerRuntime, device_requests
 
 __all__ = ["PodmanRuntime", "cdi_specs", "runtime_dir", "user_socket"]
@@ -244,7 +243,7 @@ class PodmanRuntime(DockerRuntime):
         self.builder()  # says what to install when podman is missing
         argv = ["podman", "--remote", "--url", self.endpoint, "build", "-t", request.tag]
         argv += ["-f", str(request.context / request.dockerfile)]
-        argv += _flags(request)
+        argv += build_flags(request)
         argv.append(str(request.context))
         say = on_event or (lambda _event: None)
         run_build(argv, dict(os.environ), request.tag, lambda e: say(_podman_event(e)))
@@ -254,19 +253,6 @@ class PodmanRuntime(DockerRuntime):
                 f"The build of {request.tag} finished but the engine has no such image."
             )
         return info
-
-
-def _flags(request: BuildRequest) -> Sequence[str]:
-    flags: list[str] = []
-    for sid, path in request.secrets.items():
-        flags += ["--secret", f"id={sid},src={path}"]
-    for key, value in request.labels.items():
-        flags += ["--label", f"{key}={value}"]
-    for key, value in request.build_args.items():
-        flags += ["--build-arg", f"{key}={value}"]
-    if request.no_cache:
-        flags.append("--no-cache")
-    return flags
 
 
 def _podman_event(event: BuildEvent) -> BuildEvent:
