@@ -4,7 +4,8 @@
 #   2. configurable-http-proxy from npm (Node 20 is installed on these machines);
 #   3. two hub users (default nbc-hub-a, nbc-hub-b) made with `useradd -m`, each with a
 #      sub-uid/sub-gid range and a known password (for PAM, the example's authenticator);
-#   4. the rootless-Podman prerequisites, through ensure-podman.sh (podman, uidmap, /dev/net/tun
+#   4. the nbc-* kernelspecs in the venv's prefix (users' servers run that venv);
+#   5. the rootless-Podman prerequisites, through ensure-podman.sh (podman, uidmap, /dev/net/tun
 #      usable, the venv's interpreter reachable by users).
 # The shared image store itself is made by `nbcontainers hub setup`, which the test runs.
 set -euo pipefail
@@ -23,6 +24,8 @@ if ! command -v configurable-http-proxy >/dev/null; then
     log "installing configurable-http-proxy (npm)"
     npm install -g --silent configurable-http-proxy >/dev/null
 fi
+# Users' servers run this venv: the nbc-* kernelspecs go into its prefix.
+"$VENV/bin/nbcontainers" kernelspec install --sys-prefix >/dev/null
 NBC_VENV_PYTHON="$(readlink -f "$VENV/bin/python")" bash scripts/ensure-podman.sh
 # The venv itself (not only its interpreter) must be readable by the users' servers.
 dir=$(readlink -f "$VENV")
