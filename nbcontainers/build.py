@@ -19,40 +19,11 @@ __all__ = [
     "LOCAL_BASE",
     "build_image",
     "choose_base",
-    "pip_install_step",
 ]
 
 LOCAL_BASE = "nbcontainers/base:bookworm"  # made by scripts/make-local-base.sh where no registry is
 
 LineCallback = Callable[[str], None]
-
-
-def pip_install_step(
-    pip: str, extra_index: str | None, then: str = "", lock: str = "/opt/nbc/requirements.lock"
-) -> list[str]:
-    """Dockerfile lines that install ``lock`` with ``pip`` the way :func:`build_image` feeds a
-    build: pip.conf and CA bundle as the BuildKit secrets ``pipconf`` / ``pipcert`` (never in
-    a layer), wheels from the context's ``.nbc/wheels``, ``EXTRA_INDEX_URL`` as a build ARG
-    (empty skips it). ``then`` runs after the install in the same layer."""
-    lines = [f"ARG EXTRA_INDEX_URL={extra_index}"] if extra_index else []
-    index_arg = ' ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"}' if extra_index else ""
-    install = (
-        f"    {pip} install --no-cache-dir --no-deps{index_arg} "
-        f"--find-links /tmp/nbc-wheels -r {lock}"
-    )
-    lines += [
-        "RUN --mount=type=secret,id=pipconf --mount=type=secret,id=pipcert \\",
-        "    --mount=type=bind,source=.nbc/wheels,target=/tmp/nbc-wheels \\",
-        "    set -eu; \\",
-        "    if [ ! -e /run/secrets/pipconf ] && [ -s /run/secrets/pipcert ]; then "
-        "export PIP_CERT=/run/secrets/pipcert; fi; \\",
-        "    PIP_CONFIG_FILE=/run/secrets/pipconf PIP_ROOT_USER_ACTION=ignore "
-        "PIP_DISABLE_PIP_VERSION_CHECK=1 \\",
-        install + ("; \\" if then else ""),
-    ]
-    if then:
-        lines.append(f"    {then}")
-    return lines
 
 
 def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:

@@ -21,6 +21,7 @@ __all__ = [
     "images_dir",
     "load_catalog",
     "read_pins",
+    "register_user_image",
     "render_catalog",
     "user_config_path",
 ]
@@ -47,6 +48,8 @@ def read_pins(lock: Path) -> dict[str, str]:
     return {canonical_name(n): v for n, v in _PIN_RE.findall(lock.read_text())}
 
 
+_USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._\-]*")
+_USER_FILE_SHAPE = '{"images": {"NAME": {"ref": "org/image:tag"}}}'
 USER_KEYS = {"ref", "build", "display_name", "description", "gpu", "cuda", "python", "cpu_variant"}
 
 
@@ -217,12 +220,10 @@ def _read_user_images(path: Path) -> dict[str, CatalogImage]:
         raise ConfigError(f"{path} is not valid JSON: {exc}. Fix or remove it.") from None
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, dict):
-        raise ConfigError(
-            f'{path} must look like {{"images": {{"NAME": {{"ref": "org/image:tag"}}}}}}.'
-        )
+        raise ConfigError(f"{path} must look like {_USER_FILE_SHAPE}.")
     result = {}
     for name, entry in images.items():
-        if not re.fullmatch(r"[a-z0-9][a-z0-9._\-]*", name) or not isinstance(entry, dict):
+        if not _USER_NAME_RE.fullmatch(name) or not isinstance(entry, dict):
             raise ConfigError(
                 f"{path}: image {name!r} needs a lowercase name and an object of settings."
             )
@@ -234,6 +235,33 @@ def _read_user_images(path: Path) -> dict[str, CatalogImage]:
             )
         result[name] = _from_entry(name, entry, path.parent, user=True)
     return result
+
+
+def register_user_image(name: str, settings: Mapping[str, Any]) -> Path:
+    """Add image ``name`` to the user's catalog file (replacing an entry of that name, keeping
+    every other) and return the file's path. ``settings`` are the keys of :data:`USER_KEYS`.
+    """
+    if not _USER_NAME_RE.fullmatch(name):
+        raise ConfigError(f"Image name {name!r} must be lowercase letters, digits and ._-.")
+    unknown = set(settings) - USER_KEYS
+    if unknown:
+        raise ConfigError(
+            f"Image {name!r}: unknown key(s) {', '.join(sorted(unknown))}. "
+            f"Valid keys: {', '.join(sorted(USER_KEYS))}."
+        )
+    path = user_config_path()
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}. Fix or remove it.") from None
+    images = data.setdefault("images", {}) if isinstance(data, dict) else None
+    if not isinstance(images, dict):  # never overwrite a file we can't read as a catalog
+        raise ConfigError(f"{path} must look like {_USER_FILE_SHAPE}.")
+    # Whatever else the user keeps in the file (other images, their own keys) stays as it is.
+    images[name] = dict(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
 
 
 def load_catalog(include_user: bool = True) -> Catalog:

@@ -1,4 +1,8 @@
-"""The `nbcontainers` command line: images, kernelspecs, gc and doctor; thin over the library."""
+"""The `nbcontainers` command line: images, kernelspecs, gc, snapshot, export and doctor.
+
+Thin over the library: parse, call one function, print. Imports happen inside the commands,
+so `nbcontainers --help` loads neither an engine SDK nor Jupyter.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,17 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .errors import NbcontainersError
-from .serving.serialize import FORMATS
+from .serving.options import click_options as export_click_options
+from .serving.options import export_options
+
+if TYPE_CHECKING:  # for annotations only: importing them costs every command its start-up
+    from .catalog import CatalogImage
+    from .runtimes import ContainerRuntime
 
 __all__ = ["main"]
 
@@ -26,13 +35,16 @@ def _errors_as_messages(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NbcontainersError as exc:
+            # click's own ClickException would exit 1 for everything; scripts tell a missing
+            # engine (3) from a missing image (4) by the code.
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _runtime() -> Any:
+def _runtime() -> ContainerRuntime:
+    # Resolved per call, through the entry points, so tests and other engines can stand in.
     from .runtimes import get_runtime
 
     return get_runtime()
@@ -77,7 +89,7 @@ def images_list(as_json: bool) -> None:
                 "user_defined": image.user_defined,
             }
         )
-    if as_json:
+    if as_json:  # the keys above are what scripts rely on: add to them, never rename
         click.echo(json.dumps(rows, indent=2))
         return
     width = max((len(i.name) for i in catalog.values()), default=4)
@@ -87,7 +99,7 @@ def images_list(as_json: bool) -> None:
         click.echo(f"{r['name']:<{width}}  {r['ref']:<40} {where:<10} {r['display_name']}{gpu}")
 
 
-def _selected(names: tuple[str, ...], all_images: bool, skip_gpu: bool = False) -> list[Any]:
+def _selected(names: tuple[str, ...], all_images: bool, skip_gpu: bool) -> list[CatalogImage]:
     from .catalog import load_catalog
 
     catalog = load_catalog()
@@ -95,6 +107,7 @@ def _selected(names: tuple[str, ...], all_images: bool, skip_gpu: bool = False) 
         return [i for i in catalog.values() if not (skip_gpu and i.gpu)]
     if not names:
         raise click.UsageError("Name at least one image, or pass --all.")
+    # An unknown name raises UnknownImage, whose message carries the did-you-mean.
     return [catalog[n] for n in names]
 
 
@@ -124,7 +137,7 @@ def images_build(
             click.echo(f"{image.name}: {image.ref} is present (use --force to rebuild)")
             continue
         progress = BuildProgress(verbose=verbose)
-        try:
+        try:  # a failed build must still end the progress line before the error prints
             info = build_image(image, runtime, on_line=progress, base_image=base_image)
         finally:
             progress.close()
@@ -140,7 +153,7 @@ def images_pull(names: tuple[str, ...], all_images: bool) -> None:
     from .progress import PullProgress
 
     runtime = _runtime()
-    for image in _selected(names, all_images):
+    for image in _selected(names, all_images, skip_gpu=False):
         progress = PullProgress()
         try:
             runtime.pull(image.ref, progress)
@@ -159,7 +172,7 @@ def images_regenerate(check: bool) -> None:
 
     path = catalog_path()
     text = render_catalog()
-    if check:
+    if check:  # CI's drift test: the generated catalog must match its sources
         if not path.is_file() or path.read_text() != text:
             raise click.ClickException(
                 f"{path} is out of date: run `nbcontainers images regenerate`."
@@ -298,6 +311,7 @@ def snapshot(
 
     if python and kernel:
         raise click.UsageError("Pass --python or --kernel, not both.")
+    # Refuse an unusable folder before the capture, which can take a while.
     check_target(Path(folder))
     if kernel:
         written, snap = snapshot_kernel(kernel, Path(folder), minimal=minimal, timeout=timeout)
@@ -324,36 +338,15 @@ def snapshot(
         click.echo(f"verified: {ref} has the same packages (0 differences)")
 
 
+# --name is the CLI's own (in a notebook the variable names the model), listed after --example.
+_NAME = click.option("--name", default=None, help="The model's name in URLs (default: from MODEL).")
+
+
 @main.command("export")
 @click.argument("model")
-@click.option("--example", "example", required=True, help="A batch: .npy, .json rows or .csv.")
-@click.option("--name", default=None, help="The model's name in URLs (default: from MODEL).")
-@click.option("--dir", "folder", default=None, help="Export folder (default ./serving-NAME).")
-@click.option("--image", default=None, help="Image ref to tag (default nbcontainers/serving-…).")
-@click.option("--gpu/--cpu", "gpu", default=None, help="Serve on a GPU (default: as saved).")
-@click.option("--format", "fmt", default="auto", type=click.Choice(FORMATS))
-@click.option("--method", default=None, help="scikit-learn method (default predict).")
-@click.option("--init-args", default="{}", help="JSON constructor arguments (torch classes).")
-@click.option("--no-build", is_flag=True, help="Write the folder only.")
-@click.option("--run", "run_it", is_flag=True, help="Leave it running on 127.0.0.1.")
-@click.option("--port", type=int, default=None)
-@click.option("--push", default=None, metavar="REGISTRY", help="Push the tested image.")
+@export_click_options({"example": [_NAME]})
 @_errors_as_messages
-def export_command(
-    model: str,
-    example: str,
-    name: str | None,
-    folder: str | None,
-    image: str | None,
-    gpu: bool | None,
-    fmt: str,
-    method: str | None,
-    init_args: str,
-    no_build: bool,
-    run_it: bool,
-    port: int | None,
-    push: str | None,
-) -> None:
+def export_command(model: str, name: str | None, **values: Any) -> None:
     """Export a saved MODEL as a tested serving image.
 
     MODEL is a .pt2 (torch.export.save), a .skops file, a .pkl/.joblib with --format pickle,
@@ -361,36 +354,22 @@ def export_command(
     """
     from pathlib import Path
 
-    from . import __version__
-    from .serving.export import ExportOptions, export_from_namespace
+    from .serving.export import export_from_namespace
     from .serving.saved import load_example, load_model
 
-    var, namespace = load_model(model, fmt)
-    namespace["__nbc_example__"] = load_example(example)
+    var, namespace = load_model(model, values["format"])
+    namespace["__nbc_example__"] = load_example(values["example"])
     if name:
         namespace[name] = namespace[var]
         var = name
     try:
-        init = json.loads(init_args)
-    except ValueError as exc:
+        options = export_options(
+            values, example="__nbc_example__", source=str(Path(model.split(":")[0]).resolve())
+        )
+    except ValueError as exc:  # only --init-args is parsed there
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--init-args") from None
-    options = ExportOptions(
-        example="__nbc_example__",
-        format=fmt,
-        gpu=gpu,
-        method=method,
-        init_args=init,
-        image=image,
-        folder=Path(folder) if folder else None,
-        build=not no_build,
-        run=run_it,
-        port=port,
-        push=push,
-        source=str(Path(model.split(":")[0]).resolve()),
-    )
-    result = export_from_namespace(
-        namespace, var, options, runtime=_runtime(), say=click.echo, version=__version__
-    )
+    # The image is labelled with the installed version, as `%export-serving` labels it.
+    result = export_from_namespace(namespace, var, options, runtime=_runtime(), say=click.echo)
     if result.served:
         click.echo(f"{result.url}/v2/models/{result.name}/infer")
 
@@ -407,7 +386,7 @@ def doctor() -> None:
         click.echo(f"[{marks[c.status]}] {c.name}: {c.detail}")
         if c.fix and c.status != "ok":
             click.echo(f"       fix: {c.fix}")
-    if any(c.status == "fail" for c in checks):
+    if any(c.status == "fail" for c in checks):  # warnings alone leave a usable setup
         sys.exit(1)
 
 

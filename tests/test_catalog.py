@@ -76,3 +76,25 @@ def test_user_images_bad_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "images.json").write_text("{not json")
     with pytest.raises(ConfigError, match="is not valid JSON"):
         load_catalog()
+
+
+def test_register_user_image_refuses_what_the_catalog_could_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbcontainers.catalog import register_user_image, user_config_path
+
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="lowercase"):
+        register_user_image("My Image", {"ref": "me/x:1"})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) tag\. Valid keys: build, "):
+        register_user_image("mine", {"tag": "me/x:1"})
+    user_config_path().write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        register_user_image("mine", {"ref": "me/x:1"})
+    user_config_path().write_text('["a list"]')
+    with pytest.raises(ConfigError, match="must look like"):
+        register_user_image("mine", {"ref": "me/x:1"})
+    assert user_config_path().read_text() == '["a list"]'  # never overwritten
+    user_config_path().unlink()
+    assert register_user_image("mine", {"ref": "me/x:1"}) == user_config_path()
+    assert load_catalog()["mine"].ref == "me/x:1"

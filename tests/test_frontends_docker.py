@@ -1,22 +1,15 @@
-"""The frontends users run: nbclient, papermill, jupyter console; the CLI around them."""
+"""The frontends users run: nbclient, papermill, jupyter console (the CLI: tests/cli/)."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
-from nbcontainers.labels import KERNEL_ID, SERVER_HOST, SERVER_PID, SERVER_STARTED
-from nbcontainers.runtimes import ContainerSpec
 
 pytestmark = pytest.mark.docker
 
@@ -123,78 +116,3 @@ def test_pip_install_in_container_uses_host_pip_settings(python_image: str, tmp_
     if host.cert:
         assert host.cert in config
     assert nb.cells[2].outputs[0]["text"].strip() == "ok = true"
-
-
-def test_kernelspec_install_cli(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(BIN / "nbcontainers"), "kernelspec", "install", "--prefix", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    spec_dir = tmp_path / "share" / "jupyter" / "kernels" / "nbc-python"
-    spec = json.loads((spec_dir / "kernel.json").read_text())
-    assert spec["metadata"]["kernel_provisioner"] == {
-        "provisioner_name": "nbcontainers",
-        "config": {"image": "python"},
-    }
-    assert (spec_dir / "logo-64x64.png").read_bytes().startswith(b"\x89PNG")
-    for name in ("nbc-pytorch-cpu", "nbc-pytorch-gpu"):
-        assert (tmp_path / "share" / "jupyter" / "kernels" / name / "kernel.json").is_file()
-
-
-def test_gc_removes_orphans_and_keeps_live_kernels(python_image: str, runtime: Any) -> None:
-    from nbcontainers.catalog import load_catalog
-
-    ref = load_catalog()["python"].ref
-    me = str(os.getpid())
-
-    def start(kernel_id: str, pid: str, started: str) -> str:
-        return str(
-            runtime.run(
-                ContainerSpec(
-                    image=ref,
-                    command=("sleep", "300"),
-                    name=f"nbc-gc-test-{kernel_id}",
-                    labels={
-                        KERNEL_ID: kernel_id,
-                        SERVER_HOST: socket.gethostname(),
-                        SERVER_PID: pid,
-                        SERVER_STARTED: started,
-                    },
-                )
-            )
-        )
-
-    from nbcontainers.labels import process_start_time
-
-    orphan = start("orphan", "999999", "1")
-    live = start("live", me, process_start_time(os.getpid()))
-    try:
-        dry = subprocess.run(
-            [str(BIN / "nbcontainers"), "gc", "--dry-run"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert "would remove nbc-gc-test-orphan" in dry.stdout
-        assert runtime.state(orphan) is not None
-        done = subprocess.run(
-            [str(BIN / "nbcontainers"), "gc"], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        assert "nbc-gc-test-live" not in done.stdout
-        assert runtime.state(orphan) is None
-        assert runtime.state(live) is not None
-    finally:
-        runtime.remove(orphan)
-        runtime.remove(live)
-
-
-def test_doctor_reports(python_image: str) -> None:
-    done = subprocess.run(
-        [str(BIN / "nbcontainers"), "doctor"], capture_output=True, text=True, timeout=60
-    )
-    assert "[ok  ] engine: Docker" in done.stdout
-    assert "image python" in done.stdout and "gpus" in done.stdout

@@ -1,78 +1,126 @@
-"""Move variables between a notebook and its container kernel (`%container push/pull`).
-
-Pickle protocol 5 keeps large buffers (numpy, pandas, Arrow) out of band: they are written
-as raw files to a folder both sides mount (tmpfs where there is one) and memory-mapped by
-the reader, so a 1 GiB array costs one write and no copy through the messaging layer.
-Nothing is ever eval'ed from printed text.
-"""
+"""The transfer theme: `%container push/pull` copy variables between the notebook and its
+container kernel, all or nothing, through the files of :mod:`.pickles`."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import inspect
-import os
-import pickle
-import tempfile
-import uuid
-from pathlib import Path
+import argparse
 from typing import Any
 
-__all__ = ["dump_to", "load_from", "make_transfer_dir", "remote_helpers"]
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, magics_class
+
+from .parser import Handler
+from .pickles import dump_to, load_from, remote_helpers, remove_files
+from .state import NotebookState
+
+__all__ = ["TRANSFER_MODULE", "TransferMagics", "helpers_code"]
+
+# The container kernel holds the helpers as this module, outside the user's namespace.
+TRANSFER_MODULE = "_nbc_transfer"
 
 
-def make_transfer_dir() -> Path:
-    """A private folder for transfers, on /dev/shm when it is a writable tmpfs."""
-    shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="nbc-xfer-", dir=where))
+@magics_class
+class TransferMagics(Magics):
+    """Moves variables; a failure on either side leaves both namespaces as they were."""
 
+    def __init__(self, shell: Any, state: NotebookState) -> None:
+        super().__init__(shell)
+        self.state = state
 
-def dump_to(obj: Any, folder: str) -> str:
-    """Write ``obj`` as ``<base>.pkl`` plus one raw file per out-of-band buffer; return base.
+    def subcommands(self) -> dict[str, Handler]:
+        return {"push": self.push, "pull": self.pull}
 
-    On failure nothing is left behind.
-    """
-    base = os.path.join(folder, uuid.uuid4().hex)
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        for i, buf in enumerate(buffers):
-            with open(f"{base}.{i}", "wb") as f:
-                f.write(buf.raw())
-        with open(base + ".pkl", "wb") as f:
-            f.write(data)
-    except BaseException:
-        for path in glob.glob(base + ".*"):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        raise
-    return base
-
-
-def load_from(base: str) -> Any:
-    """Read what :func:`dump_to` wrote, memory-mapping the buffers, and delete the files."""
-    import mmap
-
-    buffers: list[Any] = []
-    i = 0
-    while os.path.exists(f"{base}.{i}"):
-        path = f"{base}.{i}"
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            # Copy-on-write mapping: no read copy, and arrays stay writable.
-            buffers.append(
-                mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else bytearray()
+    def push(self, args: argparse.Namespace) -> None:
+        relay = self.state.existing(None)
+        user_ns = self.state.shell.user_ns
+        missing = [n for n in args.names if n not in user_ns]
+        if missing:
+            raise UsageError(
+                f"No variable named {', '.join(map(repr, missing))} in the "
+                "notebook; nothing was pushed."
             )
-        os.unlink(path)
-        i += 1
-    with open(base + ".pkl", "rb") as f:
-        data = f.read()
-    os.unlink(base + ".pkl")
-    return pickle.loads(data, buffers=buffers)
+        bases = {}
+        xfer = self.state.transfer_dir()
+        try:
+            for name in args.names:  # pickle everything first: all or nothing
+                obj = user_ns[name]
+                try:
+                    bases[name] = dump_to(obj, xfer)
+                except Exception as exc:
+                    raise UsageError(
+                        f"Cannot push {name!r}: a {type(obj).__module__}.{type(obj).__qualname__}"
+                        f" can't be pickled ({exc}). Recreate it inside the container instead "
+                        "(run the code that makes it under `%%container`)."
+                    ) from None
+            # Unpickle everything before binding any name: all or nothing there too.
+            code = helpers_code() + (
+                f"__nbc_v = {{n: __import__('sys').modules[{TRANSFER_MODULE!r}].load_from(b) "
+                f"for n, b in {bases!r}.items()}}\n"
+                "globals().update(__nbc_v)\ndel __nbc_v"
+            )
+            try:
+                relay.run_internal(code)
+            except Exception as exc:
+                relay.run_internal("globals().pop('__nbc_v', None)")
+                raise UsageError(
+                    f"The container kernel could not unpickle {', '.join(args.names)} "
+                    f"({type(exc).__name__}: {exc}); nothing was pushed. Install what it needs "
+                    "there (e.g. `%%container` then `%pip install ...`) and push again."
+                ) from None
+        finally:
+            # The reader deletes what it loaded; this removes what a failure left behind.
+            for base in bases.values():
+                remove_files(base)
+
+    def pull(self, args: argparse.Namespace) -> None:
+        relay = self.state.existing(None)
+        code = helpers_code() + (
+            f"__nbc_missing = [n for n in {args.names!r} if n not in globals()]\n"
+            "if __nbc_missing: raise NameError(', '.join(map(repr, __nbc_missing)))\n"
+            f"__nbc_t = __import__('sys').modules[{TRANSFER_MODULE!r}]\n"
+            f"__nbc_bases = {{n: __nbc_t.dump_to(globals()[n], {self.state.transfer_dir()!r}) "
+            f"for n in {args.names!r}}}"
+        )
+        # The names above live in the user's namespace there for a moment; never longer.
+        cleanup = (
+            "for __nbc_n in ('__nbc_missing', '__nbc_t', '__nbc_bases', '__nbc_n'): "
+            "globals().pop(__nbc_n, None)"
+        )
+        try:
+            bases = relay.run_internal(code, user_expressions={"bases": "__nbc_bases"})
+        except Exception as exc:
+            relay.run_internal(cleanup)
+            if type(exc).__name__ == "NameError":
+                raise UsageError(
+                    f"No variable named {exc} in the container kernel; nothing was pulled."
+                ) from None
+            raise UsageError(
+                f"Cannot pull {', '.join(args.names)}: {type(exc).__name__}: {exc}"
+            ) from None
+        relay.run_internal(cleanup)
+        try:
+            loaded = {name: load_from(base) for name, base in bases["bases"].items()}
+        except Exception as exc:
+            for base in bases["bases"].values():
+                remove_files(base)
+            raise UsageError(
+                f"The notebook could not unpickle {', '.join(args.names)} "
+                f"({type(exc).__name__}: {exc}); nothing was pulled. Install what it needs "
+                "locally and pull again."
+            ) from None
+        self.state.shell.user_ns.update(loaded)  # only once every variable has arrived
 
 
-def remote_helpers() -> str:
-    """Source that defines the two functions above in a kernel without nbcontainers."""
-    header = "from __future__ import annotations\nimport contextlib, glob, os, pickle, uuid\n"
-    return header + inspect.getsource(dump_to) + "\n" + inspect.getsource(load_from)
+def helpers_code() -> str:
+    """Code that defines the transfer helpers in the container once (again after a
+    restart), as a module outside the user's namespace."""
+    return (
+        "import sys as __nbc_sys\n"
+        f"if {TRANSFER_MODULE!r} not in __nbc_sys.modules:\n"
+        "    import types as __nbc_types\n"
+        f"    __nbc_m = __nbc_types.ModuleType({TRANSFER_MODULE!r})\n"
+        f"    exec({remote_helpers()!r}, __nbc_m.__dict__)\n"
+        f"    __nbc_sys.modules[{TRANSFER_MODULE!r}] = __nbc_m\n"
+        "    del __nbc_types, __nbc_m\n"
+        "del __nbc_sys\n"
+    )

@@ -33,7 +33,7 @@ from .base import (
 from .buildkit import build_argv, find_builder, run_build
 from .docker_wire import engine_fix_hint, explanation, facts_from, state_from, stats_from
 
-__all__ = ["DockerRuntime"]
+__all__ = ["DockerRuntime", "device_requests"]
 
 PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
 CALL_TIMEOUT = 120.0
@@ -234,16 +234,13 @@ class DockerRuntime:
 
     def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
         """HostConfig arguments that give ``spec`` its GPUs: Docker's device requests."""
-        import docker.types
-
         if spec.gpus is None:
             return {}
-        request = docker.types.DeviceRequest(
+        return device_requests(
             count=spec.gpus.count if not spec.gpus.device_ids else None,
             device_ids=list(spec.gpus.device_ids) or None,
             capabilities=[["gpu"]],
         )
-        return {"device_requests": [request]}
 
     def state(self, container_id: str) -> ContainerState | None:
         import docker.errors
@@ -342,6 +339,14 @@ class DockerRuntime:
         """One sample of CPU/memory use (the engine takes about a second to measure)."""
         with self._translate(f"read stats of container {container_id[:12]}"):
             return stats_from(self.api.stats(container_id, stream=False))
+
+
+def device_requests(**request: Any) -> dict[str, Any]:
+    """HostConfig arguments for one device request (``driver``, ``count``, ``device_ids``,
+    ``capabilities``), for this runtime and the engines that speak its API."""
+    import docker.types
+
+    return {"device_requests": [docker.types.DeviceRequest(**request)]}
 
 
 def _host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> Any:

@@ -36,7 +36,7 @@ from .base import (
     ImageInfo,
 )
 from .buildkit import run_build
-from .docker import DockerRuntime
+from .docker import DockerRuntime, device_requests
 
 __all__ = ["PodmanRuntime", "cdi_specs", "runtime_dir", "user_socket"]
 
@@ -224,13 +224,8 @@ class PodmanRuntime(DockerRuntime):
                 "Docker-compatible API, so the kernel would run without its GPU. Use Podman "
                 '5.4 or newer, or the system engine (`runtime = "docker"`).'
             )
-        import docker.types
-
         ids = list(spec.gpus.device_ids) or ["all"]
-        request = docker.types.DeviceRequest(
-            driver="cdi", device_ids=[f"nvidia.com/gpu={i}" for i in ids]
-        )
-        return {"device_requests": [request]}
+        return device_requests(driver="cdi", device_ids=[f"nvidia.com/gpu={i}" for i in ids])
 
     def image_info(self, ref: str) -> ImageInfo | None:
         info = super().image_info(ref)

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture import Evaluate, Package, Snapshot, capture_kernel
+from ..capture import capture_kernel
 from ..errors import ExportError
-from ..snapshot import _SYSTEM_DISTS, DEFAULT_BASE, dependency_closure, render_lock
+from ..evaluate import Evaluate
+from ..recipe.dockerfile import DEFAULT_BASE
+from ..runtimes.base import ContainerRuntime
 from . import serialize, smoke
+from .lock import plan_lock
 from .render import DEBIAN_PYTHON, ExportPlan, dns_name, write_export
 
 __all__ = [
@@ -27,13 +30,9 @@ __all__ = [
     "export",
     "export_from_namespace",
     "kernel_capture",
-    "plan_lock",
 ]
 
 Say = Callable[[str], None]
-
-_SERVER_LOCK = Path(__file__).with_name("requirements.lock")
-_CUDA_ONLY = ("nvidia-", "triton", "cuda-")
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Exported:
     ready_seconds: float = 0.0
     served: smoke.Served | None = None
     pushed: str | None = None
-    runtime: Any = None
+    runtime: ContainerRuntime | None = None
 
     @property
     def url(self) -> str | None:
@@ -97,10 +96,12 @@ def kernel_capture(
     evaluate: Evaluate, name: str, out_dir: str, options: ExportOptions
 ) -> dict[str, Any]:
     """Run the model capture in the kernel; raise ExportError for input the user must fix."""
+    # A module of its own, in sys.modules so the expression below can reach it: the user's
+    # namespace gets no name of ours.
     define = (
         "import sys as __nbc_sys, types as __nbc_types\n"
         "__nbc_m = __nbc_types.ModuleType('_nbc_export')\n"
-        f"exec({_capture_source()!r}, __nbc_m.__dict__)\n"
+        f"exec({serialize.source()!r}, __nbc_m.__dict__)\n"
         "__nbc_sys.modules['_nbc_export'] = __nbc_m\n"
         "del __nbc_sys, __nbc_types, __nbc_m\n"
     )
@@ -120,77 +121,6 @@ def kernel_capture(
     return dict(result)
 
 
-def _capture_source() -> str:
-    return Path(serialize.__file__).read_text()
-
-
-def _server_packages() -> tuple[list[Package], dict[tuple[str, str], list[str]]]:
-    """The model server's own pins (uvicorn and friends) with their hashes."""
-    packages: list[Package] = []
-    hashes: dict[tuple[str, str], list[str]] = {}
-    current: Package | None = None
-    for raw in _SERVER_LOCK.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith(("#", "--")) and "==" in line:
-            name, version = line.split(" ", 1)[0].split("==", 1)
-            current = Package(name=name, version=version, kind="index")
-            packages.append(current)
-            hashes[(name, version)] = []
-        if current is not None and "--hash=sha256:" in line:
-            hashes[(current.name, current.version)].append(
-                line.split("--hash=sha256:", 1)[1].split()[0]
-            )
-    return packages, hashes
-
-
-def plan_lock(snap: Snapshot, requires: list[str], gpu: bool) -> tuple[str, str | None]:
-    """The serving image's lock: the kernel's exact versions of what the model needs, plus the
-    server's own pins; and the extra index a local version label needs."""
-    from ..hashes import published_hashes
-    from ..pipsettings import read_pip_settings
-
-    wanted = dependency_closure(snap, [*requires, "numpy"])
-    lock = [p for p in wanted if p.kind != "system" and p.key not in _SYSTEM_DISTS]
-    torch = next((p for p in lock if p.key == "torch"), None)
-    if torch is not None and not gpu and "+" not in torch.version:
-        # A CUDA build of torch in the kernel; the CPU image gets the same version's CPU build.
-        lock = [p for p in lock if not p.key.startswith(_CUDA_ONLY)]
-        lock[lock.index(torch)] = Package(
-            name=torch.name, version=f"{torch.version}+cpu", kind="index", requires=torch.requires
-        )
-    blocked = [p for p in lock if p.kind in ("local", "editable")]
-    if blocked:
-        raise ExportError(
-            "The model needs "
-            + ", ".join(f"{p.name} (installed from {p.source or 'a local path'})" for p in blocked)
-            + ", which the image can't install from an index. Install it from an index or a VCS "
-            "URL in the kernel, or `%container snapshot --wheels` to vendor it, then export again."
-        )
-    server, server_hashes = _server_packages()
-    have = {p.key for p in lock}
-    lock += [p for p in server if p.key not in have]
-    hashes = published_hashes(
-        [
-            (p.name, p.version)
-            for p in lock
-            if p.kind == "index" and (p.name, p.version) not in server_hashes
-        ],
-        read_pip_settings(),
-    )
-    hashes.update(server_hashes)
-    labels = sorted({p.version.split("+", 1)[1] for p in lock if "+" in p.version})
-    extra = next(
-        (
-            f"https://download.pytorch.org/whl/{label}"
-            for label in labels
-            if label == "cpu" or label.startswith("cu")
-        ),
-        None,
-    )
-    title = "nbcontainers-export lock: the kernel's exact versions of what the model needs"
-    return render_lock(lock, hashes, title), extra
-
-
 def base_for(python: str) -> str:
     """Debian bookworm's python3 is 3.11; other versions get the official slim image."""
     return DEFAULT_BASE if python == DEBIAN_PYTHON else f"python:{python}-slim-bookworm"
@@ -202,7 +132,7 @@ def export(
     options: ExportOptions,
     *,
     work_dir: str,
-    runtime: Any,
+    runtime: ContainerRuntime,
     say: Say = print,
     version: str = "",
 ) -> Exported:
@@ -216,12 +146,14 @@ def export(
     staged.chmod(0o777)  # a container kernel may run as another uid
     try:
         meta = kernel_capture(evaluate, name, str(staged), options)
+        # Not an error: the safetensors form serves the same answers; the user should know.
         fallback = meta.pop("note", "")
         if fallback:
             say(
                 f"torch.export could not trace {name} ({fallback}); saved safetensors weights "
                 "and the class source instead."
             )
+        # The kernel's own pins: the image gets exactly the versions the model was made with.
         snap = capture_kernel(evaluate)
         lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")))
         model = dns_name(name)
@@ -258,6 +190,7 @@ def export(
     result.build_seconds = time.monotonic() - started
     say(f"Built {ref} ({info.size / 1e6:.0f} MB) in {result.build_seconds:.0f} s; smoke test...")
     example = json.loads((written / "example.json").read_text())
+    # Always run once, --run or not: no image is handed over before it answered correctly.
     served = smoke.start(
         runtime,
         ref,
@@ -300,11 +233,12 @@ def export_from_namespace(
     name: str,
     options: ExportOptions,
     *,
-    runtime: Any,
+    runtime: ContainerRuntime,
     say: Say = print,
     version: str = "",
 ) -> Exported:
     """Export ``namespace[name]`` from this process (the CLI, scripts, benchmarks)."""
+    # Just enough of IPython for the capture: it reads get_ipython().user_ns.
     shell = type("Shell", (), {"user_ns": namespace})()
     scope: dict[str, Any] = {"get_ipython": lambda: shell}
 
@@ -330,6 +264,7 @@ def _installed_version() -> str:
 
 def _content_hash(staged: Path, lock: str) -> str:
     """A tag from what the image is made of: the model files and the lock."""
+    # Same model and lock, same tag: a re-export reuses the built image's cache and name.
     digest = hashlib.sha256(lock.encode())
     for path in sorted(staged.rglob("*")):
         if path.is_file():
@@ -338,7 +273,7 @@ def _content_hash(staged: Path, lock: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def _remove(runtime: Any, served: smoke.Served) -> None:
+def _remove(runtime: ContainerRuntime, served: smoke.Served) -> None:
     runtime.stop(served.container_id, timeout=5)
     runtime.remove(served.container_id)
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..build import pip_install_step
 from ..errors import ExportError
 from ..folders import replace_atomically
+from ..recipe.dockerfile import pip_install_step, serving_build_layer, serving_runtime_layer
 from . import manifests
+from .server import server_source
 
 __all__ = [
     "DEBIAN_PYTHON",
@@ -51,8 +52,6 @@ def dns_name(text: str) -> str:
 
 def render_dockerfile(plan: ExportPlan, version: str) -> str:
     debian = plan.python == DEBIAN_PYTHON  # else a python:X.Y-slim base brings its own
-    build_apt = "ca-certificates python3 python3-venv" if debian else "ca-certificates"
-    run_apt = "ca-certificates python3 tini" if debian else "ca-certificates tini"
     fmt = plan.meta["format"]
     lines = [
         f"# {MARKER}: serving image for model {plan.name!r} ({plan.meta['kind']}, {fmt}),",
@@ -63,12 +62,10 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "",
         "# ---- build stage: a virtualenv from the lock alone ----",
         "FROM ${BASE_IMAGE} AS build",
-        "RUN set -eux; export DEBIAN_FRONTEND=noninteractive; apt-get update; \\",
-        f"    apt-get install -y --no-install-recommends {build_apt}; \\",
-        "    rm -rf /var/lib/apt/lists/*; \\",
-        "    python3 -m venv /opt/venv",
+        *serving_build_layer(debian),
         "COPY requirements.lock /opt/nbc/requirements.lock",
     ]
+    # pip goes once the venv is filled: the runtime stage gets the venv without it.
     lines += pip_install_step(
         "/opt/venv/bin/pip", plan.extra_index, then="/opt/venv/bin/pip uninstall -y -q pip"
     )
@@ -77,11 +74,7 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "",
         "# ---- runtime stage: no compiler, no pip, non-root, tini as PID 1 ----",
         "FROM ${BASE_IMAGE}",
-        "RUN set -eux; export DEBIAN_FRONTEND=noninteractive; apt-get update; \\",
-        f"    apt-get install -y --no-install-recommends {run_apt}; \\",
-        "    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/* /var/log/dpkg.log; \\",
-        "    useradd --uid 1000 --user-group --no-create-home --home-dir /tmp \\",
-        "        --shell /usr/sbin/nologin nbc",
+        *serving_runtime_layer(debian),
         "COPY --from=build /opt/venv /opt/venv",
         "COPY server/ /opt/nbc/server/",
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\",
@@ -169,7 +162,7 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
         meta = {**plan.meta, "name": plan.name, "nbcontainers": version}
         (staging / "model" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staging / "server").mkdir()
-        shutil.copy2(Path(__file__).with_name("server.py"), staging / "server" / "server.py")
+        (staging / "server" / "server.py").write_text(server_source())
         (staging / ".nbc" / "wheels").mkdir(parents=True)
         (staging / "requirements.lock").write_text(plan.lock)
         (staging / "Dockerfile").write_text(render_dockerfile(plan, version))

@@ -100,7 +100,7 @@ def wait_ready(runtime: ContainerRuntime, served: Served, timeout: float = 180) 
             request(served.url + "/v2/health/ready", timeout=2)
             return time.monotonic() - started
         except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            time.sleep(0.1)
+            time.sleep(0.1)  # 503 while loading, refused before uvicorn listens
     raise ExportError(
         f"The serving container was not ready after {timeout:.0f} s. Its log:\n"
         + runtime.logs(served.container_id, tail=40)
@@ -120,6 +120,8 @@ def compare(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> list[s
             problems.append(f"{name}: shape {have.get('shape')} instead of {want['shape']}")
             continue
         a, b = np.asarray(want["data"]), np.asarray(have["data"])
+        # The same tolerance as the kernel's own check: JSON round trips floats, the model
+        # in the image may sum in another order.
         if a.dtype.kind in "fc" or b.dtype.kind in "fc":
             a, b = a.astype(float), b.astype(float)
             bad = ~np.isclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)

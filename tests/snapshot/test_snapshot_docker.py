@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .drive import Frontend, container_kernel, notebook, run
+from ..drive import Frontend, container_kernel, notebook, run
 
 pytestmark = pytest.mark.docker
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .catalog import canonical_name
-from .pipsettings import PipSettings
+from ..catalog import canonical_name
+from ..pipsettings import PipSettings
 
 __all__ = ["file_sha256", "published_hashes"]
 
@@ -33,6 +33,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _file_version(filename: str) -> str:
+    # Wheel names split on dashes (PEP 427); an sdist's version is after its last dash.
     if filename.endswith(".whl"):
         return filename.split("-")[1]
     for ext in (".tar.gz", ".zip", ".tar.bz2"):
@@ -60,6 +61,7 @@ def _from_index(index: str, name: str, version: str, context: ssl.SSLContext) ->
 
 def _from_find_links(name: str, version: str, settings: PipSettings) -> list[str]:
     stem = name.replace("-", "_").lower()
+    # Hashed here: find-links folders publish no hashes of their own.
     return sorted(
         file_sha256(wheel)
         for folder in settings.local_find_links()
@@ -87,5 +89,6 @@ def published_hashes(
         found = _from_index(index, name, version, context) if remote and "+" not in version else []
         return found or _from_find_links(name, version, settings)
 
+    # One request per distribution, in parallel: a lock of 200 pins should not take minutes.
     with ThreadPoolExecutor(max_workers=16) as pool:
         return dict(zip(pins, pool.map(one, pins), strict=True))

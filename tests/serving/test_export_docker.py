@@ -18,7 +18,7 @@ import pytest
 from nbcontainers.catalog import load_catalog
 from nbcontainers.runtimes.base import ContainerSpec, Mount
 
-from .drive import Frontend, notebook
+from ..drive import Frontend, notebook
 
 pytestmark = pytest.mark.docker
 

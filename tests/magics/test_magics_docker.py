@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .drive import Frontend, notebook
+from ..drive import Frontend, notebook
 
 pytestmark = pytest.mark.docker
 

@@ -18,10 +18,10 @@ from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from nbcontainers.capture import find_connection_file
 from nbcontainers.catalog import read_pins
+from nbcontainers.evaluate import find_connection_file
 
-from .drive import connected, run
+from ..drive import connected, run
 
 CLI = [sys.executable, "-m", "nbcontainers.cli", "snapshot"]
 

@@ -14,13 +14,14 @@ import pytest
 import yaml
 
 from nbcontainers.errors import ExportError
+from nbcontainers.inkernel import serialize
 from nbcontainers.magics import _LOCAL_ASSIGNMENT
-from nbcontainers.serving import manifests, serialize
-from nbcontainers.serving.export import plan_lock
+from nbcontainers.recipe.environment import Package, Snapshot
+from nbcontainers.serving import manifests
+from nbcontainers.serving.image import Server
+from nbcontainers.serving.lock import plan_lock
 from nbcontainers.serving.render import ExportPlan, render_dockerfile, write_export
-from nbcontainers.serving.server import Server
 from nbcontainers.serving.smoke import compare
-from nbcontainers.snapshot import Package, Snapshot
 
 X = np.arange(24, dtype="float64").reshape(6, 4)
 
@@ -312,10 +313,10 @@ def test_write_export_refuses_a_foreign_folder(tmp_path: Path) -> None:
 
 
 def test_cpu_image_of_a_cuda_torch_drops_the_cuda_wheels(monkeypatch: pytest.MonkeyPatch) -> None:
-    import nbcontainers.hashes
+    import nbcontainers.recipe.hashes
 
     monkeypatch.setattr(
-        nbcontainers.hashes, "published_hashes", lambda pins, settings: {p: [] for p in pins}
+        nbcontainers.recipe.hashes, "published_hashes", lambda pins, settings: {p: [] for p in pins}
     )
     snap = Snapshot(
         python="3.11",
@@ -357,11 +358,11 @@ def test_cli_exports_a_saved_skops_model_and_refuses_pickle_unless_asked(
     from click.testing import CliRunner
     from sklearn.linear_model import LogisticRegression
 
-    import nbcontainers.hashes
+    import nbcontainers.recipe.hashes
     from nbcontainers.cli import main
 
     monkeypatch.setattr(
-        nbcontainers.hashes, "published_hashes", lambda pins, settings: {p: [] for p in pins}
+        nbcontainers.recipe.hashes, "published_hashes", lambda pins, settings: {p: [] for p in pins}
     )
     monkeypatch.chdir(tmp_path)
     clf = LogisticRegression().fit(X, [0, 1, 0, 1, 0, 1])

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from nbcontainers.capture import parse_capture
+from nbcontainers.errors import SnapshotError
 from nbcontainers.snapshot import (
     MARKER,
-    SnapshotError,
     compare_packages,
     minimal_packages,
-    parse_capture,
     write_snapshot,
 )
 

@@ -1,0 +1,261 @@
+"""The session theme: which container kernels a notebook has and which one runs its cells
+(`%container use/local/list/stop/restart/logs`, `%%container`, and the input transformer
+that sends every cell to the active kernel)."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import re
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+
+from ..catalog import load_catalog
+from ..errors import NbcontainersError, UnknownImage, did_you_mean
+from ..kernels.kernelspecs import kernel_json
+from ..kernels.relay import Relay
+from .parser import Dispatcher, Handler
+from .snapshot import snapshot_folder_image
+from .state import NotebookState, catalog_names, provisioner_of
+from .status import format_duration
+
+__all__ = ["LOCAL_ASSIGNMENT", "LOCAL_PREFIXES", "SessionMagics"]
+
+# Cells starting with these run locally even while a container kernel is active.
+LOCAL_PREFIXES = (
+    "%container",
+    "%%container",
+    "%load_ext",
+    "%unload_ext",
+    "%reload_ext",
+    "%export-serving",
+    "%export_serving",
+)
+# `server = %export-serving ...` runs locally too.
+LOCAL_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*\s*=\s*%(container|export-serving|export_serving)\b")
+
+
+@magics_class
+class SessionMagics(Magics):
+    """Starts, switches and stops the notebook's container kernels; owns the `%container`
+    magic itself and hands its other subcommands to ``dispatch`` (set by ``load``)."""
+
+    def __init__(self, shell: Any, state: NotebookState) -> None:
+        super().__init__(shell)
+        self.state = state
+        self.dispatch: Dispatcher | None = None
+        self._exit_hook = False
+
+    def subcommands(self) -> dict[str, Handler]:
+        return {
+            "use": self.use,
+            "local": self.local,
+            "list": self.list_kernels,
+            "stop": self.stop,
+            "restart": self.restart,
+            "logs": self.logs,
+        }
+
+    @line_cell_magic
+    def container(self, line: str, cell: str | None = None) -> Any:
+        """Run this notebook's cells in a container kernel.
+
+        %container use NAME [--gpus all|N|IDS] [--memory 8g] [--cpus 2]
+            From now on, cells run in a container kernel for catalog image (or kernelspec)
+            NAME, started in the notebook's folder. Outputs, errors, input(), interrupts,
+            widgets, completion and inspection all work as in a local kernel.
+        %container use ./DIR      the same for a snapshot folder: its image snapshot-DIR is
+            built (once) and registered first
+        %container local          cells run locally again; the container keeps running
+        %container status [NAME]  image, digest, uptime, CPU/memory, GPUs
+        %container list           this notebook's container kernels
+        %container stop [NAME]    shut a container kernel down (back to local if it was active)
+        %container restart [NAME] a fresh kernel in a fresh container
+        %container logs [NAME] [--tail N]
+        %container push VAR...    copy notebook variables into the container kernel
+        %container pull VAR...    copy container variables into the notebook
+        %container snapshot [DIR] [--minimal] [--wheels] [--build] [--verify]
+            write DIR (default ./snapshot): a Dockerfile, lock, environment.json and project
+            files that plain `docker build DIR` turns back into the active container kernel's
+            environment (or the local kernel's). --verify rebuilds it and compares packages;
+            --build also registers it as image snapshot-DIR for `%container use`;
+            --wheels vendors every distribution, so it builds with no index at all;
+            --minimal keeps only what the session imported and what that requires.
+            conda installs are pinned from pip's index (same version) or refused by name;
+            environment.json also records GPUs (nvidia-smi) and torch/CUDA/cuDNN facts.
+        %%container [NAME]        run just this cell in the active (or NAME's) container
+
+        Variables move as pickles (protocol 5) through a shared tmpfs folder: large arrays
+        are memory-mapped, not copied through the messaging layer.
+        """
+        if cell is not None:
+            return self.run_cell(line.strip() or None, cell)
+        if self.dispatch is None:
+            raise UsageError("%container is not loaded: run `%load_ext nbcontainers`.")
+        return self.dispatch(line)
+
+    def run_cell(self, name: str | None, cell: str) -> None:
+        """`%%container [NAME]`: this cell in NAME's kernel (started if need be), else in
+        the active one."""
+        try:
+            relay = self.relay(name, {}) if name else self.state.existing(None)
+        except NbcontainersError as exc:
+            raise UsageError(str(exc)) from None
+        relay.execute(cell)
+
+    # -- subcommands ------------------------------------------------------------------------
+
+    def use(self, args: argparse.Namespace) -> None:
+        overrides = {
+            k: v
+            for k, v in (("gpus", args.gpus), ("mem_limit", args.memory), ("cpus", args.cpus))
+            if v is not None
+        }
+        name = args.name
+        if name.startswith((".", "/", "~")) or os.sep in name:
+            name = snapshot_folder_image(name)
+        relay = self.relay(name, overrides)
+        self.state.active = relay.name
+        print(
+            f"Cells now run in container kernel {relay.name!r} "
+            f"({(relay.container_id or '')[:12]}). `%container local` to switch back."
+        )
+
+    def local(self, args: argparse.Namespace) -> None:
+        if self.state.active is None:
+            print("Cells already run in the local kernel.")
+            return
+        print(
+            f"Cells run in the local kernel again; container kernel {self.state.active!r} keeps "
+            "running (`%container stop` ends it)."
+        )
+        self.state.active = None
+
+    def list_kernels(self, args: argparse.Namespace) -> None:
+        if not self.state.relays:
+            print(
+                "No container kernels. Start one with `%container use NAME`; images: "
+                + catalog_names()
+            )
+            return
+        for name, relay in self.state.relays.items():
+            mode = "idle" if relay.alive else "dead"
+            if name == self.state.active:
+                mode = "active"
+            print(
+                f"{name:<20} {mode:<7} {(relay.container_id or '-')[:12]}  "
+                f"up {format_duration(time.time() - relay.started_at)}"
+            )
+
+    def stop(self, args: argparse.Namespace) -> None:
+        relay = self.state.existing(args.name)
+        relay.stop()
+        self.state.forget(relay)
+        print(f"Stopped container kernel {relay.name!r}; cells run in the local kernel.")
+
+    def restart(self, args: argparse.Namespace) -> None:
+        relay = self.state.existing(args.name)
+        relay.restart()
+        print(f"Restarted container kernel {relay.name!r} ({(relay.container_id or '')[:12]}).")
+
+    def logs(self, args: argparse.Namespace) -> None:
+        relay = self.state.existing(args.name)
+        runtime = provisioner_of(relay).runtime
+        print(runtime.logs(relay.container_id or "", tail=args.tail))
+
+    # -- kernels ----------------------------------------------------------------------------
+
+    def kernel_spec(self, name: str, overrides: dict[str, Any]) -> tuple[str, KernelSpec]:
+        """The kernelspec to start for ``name`` (a catalog image, else an installed
+        kernelspec) with ``overrides`` and the transfer folder in its provisioner config;
+        and the name the notebook knows the kernel by."""
+        catalog = load_catalog()
+        try:
+            image = catalog[name]  # also takes the kernelspec name, "nbc-python"
+        except UnknownImage:
+            image = None
+        if image is not None:
+            image_name = image.name
+            # Built in memory: a catalog image needs no installed kernelspec.
+            spec = KernelSpec(**kernel_json(image), resource_dir="")
+            spec.name = image.kernel_name
+        else:
+            manager = KernelSpecManager()
+            try:
+                spec = manager.get_kernel_spec(name)
+            except NoSuchKernel:
+                known = set(catalog) | set(manager.find_kernel_specs())
+                raise UsageError(
+                    f"Unknown image or kernel {name!r}.{did_you_mean(name, known)} "
+                    f"Catalog images: {', '.join(catalog)}."
+                ) from None
+            image_name = name
+        provisioner = spec.metadata.get("kernel_provisioner", {})
+        if provisioner.get("provisioner_name") == "nbcontainers":
+            config = provisioner.setdefault("config", {})
+            config.update(overrides)
+            mounts = list(config.get("extra_mounts", []))
+            # push/pull and snapshot wheels go through this folder, at the same path inside.
+            xfer = self.state.transfer_dir()
+            config["extra_mounts"] = [*mounts, f"{xfer}:{xfer}:rw"]
+        elif overrides:
+            raise UsageError(
+                f"--gpus/--memory/--cpus only apply to container images, not kernel {name!r}."
+            )
+        return image_name, spec
+
+    def relay(self, name: str, overrides: dict[str, Any]) -> Relay:
+        """The running kernel for ``name``, or a new one; new limits mean a new kernel."""
+        image_name, spec = self.kernel_spec(name, overrides)
+        relay = self.state.relays.get(image_name)
+        if relay is not None and relay.alive and not overrides:
+            return relay
+        if relay is not None:
+            relay.stop()
+        shell = self.state.shell
+        relay = Relay(
+            image_name,
+            spec,
+            shell.kernel,
+            cwd=os.getcwd(),
+            execution_count=lambda: int(shell.displayhook.prompt_count),
+        )
+        relay.start()
+        if not self._exit_hook:
+            # Registered after the first start, so it runs before the provisioner's own exit
+            # hook (atexit is last-in, first-out): the local kernel's exit ends its containers.
+            atexit.register(self.shutdown, now=True)
+            self._exit_hook = True
+        self.state.relays[image_name] = relay
+        return relay
+
+    def shutdown(self, now: bool = False) -> None:
+        """Stop every container kernel of this notebook (``now``: kill, don't ask)."""
+        for relay in list(self.state.relays.values()):
+            try:
+                relay.stop(now=now)
+            except Exception as exc:  # the engine may be gone already
+                self.state.shell.log.debug("stopping %s failed: %s", relay.name, exc)
+        self.state.relays.clear()
+        self.state.active = None
+        self.state.remove_transfer_dir()
+
+    # -- cell routing -----------------------------------------------------------------------
+
+    def route(self, lines: list[str]) -> list[str]:
+        """Input transformer: while a container is active, every cell becomes %%container.
+
+        The body is never parsed here, so `await`, `!cmd` and cell magics reach the
+        container kernel as written.
+        """
+        if self.state.active is None or not lines:
+            return lines
+        first = next((ln.lstrip() for ln in lines if ln.strip()), "")
+        if not first or first.startswith(LOCAL_PREFIXES) or LOCAL_ASSIGNMENT.match(first):
+            return lines
+        return ["%%container\n", *lines]

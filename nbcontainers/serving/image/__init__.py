@@ -1,0 +1,35 @@
+"""The model server inside an exported serving image: an ASGI app run by uvicorn.
+
+Open Inference Protocol v2 over REST (health live/ready, server and model metadata, infer),
+a plain JSON ``/predict``, an OpenAPI document and Prometheus ``/metrics``. Concurrent
+requests are batched when the model takes a batch dimension: while the model runs, new
+requests queue, and the next call takes all of them at once (no added wait at low load).
+Standalone: the standard library, numpy and the model's own framework; the model is read
+from ``$NBC_MODEL_DIR`` (``meta.json`` says how) in a thread, so /v2/health/ready answers 503
+until it is loaded.
+
+These modules run in the image, not here: ``nbcontainers/serving/server.py`` joins them into
+the export folder's ``server/server.py`` (``uvicorn server:app``). Importing this package
+needs numpy.
+"""
+
+from __future__ import annotations
+
+from .app import Server, create_app
+from .batching import Batcher
+from .loading import load_model, read_safetensors
+from .metrics import Metrics
+from .protocol import BadRequest, decode_infer, decode_predict, encode_outputs
+
+__all__ = [
+    "BadRequest",
+    "Batcher",
+    "Metrics",
+    "Server",
+    "create_app",
+    "decode_infer",
+    "decode_predict",
+    "encode_outputs",
+    "load_model",
+    "read_safetensors",
+]

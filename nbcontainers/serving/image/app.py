@@ -1,0 +1,238 @@
+"""The ASGI application: routes, limits, the model loaded in a thread (503 until then)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .batching import Batcher
+from .loading import load_model
+from .metrics import Metrics
+from .openapi import openapi
+from .protocol import BadRequest, decode_infer, decode_predict, encode_outputs
+
+__all__ = [
+    "Server",
+    "create_app",
+]
+
+
+Scope = dict[str, Any]
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+log = logging.getLogger("nbcontainers.server")
+
+
+class Server:
+    """The ASGI application (``app`` below is one, configured from the environment)."""
+
+    def __init__(self, model_dir: str, max_body: int = 8 << 20, max_rows: int = 4096) -> None:
+        self.model_dir = model_dir
+        with open(os.path.join(model_dir, "meta.json")) as f:
+            self.meta = json.load(f)
+        self.name = self.meta["name"]
+        self.max_body = max_body
+        self.max_rows = max_rows
+        self.metrics = Metrics()
+        self.predict: Callable[[Any], list[Any]] | None = None
+        self.load_error: str | None = None
+        self.batcher: Batcher | None = None
+
+    def load(self) -> None:
+        # In a thread from startup, so health answers (503) while a large model loads.
+        try:
+            self.predict = load_model(self.model_dir, self.meta)
+            self.metrics.ready = 1
+            # Warning: uvicorn configures only its own loggers, so ours prints through Python's
+            # last-resort handler, which drops anything below warning.
+            log.warning("model %s loaded (%s)", self.name, self.meta["format"])
+        except Exception as exc:  # reported by /v2/health/ready and the log
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("loading model %s failed: %s", self.name, self.load_error)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        route, status = scope["path"], 500
+        # Every failure becomes a JSON answer: a bad request must never stop the server.
+        try:
+            route, status, payload, kind = await self._route(scope, receive)
+        except BadRequest as exc:
+            status, payload, kind = exc.status, {"error": str(exc)}, "json"
+        except Exception as exc:
+            log.exception("request to %s failed", route)
+            status, payload, kind = 500, {"error": f"{type(exc).__name__}: {exc}"}, "json"
+        body = payload.encode() if kind == "text" else json.dumps(payload).encode()
+        content_type = b"text/plain; version=0.0.4" if kind == "text" else b"application/json"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.request(route, status, time.perf_counter() - started)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                threading.Thread(target=self.load, name="nbc-load", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, scope: Scope, receive: Receive) -> tuple[str, int, Any, str]:
+        path, method = scope["path"].rstrip("/") or "/", scope["method"]
+        model_path = f"/v2/models/{self.name}"
+        gets: dict[str, Callable[[], tuple[int, Any, str]]] = {
+            "/v2/health/live": lambda: (200, {"live": True}, "json"),
+            "/v2/health/ready": self._ready,
+            f"{model_path}/ready": self._ready,
+            "/v2": lambda: (
+                200,
+                {
+                    "name": "nbcontainers",
+                    "version": self.meta.get("nbcontainers", ""),
+                    "extensions": [],
+                },
+                "json",
+            ),
+            model_path: lambda: (200, self._model_metadata(), "json"),
+            "/openapi.json": lambda: (200, openapi(self.name, self.meta), "json"),
+            "/metrics": lambda: (200, self.metrics.render(), "text"),
+            "/": lambda: (200, {"model": self.name, "openapi": "/openapi.json"}, "json"),
+        }
+        # HEAD too: load balancers probe health with it.
+        if path in gets:
+            if method not in ("GET", "HEAD"):
+                raise BadRequest(f"{path} answers GET.", status=405)
+            return (path, *gets[path]())
+        if path in (f"{model_path}/infer", "/predict"):
+            if method != "POST":
+                raise BadRequest(f"{path} answers POST.", status=405)
+            # 503 until loaded, as readiness says: orchestrators keep traffic away meanwhile.
+            if self.predict is None:
+                raise BadRequest(
+                    f"Model {self.name} is not ready: {self.load_error or 'loading'}.", status=503
+                )
+            body = await self._json(scope, receive)
+            if path == "/predict":
+                outputs = await self._infer(decode_predict(body, self.meta))
+                predictions: Any = [o.tolist() for o in outputs]
+                return (
+                    path,
+                    200,
+                    # One output: its rows directly (TF Serving's shape); several: a list each.
+                    {"predictions": predictions[0] if len(outputs) == 1 else predictions},
+                    "json",
+                )
+            outputs = await self._infer(decode_infer(body, self.meta))
+            reply = {
+                "model_name": self.name,
+                "model_version": "1",
+                "outputs": encode_outputs(outputs, self.meta),
+            }
+            # OIP echoes the request's id, so a client can match answers to requests.
+            if isinstance(body, dict) and "id" in body:
+                reply["id"] = body["id"]
+            return path, 200, reply, "json"
+        if path.startswith("/v2/models/"):
+            raise BadRequest(
+                f"No model {path.split('/')[3]!r} here; this server has {self.name!r}.", status=404
+            )
+        raise BadRequest(f"No route {path}; see /openapi.json.", status=404)
+
+    def _ready(self) -> tuple[int, Any, str]:
+        if self.predict is not None:
+            return 200, {"ready": True}, "json"
+        return 503, {"ready": False, "error": self.load_error or "loading"}, "json"
+
+    async def _infer(self, batch: Any) -> list[Any]:
+        if len(batch) > self.max_rows:
+            raise BadRequest(
+                f"At most {self.max_rows} rows per request (NBC_MAX_ROWS).", status=413
+            )
+        if self.batcher is None:
+            assert self.predict is not None
+            self.batcher = Batcher(
+                self.predict,
+                bool(self.meta.get("batchable")),
+                bool(self.meta.get("frame")),
+                self.max_rows,
+                self.metrics,
+            )
+        try:
+            return await self.batcher.submit(batch)
+        except BadRequest:
+            raise
+        except Exception as exc:
+            raise BadRequest(
+                f"The model failed on this input: {type(exc).__name__}: {exc}", status=422
+            ) from None
+
+    async def _json(self, scope: Scope, receive: Receive) -> Any:
+        # Over the limit, the rest is read and dropped (up to 8x the limit) so the client
+        # gets its 413 rather than a connection reset in the middle of sending.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_body:
+                chunks.append(chunk)
+            if not message.get("more_body") or size > 8 * self.max_body:
+                break
+        if size > self.max_body:
+            raise BadRequest(
+                f"Request body over {self.max_body} bytes (NBC_MAX_BODY_BYTES).", status=413
+            )
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"The body is not JSON: {exc}") from None
+
+    def _model_metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": self.meta["format"],
+            "inputs": self.meta["signature"]["inputs"],
+            "outputs": self.meta["signature"]["outputs"],
+        }
+
+
+def create_app() -> Server:
+    return Server(
+        os.environ.get("NBC_MODEL_DIR", "/opt/nbc/model"),
+        max_body=int(os.environ.get("NBC_MAX_BODY_BYTES", 8 << 20)),
+        max_rows=int(os.environ.get("NBC_MAX_ROWS", 4096)),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn server:app` builds the app on first access, not at import.
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

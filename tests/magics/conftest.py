@@ -1,0 +1,91 @@
+"""The fast tier's notebook: a plain IPython shell (no kernel, no engine) with the magics
+loaded, and stand-in container kernels backed by the in-memory runtime."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from nbcontainers.magics import Loaded, load, unload
+
+
+@pytest.fixture(scope="session")
+def _ipython(tmp_path_factory: pytest.TempPathFactory) -> InteractiveShell:
+    # One shell for the session (IPython's shell is a singleton); its history stays in memory
+    # and its profile in a temporary folder, never the user's ~/.ipython.
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    config.InteractiveShell.ipython_dir = str(tmp_path_factory.mktemp("ipython"))
+    return InteractiveShell.instance(config=config)
+
+
+@pytest.fixture
+def shell(_ipython: InteractiveShell) -> Iterator[InteractiveShell]:
+    """The shell with `%load_ext nbcontainers` done; unloaded afterwards."""
+    load(_ipython)
+    yield _ipython
+    unload(_ipython)
+    for name in [n for n in _ipython.user_ns if n.startswith("nbc_test_")]:
+        del _ipython.user_ns[name]
+
+
+def loaded(shell: InteractiveShell) -> Loaded:
+    """What `load` installed (the magics' shared state and themes)."""
+    found: Loaded = shell._nbcontainers_magics  # type: ignore[attr-defined]
+    return found
+
+
+class StandInRelay:
+    """What the themes read of a :class:`~nbcontainers.kernels.relay.Relay`, without a
+    kernel: its name, container, provisioner and start time."""
+
+    def __init__(self, name: str, provisioner: Any, container_id: str | None, alive: bool = True):
+        self.name = name
+        self.km = SimpleNamespace(provisioner=provisioner)
+        self.container_id = container_id
+        self.alive = alive
+        self.started_at = time.time() - 65
+        self.stopped = False
+        self.restarted = False
+
+    def stop(self, now: bool = False) -> None:
+        self.stopped = True
+        self.alive = False
+
+    def restart(self) -> None:
+        self.restarted = True
+
+
+@pytest.fixture
+def container_kernel(
+    shell: InteractiveShell, fake_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> StandInRelay:
+    """A running 'python' container kernel on the fake runtime, active in the notebook."""
+    import nbcontainers.kernels.provisioner as provisioner_module
+    from nbcontainers.kernels.provisioner import ContainerProvisioner
+    from nbcontainers.runtimes import ContainerSpec
+
+    monkeypatch.setattr(provisioner_module, "get_runtime", lambda name="docker": fake_runtime)
+    provisioner = ContainerProvisioner(image="python")
+    cid = fake_runtime.run(
+        ContainerSpec(image=provisioner.catalog_image.ref, command=("python",), mem_limit="2g")
+    )
+    relay = StandInRelay("python", provisioner, cid)
+    state = loaded(shell).state
+    state.relays["python"] = relay  # type: ignore[assignment]
+    state.active = "python"
+    return relay
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private folder for the user's catalog file."""
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
+    return tmp_path / "config"
