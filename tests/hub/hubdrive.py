@@ -78,7 +78,7 @@ class Hub:
         raise AssertionError(f"{user}'s server did not start:\n{self.log_tail()}")
 
 
-def start_hub(folder: Path, users: tuple[str, ...]) -> Hub:
+def start_hub(folder: Path, users: tuple[str, ...], extra: str = "") -> Hub:
     """JupyterHub from the example config, with test overrides: random loopback ports, state
     in ``folder``, only ``users`` allowed."""
     port, hub_port, api_port = free_port(), free_port(), free_port()
@@ -94,7 +94,7 @@ def start_hub(folder: Path, users: tuple[str, ...]) -> Hub:
         f"c.JupyterHub.cookie_secret_file = {str(folder / 'cookie_secret')!r}\n"
         f"c.JupyterHub.pid_file = {str(folder / 'hub.pid')!r}\n"
         "c.Authenticator.allow_all = False\n"
-        f"c.Authenticator.allowed_users = {set(users)!r}\n"
+        f"c.Authenticator.allowed_users = {set(users)!r}\n" + extra
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JPY"))}
     env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
