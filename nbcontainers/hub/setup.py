@@ -236,11 +236,14 @@ def run_setup(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m nbcontainers.hub.setup [--user NAME]... [--image NAME]... [--fix]``."""
     parser = argparse.ArgumentParser(
-        prog="nbcontainers hub setup", description=__doc__.split("\n")[0]
+        prog="nbcontainers hub setup",
+        description="Prepare a shared host (as root): every user gets container kernels on "
+        "their own rootless Podman, with the catalog images from one shared read-only store.",
     )
     parser.add_argument(
         "--user",
         dest="users",
+        metavar="NAME",
         action="append",
         default=[],
         help="a hub user (repeat); default: every user with uid >= 1000 and a home",
@@ -248,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--image",
         dest="images",
+        metavar="NAME",
         action="append",
         default=[],
         help="a catalog image (repeat); default: every one built on the system engine",
