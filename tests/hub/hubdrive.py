@@ -187,9 +187,10 @@ def _user_procs(uid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
+                zombie = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                if entry.stat().st_uid == uid and not zombie:
                     pids.append(int(entry.name))
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError, IndexError):
                 pass
     return pids
 
