@@ -25,6 +25,7 @@ __all__ = [
     "execute",
     "free_port",
     "kill_user_processes",
+    "podman_as",
     "remove_user_containers",
     "start_hub",
     "stop_hub",
@@ -201,13 +202,17 @@ def _podman_as(user: str) -> list[str]:
             "PATH=/usr/bin:/bin", "podman"]  # fmt: skip
 
 
+def podman_as(user: str, *args: str) -> str:
+    """``podman ARGS`` as ``user`` (the CLI on the user's own storage); its stdout."""
+    done = subprocess.run(
+        [*_podman_as(user), *args], capture_output=True, text=True, timeout=60, cwd="/", check=True
+    )
+    return done.stdout
+
+
 def user_containers(user: str) -> list[str]:
     """Full ids of every container in ``user``'s rootless engine."""
-    listed = subprocess.run(
-        [*_podman_as(user), "ps", "-aq", "--no-trunc"],
-        capture_output=True, text=True, timeout=60, cwd="/", check=True,
-    )  # fmt: skip
-    return listed.stdout.split()
+    return podman_as(user, "ps", "-aq", "--no-trunc").split()
 
 
 def remove_user_containers(user: str) -> list[str]:

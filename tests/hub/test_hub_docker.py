@@ -12,17 +12,20 @@ import os
 import pwd
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import websocket
 
+from nbcontainers.catalog import load_catalog
 from nbcontainers.hub.setup import run_setup
 
 from .hubdrive import (
     Hub,
     execute,
     kill_user_processes,
+    podman_as,
     remove_user_containers,
     start_hub,
     stop_hub,
@@ -62,6 +65,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     lines: list[str] = []
     setup = run_setup(users=USERS, images=["python"], fix=True, echo=lines.append)
     assert setup.exit_code == 0, "\n".join(lines)
+    again = run_setup(users=USERS, images=["python"], fix=True, echo=lines.append)
+    assert (again.exit_code, again.changes) == (0, []), "\n".join(lines)  # idempotent
     folder = tmp_path_factory.mktemp("hub")
     folder.chmod(0o700)
     running = start_hub(folder, USERS, EXTRA_CONFIG)
@@ -82,15 +87,19 @@ def kernels(hub: Hub) -> dict[str, str]:
         got = hub.token_for(user, PASSWORD)
         assert got.status_code == 201, got.text
         hub.tokens[user] = got.json()["token"]
-    found = {}
     for user in USERS:
         hub.start_server(user)
+
+    def start(user: str) -> str:
         started = hub.api(
             "POST", f"/user/{user}/api/kernels", hub.tokens[user], json={"name": "nbc-python"}
         )
         assert started.status_code == 201, f"{started.text}\n{hub.log_tail()}"
-        found[user] = started.json()["id"]
-    return found
+        return str(started.json()["id"])
+
+    # Both users at the same moment: neither start may disturb the other.
+    with ThreadPoolExecutor(len(USERS)) as pool:
+        return dict(zip(USERS, pool.map(start, USERS), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +136,27 @@ def test_each_users_kernel_writes_files_that_user_owns(hub: Hub, kernels: dict[s
         written = Path(entry.pw_dir, TEST_FILE)
         assert written.read_text() == "python"
         assert (written.stat().st_uid, written.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
+
+
+def test_kernels_run_the_shared_stores_image(hub: Hub, kernels: dict[str, str]) -> None:
+    ref = load_catalog(include_user=False)["python"].ref
+    for user in USERS:
+        listed = podman_as(user, "images", "--format", "{{.Repository}}:{{.Tag}} {{.ReadOnly}}")
+        assert f"localhost/{ref} true" in listed.splitlines(), listed  # read-only: shared
+
+
+def test_container_use_in_a_users_local_kernel(hub: Hub, local_kernels: dict[str, str]) -> None:
+    user, home = USERS[0], pwd.getpwnam(USERS[0]).pw_dir
+    kernel = local_kernels[user]
+    out, reply = execute(
+        hub, user, kernel, "%load_ext nbcontainers\n%container use python", timeout=180
+    )
+    assert reply["status"] == "ok", out
+    code = "import os; print(os.environ.get('NBCONTAINERS_IMAGE'), os.getcwd())"
+    out, reply = execute(hub, user, kernel, code)
+    assert (reply["status"], out.split()) == ("ok", ["python", home]), out
+    out, reply = execute(hub, user, kernel, "%container stop")
+    assert reply["status"] == "ok", out
 
 
 def test_another_users_token_reaches_nothing(hub: Hub, kernels: dict[str, str]) -> None:
