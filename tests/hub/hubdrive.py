@@ -22,6 +22,7 @@ import websocket
 
 __all__ = [
     "Hub",
+    "engine_services",
     "execute",
     "free_port",
     "kill_user_processes",
@@ -223,6 +224,17 @@ def remove_user_containers(user: str) -> list[str]:
         subprocess.run([*_podman_as(user), "rm", "-f", "-t", "2", *ids], capture_output=True,
                        timeout=120, cwd="/", check=False)  # fmt: skip
     return ids
+
+
+def engine_services(user: str) -> list[int]:
+    """Pids of ``user``'s ``podman system service`` processes."""
+    found = []
+    for pid in _user_procs(pwd.getpwnam(user).pw_uid):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"system" in argv and b"service" in argv:
+                found.append(pid)
+    return found
 
 
 def kill_user_processes(user: str) -> None:

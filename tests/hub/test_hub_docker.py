@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ from nbcontainers.hub.setup import run_setup
 
 from .hubdrive import (
     Hub,
+    engine_services,
     execute,
     kill_user_processes,
     podman_as,
@@ -216,3 +218,15 @@ def test_one_user_sees_neither_the_others_home_nor_engine(
     a_containers = user_containers(a)
     assert a_containers, "A's kernel container not found in A's engine"
     assert not set(a_containers) & set(out.split()), "B's engine lists A's containers"
+
+
+def test_one_users_engine_crashing_leaves_the_other_alone(
+    hub: Hub, kernels: dict[str, str]
+) -> None:
+    a, b = USERS
+    services = engine_services(a)
+    assert services, f"{a}'s engine service is not running"
+    for pid in services:
+        os.kill(pid, signal.SIGKILL)
+    out, reply = execute(hub, b, kernels[b], "print(sum(range(10)))")
+    assert (reply["status"], out.strip()) == ("ok", "45")
