@@ -216,14 +216,22 @@ def user_containers(user: str) -> list[str]:
     return podman_as(user, "ps", "-aq", "--no-trunc").split()
 
 
-def remove_user_containers(user: str) -> list[str]:
-    """Remove every container in ``user``'s rootless engine (test users run nothing else);
-    returns their ids."""
-    ids = user_containers(user)
-    if ids:
-        subprocess.run([*_podman_as(user), "rm", "-f", "-t", "2", *ids], capture_output=True,
-                       timeout=120, cwd="/", check=False)  # fmt: skip
-    return ids
+def remove_user_containers(user: str) -> None:
+    """Remove every container in ``user``'s rootless engine (test users run nothing else).
+    A kernel its server was still stopping can refuse once: list and remove until none is left.
+    """
+    detail = ""
+    for _ in range(10):
+        ids = user_containers(user)
+        if not ids:
+            return
+        argv = [*_podman_as(user), "rm", "-f", "-t", "2", *ids]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, cwd="/", check=False
+        )
+        detail = done.stderr.strip()[-500:]
+        time.sleep(0.5)
+    raise AssertionError(f"containers left in {user}'s engine: {ids}: {detail}")
 
 
 def engine_services(user: str) -> list[int]:

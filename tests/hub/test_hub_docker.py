@@ -76,10 +76,15 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield running
     finally:
         stop_hub(running)
+        left = []
         for user in USERS:
-            remove_user_containers(user)
+            try:
+                remove_user_containers(user)
+            except AssertionError as exc:
+                left.append(str(exc))
             kill_user_processes(user)
             Path(pwd.getpwnam(user).pw_dir, TEST_FILE).unlink(missing_ok=True)
+        assert not left, left
 
 
 @pytest.fixture(scope="module")
