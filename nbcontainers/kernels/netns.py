@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Collection
 
-from ..errors import RuntimeFailure
+from ..errors import ContainerConflict
 from ..labels import OWNER, ROLE, SERVER_HOST
-from ..runtimes.base import ContainerRuntime, ContainerSpec
+from ..runtimes.base import LIMITS, ContainerRuntime, ContainerSpec
 
 __all__ = ["HOLDER_ROLE", "holder_name", "shared_netns"]
 
@@ -21,16 +22,29 @@ HOLDER_ROLE = "netns"
 
 
 def holder_name(owner: str) -> str:
+    """The holder's container name: one per owner, so concurrent starts meet on the name."""
     return "nbc-netns-" + (re.sub(r"[^a-zA-Z0-9_.-]", "-", owner) or "user")
 
 
-def shared_netns(runtime: ContainerRuntime, owner: str, image_ref: str, user: str) -> str:
-    """Return ``container:<id>`` of the owner's running holder, starting one if needed."""
+def shared_netns(
+    runtime: ContainerRuntime,
+    owner: str,
+    image_ref: str,
+    user: str,
+    enforced: Collection[str] = LIMITS,
+) -> str:
+    """Return ``container:<id>`` of the owner's running holder, starting one if needed.
+
+    The holder only keeps the namespace alive: it runs ``sleep`` from the kernel's own image
+    (present, since the kernel is about to start from it) as the kernel's user, with tiny
+    memory and process limits where the engine can enforce them (``enforced``: its
+    ``EngineFacts.limits``); they guard against a runaway holder, nobody asked for them.
+    """
     name = holder_name(owner)
     state = runtime.state(name)
     if state is not None and state.status == "running":
         return f"container:{state.id}"
-    if state is not None:
+    if state is not None:  # exited (a reboot, an OOM kill): its namespace is gone with it
         runtime.remove(state.id)
     spec = ContainerSpec(
         image=image_ref,
@@ -38,16 +52,14 @@ def shared_netns(runtime: ContainerRuntime, owner: str, image_ref: str, user: st
         name=name,
         labels={ROLE: HOLDER_ROLE, OWNER: owner, SERVER_HOST: socket.gethostname()},
         user=user,
-        network_mode="bridge",
-        mem_limit="16m",
-        pids_limit=4,
+        network_mode="bridge",  # outbound network for the kernels, no published ports
+        mem_limit="16m" if "memory" in enforced else None,
+        pids_limit=4 if "pids" in enforced else None,
     )
     try:
         return f"container:{runtime.run(spec)}"
-    except RuntimeFailure as exc:
-        if "Conflict" not in str(exc) and "already in use" not in str(exc):
-            raise
-        # Another kernel start created it a moment ago: join that one.
+    except ContainerConflict:
+        # Another kernel start (in this server or another) created it a moment ago: join that.
         state = runtime.state(name)
         if state is None or state.status != "running":
             raise

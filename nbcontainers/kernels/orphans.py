@@ -17,6 +17,8 @@ __all__ = ["Orphan", "find_orphans", "remove_orphans"]
 
 @dataclass(frozen=True)
 class Orphan:
+    """A container to sweep, and why (shown by ``nbcontainers gc`` before it removes any)."""
+
     container: ContainerState
     reason: str
 
@@ -30,6 +32,7 @@ def find_orphans(runtime: ContainerRuntime, include_foreign: bool = False) -> li
     orphans = []
     kept_owners = set()
     for state in runtime.list({KERNEL_ID: None}):
+        # None: the server ran on another host, so its pid says nothing here.
         alive = owner_alive(state.labels)
         if not state.running:
             orphans.append(Orphan(state, f"container {state.status} (exit {state.exit_code})"))
@@ -50,7 +53,7 @@ def remove_orphans(runtime: ContainerRuntime, orphans: Sequence[Orphan]) -> list
     """Remove the containers and their private connection folders; return the removed names."""
     removed = []
     for orphan in orphans:
-        runtime.remove(orphan.container.id)
+        runtime.remove(orphan.container.id)  # idempotent: a container gone meanwhile is fine
         private = orphan.container.labels.get(PRIVATE_DIR, "")
         # Only ever a folder we made: tempfile's directory, named nbc-*.
         if (

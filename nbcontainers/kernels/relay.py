@@ -3,6 +3,10 @@
 The container gets the frontend's own request header (with a fresh msg_id: a kernel answers
 a repeated msg_id only once, and one cell may send several requests), and one background
 thread re-publishes what it says on the local kernel's IOPub under the frontend's header.
+
+The class is long because lifecycle, the IOPub pump, widget comms and shell requests all
+share one state (the client, the msg_id -> frontend header map, the idle events); split, that
+state would have to be passed between the parts on every message.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
-from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from ..errors import ContainerCrashed
@@ -52,6 +56,17 @@ def remote_error(ename: str, evalue: str, traceback: list[str]) -> RemoteError:
     return exc
 
 
+class _OneSpec(KernelSpecManager):
+    """Jupyter's kernelspec lookup, answered with one spec that lives only in memory."""
+
+    def __init__(self, spec: KernelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        return self.spec
+
+
 class Relay:
     """One container kernel serving one notebook's local kernel.
 
@@ -72,8 +87,10 @@ class Relay:
         self.kernel = kernel
         self.cwd = cwd
         self._execution_count = execution_count
-        self.km = KernelManager(kernel_name=kernel_spec.name or name)
-        self.km._kernel_spec = kernel_spec  # built in memory: no kernelspec install needed
+        # The spec is built in memory (the magics make it): no kernelspec install needed.
+        self.km = KernelManager(
+            kernel_name=kernel_spec.name or name, kernel_spec_manager=_OneSpec(kernel_spec)
+        )
         self.kc: Any = None
         self.started_at = 0.0
         self._stop = threading.Event()
@@ -87,6 +104,8 @@ class Relay:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self, timeout: float = 120) -> None:
+        """Start the container kernel and the relay; raise ``ContainerCrashed`` with the
+        provisioner's crash report when it does not come up."""
         self.km.start_kernel(cwd=self.cwd)
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -195,10 +214,10 @@ class Relay:
                 pass  # the container publishes; this comm never speaks itself
 
             def handle_msg(self, msg: dict[str, Any]) -> None:
-                relay._forward_to_container(msg)
+                relay.forward_to_container(msg)
 
             def handle_close(self, msg: dict[str, Any]) -> None:
-                relay._forward_to_container(msg)
+                relay.forward_to_container(msg)
                 relay.comms.pop(self.comm_id, None)
 
         comm_id = content["comm_id"]
@@ -215,7 +234,7 @@ class Relay:
         if stand_in is not None:
             get_comm_manager().comms.pop(comm_id, None)
 
-    def _forward_to_container(self, msg: dict[str, Any]) -> None:
+    def forward_to_container(self, msg: dict[str, Any]) -> None:
         """Send a frontend comm message on, with the frontend's header: callbacks' output in
         the container then names the frontend's message as parent and lands where it should."""
         forwarded = {k: msg[k] for k in ("header", "parent_header", "metadata", "content")}
@@ -277,9 +296,11 @@ class Relay:
                         crash = getattr(self.km.provisioner, "last_crash", None)
                         raise ContainerCrashed(crash or f"The container kernel {self.name!r} died.")
             except KeyboardInterrupt:
+                # Keep waiting: the container answers with a KeyboardInterrupt error reply.
                 self.km.interrupt_kernel()
 
     def _answer_input(self, request: dict[str, Any]) -> None:
+        # The local kernel asks its own frontend, so the prompt appears under the cell.
         if request["msg_type"] != "input_request":
             return
         prompt = request["content"].get("prompt", "")
@@ -313,18 +334,23 @@ class Relay:
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": bool(getattr(self.kernel, "_allow_stdin", False)),
+            # As the frontend asked: a frontend without stdin gets no input() prompt either.
+            "allow_stdin": bool(parent.get("content", {}).get("allow_stdin", False)),
             "stop_on_error": True,
         }
         if header is not None:
+            # A fresh msg_id per request (a kernel answers one msg_id once), mapped back to
+            # the frontend's header when its outputs are re-published.
             self._parents[request_id := uuid.uuid4().hex] = header
-            while len(self._parents) > 1024:
+            while len(self._parents) > 1024:  # late outputs of old cells are rare; memory isn't
                 self._parents.popitem(last=False)
             header = {**header, "msg_id": request_id}
         msg_id = self._request("execute_request", content, header=header)
         try:
             reply = self._wait_reply(msg_id)
         finally:
+            # Outputs may trail the reply on IOPub: the cell ends once the container is idle,
+            # so nothing it printed lands under the next cell.
             self._wait_idle(msg_id)
         result = reply["content"]
         for payload in result.get("payload", []):
@@ -376,6 +402,7 @@ class Relay:
                     value.get("evalue", ""),
                     value.get("traceback", []),
                 )
+            # literal_eval, never eval: the text comes from code running in the container.
             values[key] = ast.literal_eval(value["data"]["text/plain"])
         return values
 

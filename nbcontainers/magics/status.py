@@ -52,8 +52,8 @@ class StatusMagics(Magics):
             f"cpu         {format_cpu(stats)}",
             f"memory      {format_memory(stats)}",
             # What the container was given, not what the host has: the provisioner decided
-            # at launch. It keeps no public record of it yet (kernels/ is to add one).
-            "gpus        " + format_gpus(provisioner._gpu),
+            # at launch.
+            "gpus        " + format_gpus(provisioner.gpu_request),
         ]
         print("\n".join(lines))
 

@@ -19,7 +19,7 @@ from jupyter_client.manager import KernelManager
 
 from nbcontainers.labels import KERNEL_ID, OWNER, SERVER_PID
 
-from .drive import connected, container_kernel, run, start
+from ..drive import connected, container_kernel, run, start
 
 pytestmark = pytest.mark.docker
 

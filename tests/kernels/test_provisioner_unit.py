@@ -1,81 +1,39 @@
-"""Provisioner logic against a fake runtime: fast, no engine. The same behaviours are proven
-against a real engine in the docker-marked tests."""
+"""Provisioner logic against the shared in-memory FakeRuntime: fast, no engine. The same
+behaviours are proven against a real engine in the docker-marked tests."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_client.manager import KernelManager
 
+from nbcontainers.catalog import load_catalog
 from nbcontainers.errors import ConfigError
-from nbcontainers.kernels.provisioner import ContainerProvisioner, _parse_mount
-from nbcontainers.runtimes.base import ContainerSpec, ContainerState, EngineFacts, ImageInfo
+from nbcontainers.kernels.launch import parse_mount
+from nbcontainers.kernels.provisioner import ContainerProvisioner
+from nbcontainers.labels import ROLE
+from nbcontainers.runtimes.fake import FakeRuntime
 
 
-class FakeRuntime:
-    """Records specs; containers 'run' until told to exit."""
-
-    def __init__(self) -> None:
-        self.specs: list[ContainerSpec] = []
-        self.states: dict[str, ContainerState] = {}
-        self.removed: list[str] = []
-
-    def ping(self) -> EngineFacts:
-        return EngineFacts("fake", "1.41", "1.41", "fake://", "fake", False, "none", frozenset())
-
-    def image_info(self, ref: str) -> ImageInfo | None:
-        return ImageInfo("sha256:x", (ref,), (), {}, 1, "")
-
-    def pull(self, ref: str, progress: Any = None) -> ImageInfo:
-        raise AssertionError("no pulls in unit tests")
-
-    def run(self, spec: ContainerSpec) -> str:
-        cid = f"c{len(self.specs)}"
-        self.specs.append(spec)
-        self.states[cid] = ContainerState(
-            cid, spec.name or cid, spec.image, "running", None, False, dict(spec.labels)
-        )
-        return cid
-
-    def exit(self, cid: str, code: int, oom: bool = False) -> None:
-        s = self.states[cid]
-        self.states[cid] = ContainerState(cid, s.name, s.image, "exited", code, oom, s.labels)
-
-    def state(self, cid: str) -> ContainerState | None:
-        by_name = {s.name: s for s in self.states.values()}
-        return self.states.get(cid) or by_name.get(cid)
-
-    def wait(self, cid: str, timeout: float) -> int | None:
-        return None
-
-    def signal(self, cid: str, signum: int) -> None:
-        pass
-
-    def stop(self, cid: str, timeout: float) -> None:
-        pass
-
-    def remove(self, cid: str) -> None:
-        self.removed.append(cid)
-        self.states.pop(cid, None)
-
-    def logs(self, cid: str, tail: int = 50) -> str:
-        return "Traceback...\nMemoryError: boom\n"
-
-    def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
-        return list(self.states.values())
+def _fake() -> FakeRuntime:
+    """The shared in-memory engine with every catalog image (what the fake_runtime fixture
+    gives), for tests that need more than one."""
+    return FakeRuntime(images=[image.ref for image in load_catalog(include_user=False).values()])
 
 
-def _provisioner(**config: Any) -> tuple[ContainerProvisioner, FakeRuntime]:
+def _provisioner(
+    kernel_id: str = "k-1234", **config: Any
+) -> tuple[ContainerProvisioner, FakeRuntime]:
     km = KernelManager(kernel_name="nbc-python")
     prov = ContainerProvisioner(
-        kernel_id="k-1234", kernel_spec=km.kernel_spec, parent=km, image="python", **config
+        kernel_id=kernel_id, kernel_spec=km.kernel_spec, parent=km, image="python", **config
     )
-    fake = FakeRuntime()
-    prov._runtime = fake
+    fake = _fake()
+    prov.runtime = fake
     return prov, fake
 
 
@@ -110,7 +68,8 @@ def test_spec_is_safe_and_mounts_workspace(tmp_path: Path) -> None:
     assert conn and conn[0].read_only
     kernel_id = prov.container_id
     asyncio.run(prov.cleanup())
-    assert fake.removed == [kernel_id]
+    assert kernel_id is not None and fake.state(kernel_id) is None  # removed
+    assert [s.name for s in fake.list({})] == [fake.specs[0].name]  # only the shared holder left
 
 
 def test_tcp_ports_only_on_loopback(tmp_path: Path) -> None:
@@ -125,7 +84,7 @@ def test_tcp_ports_only_on_loopback(tmp_path: Path) -> None:
 def test_crash_report_has_code_oom_and_log(tmp_path: Path) -> None:
     prov, fake = _provisioner(mem_limit="512m")
     _launch(prov, tmp_path)
-    fake.exit(prov.container_id or "", 137, oom=True)
+    fake.exit(prov.container_id or "", 137, oom=True, log="Traceback...\nMemoryError: boom\n")
     assert asyncio.run(prov.poll()) == 137
     report = prov.last_crash or ""
     assert "exited with code 137" in report
@@ -137,9 +96,16 @@ def test_crash_report_has_code_oom_and_log(tmp_path: Path) -> None:
 def test_requested_shutdown_is_not_a_crash(tmp_path: Path) -> None:
     prov, fake = _provisioner()
     _launch(prov, tmp_path)
-    asyncio.run(prov.terminate())
+    # Jupyter's shutdown: a shutdown_request message, then the kernel exits on its own.
+    asyncio.run(prov.shutdown_requested())
     fake.exit(prov.container_id or "", 0)
     assert asyncio.run(prov.poll()) == 0
+    assert prov.last_crash is None
+    asyncio.run(prov.cleanup())
+    # terminate(): SIGTERM, which the fake engine (like a real one) ends the kernel with.
+    _launch(prov, tmp_path)
+    asyncio.run(prov.terminate())
+    assert asyncio.run(prov.poll()) == 143
     assert prov.last_crash is None
     asyncio.run(prov.cleanup())
 
@@ -155,13 +121,13 @@ def test_root_is_never_mounted_as_workspace() -> None:
 @pytest.mark.parametrize("bad", ["/data", "a:b:c:d", "x:/y:rx"])
 def test_bad_extra_mount(bad: str) -> None:
     with pytest.raises(ConfigError, match="extra_mounts"):
-        _parse_mount(bad)
+        parse_mount(bad)
 
 
 def test_extra_mount_defaults_read_only(tmp_path: Path) -> None:
-    mount = _parse_mount(f"{tmp_path}:/data")
+    mount = parse_mount(f"{tmp_path}:/data")
     assert mount.read_only and mount.target == "/data"
-    assert not _parse_mount(f"{tmp_path}:/data:rw").read_only
+    assert not parse_mount(f"{tmp_path}:/data:rw").read_only
 
 
 def test_shared_network_holder_is_reused(tmp_path: Path) -> None:
@@ -170,11 +136,13 @@ def test_shared_network_holder_is_reused(tmp_path: Path) -> None:
     holder = fake.specs[0]
     assert holder.command == ("sleep", "infinity") and holder.network_mode == "bridge"
     assert holder.labels["io.nbcontainers.role"] == "netns" and holder.cap_drop == ("ALL",)
-    second, _ = _provisioner()
-    second._runtime = fake
+    second, _ = _provisioner("k-5678")  # the engine, like Docker, refuses a name twice
+    second.runtime = fake
     _launch(second, tmp_path)
     assert len(fake.specs) == 3  # one holder, two kernels
-    assert fake.specs[1].network_mode == fake.specs[2].network_mode == "container:c0"
+    (holder_state,) = fake.list({ROLE: "netns"})
+    assert fake.specs[1].network_mode == fake.specs[2].network_mode
+    assert fake.specs[1].network_mode == f"container:{holder_state.id}"
     for p in (prov, second):
         asyncio.run(p.cleanup())
 
@@ -201,17 +169,20 @@ def test_traitlets_config_applies_and_kernelspec_wins() -> None:
 def test_gpu_image_gets_all_gpus_when_host_has_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nbcontainers.kernels.provisioner as provisioner_module
+    import nbcontainers.kernels.gpus as gpus_module
     from nbcontainers.gpu import GPU, HostGPUs
 
     host = HostGPUs((GPU(0, "H100", "GPU-1", 81559),), "570.86", "13.0", "nvml")
-    monkeypatch.setattr(provisioner_module, "detect_gpus", lambda: host)
+    monkeypatch.setattr(gpus_module, "detect_gpus", lambda: host)
     km = KernelManager(kernel_name="nbc-pytorch-gpu")
     prov = ContainerProvisioner(
         kernel_id="k", kernel_spec=km.kernel_spec, parent=km, image="pytorch-gpu"
     )
-    fake = FakeRuntime()
-    prov._runtime = fake
+    fake = _fake()
+    # The fake engine hands out no GPUs by default; this one says it does, as Docker's does.
+    facts = replace(fake.ping(), gpu_mode="device-requests")
+    monkeypatch.setattr(fake, "ping", lambda: facts)
+    prov.runtime = fake
     _launch(prov, tmp_path)
     assert fake.specs[-1].gpus is not None and fake.specs[-1].gpus.count == -1
     asyncio.run(prov.cleanup())
@@ -223,19 +194,19 @@ def test_gpu_image_gets_all_gpus_when_host_has_them(
         image="pytorch-gpu",
         gpus="device=0",
     )
-    prov2._runtime = fake
+    prov2.runtime = fake
     _launch(prov2, tmp_path)
     assert fake.specs[-1].gpus is not None and fake.specs[-1].gpus.device_ids == ("0",)
     asyncio.run(prov2.cleanup())
 
 
 def test_cpu_image_gets_no_gpu_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nbcontainers.kernels.provisioner as provisioner_module
+    import nbcontainers.kernels.gpus as gpus_module
 
     def no_probe() -> None:
         raise AssertionError("a CPU image must not even probe for GPUs")
 
-    monkeypatch.setattr(provisioner_module, "detect_gpus", no_probe)
+    monkeypatch.setattr(gpus_module, "detect_gpus", no_probe)
     prov, fake = _provisioner()
     _launch(prov, tmp_path)
     assert fake.specs[-1].gpus is None

@@ -1,0 +1,49 @@
+"""Which GPUs a kernel container gets: the ``gpus`` setting checked against the image's needs
+and the host's GPUs and driver, before anything starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..catalog import CatalogImage
+from ..errors import ConfigError, GPUUnavailable
+from ..gpu import HostGPUs, check_cuda, detect_gpus, parse_gpu_request
+from ..runtimes.base import GPURequest
+
+__all__ = ["gpu_request"]
+
+
+def gpu_request(
+    image: CatalogImage, setting: Any, detect: Callable[[], HostGPUs] | None = None
+) -> GPURequest | None:
+    """The GPUs a kernel of ``image`` gets for the ``gpus`` setting ('all', a count, ids, or
+    None for the image's default); raise where the host can't give them.
+
+    The host is probed (``detect``, :func:`~nbcontainers.gpu.detect_gpus` by default) only
+    when a GPU is wanted: a CPU image with no setting starts without touching NVML.
+    """
+    try:
+        count, ids = parse_gpu_request(setting)
+    except ValueError as exc:
+        raise ConfigError(f"Bad 'gpus' setting: {exc}.") from None
+    if count == 0 and not ids:
+        if image.gpu:
+            raise GPUUnavailable(
+                f"Image {image.name!r} needs a GPU but gpus={setting!r}."
+                + (f" Use {image.cpu_variant!r} for CPU work." if image.cpu_variant else "")
+            )
+        return None
+    if count is None and not ids and not image.gpu:
+        return None  # default for a CPU image: no GPU
+    host = (detect or detect_gpus)()
+    if image.gpu:
+        # The driver must be new enough for the image's CUDA, or torch fails only at first use.
+        check_cuda(image.name, image.cuda, host, image.cpu_variant)
+    elif not host.gpus:
+        raise GPUUnavailable(
+            f"gpus={setting!r} was asked for, but this host has no NVIDIA GPU "
+            f"({host.detail or 'none detected'}). Remove the 'gpus' setting."
+        )
+    # No count and no ids: a GPU image's default, every GPU (-1, the engines' "all").
+    return GPURequest(count=-1 if count is None else count, device_ids=ids)

@@ -1,0 +1,400 @@
+"""The launch plan: what one kernel container gets, decided from settings before anything runs.
+
+:func:`plan_launch` turns the provisioner's settings (:class:`LaunchConfig`), one kernel
+start (:class:`KernelStart`: command, cwd, environment, private folder, ports), the catalog
+image, the engine's facts and the server's identity (:class:`Host`) into a frozen
+:class:`LaunchPlan`: mounts, environment, user, network, working dir, GPUs, limits, where
+the connection file goes, and the :class:`~nbcontainers.runtimes.base.ContainerSpec` that
+follows from them. It writes nothing and calls no engine (it only looks at host paths it
+would mount), so each policy here is tested without an engine; the provisioner writes the
+private files and hands the spec to the runtime.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Any
+
+from ..catalog import CatalogImage
+from ..errors import ConfigError, Unsupported
+from ..labels import (
+    KERNEL_ID,
+    OWNER,
+    PRIVATE_DIR,
+    SERVER_HOST,
+    SERVER_PID,
+    SERVER_STARTED,
+    process_start_time,
+)
+from ..pipsettings import PipSettings, read_pip_settings
+from ..runtimes.base import ContainerSpec, EngineFacts, GPURequest, Mount
+from .connection import PrivateDir
+
+__all__ = [
+    "CONNECTION_FILE",
+    "DEFAULT_ENV_ALLOWLIST",
+    "DEFAULT_PIDS_LIMIT",
+    "DEFAULT_SHM_SIZE",
+    "HOME",
+    "IMAGE_LABEL",
+    "PIP_CONF",
+    "SHARED",
+    "Host",
+    "KernelStart",
+    "LaunchConfig",
+    "LaunchPlan",
+    "kernel_env",
+    "kernel_user",
+    "parse_mount",
+    "plan_launch",
+]
+
+HOME = "/home/nbc"  # a tmpfs: writable whatever uid the kernel runs as
+CONNECTION_FILE = "/run/nbcontainers/kernel.json"
+PIP_CONF = "/run/nbcontainers/pip.conf"
+IMAGE_LABEL = "io.nbcontainers.image"
+SHARED = "shared"  # the network setting that joins the owner's holder namespace (netns.py)
+DEFAULT_SHM_SIZE = "2g"
+DEFAULT_PIDS_LIMIT = 4096
+# Never the server's whole environment: under JupyterHub it carries the Hub's API token.
+DEFAULT_ENV_ALLOWLIST = (
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "JPY_SESSION_NAME",
+    "PIP_*",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
+# Never mounted as the workspace: a notebook started from here gets only its private HOME.
+# fmt: off
+UNSAFE_WORKSPACES = frozenset({
+    "/", "/etc", "/usr", "/var", "/var/run", "/run", "/proc", "/sys", "/dev", "/boot", "/bin",
+    "/sbin", "/lib",
+})
+# fmt: on
+# CA bundles the kernel's environment may point at: mounted at the same path so they resolve.
+_CERT_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# Each engine limit (runtimes.base.LIMITS) and the provisioner setting that asks for it.
+_LIMIT_SETTINGS = {"memory": "mem_limit", "cpus": "cpus", "pids": "pids_limit", "shm": "shm_size"}
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """The provisioner settings that shape a container; each field is the trait of its name."""
+
+    mem_limit: str = ""
+    cpus: float = 0.0
+    shm_size: str = DEFAULT_SHM_SIZE
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    extra_mounts: tuple[Any, ...] = ()  # 'host:container[:ro|rw]' strings or dicts
+    env_allowlist: tuple[str, ...] = DEFAULT_ENV_ALLOWLIST
+    env: Mapping[str, Any] = field(default_factory=dict)
+    network: str = SHARED
+    transport: str = "ipc"
+    user: str = ""
+    mount_workspace: bool = True
+    pip_settings: bool = True
+
+
+@dataclass(frozen=True)
+class Host:
+    """The Jupyter server process that starts kernels: who it runs as and where."""
+
+    owner: str
+    uid: int
+    gid: int
+    hostname: str
+    pid: int
+    started: str  # the process's start time (labels.process_start_time)
+
+    @classmethod
+    def current(cls) -> Host:
+        try:
+            owner = getpass.getuser()
+        except (KeyError, OSError):  # a uid without a passwd entry (some containers, Hub)
+            owner = str(os.getuid())
+        pid = os.getpid()
+        return cls(
+            owner, os.getuid(), os.getgid(), socket.gethostname(), pid, process_start_time(pid)
+        )
+
+    @property
+    def user(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+@dataclass(frozen=True)
+class KernelStart:
+    """What one start of one kernel brings to the plan."""
+
+    kernel_id: str
+    command: tuple[str, ...]
+    cwd: str | None
+    env: Mapping[str, str]  # what Jupyter prepared: the server's environment and the spec's
+    private_dir: PrivateDir
+    spec_env: frozenset[str] = frozenset()  # names the kernelspec sets: passed as given
+    ports: tuple[int, ...] = ()  # tcp: the host ports of the five channels
+    started_at: float = 0.0  # time.time(); makes the container name unique across restarts
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything one kernel container gets; :meth:`container_spec` is what the engine runs."""
+
+    image: CatalogImage
+    command: tuple[str, ...]
+    name: str
+    labels: Mapping[str, str]
+    env: Mapping[str, str]
+    mounts: tuple[Mount, ...]
+    working_dir: str
+    user: str  # uid:gid
+    network: str | None  # SHARED: join the owner's holder; resolved by the provisioner
+    ports: Mapping[int, tuple[str, int]]
+    gpus: GPURequest | None
+    mem_limit: str | None
+    nano_cpus: int | None
+    shm_size: str | None
+    pids_limit: int | None
+    private_dir: PrivateDir  # its connection file is mounted at CONNECTION_FILE
+    pip_conf: str | None = None  # the pip.conf to write into the private folder
+    notes: tuple[str, ...] = ()  # warnings for the server log
+
+    def container_spec(self, shared_netns: str | None = None) -> ContainerSpec:
+        """The spec to run. ``shared_netns`` (``container:<id>``) is required, and used, only
+        when the plan joins the owner's shared network namespace."""
+        network = self.network
+        if network == SHARED:
+            if not shared_netns:
+                raise ValueError("this plan joins the shared network: pass its container:<id>")
+            network = shared_netns
+        return ContainerSpec(
+            image=self.image.ref,
+            command=self.command,
+            name=self.name,
+            labels=self.labels,
+            env=self.env,
+            mounts=self.mounts,
+            tmpfs={HOME: "rw,exec,mode=1777,size=4g"},
+            working_dir=self.working_dir,
+            user=self.user,
+            network_mode=network,
+            ports=self.ports,
+            gpus=self.gpus,
+            mem_limit=self.mem_limit,
+            nano_cpus=self.nano_cpus,
+            shm_size=self.shm_size,
+            pids_limit=self.pids_limit,
+        )
+
+
+def plan_launch(
+    config: LaunchConfig,
+    kernel: KernelStart,
+    image: CatalogImage,
+    facts: EngineFacts,
+    host: Host,
+    gpus: GPURequest | None = None,
+    read_pip: Callable[[Mapping[str, str]], PipSettings] = read_pip_settings,
+) -> LaunchPlan:
+    """Decide the container for one kernel start; raise before anything runs when the
+    settings are invalid or ask for what the engine can't do.
+
+    ``gpus`` is what :func:`~nbcontainers.kernels.gpus.gpu_request` decided; ``read_pip``
+    reads the host's pip settings as the kernel's environment sees them (a test passes its
+    own).
+    """
+    notes: list[str] = []
+    env = kernel_env(kernel.env, kernel.spec_env, config.env_allowlist, config.env, image.name)
+    private = kernel.private_dir
+    mounts = [Mount(str(private.connection_file), CONNECTION_FILE, read_only=True)]
+    if config.transport == "ipc":
+        # Both sides bind and connect the same socket paths, so they mount at the same path.
+        mounts.append(Mount(str(private.sockets), str(private.sockets), read_only=False))
+    workdir = HOME
+    if config.mount_workspace and kernel.cwd:
+        real = os.path.realpath(kernel.cwd)
+        if real in UNSAFE_WORKSPACES:
+            notes.append(f"Not mounting {real} into the kernel container: too broad.")
+        else:
+            # Same path inside: paths in the notebook and in tracebacks mean the same file.
+            mounts.append(Mount(real, real, read_only=False))
+            workdir = real
+    pip_conf = None
+    if config.pip_settings:
+        settings = read_pip(env)
+        pip_conf = settings.render()
+        mounts.append(Mount(str(private.pip_conf), PIP_CONF, read_only=True))
+        env["PIP_CONFIG_FILE"] = PIP_CONF
+        mounts.extend(Mount(path, path, read_only=True) for path in settings.local_paths())
+    for var in _CERT_VARIABLES:
+        cert = env.get(var)
+        if cert and os.path.isfile(cert) and all(m.target != cert for m in mounts):
+            mounts.append(Mount(cert, cert, read_only=True))
+    mounts.extend(parse_mount(item) for item in config.extra_mounts)
+
+    network: str | None = config.network
+    if network == SHARED and config.transport == "tcp":
+        network = "bridge"  # published ports belong to a namespace of its own
+    ports = {}
+    if config.transport == "tcp" and config.network != "host":
+        ports = {port: ("127.0.0.1", port) for port in kernel.ports}
+    if gpus is not None and facts.gpu_mode == "none":
+        raise Unsupported(
+            f"Kernel 'nbc-{image.name}' asks for GPUs, but the {facts.name} engine at "
+            f"{facts.endpoint} can't hand GPUs to a container. Remove the 'gpus' setting"
+            + (f" or use {image.cpu_variant!r}" if image.cpu_variant else "")
+            + ", or run on an engine with GPU support."
+        )
+    limits = _enforceable_limits(config, facts, notes)
+    labels = {
+        KERNEL_ID: kernel.kernel_id,
+        OWNER: host.owner,
+        SERVER_HOST: host.hostname,
+        SERVER_PID: str(host.pid),
+        SERVER_STARTED: host.started,
+        PRIVATE_DIR: str(private.path),
+        IMAGE_LABEL: image.name,
+    }
+    return LaunchPlan(
+        image=image,
+        command=kernel.command,
+        # The time suffix keeps a restart's new container from colliding with the old name.
+        name=f"nbc-{image.name}-{kernel.kernel_id[:8]}-{int(kernel.started_at) % 100000}",
+        labels=labels,
+        env=env,
+        mounts=tuple(mounts),
+        working_dir=workdir,
+        user=kernel_user(config.user, host),
+        network=network,
+        ports=ports,
+        gpus=gpus,
+        private_dir=private,
+        pip_conf=pip_conf,
+        notes=tuple(notes),
+        **limits,
+    )
+
+
+def kernel_env(
+    env: Mapping[str, str],
+    spec_env: frozenset[str],
+    allowlist: tuple[str, ...],
+    extra: Mapping[str, Any],
+    image_name: str,
+) -> dict[str, str]:
+    """The kernel's environment: allowlisted names of ``env``, the kernelspec's own, the
+    ``env`` setting, then what nbcontainers sets itself."""
+    allowed = {
+        k: v for k, v in env.items() if k in spec_env or any(fnmatch(k, pat) for pat in allowlist)
+    }
+    # The host's pip.conf path means nothing inside; the kernel gets its own copy instead.
+    allowed.pop("PIP_CONFIG_FILE", None)
+    allowed.update({str(k): str(v) for k, v in extra.items()})
+    allowed.update({"HOME": HOME, "NBCONTAINERS_IMAGE": image_name, "PYTHONUNBUFFERED": "1"})
+    return allowed
+
+
+def kernel_user(requested: str, host: Host) -> str:
+    """The uid:gid the kernel runs as: the server's own unless ``requested`` names another,
+    which only a root server may do (it then hands the private folder to that user)."""
+    if not requested or requested == host.user:
+        return host.user
+    try:
+        _uid, _gid = (int(part) for part in requested.split(":"))
+    except ValueError:
+        raise ConfigError(
+            f"user={requested!r}: give numeric 'uid:gid', e.g. '1000:1000'."
+        ) from None
+    if host.uid != 0:
+        raise ConfigError(
+            f"user={requested!r} differs from the server's own uid:gid {host.user}; only a "
+            "server running as root can start kernels as another user. Remove the 'user' setting."
+        )
+    return requested
+
+
+def _enforceable_limits(
+    config: LaunchConfig, facts: EngineFacts, notes: list[str]
+) -> dict[str, Any]:
+    """The limits to ask the engine for; refuse those it can't enforce (``Unsupported``),
+    except the defaults nobody asked for, which are left out with a note: a rootless engine on
+    cgroup v1 enforces no pids limit, and a kernel must still start there by default."""
+    asked: dict[str, Any] = {
+        "memory": config.mem_limit or None,
+        "cpus": int(config.cpus * 1e9) or None,
+        "pids": config.pids_limit or None,
+        "shm": config.shm_size or None,
+    }
+    defaults = {"pids": DEFAULT_PIDS_LIMIT, "shm": DEFAULT_SHM_SIZE}
+    refused = []
+    for limit, value in asked.items():
+        if value is None or limit in facts.limits:
+            continue
+        setting = _LIMIT_SETTINGS[limit]
+        if defaults.get(limit) == value:
+            notes.append(
+                f"The {facts.name} engine can't enforce {limit} limits: the default "
+                f"{setting}={value!r} is not applied."
+            )
+            asked[limit] = None
+        else:
+            refused.append(f"{limit} ({setting}={getattr(config, setting)!r})")
+    if refused:
+        raise Unsupported(
+            f"This kernel asks for {' and '.join(refused)} limits, but the {facts.name} engine "
+            f"at {facts.endpoint}{' (rootless)' if facts.rootless else ''} can't enforce "
+            f"{'them' if len(refused) > 1 else 'it'} (it enforces: "
+            f"{', '.join(sorted(facts.limits)) or 'none'}). Remove the setting, or use an engine "
+            "that can: a rootless engine needs cgroup v2 with controller delegation."
+        )
+    return {
+        "mem_limit": asked["memory"],
+        "nano_cpus": asked["cpus"],
+        "pids_limit": asked["pids"],
+        "shm_size": asked["shm"],
+    }
+
+
+def parse_mount(item: Any) -> Mount:
+    """One ``extra_mounts`` entry: 'host:container[:ro|rw]' (read-only unless ``rw``) or
+    ``{'source': ..., 'target': ..., 'read_only': ...}``."""
+    if isinstance(item, dict):
+        unknown = set(item) - {"source", "target", "read_only"}
+        if unknown or "source" not in item:
+            raise ConfigError(
+                f"Bad extra_mounts entry {item!r}: use 'host:container[:ro|rw]' or "
+                "{'source': ..., 'target': ..., 'read_only': true}."
+            )
+        return Mount(
+            os.path.expanduser(str(item["source"])),
+            str(item.get("target") or item["source"]),
+            bool(item.get("read_only", True)),
+        )
+    parts = str(item).split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ConfigError(
+            f"Bad extra_mounts entry {item!r}: use 'host:container[:ro|rw]', "
+            "e.g. '~/data:/data:ro'."
+        )
+    source = os.path.abspath(os.path.expanduser(parts[0]))
+    if not os.path.exists(source):
+        raise ConfigError(f"extra_mounts: {source} does not exist on this host.")
+    return Mount(source, parts[1], read_only=len(parts) == 2 or parts[2] == "ro")
