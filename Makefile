@@ -37,7 +37,7 @@ base: engine
 	else bash scripts/make-local-base.sh; fi
 
 # Rootless Podman and its test user (the contract suite runs against it as that user).
-podman: base venv
+podman: base venv images
 	NBC_VENV_PYTHON=$(abspath $(BIN)/python) bash scripts/ensure-podman.sh
 
 images: venv base

@@ -86,7 +86,7 @@ def build_image(
         base_image, why = choose_base(image, runtime)
     else:
         why = "given on the command line"
-    builder = runtime.ping().builder or "the engine's builder"
+    builder = runtime.builder()
     say(f"building {image.ref} with {builder}; base: {base_image or image.base} ({why})")
 
     with tempfile.TemporaryDirectory(prefix="nbc-build-") as tmp:

@@ -66,10 +66,10 @@ def run_checks(runtime: ContainerRuntime, why: str = "it was asked for") -> list
                 "cgroup v2 with controllers delegated to users (systemd Delegate=yes)",
             )
         )
-    if engine.builder:
-        checks.append(Check("builder", "ok", engine.builder))
-    else:
-        checks.append(Check("builder", "warn", engine.builder_problem))
+    try:
+        checks.append(Check("builder", "ok", runtime.builder()))
+    except NbcontainersError as exc:
+        checks.append(Check("builder", "warn", str(exc)))
 
     gpus = detect_gpus()
     if gpus:

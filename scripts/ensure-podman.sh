@@ -3,8 +3,8 @@
 #   1. apt-get install podman uidmap slirp4netns catatonit where they are missing;
 #   2. make the test user (default nbc-podman) with a sub-uid/sub-gid range, as `useradd -m`
 #      gives every new user;
-#   3. load the local Debian base image from Docker into that user's own image store, so the
-#      runtime contract suite has an image there (no registry can be reached here).
+#   3. load the local Debian base image and the python catalog image from Docker into that
+#      user's own image store, for the contract suite and the kernel tests (no registry here).
 # The user's engine itself is started on demand by nbcontainers (podman system service on the
 # user's runtime folder), as it is for every hub user; this script only prints where it is.
 set -euo pipefail
@@ -34,10 +34,18 @@ uid=$(id -u "$USER_NAME")
 as_user() { runuser -u "$USER_NAME" -- env HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" \
     XDG_RUNTIME_DIR="/run/user/$uid" "$@"; }
 install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "/run/user/$uid"
-if ! as_user podman image exists "$BASE" 2>/dev/null; then
-    log "loading $BASE into $USER_NAME's image store"
-    docker save "$BASE" | as_user podman load -q >/dev/null
+# The base for the contract suite, and the python catalog image for the kernel tests (when a
+# venv is given to read the catalog with and Docker has built it).
+images="$BASE"
+if [ -n "${NBC_VENV_PYTHON:-}" ]; then
+    images="$images $("$NBC_VENV_PYTHON" -c 'from nbcontainers.catalog import load_catalog; print(load_catalog()["python"].ref)')"
 fi
+for image in $images; do
+    if ! as_user podman image exists "$image" 2>/dev/null && docker image inspect "$image" >/dev/null 2>&1; then
+        log "loading $image into $USER_NAME's image store"
+        docker save "$image" | as_user podman load -q >/dev/null
+    fi
+done
 # The tests run nbcontainers as this user with the project's venv: its interpreter (pyenv's,
 # under /root here) must be reachable. Grant traversal (o+x, no listing) where it is missing.
 py="${NBC_VENV_PYTHON:-}"

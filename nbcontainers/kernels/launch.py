@@ -12,9 +12,7 @@ private files and hands the spec to the runtime.
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -29,11 +27,11 @@ from ..labels import (
     SERVER_HOST,
     SERVER_PID,
     SERVER_STARTED,
-    process_start_time,
 )
 from ..pipsettings import PipSettings, read_pip_settings
 from ..runtimes.base import ContainerSpec, EngineFacts, GPURequest, Mount
 from .connection import PrivateDir
+from .identity import Host, kernel_user
 
 __all__ = [
     "CONNECTION_FILE",
@@ -44,12 +42,10 @@ __all__ = [
     "IMAGE_LABEL",
     "PIP_CONF",
     "SHARED",
-    "Host",
     "KernelStart",
     "LaunchConfig",
     "LaunchPlan",
     "kernel_env",
-    "kernel_user",
     "parse_mount",
     "plan_launch",
 ]
@@ -111,33 +107,6 @@ class LaunchConfig:
     user: str = ""
     mount_workspace: bool = True
     pip_settings: bool = True
-
-
-@dataclass(frozen=True)
-class Host:
-    """The Jupyter server process that starts kernels: who it runs as and where."""
-
-    owner: str
-    uid: int
-    gid: int
-    hostname: str
-    pid: int
-    started: str  # the process's start time (labels.process_start_time)
-
-    @classmethod
-    def current(cls) -> Host:
-        try:
-            owner = getpass.getuser()
-        except (KeyError, OSError):  # a uid without a passwd entry (some containers, Hub)
-            owner = str(os.getuid())
-        pid = os.getpid()
-        return cls(
-            owner, os.getuid(), os.getgid(), socket.gethostname(), pid, process_start_time(pid)
-        )
-
-    @property
-    def user(self) -> str:
-        return f"{self.uid}:{self.gid}"
 
 
 @dataclass(frozen=True)
@@ -282,7 +251,7 @@ def plan_launch(
         env=env,
         mounts=tuple(mounts),
         working_dir=workdir,
-        user=kernel_user(config.user, host),
+        user=kernel_user(config.user, host, rootless=facts.rootless),
         network=network,
         ports=ports,
         gpus=gpus,
@@ -310,25 +279,6 @@ def kernel_env(
     allowed.update({str(k): str(v) for k, v in extra.items()})
     allowed.update({"HOME": HOME, "NBCONTAINERS_IMAGE": image_name, "PYTHONUNBUFFERED": "1"})
     return allowed
-
-
-def kernel_user(requested: str, host: Host) -> str:
-    """The uid:gid the kernel runs as: the server's own unless ``requested`` names another,
-    which only a root server may do (it then hands the private folder to that user)."""
-    if not requested or requested == host.user:
-        return host.user
-    try:
-        _uid, _gid = (int(part) for part in requested.split(":"))
-    except ValueError:
-        raise ConfigError(
-            f"user={requested!r}: give numeric 'uid:gid', e.g. '1000:1000'."
-        ) from None
-    if host.uid != 0:
-        raise ConfigError(
-            f"user={requested!r} differs from the server's own uid:gid {host.user}; only a "
-            "server running as root can start kernels as another user. Remove the 'user' setting."
-        )
-    return requested
 
 
 def _enforceable_limits(

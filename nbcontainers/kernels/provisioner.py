@@ -42,6 +42,7 @@ from .connection import (
 from .crash import crash_report
 from .exit_cleanup import remove_when_finished_at_exit
 from .gpus import gpu_request
+from .identity import Host
 from .images import MISSING_IMAGE_POLICIES, ensure_image
 from .launch import (
     CONNECTION_FILE,
@@ -49,7 +50,6 @@ from .launch import (
     DEFAULT_PIDS_LIMIT,
     DEFAULT_SHM_SIZE,
     SHARED,
-    Host,
     KernelStart,
     LaunchConfig,
     LaunchPlan,
@@ -139,7 +139,12 @@ class ContainerProvisioner(KernelProvisionerBase):
     pip_settings = Bool(
         True, config=True, help="Give the kernel the host's pip settings (read-only)."
     )
-    runtime_name = Unicode("docker", config=True, help="Container runtime to use.")
+    runtime_name = Unicode(
+        "auto",
+        config=True,
+        help="Container engine: 'auto' (DOCKER_HOST, else your rootless engine, else the "
+        "system one), 'docker', 'podman', or another registered runtime.",
+    )
     stop_timeout = Float(5.0, config=True, help="Grace period before a stopped kernel is killed.")
 
     def __init__(self, **kwargs: Any) -> None:
@@ -208,7 +213,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     def _write_private_files(self, plan: LaunchPlan, host: Host) -> None:
         if plan.pip_conf is not None:
             write_private(plan.private_dir.pip_conf, plan.pip_conf)
-        if plan.user != host.user:  # only a root server gets here (kernel_user checks)
+        # Only a root server gets here (kernel_user checks); on a rootless engine the
+        # container's root already is the server's user.
+        if plan.user != host.user and not self._engine_facts().rootless:
             hand_to_user(plan.private_dir, plan.user)
 
     # -- KernelProvisionerBase ------------------------------------------------------------

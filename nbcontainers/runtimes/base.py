@@ -162,8 +162,6 @@ class EngineFacts:
     gpu_mode: str  # one of GPU_MODES
     limits: frozenset[str]  # the LIMITS it enforces
     runtimes: tuple[str, ...] = ()  # OCI runtimes offered, e.g. ("nvidia", "runc")
-    builder: str = ""  # how images are built, for `doctor`; "" if the engine cannot build
-    builder_problem: str = ""  # why it cannot, and the fix
     # What to run so the engine can hand GPUs to containers; "" when it already can.
     gpu_setup: str = ""
 
@@ -229,6 +227,11 @@ class ContainerRuntime(Protocol):
 
     def remove_image(self, ref: str) -> None:
         """Remove a local image; a missing one is not an error."""
+        ...
+
+    def builder(self) -> str:
+        """How :meth:`build` builds here, for the user; ``BuildError`` with the fix when it
+        can't. Apart from ``ping`` because finding out may cost a few processes."""
         ...
 
     # -- containers -------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import os
 import signal as signal_module
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 from ..errors import (
@@ -132,11 +131,10 @@ class DockerRuntime:
         with self._translate("ask the engine for its version"):
             version = self.api.version()
             info = self.api.info()
-        facts = facts_from(version, info, self.endpoint)
-        try:
-            return replace(facts, builder=find_builder().description)
-        except BuildError as exc:
-            return replace(facts, builder_problem=str(exc))
+        return facts_from(version, info, self.endpoint)
+
+    def builder(self) -> str:
+        return find_builder().description
 
     def image_info(self, ref: str) -> ImageInfo | None:
         import docker.errors

@@ -122,7 +122,6 @@ class FakeRuntime:
             rootless=self.rootless,
             gpu_mode="none",
             limits=self.limits,
-            builder="in-memory",
         )
 
     def image_info(self, ref: str) -> ImageInfo | None:
@@ -171,6 +170,9 @@ class FakeRuntime:
         self.builds.append(request)
         labels = {**dict(_LABEL.findall(text)), **request.labels}
         return self.add_image(request.tag, labels)
+
+    def builder(self) -> str:
+        return "in-memory"
 
     def remove_image(self, ref: str) -> None:
         self._check()

@@ -189,11 +189,15 @@ class PodmanRuntime(DockerRuntime):
             gpu_mode="cdi",
             limits=limits,
             runtimes=tuple(filter(None, [host.get("ociRuntime", {}).get("name")])),
-            builder=f"podman build (remote, {self.endpoint})",
             gpu_setup="" if specs else "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
         )
         self._facts = facts
         return facts
+
+    def builder(self) -> str:
+        if shutil.which("podman") is None:
+            raise BuildError("Building needs the podman command: `sudo apt-get install podman`.")
+        return f"podman build (remote, {self.endpoint})"
 
     def facts(self) -> EngineFacts:
         return self._facts or self.ping()
@@ -237,10 +241,8 @@ class PodmanRuntime(DockerRuntime):
 
     def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
         """``podman --remote build`` against this engine: its own store, BuildKit-style secrets."""
-        podman = shutil.which("podman")
-        if podman is None:
-            raise BuildError("Building needs the podman command: `sudo apt-get install podman`.")
-        argv = [podman, "--remote", "--url", self.endpoint, "build", "-t", request.tag]
+        self.builder()  # says what to install when podman is missing
+        argv = ["podman", "--remote", "--url", self.endpoint, "build", "-t", request.tag]
         argv += ["-f", str(request.context / request.dockerfile)]
         argv += _flags(request)
         argv.append(str(request.context))

@@ -14,16 +14,15 @@ from jupyter_client.manager import KernelManager
 from nbcontainers.catalog import load_catalog
 from nbcontainers.errors import ConfigError, Unsupported
 from nbcontainers.kernels.connection import PrivateDir, connection_for_container
+from nbcontainers.kernels.identity import Host, kernel_user
 from nbcontainers.kernels.launch import (
     CONNECTION_FILE,
     HOME,
     PIP_CONF,
     SHARED,
-    Host,
     KernelStart,
     LaunchConfig,
     LaunchPlan,
-    kernel_user,
     plan_launch,
 )
 from nbcontainers.kernels.provisioner import ContainerProvisioner
@@ -36,14 +35,16 @@ HOST = Host(owner="ada", uid=1000, gid=1000, hostname="h", pid=42, started="7")
 ROOT = Host(owner="root", uid=0, gid=0, hostname="h", pid=42, started="7")
 
 
-def _facts(limits: tuple[str, ...] = LIMITS, gpu_mode: str = "device-requests") -> EngineFacts:
+def _facts(
+    limits: tuple[str, ...] = LIMITS, gpu_mode: str = "device-requests", rootless: bool = False
+) -> EngineFacts:
     return EngineFacts(
-        name="podman",
+        name="podman" if rootless else "docker",
         version="4.3",
         api_version="1.41",
         endpoint="unix:///run/podman.sock",
         os="linux",
-        rootless=True,
+        rootless=rootless,
         gpu_mode=gpu_mode,
         limits=frozenset(limits),
     )
@@ -220,6 +221,15 @@ def test_another_user_needs_a_root_server_and_numeric_ids(tmp_path: Path) -> Non
             kernel_user(bad, ROOT)
 
 
+def test_on_a_rootless_engine_the_kernel_is_the_containers_root(tmp_path: Path) -> None:
+    # The container's root is the server's own user there: files it writes are the user's.
+    rootless = _facts(rootless=True)
+    assert _plan(tmp_path, facts=rootless).user == "0:0"
+    assert _plan(tmp_path, facts=rootless, user="1000:1000").user == "0:0"
+    with pytest.raises(ConfigError, match="on a rootless engine kernels run as you"):
+        _plan(tmp_path, facts=rootless, user="12345:12345")
+
+
 # -- network, labels, name ----------------------------------------------------------------
 
 
@@ -273,7 +283,7 @@ def test_limits_are_passed_where_the_engine_enforces_them(tmp_path: Path) -> Non
 
 
 def test_limit_the_engine_cannot_enforce_is_refused_by_name(tmp_path: Path) -> None:
-    facts = _facts(limits=("shm",))  # rootless on cgroup v1
+    facts = _facts(limits=("shm",), rootless=True)  # rootless on cgroup v1
     with pytest.raises(Unsupported) as info:
         _plan(tmp_path, facts=facts, mem_limit="1g", cpus=2.0)
     message = str(info.value)

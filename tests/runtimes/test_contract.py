@@ -89,6 +89,7 @@ def test_facts_describe_the_engine(engine: Engine) -> None:
     assert facts.gpu_mode in GPU_MODES
     assert facts.limits <= set(LIMITS)
     assert isinstance(facts.rootless, bool)
+    assert engine.runtime.builder()  # this machine's engines can all build
 
 
 def test_run_state_labels_and_list(engine: Engine) -> None:
