@@ -39,11 +39,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 USERS = ("nbc-hub-a", "nbc-hub-b")
 PASSWORD = os.environ.get("NBC_HUB_PASSWORD", "nbc-hub-test-password")
 TEST_FILE = "nbc-hub-test.txt"
-# TEMPORARY until the provisioner's rootless integration lands on main.
-EXTRA_CONFIG = (
-    "c.Spawner.args = [*c.Spawner.args, '--ContainerProvisioner.network=none',"
-    " '--ContainerProvisioner.pids_limit=0']\n"
-)
 REQUIRE = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
 
 
@@ -71,7 +66,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     assert (again.exit_code, again.changes) == (0, []), "\n".join(lines)  # idempotent
     folder = tmp_path_factory.mktemp("hub")
     folder.chmod(0o700)
-    running = start_hub(folder, USERS, EXTRA_CONFIG)
+    running = start_hub(folder, USERS)
     try:
         yield running
     finally:
