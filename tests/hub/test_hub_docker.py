@@ -220,6 +220,24 @@ def test_one_user_sees_neither_the_others_home_nor_engine(
     assert not set(a_containers) & set(out.split()), "B's engine lists A's containers"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the kernels/images.py change proposed with the hub work (then drop this mark)",
+)
+def test_an_image_missing_from_the_shared_store_says_ask_your_admin(
+    hub: Hub, local_kernels: dict[str, str]
+) -> None:
+    user = USERS[0]
+    code = (  # pytorch-cpu is not in the store: hub setup above loaded python only
+        "from jupyter_client import KernelManager\n"
+        "try:\n    KernelManager(kernel_name='nbc-pytorch-cpu').start_kernel()\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    out, _ = execute(hub, user, local_kernels[user], code, timeout=60)
+    assert out.startswith("ImageMissing"), out
+    assert "Ask your admin to run `nbcontainers hub setup`" in out, out
+
+
 def test_one_users_engine_crashing_leaves_the_other_alone(
     hub: Hub, kernels: dict[str, str]
 ) -> None:
