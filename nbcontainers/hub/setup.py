@@ -164,7 +164,10 @@ def _write_user_confs(
             continue
         argv = _as_user(user, "sh", "-c", _WRITE_USER_CONF)
         subprocess.run(argv, input=new, text=True, timeout=30, cwd="/", check=True)
-        echo(f"  {check.name}: wrote ~/.config/containers/storage.conf (the store, driver)")
+        echo(
+            f"  {check.name}: wrote ~/.config/containers/storage.conf"
+            " (an engine already running sees it once restarted)"
+        )
         res.changes.append(f"storage.conf of {check.name}")
     skel = SKEL / ".config" / "containers" / "storage.conf"
     old = skel.read_text() if skel.is_file() else ""
