@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal as signal_module
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,10 +31,19 @@ from .base import (
     ProgressCallback,
 )
 from .buildkit import build_argv, find_builder, run_build
-from .docker_wire import engine_fix_hint, explanation, facts_from, state_from, stats_from
+from .docker_wire import (
+    engine_fix_hint,
+    explanation,
+    facts_from,
+    follow_events,
+    state_from,
+    stats_from,
+)
 
 __all__ = ["DockerRuntime", "device_requests"]
 
+FACTS_TTL = 60.0  # seconds a process reuses an endpoint's facts
+_FACTS: dict[str, tuple[float, EngineFacts]] = {}
 PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
 CALL_TIMEOUT = 120.0
 
@@ -128,10 +138,18 @@ class DockerRuntime:
     # -- engine and images ------------------------------------------------------------------
 
     def ping(self) -> EngineFacts:
+        # Every kernel start asks (a provisioner per kernel): two engine round trips, about
+        # 10 ms here. Facts of one endpoint barely change, so a process keeps them a while; a
+        # dead engine is still noticed at once, by the next call that needs it.
+        cached = _FACTS.get(self.endpoint)
+        if cached and time.monotonic() - cached[0] < FACTS_TTL:
+            return cached[1]
         with self._translate("ask the engine for its version"):
             version = self.api.version()
             info = self.api.info()
-        return facts_from(version, info, self.endpoint)
+        facts = facts_from(version, info, self.endpoint)
+        _FACTS[self.endpoint] = (time.monotonic(), facts)
+        return facts
 
     def builder(self) -> str:
         return find_builder().description
@@ -158,7 +176,7 @@ class DockerRuntime:
         repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
         with self._translate(f"pull {ref}"):
             events = self.api.pull(repo, tag=tag or None, stream=True, decode=True)
-            _follow(events, f"pulling {ref}", progress, lambda error: f"pull {ref}: {error}")
+            follow_events(events, f"pulling {ref}", progress, lambda error: f"pull {ref}: {error}")
         info = self.image_info(ref)
         if info is None:
             raise ImageMissing(f"Pulled {ref} but the engine does not list it afterwards.")
@@ -172,7 +190,7 @@ class DockerRuntime:
         with self._translate(f"push {target}"):
             self.api.tag(ref, repo, tag=tag or "latest")
             events = self.api.push(repo, tag=tag or "latest", stream=True, decode=True)
-            return _follow(
+            return follow_events(
                 events,
                 f"pushing {target}",
                 progress,
@@ -226,7 +244,8 @@ class DockerRuntime:
                 self.api.start(container_id)
             except Exception:
                 # Created but never started: nothing to inspect, remove it so nothing leaks.
-                self._remove_quietly(container_id)
+                with contextlib.suppress(Exception):
+                    self.api.remove_container(container_id, force=True, v=True)
                 raise
         return container_id
 
@@ -297,11 +316,6 @@ class DockerRuntime:
                     return
                 raise
 
-    def _remove_quietly(self, container_id: str) -> None:
-        # Best effort while already handling an error.
-        with contextlib.suppress(Exception):
-            self.api.remove_container(container_id, force=True, v=True)
-
     def logs(self, container_id: str, tail: int = 50) -> str:
         import docker.errors
 
@@ -371,24 +385,3 @@ def _host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> 
         read_only=spec.read_only,
         privileged=False,
     )
-
-
-def _follow(
-    events: Iterable[Mapping[str, Any]],
-    what: str,
-    progress: ProgressCallback | None,
-    failure: Callable[[str], str],
-) -> str:
-    """Follow a pull's or push's event stream: sum the layers' bytes into ``progress``, raise
-    on an error event, return the digest the engine reports (or "")."""
-    layers: dict[str, tuple[int, int]] = {}
-    digest = ""
-    for event in events:
-        if "error" in event:
-            raise RuntimeFailure(failure(str(event["error"])))
-        digest = str((event.get("aux") or {}).get("Digest") or digest)
-        detail = event.get("progressDetail") or {}
-        if progress and event.get("id") and detail.get("total"):
-            layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
-            progress(what, sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
-    return digest

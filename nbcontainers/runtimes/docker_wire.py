@@ -4,12 +4,20 @@ doesn't. Podman's Docker-compatible API answers in the same shapes."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .base import ContainerState, ContainerStats, EngineFacts
+from ..errors import RuntimeFailure
+from .base import ContainerState, ContainerStats, EngineFacts, ProgressCallback
 
-__all__ = ["engine_fix_hint", "explanation", "facts_from", "state_from", "stats_from"]
+__all__ = [
+    "engine_fix_hint",
+    "explanation",
+    "facts_from",
+    "follow_events",
+    "state_from",
+    "stats_from",
+]
 
 
 def engine_fix_hint(endpoint: str, detail: str = "") -> str:
@@ -112,3 +120,24 @@ def state_from(data: Mapping[str, Any]) -> ContainerState:
         started_at=str(st.get("StartedAt", "")),
         error=str(st.get("Error", "")),
     )
+
+
+def follow_events(
+    events: Iterable[Mapping[str, Any]],
+    what: str,
+    progress: ProgressCallback | None,
+    failure: Callable[[str], str],
+) -> str:
+    """Follow a pull's or push's event stream: sum the layers' bytes into ``progress``, raise
+    on an error event, return the digest the engine reports (or "")."""
+    layers: dict[str, tuple[int, int]] = {}
+    digest = ""
+    for event in events:
+        if "error" in event:
+            raise RuntimeFailure(failure(str(event["error"])))
+        digest = str((event.get("aux") or {}).get("Digest") or digest)
+        detail = event.get("progressDetail") or {}
+        if progress and event.get("id") and detail.get("total"):
+            layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+            progress(what, sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+    return digest
