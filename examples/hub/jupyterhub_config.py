@@ -1,0 +1,53 @@
+"""JupyterHub with nbcontainers container kernels on each user's own rootless Podman.
+
+Run as root, after `nbcontainers hub setup` (see README.md next to this file):
+
+    jupyterhub -f examples/hub/jupyterhub_config.py
+
+Users log in with their Unix account (PAM); each gets a single-user server running as that
+user (LocalProcessSpawner) whose kernel picker lists the `nbc-*` container kernels. A kernel
+runs on the user's own rootless Podman, started on demand, with the catalog images from the
+shared read-only store; nobody needs the Docker socket. Override anything below in a file of
+your own that starts with `load_subconfig("/path/to/this/jupyterhub_config.py")`.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 (JupyterHub provides it)
+
+# The environment JupyterHub runs from; users' servers run the same one (it must be readable
+# and executable by them: a system-wide venv such as /opt/jupyterhub, not one under /root).
+BIN = Path(sys.executable).parent
+
+# -- Who gets in -------------------------------------------------------------------------------
+c.JupyterHub.authenticator_class = "pam"
+# Any local account with a password may log in. Narrow it with, e.g.,
+#   c.Authenticator.allowed_groups = {"jupyterhub-users"}   (and allow_all = False)
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = set()
+c.Authenticator.delete_invalid_users = True
+
+# -- Where it listens (put TLS in front of it, or set ssl_cert/ssl_key) ------------------------
+c.JupyterHub.bind_url = os.environ.get("NBC_HUB_BIND_URL", "http://:8000")
+
+# -- Users' servers: one process per user, as that Unix user -----------------------------------
+c.JupyterHub.spawner_class = "localprocess"
+c.Spawner.cmd = [str(BIN / "jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+c.Spawner.notebook_dir = "~"
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 60
+# The venv first (jupyter, nbcontainers), then the system tools the rootless engine needs
+# (podman, newuidmap, slirp4netns). The server's own token never reaches a kernel: the
+# provisioner passes an allowlist of variables only.
+c.Spawner.environment = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"}
+# Container kernels on the user's own engine: "auto" means DOCKER_HOST if the user set one,
+# else the user's rootless engine (Podman, started on demand), else the system engine, which a
+# user outside the docker group cannot open.
+c.Spawner.args = ["--ContainerProvisioner.runtime_name=auto"]
+
+# -- Housekeeping ------------------------------------------------------------------------------
+c.JupyterHub.cleanup_servers = True  # stopping the hub stops users' servers (and kernels)
+c.JupyterHub.shutdown_on_logout = False

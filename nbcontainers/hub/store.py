@@ -1,0 +1,255 @@
+"""The shared read-only image store: one copy of the catalog images that every user's rootless
+Podman reads through ``additionalimagestores`` in ``storage.conf``.
+
+The admin (root) loads images from the system Docker engine into a Podman store of its own
+(``podman --root STORE load``), makes it readable by all and names it in
+``/etc/containers/storage.conf``; each user's engine then lists those images as read-only and
+runs containers from them, writing only to the user's own storage. Engine commands here are
+the Podman and Docker command lines (as root, on the admin's host), not the runtime seam: no
+user engine is involved, and ``docker save`` / ``podman load`` have no seam method yet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_STORE",
+    "STORAGE_CONF",
+    "SharedStore",
+    "add_store",
+    "configured_stores",
+    "make_readable",
+    "missing_image_message",
+    "user_storage_conf",
+]
+
+DEFAULT_STORE = Path("/var/lib/nbcontainers/storage")
+STORAGE_CONF = Path("/etc/containers/storage.conf")
+LOAD_TIMEOUT = 1800.0  # seconds for one `docker save | podman load` of a multi-GB image
+
+ROOT_DEFAULTS = {"runroot": "/run/containers/storage", "graphroot": "/var/lib/containers/storage"}
+_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z_]+)\s*=")
+
+
+def user_storage_conf(env: dict[str, str] | None = None) -> Path:
+    """The ``storage.conf`` a user's Podman reads: the user's own file where there is one (it
+    replaces the system file entirely), else the system file."""
+    env = dict(os.environ) if env is None else env
+    home = env.get("HOME") or os.path.expanduser("~")
+    for folder in (env.get("XDG_CONFIG_HOME"), os.path.join(home, ".config")):
+        if folder and os.path.isfile(os.path.join(folder, "containers", "storage.conf")):
+            return Path(folder, "containers", "storage.conf")
+    return STORAGE_CONF
+
+
+def _parse(text: str) -> dict[str, object]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib.loads(text)
+    return {}  # pragma: no cover - Python 3.10 has no TOML reader; callers treat it as empty
+
+
+def configured_stores(conf: Path | None = None) -> list[str]:
+    """The ``additionalimagestores`` that ``conf`` (default: this user's) names."""
+    path = conf or user_storage_conf()
+    try:
+        data = _parse(path.read_text())
+    except (OSError, ValueError):
+        return []
+    storage = data.get("storage")
+    return _stores_in(storage) if isinstance(storage, dict) else []
+
+
+def missing_image_message(ref: str, kernel: str, conf: Path | None = None) -> str | None:
+    """What a user reads when ``ref`` is in none of their engine's stores while a shared store
+    is configured (the hub case); ``None`` where no shared store is set up."""
+    stores = configured_stores(conf)
+    if not stores:
+        return None
+    return (
+        f"Image {ref} for kernel {kernel!r} is not in your engine's storage nor in the shared "
+        f"image store ({', '.join(stores)}). Ask your admin to run `nbcontainers hub setup` "
+        "(it loads the catalog images into the shared store for every user)."
+    )
+
+
+def _toml_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def add_store(text: str, store: str, driver: str, system: bool = True) -> str:
+    """``storage.conf`` text with ``store`` in ``[storage.options] additionalimagestores`` and
+    a ``driver`` set, keeping every other line (comments included) as it was.
+
+    The file replaces Podman's built-in defaults as a whole, so a missing ``driver`` is set to
+    the one users already have (changing it would strand their existing storage); the system
+    file (``system``) also gets root's ``graphroot``/``runroot``, a user's file must not.
+    """
+    data = _parse(text) if text.strip() else {}
+    storage = data.get("storage") if isinstance(data.get("storage"), dict) else {}
+    assert isinstance(storage, dict)
+    stores = _stores_in(storage)
+    if store not in stores:
+        stores.append(store)
+    lines = text.splitlines()
+    # Podman reads no defaults once this file exists: root's own engine needs all three.
+    for key, value in {"driver": driver, **(ROOT_DEFAULTS if system else {})}.items():
+        if storage.get(key):
+            continue
+        storage_at, keys_at, _ = _scan(lines)
+        line = f'{key} = "{value}"'
+        if key in keys_at:
+            lines[keys_at[key]] = line  # present but empty
+        elif storage_at is not None:
+            lines.insert(storage_at + 1, line)
+        else:
+            lines[:0] = ["[storage]", line, ""]
+    _, _, (options_at, stores_at) = _scan(lines)
+    new_line = f"additionalimagestores = {_toml_list(stores)}"
+    if stores_at is not None:
+        # A multi-line array continues below: replace its continuation lines too.
+        end = stores_at
+        while "]" not in lines[end] and end + 1 < len(lines):
+            end += 1
+        lines[stores_at : end + 1] = [new_line]
+    elif options_at is not None:
+        lines.insert(options_at + 1, new_line)
+    else:
+        lines += ["", "[storage.options]", new_line]
+    result = "\n".join(lines).lstrip("\n") + "\n"
+    _parse(result)  # never write a file Podman can't read
+    return result
+
+
+def _scan(lines: list[str]) -> tuple[int | None, dict[str, int], tuple[int | None, int | None]]:
+    """Where ``[storage]`` starts, its keys' lines, and ``[storage.options]`` and its
+    ``additionalimagestores`` line."""
+    section = None
+    storage_at = options_at = stores_at = None
+    keys_at: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        head = _SECTION.match(line)
+        if head:
+            section = head.group(1).strip()
+            storage_at = i if section == "storage" else storage_at
+            options_at = i if section == "storage.options" else options_at
+            continue
+        key = _KEY.match(line)
+        if key and section == "storage":
+            keys_at[key.group(1)] = i
+        if key and section == "storage.options" and key.group(1) == "additionalimagestores":
+            stores_at = i
+    return storage_at, keys_at, (options_at, stores_at)
+
+
+def _stores_in(storage: dict[object, object]) -> list[str]:
+    options = storage.get("options")
+    stores = options.get("additionalimagestores") if isinstance(options, dict) else None
+    return [str(s) for s in stores] if isinstance(stores, list) else []
+
+
+def make_readable(root: Path) -> int:
+    """``chmod -R a+rX`` on the store's image and layer folders (what users' engines read);
+    returns how many modes changed. Podman's own folders (``libpod``, ``tmp``) stay private."""
+    changed = 0
+    for top in sorted(root.iterdir()):
+        if top.name in ("libpod", "tmp", "mounts") or top.is_symlink():
+            continue
+        for path in [top, *_walk(top)]:
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            want = mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+            if stat.S_ISDIR(mode) or mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+                want |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+            if want != mode and (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                os.chmod(path, stat.S_IMODE(want))
+                changed += 1
+    return changed
+
+
+def _walk(top: Path) -> list[Path]:
+    found: list[Path] = []
+    if not top.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(top):
+        found += [Path(dirpath, n) for n in dirnames + filenames]
+    return found
+
+
+@dataclass(frozen=True)
+class SharedStore:
+    """A Podman image store at ``root`` that root writes and every user reads."""
+
+    root: Path = DEFAULT_STORE
+    driver: str = "vfs"
+    runroot: Path = Path("/run/nbcontainers/storage")
+
+    def _podman(self, *args: str) -> list[str]:
+        podman = shutil.which("podman") or "podman"
+        return [
+            podman,
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            self.driver,
+            *args,
+        ]
+
+    def image_id(self, ref: str) -> str | None:
+        """The image's id in this store, or ``None`` when it is not there."""
+        done = subprocess.run(
+            self._podman("image", "inspect", "--format", "{{.ID}}", ref),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return done.stdout.strip() or None if done.returncode == 0 else None
+
+    def images(self) -> list[str]:
+        done = subprocess.run(
+            self._podman("images", "--format", "{{.Repository}}:{{.Tag}}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return [line for line in done.stdout.splitlines() if line.strip()]
+
+    def load_from(self, source_cli: str, ref: str) -> None:
+        """Copy ``ref`` from the engine behind ``source_cli`` (``docker save``) into the store."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        saver = subprocess.Popen([source_cli, "save", ref], stdout=subprocess.PIPE)
+        try:
+            loaded = subprocess.run(
+                self._podman("load", "-q"),
+                stdin=saver.stdout,
+                capture_output=True,
+                text=True,
+                timeout=LOAD_TIMEOUT,
+                check=False,
+            )
+        finally:
+            if saver.stdout is not None:
+                saver.stdout.close()
+            saved = saver.wait(timeout=60)
+        if saved != 0 or loaded.returncode != 0:
+            raise RuntimeError(
+                f"loading {ref} into {self.root} failed ({source_cli} save exited {saved}, "
+                f"podman load exited {loaded.returncode}): {loaded.stderr.strip()[-800:]}"
+            )

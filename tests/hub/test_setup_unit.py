@@ -1,0 +1,108 @@
+"""hub setup without root or engines: storage.conf edits keep what is there, sub-uid ranges
+never overlap, what a user reads when an image is missing from the shared store."""
+
+from __future__ import annotations
+
+import pwd
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbcontainers.hub import setup as hub_setup
+from nbcontainers.hub.store import (
+    add_store,
+    configured_stores,
+    make_readable,
+    missing_image_message,
+)
+from nbcontainers.hub.subids import check_users, read_ranges, usermod_command
+
+needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is 3.11+")
+
+
+@needs_toml
+def test_a_new_system_file_gets_the_store_driver_and_roots_defaults(tmp_path: Path) -> None:
+    text = add_store("", "/var/lib/nbcontainers/storage", "vfs")
+    conf = tmp_path / "storage.conf"
+    conf.write_text(text)
+    assert configured_stores(conf) == ["/var/lib/nbcontainers/storage"]
+    assert 'driver = "vfs"' in text and 'runroot = "/run/containers/storage"' in text
+    assert add_store(text, "/var/lib/nbcontainers/storage", "vfs") == text  # idempotent
+
+
+@needs_toml
+def test_an_existing_file_keeps_its_lines_stores_and_driver(tmp_path: Path) -> None:
+    old = (
+        '# site settings\n[storage]\ndriver = "overlay"\n\n[storage.options]\n'
+        'additionalimagestores = [\n  "/srv/images",\n]\nsize = ""\n'
+        '[storage.options.overlay]\nmountopt = "nodev"\n'
+    )
+    new = add_store(old, "/var/lib/nbcontainers/storage", "vfs")
+    conf = tmp_path / "storage.conf"
+    conf.write_text(new)
+    assert configured_stores(conf) == ["/srv/images", "/var/lib/nbcontainers/storage"]
+    assert "# site settings" in new and 'mountopt = "nodev"' in new and 'size = ""' in new
+    assert 'driver = "overlay"' in new and 'driver = "vfs"' not in new  # users' storage stays
+
+
+@needs_toml
+def test_a_users_file_gets_no_graphroot(tmp_path: Path) -> None:
+    text = add_store("", "/s", "vfs", system=False)
+    assert "graphroot" not in text and "runroot" not in text and 'driver = "vfs"' in text
+
+
+def test_missing_ranges_get_free_non_overlapping_ones(tmp_path: Path) -> None:
+    (tmp_path / "subuid").write_text("alice:100000:65536\nbob:165536:65536\n")
+    (tmp_path / "subgid").write_text("alice:100000:65536\n")
+    users = [
+        pwd.struct_passwd((name, "x", uid, uid, "", f"/home/{name}", "/bin/sh"))
+        for name, uid in (("alice", 2001), ("bob", 2002), ("carol", 2003))
+    ]
+    checks = {c.name: c for c in check_users(users, tmp_path / "subuid", tmp_path / "subgid")}
+    assert checks["alice"].ok and checks["alice"].fix == ()
+    # bob lacks only sub-gids: only that half is added, above every range in either file.
+    assert checks["bob"].fix == ("usermod", "--add-subgids", "231072-296607", "bob")
+    assert checks["carol"].fix == usermod_command("carol", 296608)
+    assert read_ranges(tmp_path / "missing") == []
+
+
+def test_a_missing_shared_image_says_ask_your_admin(tmp_path: Path) -> None:
+    conf = tmp_path / "storage.conf"
+    assert missing_image_message("nbcontainers/python:x", "nbc-python", conf) is None
+    conf.write_text(add_store("", "/var/lib/nbcontainers/storage", "vfs", system=False))
+    msg = missing_image_message("nbcontainers/python:x", "nbc-python", conf)
+    if sys.version_info >= (3, 11):
+        assert msg is not None
+        assert "ask your admin to run `nbcontainers hub setup`" in msg.lower()
+        assert "/var/lib/nbcontainers/storage" in msg
+
+
+def test_the_store_becomes_readable_but_podmans_own_folders_stay_private(tmp_path: Path) -> None:
+    layer = tmp_path / "vfs" / "dir" / "abc"
+    layer.mkdir(parents=True, mode=0o700)
+    (layer / "shadow").write_text("secret")
+    (layer / "shadow").chmod(0o600)
+    (layer / "tool").write_text("#!/bin/sh")
+    (layer / "tool").chmod(0o700)
+    (tmp_path / "libpod").mkdir(mode=0o700)
+    assert make_readable(tmp_path) > 0
+    assert stat.S_IMODE((layer / "shadow").stat().st_mode) == 0o644
+    assert stat.S_IMODE((layer / "tool").stat().st_mode) == 0o755
+    assert stat.S_IMODE(layer.stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "libpod").stat().st_mode) == 0o700
+    assert make_readable(tmp_path) == 0  # idempotent
+
+
+def test_setup_needs_root_and_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    monkeypatch.setattr(hub_setup.os, "geteuid", lambda: 1000)
+    assert hub_setup.run_setup(echo=lines.append).exit_code == 1
+    assert "must run as root" in lines[0]
+    monkeypatch.setattr(hub_setup.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(hub_setup.shutil, "which", lambda name: None)
+    lines.clear()
+    result = hub_setup.run_setup(echo=lines.append)
+    assert result.problems == [hub_setup.APT]
+    assert "apt-get install podman uidmap" in lines[0]
