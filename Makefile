@@ -7,13 +7,13 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base podman images kernelspecs browser check unit bench clean
+.PHONY: demo test setup venv engine base podman hub images kernelspecs browser check unit bench clean
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
 	@echo "Executed notebook saved to $(EXAMPLE_OUT)"
 
-test: setup podman browser check
+test: setup podman hub browser check
 	NBCONTAINERS_REQUIRE_DOCKER=1 $(BIN)/pytest -v tests
 
 setup: venv engine base images kernelspecs
@@ -39,6 +39,11 @@ base: engine
 # Rootless Podman and its test user (the contract suite runs against it as that user).
 podman: base venv images
 	NBC_VENV_PYTHON=$(abspath $(BIN)/python) bash scripts/ensure-podman.sh
+
+# JupyterHub (PyPI, into the venv), configurable-http-proxy (npm), the kernelspecs in the venv
+# and two hub test users; the hub test runs `nbcontainers hub setup` (the shared store) itself.
+hub: podman
+	bash scripts/ensure-hub.sh
 
 images: venv base
 	$(NBC) images build $(IMAGES)

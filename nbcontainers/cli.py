@@ -1,4 +1,4 @@
-"""The `nbcontainers` command line: images, kernelspecs, gc, snapshot, export and doctor.
+"""The `nbcontainers` command line: images, kernelspecs, gc, snapshot, export, hub, doctor.
 
 Thin over the library: parse, call one function, print. Imports happen inside the commands,
 so `nbcontainers --help` loads neither an engine SDK nor Jupyter.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .errors import NbcontainersError
+from .hub.command import hub
 from .serving.options import click_options as export_click_options
 from .serving.options import export_options
 
@@ -54,6 +55,9 @@ def _runtime() -> ContainerRuntime:
 @click.version_option(package_name="nbcontainers")
 def main() -> None:
     """Run Jupyter kernels in pinned container images."""
+
+
+main.add_command(hub)  # `nbcontainers hub setup`: prepare a JupyterHub host (as root)
 
 
 # -- images -------------------------------------------------------------------------------

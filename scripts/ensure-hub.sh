@@ -26,7 +26,7 @@ if ! command -v configurable-http-proxy >/dev/null; then
 fi
 # Users' servers run this venv: the nbc-* kernelspecs go into its prefix.
 "$VENV/bin/nbcontainers" kernelspec install --sys-prefix >/dev/null
-NBC_VENV_PYTHON="$(readlink -f "$VENV/bin/python")" bash scripts/ensure-podman.sh
+NBC_VENV_PYTHON="$(pwd)/$VENV/bin/python" bash scripts/ensure-podman.sh
 # The venv itself (not only its interpreter) must be readable by the users' servers.
 dir=$(readlink -f "$VENV")
 while [ "$dir" != "/" ]; do

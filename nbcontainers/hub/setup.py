@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import load_catalog
-from .store import DEFAULT_STORE, STORAGE_CONF, SharedStore, add_store, make_readable
+from ..runtimes.podman_store import (
+    DEFAULT_STORE,
+    STORAGE_CONF,
+    SharedStore,
+    add_store,
+    make_readable,
+)
 from .subids import UserCheck, check_users, hub_users
 
 __all__ = ["SetupResult", "main", "run_setup"]

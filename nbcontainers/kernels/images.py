@@ -9,6 +9,7 @@ from typing import Any
 from ..catalog import CatalogImage
 from ..errors import ImageMissing
 from ..runtimes.base import ContainerRuntime
+from ..runtimes.podman_store import missing_image_message
 
 __all__ = ["MISSING_IMAGE_POLICIES", "ensure_image"]
 
@@ -28,6 +29,11 @@ def ensure_image(
     if policy == "error":
         # The default: a kernel start has a timeout, and a silent pull of gigabytes under it
         # looks like a hang. The command shows progress where the user is looking.
+        if runtime.ping().rootless:
+            # On a hub the catalog images come from the admin's shared store, not the user.
+            shared = missing_image_message(image.ref, image.kernel_name)
+            if shared:
+                raise ImageMissing(shared)
         how = (
             f"nbcontainers images build {image.name}"
             if image.buildable

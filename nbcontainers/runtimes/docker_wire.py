@@ -24,8 +24,11 @@ def engine_fix_hint(endpoint: str, detail: str = "") -> str:
     """Say why the engine at ``endpoint`` may not answer and the command that fixes it."""
     if "Permission denied" in detail or "PermissionError" in detail:
         return (
-            f"Permission denied on {endpoint}. Add yourself to the docker group "
-            "(`sudo usermod -aG docker $USER`, then log in again) or set DOCKER_HOST."
+            f"Permission denied on {endpoint}. Use your own rootless engine: install Podman "
+            "(`sudo apt-get install podman uidmap`) and leave `runtime` at 'auto', or on a "
+            "JupyterHub ask your admin to run `nbcontainers hub setup`. On a machine of your "
+            "own, `sudo usermod -aG docker $USER` (then log in again) works too, but the docker "
+            "group is root-equivalent; or set DOCKER_HOST to another engine."
         )
     if shutil.which("dockerd") is None and endpoint.startswith("unix://"):
         return (

@@ -220,10 +220,6 @@ def test_one_user_sees_neither_the_others_home_nor_engine(
     assert not set(a_containers) & set(out.split()), "B's engine lists A's containers"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the kernels/images.py change proposed with the hub work (then drop this mark)",
-)
 def test_an_image_missing_from_the_shared_store_says_ask_your_admin(
     hub: Hub, local_kernels: dict[str, str]
 ) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.hub import setup as hub_setup
-from nbcontainers.hub.store import (
+from nbcontainers.hub.subids import check_users, read_ranges, usermod_command
+from nbcontainers.runtimes.podman_store import (
     add_store,
     configured_stores,
     make_readable,
     missing_image_message,
 )
-from nbcontainers.hub.subids import check_users, read_ranges, usermod_command
 
 needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is 3.11+")
 

@@ -5,8 +5,9 @@ The admin (root) loads images from the system Docker engine into a Podman store 
 (``podman --root STORE load``), makes it readable by all and names it in
 ``/etc/containers/storage.conf``; each user's engine then lists those images as read-only and
 runs containers from them, writing only to the user's own storage. Engine commands here are
-the Podman and Docker command lines (as root, on the admin's host), not the runtime seam: no
-user engine is involved, and ``docker save`` / ``podman load`` have no seam method yet.
+the Podman and Docker command lines (as root, on the admin's host), not a user's runtime: no
+user engine is involved, and ``docker save`` / ``podman load`` have no seam method yet; it
+lives in ``runtimes/`` because it is engine knowledge all the same.
 """
 
 from __future__ import annotations
