@@ -383,8 +383,9 @@ def export_command(model: str, name: str | None, **values: Any) -> None:
 def doctor() -> None:
     """Check the engine, images, GPUs and kernelspecs, and say what to fix."""
     from .doctor import run_checks
+    from .runtimes import choose_engine
 
-    checks = run_checks(_runtime())
+    checks = run_checks(_runtime(), why=choose_engine()[2])
     marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
     for c in checks:
         click.echo(f"[{marks[c.status]}] {c.name}: {c.detail}")

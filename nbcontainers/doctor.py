@@ -23,7 +23,7 @@ class Check:
     fix: str = ""
 
 
-def run_checks(runtime: ContainerRuntime, why: str = "it was asked for") -> list[Check]:
+def run_checks(runtime: ContainerRuntime, why: str = "as configured") -> list[Check]:
     """Every check, in the order a user fixes things; ``why`` says how the engine was chosen."""
     from .kernels.kernelspecs import installed_kernelspecs
     from .kernels.orphans import find_orphans
@@ -38,8 +38,8 @@ def run_checks(runtime: ContainerRuntime, why: str = "it was asked for") -> list
             "engine",
             "ok",
             f"{engine.name.capitalize()} {engine.version} at {engine.endpoint}, "
-            f"{'rootless' if engine.rootless else 'runs as root'}; chosen because {why} "
-            f"(runtimes: {', '.join(engine.runtimes) or 'default'})",
+            f"{'rootless' if engine.rootless else 'runs as root'} (picked: {why}; "
+            f"OCI runtimes: {', '.join(engine.runtimes) or 'default'})",
         )
     )
     if os.getuid() != 0 and not engine.rootless:

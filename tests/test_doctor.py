@@ -18,7 +18,7 @@ def test_a_user_on_a_root_engine_is_warned(
     monkeypatch.setattr("os.getuid", lambda: 1000)
     checks = _by_name(run_checks(fake_runtime, why="DOCKER_HOST is set"))
     assert checks["engine"].status == "ok"
-    assert "runs as root; chosen because DOCKER_HOST is set" in checks["engine"].detail
+    assert "runs as root (picked: DOCKER_HOST is set;" in checks["engine"].detail
     access = checks["engine access"]
     assert access.status == "warn" and "docker group" in access.detail
     assert "podman" in access.fix
