@@ -29,6 +29,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
 from ..catalog import CatalogImage, load_catalog
 from ..errors import ConfigError, ContainerCrashed, Unsupported
+from ..labels import KERNEL_ID, OWNER
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, get_runtime
 from .connection import (
     PrivateDir,
@@ -56,6 +57,7 @@ from .launch import (
     plan_launch,
 )
 from .netns import shared_netns
+from .policy import apply_policy, check_kernel_count, load_policy
 
 __all__ = ["ContainerProvisioner"]
 
@@ -269,14 +271,16 @@ class ContainerProvisioner(KernelProvisionerBase):
             started_at=time.time(),
         )
         try:
-            plan = plan_launch(
-                self.launch_config(),
-                kernel,
-                self.catalog_image,
-                self._engine_facts(),
-                host,
-                self.gpu_request,
+            # The admin's rules win over user and kernelspec settings (kernels/policy.py).
+            policy = load_policy()
+            config, gpus = apply_policy(
+                policy, self.launch_config(), self.catalog_image.name, self.gpu_request
             )
+            if policy.max_kernels_per_user:
+                running = await _blocking(self.runtime.list, {OWNER: host.owner, KERNEL_ID: None})
+                mine = [s for s in running if s.running and s.id != self.container_id]
+                check_kernel_count(policy, host.owner, len(mine))
+            plan = plan_launch(config, kernel, self.catalog_image, self._engine_facts(), host, gpus)
             for note in plan.notes:
                 self.log.warning("%s", note)
             self._write_private_files(plan, host)
