@@ -234,7 +234,12 @@ class SharedStore:
     def load_from(self, source_cli: str, ref: str) -> None:
         """Copy ``ref`` from the engine behind ``source_cli`` (``docker save``) into the store."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
+        # Users' engines must reach the store whatever umask made its parents (a CI run's
+        # was 077, leaving /var/lib/nbcontainers 0700).
+        for folder in [self.root, *self.root.parents]:
+            if folder == Path("/"):
+                break
+            folder.chmod(folder.stat().st_mode | 0o755)
         saver = subprocess.Popen([source_cli, "save", ref], stdout=subprocess.PIPE)
         try:
             loaded = subprocess.run(
@@ -254,3 +259,6 @@ class SharedStore:
                 f"loading {ref} into {self.root} failed ({source_cli} save exited {saved}, "
                 f"podman load exited {loaded.returncode}): {loaded.stderr.strip()[-800:]}"
             )
+        # Listing as root creates the store's images.lock and layers.lock: a user's engine
+        # only opens them (it can't create files in the store) and fails on a fresh store.
+        self.images()
