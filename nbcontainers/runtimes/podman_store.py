@@ -234,8 +234,8 @@ class SharedStore:
     def load_from(self, source_cli: str, ref: str) -> None:
         """Copy ``ref`` from the engine behind ``source_cli`` (``docker save``) into the store."""
         self.root.mkdir(parents=True, exist_ok=True)
-        # Users' engines must reach the store whatever umask made its parents (a CI run's
-        # was 077, leaving /var/lib/nbcontainers 0700).
+        # Users' engines must reach the store: Podman makes the folders it creates 0700 (the
+        # first `image inspect` of a fresh store left /var/lib/nbcontainers so).
         for folder in [self.root, *self.root.parents]:
             if folder == Path("/"):
                 break
