@@ -5,6 +5,12 @@ batches), and every figure is printed as a ratio against the local kernel measur
 same run, because these machines are shared and noisy.
 
 Usage: python bench/kernel_start.py [--starts 7] [--execs 400]
+
+The nbc-python cases run on the engine ``runtime = "auto"`` picks for whoever runs this: as
+root, the system Docker engine; as a user with Podman, that user's rootless engine, e.g.
+    runuser -u nbc-podman -- env -i HOME=/home/nbc-podman PATH=/usr/bin:/bin \
+        XDG_RUNTIME_DIR=/run/user/$(id -u nbc-podman) JUPYTER_PATH=$PWD/.venv/share/jupyter \
+        .venv/bin/python bench/kernel_start.py
 """
 
 from __future__ import annotations
@@ -73,6 +79,13 @@ def main() -> None:
         for km, kc in kernels.values():
             stop(km, kc)
 
+    from nbcontainers.runtimes import choose_engine, get_runtime
+
+    facts = get_runtime().ping()
+    print(
+        f"engine: {facts.name} {facts.version} at {facts.endpoint}"
+        f"{' (rootless)' if facts.rootless else ''}, picked: {choose_engine()[2]}"
+    )
     base_ready = statistics.median(ready["local ipykernel"])
     base_trip = statistics.median(trips["local ipykernel"])
     print(

@@ -58,7 +58,8 @@ class DockerRuntime:
     The SDK client is created on first use, with a short timeout for the first
     call so that a dead engine is reported in seconds, not minutes. Podman's
     Docker-compatible API is driven by the subclass in ``podman.py`` through the hooks
-    ``engine_label``, ``_fix_hint``, ``_connect``, ``_gpu_options`` and ``build``.
+    ``engine_label``, ``_fix_hint``, ``_connect``, ``_ask_facts``, ``_gpu_options`` and
+    ``build``.
     """
 
     engine_label = "Docker engine"
@@ -138,18 +139,18 @@ class DockerRuntime:
     # -- engine and images ------------------------------------------------------------------
 
     def ping(self) -> EngineFacts:
-        # Every kernel start asks (a provisioner per kernel): two engine round trips, about
-        # 10 ms here. Facts of one endpoint barely change, so a process keeps them a while; a
-        # dead engine is still noticed at once, by the next call that needs it.
+        # Every kernel start asks: two round trips, ~10 ms here. An endpoint's facts barely
+        # change, so a process keeps them a while; a dead engine fails the next real call.
         cached = _FACTS.get(self.endpoint)
         if cached and time.monotonic() - cached[0] < FACTS_TTL:
             return cached[1]
-        with self._translate("ask the engine for its version"):
-            version = self.api.version()
-            info = self.api.info()
-        facts = facts_from(version, info, self.endpoint)
+        facts = self._ask_facts()
         _FACTS[self.endpoint] = (time.monotonic(), facts)
         return facts
+
+    def _ask_facts(self) -> EngineFacts:
+        with self._translate("ask the engine for its version"):
+            return facts_from(self.api.version(), self.api.info(), self.endpoint)
 
     def builder(self) -> str:
         return find_builder().description

@@ -151,7 +151,6 @@ class PodmanRuntime(DockerRuntime):
     def __init__(self, base_url: str | None = None) -> None:
         self._start = base_url is None
         super().__init__(base_url or f"unix://{user_socket()}")
-        self._facts: EngineFacts | None = None
 
     def _fix_hint(self, detail: str) -> str:
         return (
@@ -163,7 +162,7 @@ class PodmanRuntime(DockerRuntime):
         if self._start:
             ensure_service(Path(self.endpoint.removeprefix("unix://")))
 
-    def ping(self) -> EngineFacts:
+    def _ask_facts(self) -> EngineFacts:
         with self._translate("ask the engine for its version"):
             version = self.api.version()
             host = self.api.get(f"{self.api.base_url}/v4.0.0/libpod/info").json()["host"]
@@ -177,8 +176,7 @@ class PodmanRuntime(DockerRuntime):
             limits = frozenset({"shm"} | {k for k, c in wanted.items() if c in controllers})
         else:
             limits = frozenset(LIMITS)
-        specs = cdi_specs()
-        facts = EngineFacts(
+        return EngineFacts(
             name="podman",
             version=str(version.get("Version", "?")),
             api_version=str(version.get("ApiVersion", "?")),
@@ -188,21 +186,18 @@ class PodmanRuntime(DockerRuntime):
             gpu_mode="cdi",
             limits=limits,
             runtimes=tuple(filter(None, [host.get("ociRuntime", {}).get("name")])),
-            gpu_setup="" if specs else "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
+            gpu_setup=""
+            if cdi_specs()
+            else "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
         )
-        self._facts = facts
-        return facts
 
     def builder(self) -> str:
         if shutil.which("podman") is None:
             raise BuildError("Building needs the podman command: `sudo apt-get install podman`.")
         return f"podman build (remote, {self.endpoint})"
 
-    def facts(self) -> EngineFacts:
-        return self._facts or self.ping()
-
     def run(self, spec: ContainerSpec) -> str:
-        refused = spec.limits() - self.facts().limits
+        refused = spec.limits() - self.ping().limits
         if refused:
             raise Unsupported(
                 f"This rootless Podman engine can't enforce {', '.join(sorted(refused))} "
@@ -220,10 +215,10 @@ class PodmanRuntime(DockerRuntime):
                 "GPUs in rootless Podman kernels need a CDI spec, and this host has none. Ask "
                 "your admin to run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`."
             )
-        version = tuple(int(n) for n in re.findall(r"\d+", self.facts().version)[:2])
-        if version < _CDI_API:
+        version = self.ping().version
+        if tuple(int(n) for n in re.findall(r"\d+", version)[:2]) < _CDI_API:
             raise Unsupported(
-                f"Podman {self.facts().version} ignores GPU requests made through its "
+                f"Podman {version} ignores GPU requests made through its "
                 "Docker-compatible API, so the kernel would run without its GPU. Use Podman "
                 '5.4 or newer, or the system engine (`runtime = "docker"`).'
             )
