@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..errors import Unsupported
+
 __all__ = [
     "GPU_MODES",
     "LIMITS",
@@ -30,6 +32,7 @@ __all__ = [
     "ImageInfo",
     "Mount",
     "ProgressCallback",
+    "refuse_unenforceable",
 ]
 
 # Called with (what, done, total) while pulling or pushing; total is None when unknown.
@@ -268,3 +271,16 @@ class ContainerRuntime(Protocol):
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
         """Containers (running or not) with every label given; a None value matches any."""
         ...
+
+
+def refuse_unenforceable(spec: ContainerSpec, limits: frozenset[str], engine: str) -> None:
+    """What every runtime does before it runs ``spec``: a limit it can't enforce is an
+    ``Unsupported`` that names the fix, never a container started without it."""
+    refused = spec.limits() - limits
+    if refused:
+        raise Unsupported(
+            f"This {engine} can't enforce {', '.join(sorted(refused))} limits: it is rootless "
+            "and the host gives users no cgroup v2 controllers. Ask your admin to boot with "
+            "cgroup v2 and delegate memory, cpu and pids to users (systemd `Delegate=yes` for "
+            "user@.service), or drop the limit."
+        )

@@ -29,6 +29,7 @@ from .base import (
     ExecResult,
     ImageInfo,
     ProgressCallback,
+    refuse_unenforceable,
 )
 from .buildkit import build_argv, find_builder, run_build
 from .docker_wire import (
@@ -227,6 +228,7 @@ class DockerRuntime:
     # -- containers -------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec) -> str:
+        refuse_unenforceable(spec, self.ping().limits, self.engine_label)
         with self._translate(f"start a container from {spec.image}"):
             created = self.api.create_container(
                 spec.image,

@@ -26,7 +26,6 @@ from ..errors import (
     ContainerNotFound,
     ImageMissing,
     RuntimeFailure,
-    Unsupported,
 )
 from .base import (
     LIMITS,
@@ -40,6 +39,7 @@ from .base import (
     ExecResult,
     ImageInfo,
     ProgressCallback,
+    refuse_unenforceable,
 )
 
 __all__ = ["FakeRuntime"]
@@ -186,9 +186,7 @@ class FakeRuntime:
         with self._lock:
             if spec.image not in self._images:
                 raise ImageMissing(f"start a container from {spec.image}: no such image")
-            refused = spec.limits() - self.limits
-            if refused:
-                raise Unsupported(f"This engine can't enforce {', '.join(sorted(refused))} limits.")
+            refuse_unenforceable(spec, self.limits, "fake engine")
             if spec.name and any(b.state.name == spec.name for b in self._containers.values()):
                 raise ContainerConflict(f"The container name {spec.name!r} is already in use.")
             mode = spec.network_mode or ""

@@ -196,17 +196,6 @@ class PodmanRuntime(DockerRuntime):
             raise BuildError("Building needs the podman command: `sudo apt-get install podman`.")
         return f"podman build (remote, {self.endpoint})"
 
-    def run(self, spec: ContainerSpec) -> str:
-        refused = spec.limits() - self.ping().limits
-        if refused:
-            raise Unsupported(
-                f"This rootless Podman engine can't enforce {', '.join(sorted(refused))} "
-                "limits: the host gives users no cgroup v2 controllers. Ask your admin to boot "
-                "with cgroup v2 and delegate memory, cpu and pids to users "
-                "(systemd `Delegate=yes` for user@.service), or drop the limit."
-            )
-        return super().run(spec)
-
     def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
         if spec.gpus is None:
             return {}
