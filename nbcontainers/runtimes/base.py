@@ -117,6 +117,10 @@ class ContainerState:
     labels: Mapping[str, str]
     started_at: str = ""
     error: str = ""
+    # Where the container's published ports are reachable from this server: "" means this
+    # host (loopback); a cluster engine names the node or pod address.
+    address: str = ""
+    ports: Mapping[int, int] = field(default_factory=dict)  # container port -> reachable port
 
     @property
     def running(self) -> bool:
@@ -167,6 +171,9 @@ class EngineFacts:
     runtimes: tuple[str, ...] = ()  # OCI runtimes offered, e.g. ("nvidia", "runc")
     # What to run so the engine can hand GPUs to containers; "" when it already can.
     gpu_setup: str = ""
+    # True when containers may run on another host than this server (Swarm, Kubernetes):
+    # kernels then listen on TCP and their channels are encrypted with CurveZMQ.
+    remote: bool = False
 
 
 @dataclass(frozen=True)
