@@ -8,21 +8,34 @@ differs between machines (DESIGN.md, "Real Docker here"), so it is detected, nev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..errors import BuildError
-from .base import BuildCallback, BuildEvent, BuildRequest
+from ..errors import BuildError, NbcontainersError
+from .base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime
 
-__all__ = ["Builder", "build_argv", "build_flags", "find_builder", "parse_progress", "run_build"]
+__all__ = [
+    "Builder",
+    "build_argv",
+    "build_flags",
+    "find_builder",
+    "parse_progress",
+    "run_build",
+    "stop_client",
+    "undo_partial_tag",
+]
 
 # `--progress=plain` prints "#7 [3/9] RUN pip install ..." when a step starts.
+CANCEL_GRACE = 5.0  # seconds a cancelled client gets to end its build before SIGKILL
 _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)$")
 
 
@@ -114,7 +127,12 @@ def parse_progress(line: str) -> BuildEvent:
 def run_build(
     argv: Sequence[str], env: dict[str, str], tag: str, on_event: BuildCallback | None
 ) -> None:
-    """Run a build command, streaming its output as events; a failure carries the tail."""
+    """Run a build command, streaming its output as events; a failure carries the tail.
+
+    Anything raised while it runs (a KeyboardInterrupt from an interrupted notebook cell, an
+    exception from ``on_event``) cancels the build: the client is stopped, which ends the
+    engine's build of its session, and the exception propagates once the client is gone.
+    """
     say = on_event or (lambda _event: None)
     tail: deque[str] = deque(maxlen=40)
     try:
@@ -129,13 +147,55 @@ def run_build(
     except OSError as exc:
         raise BuildError(f"Could not run {argv[0]}: {exc}") from None
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.rstrip("\n")
-        tail.append(line)
-        say(parse_progress(line))
-    if proc.wait() != 0:
+    try:
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            say(parse_progress(line))
+        proc.wait()
+    except BaseException:
+        stop_client(proc)
+        raise
+    finally:
+        proc.stdout.close()
+    if proc.returncode != 0:
         raise BuildError(
             f"Building {tag} failed (exit {proc.returncode}).",
             status=proc.returncode,
             log_tail="\n".join(tail),
         )
+
+
+def stop_client(proc: subprocess.Popen[str], grace: float = CANCEL_GRACE) -> None:
+    """Cancel a running build client: SIGINT first (the client then cancels its build
+    session, and the engine stops the step's processes), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def undo_partial_tag(
+    runtime: ContainerRuntime, tag: str, retag: Callable[[str, str], None]
+) -> Iterator[None]:
+    """A build that fails or is cancelled leaves ``tag`` as it was: a tag that appeared (the
+    engine exported just before the cancel reached it) is removed, one that moved is put back
+    on its old image with ``retag(image_id, tag)``."""
+    before = runtime.image_info(tag)
+    try:
+        yield
+    except BaseException:
+        # Cleanup must not mask why the build ended (an interrupt, the build's own error).
+        with contextlib.suppress(NbcontainersError):
+            after = runtime.image_info(tag)
+            if after is not None and (before is None or after.id != before.id):
+                runtime.remove_image(tag)
+                if before is not None:
+                    retag(before.id, tag)
+        raise

@@ -31,7 +31,7 @@ from .base import (
     ProgressCallback,
     refuse_unenforceable,
 )
-from .buildkit import build_argv, find_builder, run_build
+from .buildkit import build_argv, find_builder, run_build, undo_partial_tag
 from .docker_wire import (
     engine_fix_hint,
     explanation,
@@ -208,13 +208,19 @@ class DockerRuntime:
         env = {**os.environ, **builder.env}
         if self._base_url:
             env["DOCKER_HOST"] = self._base_url  # the client must talk to this engine
-        run_build(build_argv(builder, request), env, request.tag, on_event)
+        with undo_partial_tag(self, request.tag, self._tag):
+            run_build(build_argv(builder, request), env, request.tag, on_event)
         info = self.image_info(request.tag)
         if info is None:
             raise BuildError(
                 f"The build of {request.tag} finished but the engine has no such image."
             )
         return info
+
+    def _tag(self, image_id: str, ref: str) -> None:
+        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        with self._translate(f"tag {image_id[:19]} as {ref}"):
+            self.api.tag(image_id, repo, tag=tag)
 
     def remove_image(self, ref: str) -> None:
         import docker.errors

@@ -45,7 +45,7 @@ from .base import (
 __all__ = ["FakeRuntime"]
 
 HOST_MEMORY = 8 << 30
-_INSTRUCTION = re.compile(r"^\s*([A-Z]+)\s", re.M)
+_INSTRUCTION = re.compile(r"^\s*(([A-Z]+)\s.*)$", re.M)
 _LABEL = re.compile(r'^\s*LABEL\s+([\w.-]+)="?([^"\n]*)"?', re.M)
 
 
@@ -162,9 +162,10 @@ class FakeRuntime:
                     f"Building {request.tag} failed: secret {sid!r} file {path} is missing."
                 )
         text = dockerfile.read_text()
-        steps = _INSTRUCTION.findall(text)
-        if not steps or steps[0] not in ("FROM", "ARG"):
+        steps = [line.strip() for line, _ in _INSTRUCTION.findall(text)]
+        if not steps or steps[0].split()[0] not in ("FROM", "ARG"):
             raise BuildError(f"Building {request.tag} failed: the Dockerfile has no FROM.")
+        # An exception from ``say`` (a cancelled cell) ends the build before anything is tagged.
         for i, instruction in enumerate(steps, 1):
             say(BuildEvent("step", instruction, i, len(steps)))
         self.builds.append(request)

@@ -34,8 +34,9 @@ from .base import (
     EngineFacts,
     ImageInfo,
 )
-from .buildkit import build_flags, run_build
+from .buildkit import build_flags, run_build, undo_partial_tag
 from .docker import DockerRuntime, device_requests
+from .podman_build import cancel_on_service
 
 __all__ = ["PodmanRuntime", "cdi_specs", "runtime_dir", "user_socket"]
 
@@ -230,7 +231,9 @@ class PodmanRuntime(DockerRuntime):
         argv += build_flags(request)
         argv.append(str(request.context))
         say = on_event or (lambda _event: None)
-        run_build(argv, dict(os.environ), request.tag, lambda e: say(_podman_event(e)))
+        local = self.endpoint.startswith("unix://")
+        with undo_partial_tag(self, request.tag, self._tag), cancel_on_service(self.api, local):
+            run_build(argv, dict(os.environ), request.tag, lambda e: say(_podman_event(e)))
         info = self.image_info(request.tag)
         if info is None:
             raise BuildError(

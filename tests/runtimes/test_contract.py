@@ -5,6 +5,7 @@ engine added later adds one ``pytest.param`` to ``ENGINES`` and must pass the sa
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -256,3 +257,37 @@ def test_pull_of_an_image_no_registry_has(engine: Engine) -> None:
     with pytest.raises(NbcontainersError):
         engine.runtime.pull(ref)
     assert engine.runtime.image_info(ref) is None
+
+
+def _step_processes(marker: str) -> list[str]:
+    """Host processes running the build step ``marker`` (engines run steps on this host)."""
+    import subprocess
+
+    done = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True, check=False)
+    return [ln for ln in done.stdout.splitlines() if "pgrep" not in ln]
+
+
+def test_a_cancelled_build_leaves_no_image(engine: Engine, tmp_path: Path) -> None:
+    """An interrupt while a step runs (a notebook cell's KeyboardInterrupt, raised in the
+    progress callback here) ends the build: no tag, and the step's process is gone."""
+    marker = f"sleep 600.{int(engine.tag[:6], 16) % 10000:04d}"
+    (tmp_path / "Dockerfile").write_text(f"ARG BASE\nFROM ${{BASE}}\nRUN {marker}\n")
+    tag = f"nbcontainers/contract-cancel:{engine.tag}"
+    engine.images.append(tag)
+
+    def interrupt_in_the_slow_step(event: BuildEvent) -> None:
+        if event.kind == "step" and "sleep" in event.text:
+            if engine.runtime.ping().name != "fake":
+                time.sleep(1.0)  # let the engine start the step's process
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.runtime.build(
+            BuildRequest(context=tmp_path, tag=tag, build_args={"BASE": engine.image}),
+            interrupt_in_the_slow_step,
+        )
+    assert engine.runtime.image_info(tag) is None
+    deadline = time.monotonic() + 15
+    while _step_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _step_processes(marker) == []
