@@ -13,7 +13,7 @@ from pathlib import Path
 from .catalog import CatalogImage, canonical_name, read_pins, source_hash
 from .errors import BuildError
 from .pipsettings import PipSettings, read_pip_settings
-from .runtimes.base import BuildRequest, ContainerRuntime, ImageInfo
+from .runtimes.base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime, ImageInfo
 
 __all__ = [
     "LOCAL_BASE",
@@ -42,6 +42,11 @@ def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:
                 shutil.copy2(wheel, target)
             vendored.append(f"{parts[0]}=={parts[1]}")
     return vendored
+
+
+def _both(say: LineCallback, tell: BuildCallback, event: BuildEvent) -> None:
+    say(event.text)
+    tell(event)
 
 
 def _dockerfile_base(source: Path) -> str | None:
@@ -73,14 +78,20 @@ def build_image(
     on_line: LineCallback | None = None,
     base_image: str | None = None,
     settings: PipSettings | None = None,
+    on_event: BuildCallback | None = None,
 ) -> ImageInfo:
-    """Build ``image`` from its source folder, tagging it with its catalog ref."""
+    """Build ``image`` from its source folder, tagging it with its catalog ref.
+
+    ``on_line`` gets every line of output, ``on_event`` the runtime's build events (steps
+    with their position, for a progress bar). An exception from either, or an interrupt,
+    cancels the build and leaves no image (the runtime's contract)."""
     if not image.buildable or image.source is None:
         raise BuildError(
             f"Image {image.name!r} has no Dockerfile to build from "
             f"(source: {image.source}). Pull it instead: `nbcontainers images pull {image.name}`."
         )
     say = on_line or (lambda _line: None)
+    tell = on_event or (lambda _event: None)
     settings = settings or read_pip_settings()
     if base_image is None:
         base_image, why = choose_base(image, runtime)
@@ -132,7 +143,7 @@ def build_image(
         if vendored:
             say(f"using wheels from the host's find-links: {', '.join(vendored)}")
         try:
-            return runtime.build(request, lambda event: say(event.text))
+            return runtime.build(request, lambda event: _both(say, tell, event))
         except BuildError as exc:
             if exc.status is None:
                 raise

@@ -19,6 +19,7 @@ from ..catalog import load_catalog
 from ..errors import NbcontainersError, UnknownImage, did_you_mean
 from ..kernels.kernelspecs import kernel_json
 from ..kernels.relay import Relay
+from .missing import ensure_in_cell, image_of_spec
 from .parser import Dispatcher, Handler
 from .snapshot import snapshot_folder_image
 from .state import NotebookState, catalog_names, provisioner_of
@@ -218,6 +219,11 @@ class SessionMagics(Magics):
         if relay is not None:
             relay.stop()
         shell = self.state.shell
+        wanted = image_of_spec(spec)
+        if wanted is not None:  # built or pulled here, with progress, when it is missing
+            from ..runtimes import get_runtime
+
+            ensure_in_cell(shell, wanted[0], get_runtime(wanted[1]))
         relay = Relay(
             image_name,
             spec,

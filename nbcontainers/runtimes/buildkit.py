@@ -16,17 +16,18 @@ import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..errors import BuildError, NbcontainersError
-from .base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime
+from ..errors import BuildError
+from .base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime, ImageInfo
 
 __all__ = [
     "Builder",
     "build_argv",
     "build_flags",
+    "build_tagged",
     "find_builder",
     "parse_progress",
     "run_build",
@@ -192,10 +193,30 @@ def undo_partial_tag(
         yield
     except BaseException:
         # Cleanup must not mask why the build ended (an interrupt, the build's own error).
-        with contextlib.suppress(NbcontainersError):
+        with contextlib.suppress(Exception):
             after = runtime.image_info(tag)
             if after is not None and (before is None or after.id != before.id):
                 runtime.remove_image(tag)
                 if before is not None:
                     retag(before.id, tag)
         raise
+
+
+def build_tagged(
+    runtime: ContainerRuntime,
+    argv: Sequence[str],
+    env: dict[str, str],
+    request: BuildRequest,
+    on_event: BuildCallback | None,
+    retag: Callable[[str, str], None],
+    cleanup: AbstractContextManager[None] | None = None,
+) -> ImageInfo:
+    """Run a build command for ``request`` and return its image. On any failure or cancel,
+    ``cleanup`` (entered around the build) ends what the engine still runs, then the tag is
+    put back as it was (:func:`undo_partial_tag`)."""
+    with undo_partial_tag(runtime, request.tag, retag), cleanup or contextlib.nullcontext():
+        run_build(argv, env, request.tag, on_event)
+    info = runtime.image_info(request.tag)
+    if info is None:
+        raise BuildError(f"The build of {request.tag} finished but the engine has no such image.")
+    return info

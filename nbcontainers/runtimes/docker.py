@@ -6,12 +6,11 @@ import contextlib
 import os
 import signal as signal_module
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from ..errors import (
-    BuildError,
     ContainerConflict,
     ContainerNotFound,
     EngineUnavailable,
@@ -31,17 +30,18 @@ from .base import (
     ProgressCallback,
     refuse_unenforceable,
 )
-from .buildkit import build_argv, find_builder, run_build, undo_partial_tag
+from .buildkit import build_argv, build_tagged, find_builder
 from .docker_wire import (
     engine_fix_hint,
     explanation,
     facts_from,
     follow_events,
+    repo_and_tag,
     state_from,
     stats_from,
 )
 
-__all__ = ["DockerRuntime", "device_requests"]
+__all__ = ["DockerRuntime", "device_requests", "tagger"]
 
 FACTS_TTL = 60.0  # seconds a process reuses an endpoint's facts
 _FACTS: dict[str, tuple[float, EngineFacts]] = {}
@@ -175,9 +175,9 @@ class DockerRuntime:
         )
 
     def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
-        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        repo, tag = repo_and_tag(ref)
         with self._translate(f"pull {ref}"):
-            events = self.api.pull(repo, tag=tag or None, stream=True, decode=True)
+            events = self.api.pull(repo, tag=tag, stream=True, decode=True)
             follow_events(events, f"pulling {ref}", progress, lambda error: f"pull {ref}: {error}")
         info = self.image_info(ref)
         if info is None:
@@ -208,19 +208,8 @@ class DockerRuntime:
         env = {**os.environ, **builder.env}
         if self._base_url:
             env["DOCKER_HOST"] = self._base_url  # the client must talk to this engine
-        with undo_partial_tag(self, request.tag, self._tag):
-            run_build(build_argv(builder, request), env, request.tag, on_event)
-        info = self.image_info(request.tag)
-        if info is None:
-            raise BuildError(
-                f"The build of {request.tag} finished but the engine has no such image."
-            )
-        return info
-
-    def _tag(self, image_id: str, ref: str) -> None:
-        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
-        with self._translate(f"tag {image_id[:19]} as {ref}"):
-            self.api.tag(image_id, repo, tag=tag)
+        argv = build_argv(builder, request)
+        return build_tagged(self, argv, env, request, on_event, tagger(self))
 
     def remove_image(self, ref: str) -> None:
         import docker.errors
@@ -360,6 +349,11 @@ class DockerRuntime:
         """One sample of CPU/memory use (the engine takes about a second to measure)."""
         with self._translate(f"read stats of container {container_id[:12]}"):
             return stats_from(self.api.stats(container_id, stream=False))
+
+
+def tagger(runtime: DockerRuntime) -> Callable[[str, str], None]:
+    """``tag(image_id, ref)`` on ``runtime``'s engine (what a cancelled build restores)."""
+    return lambda image_id, ref: runtime.api.tag(image_id, *repo_and_tag(ref))
 
 
 def device_requests(**request: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ __all__ = [
     "explanation",
     "facts_from",
     "follow_events",
+    "repo_and_tag",
     "state_from",
     "stats_from",
 ]
@@ -144,3 +145,9 @@ def follow_events(
             layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
             progress(what, sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
     return digest
+
+
+def repo_and_tag(ref: str) -> tuple[str, str]:
+    """``registry/repo:tag`` as the Engine API takes it: repo and tag ("latest" if none)."""
+    repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    return repo, tag or "latest"

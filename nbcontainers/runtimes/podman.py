@@ -34,8 +34,8 @@ from .base import (
     EngineFacts,
     ImageInfo,
 )
-from .buildkit import build_flags, run_build, undo_partial_tag
-from .docker import DockerRuntime, device_requests
+from .buildkit import build_flags, build_tagged
+from .docker import DockerRuntime, device_requests, tagger
 from .podman_build import cancel_on_service
 
 __all__ = ["PodmanRuntime", "cdi_specs", "runtime_dir", "user_socket"]
@@ -231,15 +231,17 @@ class PodmanRuntime(DockerRuntime):
         argv += build_flags(request)
         argv.append(str(request.context))
         say = on_event or (lambda _event: None)
-        local = self.endpoint.startswith("unix://")
-        with undo_partial_tag(self, request.tag, self._tag), cancel_on_service(self.api, local):
-            run_build(argv, dict(os.environ), request.tag, lambda e: say(_podman_event(e)))
-        info = self.image_info(request.tag)
-        if info is None:
-            raise BuildError(
-                f"The build of {request.tag} finished but the engine has no such image."
-            )
-        return info
+        # The service builds on when the client stops: a cancel ends the build there too.
+        cancel = cancel_on_service(self.api, local=self.endpoint.startswith("unix://"))
+        return build_tagged(
+            self,
+            argv,
+            dict(os.environ),
+            request,
+            lambda e: say(_podman_event(e)),
+            tagger(self),
+            cancel,
+        )
 
 
 def _podman_event(event: BuildEvent) -> BuildEvent:

@@ -1,0 +1,82 @@
+"""A missing image for a `%container` command, got right in the cell: a catalog image is
+built, a registry image pulled, with progress (:mod:`.progress`). Interrupting the cell
+cancels it and leaves no image (the runtimes' contract); the same display serves
+`%container snapshot --build`, `%container use ./DIR` and `%export-serving`'s build."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ..catalog import CatalogImage, load_catalog
+from ..errors import NbcontainersError
+from ..runtimes.base import ContainerRuntime
+from .progress import CellProgress, cell_progress
+
+__all__ = ["ensure_in_cell", "image_of_spec", "showing"]
+
+
+@contextmanager
+def showing(shell: Any, begin: str, done: str, what: str = "build") -> Iterator[CellProgress]:
+    """Progress for the work in the ``with`` block: ``begin`` first, then ``done`` (with the
+    time taken) or why it stopped. An interrupt says what was undone and propagates, so
+    "Run all", nbclient and papermill stop at this cell."""
+    progress = cell_progress(shell)
+    progress.begin(begin + " Interrupt the cell to cancel.")
+    try:
+        yield progress
+    except KeyboardInterrupt:
+        undone = "it left no image" if what == "build" else "the image was not added"
+        progress.end(f"Cancelled the {what} after {progress.elapsed()}: {undone}.", ok=False)
+        raise
+    except BaseException:
+        progress.end(f"The {what} failed after {progress.elapsed()}.", ok=False)
+        raise
+    progress.end(f"{done} in {progress.elapsed()}.", ok=True)
+
+
+def image_of_spec(spec: Any) -> tuple[CatalogImage, str] | None:
+    """The catalog image and runtime name a kernelspec's nbcontainers provisioner starts,
+    or None for a kernelspec of another provisioner."""
+    provisioner = spec.metadata.get("kernel_provisioner", {})
+    if provisioner.get("provisioner_name") != "nbcontainers":
+        return None
+    config = provisioner.get("config", {})
+    if not config.get("image"):
+        return None  # the provisioner itself says what is missing
+    return load_catalog()[config["image"]], str(config.get("runtime", "auto"))
+
+
+def ensure_in_cell(
+    shell: Any, image: CatalogImage, runtime: ContainerRuntime | None = None
+) -> None:
+    """Return once ``image`` is on the engine, building or pulling it with progress in the
+    cell if it is not; a failure is a ``UsageError`` that says what to do."""
+    from ..build import build_image
+    from ..runtimes import get_runtime
+
+    try:
+        runtime = runtime or get_runtime()
+        if runtime.image_info(image.ref) is not None:
+            return
+        if image.buildable:
+            with showing(
+                shell,
+                f"Image {image.name} ({image.ref}) is not built yet: building it now "
+                f"with {runtime.builder()}.",
+                f"Built {image.ref}",
+            ) as progress:
+                build_image(image, runtime, on_event=progress.build_event)
+        else:
+            with showing(
+                shell,
+                f"Image {image.name} ({image.ref}) is not on this engine: pulling it now.",
+                f"Pulled {image.ref}",
+                what="pull",
+            ) as progress:
+                runtime.pull(image.ref, progress.pulled)
+    except NbcontainersError as exc:
+        raise UsageError(str(exc)) from None
