@@ -231,7 +231,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         img = self.catalog_image  # unknown names fail here, with a did-you-mean
         # GPU first: "this host has no GPU, use X" helps more than "image missing".
         self.gpu_request = await _blocking(gpu_request, img, self.gpus)
-        await _blocking(ensure_image, self.runtime, img, self.missing_image, self.log)
+        await _blocking(
+            ensure_image, self.runtime, img, self.missing_image, self.log, self.startup_timeout
+        )
         await _blocking(self._engine_facts)
         kwargs = await super().pre_launch(**kwargs)
         if km is None:

@@ -12,6 +12,7 @@ from IPython.core.magic import Magics, magics_class
 
 from ..errors import NbcontainersError
 from ..serving.options import add_arguments, export_options
+from .missing import showing
 from .parser import UsageParser
 from .state import NotebookState
 
@@ -73,13 +74,21 @@ class ExportMagics(Magics):
             raise UsageError(f"%export-serving: {exc}") from None
         try:
             evaluate, work_dir = self.state.evaluator()
-            result = export(
-                evaluate,
-                args.name,
-                options,
-                work_dir=work_dir,
-                runtime=get_runtime(),
-            )
+            with showing(
+                self.shell,
+                f"Exporting {args.name}.",
+                f"Exported {args.name}",
+                what="export",
+                undone="a build under way was stopped and left no image",
+            ) as progress:
+                result = export(
+                    evaluate,
+                    args.name,
+                    options,
+                    work_dir=work_dir,
+                    runtime=get_runtime(),
+                    on_build=progress.build_event,
+                )
         except NbcontainersError as exc:
             raise UsageError(str(exc)) from None
         # Only --run has something to hand back: the running server's handle.

@@ -20,16 +20,21 @@ __all__ = ["ensure_in_cell", "image_of_spec", "showing"]
 
 
 @contextmanager
-def showing(shell: Any, begin: str, done: str, what: str = "build") -> Iterator[CellProgress]:
+def showing(
+    shell: Any,
+    begin: str,
+    done: str,
+    what: str = "build",
+    undone: str = "it left no image",
+) -> Iterator[CellProgress]:
     """Progress for the work in the ``with`` block: ``begin`` first, then ``done`` (with the
-    time taken) or why it stopped. An interrupt says what was undone and propagates, so
+    time taken) or why it stopped. An interrupt says what was ``undone`` and propagates, so
     "Run all", nbclient and papermill stop at this cell."""
     progress = cell_progress(shell)
     progress.begin(begin + " Interrupt the cell to cancel.")
     try:
         yield progress
     except KeyboardInterrupt:
-        undone = "it left no image" if what == "build" else "the image was not added"
         progress.end(f"Cancelled the {what} after {progress.elapsed()}: {undone}.", ok=False)
         raise
     except BaseException:
@@ -76,6 +81,7 @@ def ensure_in_cell(
                 f"Image {image.name} ({image.ref}) is not on this engine: pulling it now.",
                 f"Pulled {image.ref}",
                 what="pull",
+                undone="the image was not added",
             ) as progress:
                 runtime.pull(image.ref, progress.pulled)
     except NbcontainersError as exc:

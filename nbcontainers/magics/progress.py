@@ -121,18 +121,26 @@ class WidgetProgress(CellProgress):
     def __init__(self, say: Callable[[str], None] = print) -> None:
         super().__init__(say)
         import ipywidgets as widgets
-        from IPython.display import display
 
         self.bar = widgets.FloatProgress(
             value=0.0, min=0.0, max=1.0, description="Starting", bar_style="info"
         )
         self.step = widgets.HTML()
         self.line = widgets.HTML()
-        box = widgets.VBox([widgets.HBox([self.bar, self.step]), self.line])
-        display(box)  # type: ignore[no-untyped-call]
+        self.box = widgets.VBox([widgets.HBox([self.bar, self.step]), self.line])
+        self._shown = False
         self._drawn = 0.0
 
+    def _show(self) -> None:
+        # On the first event, so the bar sits below what the command printed before it.
+        if not self._shown:
+            from IPython.display import display
+
+            display(self.box)  # type: ignore[no-untyped-call]
+            self._shown = True
+
     def build_event(self, event: BuildEvent) -> None:
+        self._show()
         if event.kind == "step" and event.step and event.total:
             # A step starts: the ones before it are done.
             self.bar.value = (event.step - 1) / event.total
@@ -143,6 +151,7 @@ class WidgetProgress(CellProgress):
             self.line.value = f"<small><code>{html.escape(event.text[-160:])}</code></small>"
 
     def pulled(self, what: str, done: int, total: int | None) -> None:
+        self._show()
         if total and time.monotonic() - self._drawn > REFRESH:
             self._drawn = time.monotonic()
             self.bar.value = min(done / total, 1.0)

@@ -119,7 +119,7 @@ class SessionMagics(Magics):
         }
         name = args.name
         if name.startswith((".", "/", "~")) or os.sep in name:
-            name = snapshot_folder_image(name)
+            name = snapshot_folder_image(name, self.state.shell)
         relay = self.relay(name, overrides)
         self.state.active = relay.name
         print(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
 from ..catalog import register_user_image
+from .missing import ensure_in_cell, showing
 from .parser import Handler
 from .state import NotebookState, catalog_names, provisioner_of
 
@@ -62,7 +62,14 @@ class SnapshotMagics(Magics):
         if args.build or args.verify:
             # --build registers only a rebuild that matches: a broken image never joins
             # the catalog.
-            ref, differences = build_and_verify(written, snap, runtime)
+            with showing(
+                self.shell,
+                f"Rebuilding {written.name} to compare its packages with the live kernel.",
+                "Rebuilt and compared",
+            ) as progress:
+                ref, differences = build_and_verify(
+                    written, snap, runtime, on_event=progress.build_event
+                )
             if differences:
                 raise UsageError(
                     "The rebuilt image differs from the live kernel:\n  " + "\n  ".join(differences)
@@ -73,10 +80,9 @@ class SnapshotMagics(Magics):
                 print(f"Registered as image {name!r}: `%container use {name}`.")
 
 
-def snapshot_folder_image(where: str) -> str:
-    """The catalog image of the snapshot folder ``where``: built first if it is not yet,
-    registered (as `--build` does), its name returned."""
-    from ..build import build_image
+def snapshot_folder_image(where: str, shell: Any = None) -> str:
+    """The catalog image of the snapshot folder ``where``: built first if it is not yet
+    (with progress in ``shell``'s cell), registered (as `--build` does), its name returned."""
     from ..runtimes import get_runtime
     from ..snapshot import is_snapshot_folder, snapshot_image
 
@@ -89,13 +95,8 @@ def snapshot_folder_image(where: str) -> str:
             f"name a catalog image: {catalog_names()}."
         )
     image = snapshot_image(folder)
-    runtime = get_runtime()
     # The tag is the folder's content hash: an edited Dockerfile or lock builds anew.
-    if runtime.image_info(image.ref) is None:
-        print(f"Building image {image.name} ({image.ref}) from {folder}...", flush=True)
-        started = time.monotonic()
-        build_image(image, runtime)
-        print(f"Built {image.ref} in {time.monotonic() - started:.0f} s.", flush=True)
+    ensure_in_cell(shell, image, get_runtime())
     return register_snapshot_image(folder)
 
 

@@ -18,7 +18,7 @@ from ..capture import capture_kernel
 from ..errors import ExportError
 from ..evaluate import Evaluate
 from ..recipe.dockerfile import DEFAULT_BASE
-from ..runtimes.base import ContainerRuntime
+from ..runtimes.base import BuildCallback, ContainerRuntime
 from . import serialize, smoke
 from .lock import plan_lock
 from .render import DEBIAN_PYTHON, ExportPlan, dns_name, write_export
@@ -135,8 +135,10 @@ def export(
     runtime: ContainerRuntime,
     say: Say = print,
     version: str = "",
+    on_build: BuildCallback | None = None,
 ) -> Exported:
-    """Export ``name`` from the kernel ``evaluate`` runs in: folder, image, smoke test."""
+    """Export ``name`` from the kernel ``evaluate`` runs in: folder, image, smoke test.
+    ``on_build`` gets the build's events (a progress bar) instead of its step lines."""
     version = version or _installed_version()
     from ..build import build_image
     from ..catalog import CatalogImage
@@ -185,7 +187,8 @@ def export(
         base=plan.base,
         user_defined=True,
     )
-    info = build_image(image, runtime, on_line=_progress(say))
+    lines = None if on_build else _progress(say)
+    info = build_image(image, runtime, on_line=lines, on_event=on_build)
     result.image, result.size = ref, info.size
     result.build_seconds = time.monotonic() - started
     say(f"Built {ref} ({info.size / 1e6:.0f} MB) in {result.build_seconds:.0f} s; smoke test...")

@@ -13,7 +13,7 @@ from ..errors import SnapshotError
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..recipe.environment import Snapshot
 from ..recipe.lock import SYSTEM_DISTS
-from ..runtimes.base import ContainerRuntime
+from ..runtimes.base import BuildCallback, ContainerRuntime
 
 __all__ = ["build_and_verify", "compare_packages", "image_packages", "snapshot_image"]
 
@@ -83,6 +83,7 @@ def build_and_verify(
     live: Snapshot,
     runtime: ContainerRuntime,
     on_line: Callable[[str], None] | None = None,
+    on_event: BuildCallback | None = None,
 ) -> tuple[str, list[str]]:
     """Build the snapshot folder, start the image, compare its packages with ``live``.
 
@@ -91,6 +92,6 @@ def build_and_verify(
     from ..build import build_image
 
     image = snapshot_image(folder)
-    build_image(image, runtime, on_line=on_line)
+    build_image(image, runtime, on_line=on_line, on_event=on_event)
     rebuilt = image_packages(runtime, image.ref)
     return image.ref, compare_packages(live, rebuilt)

@@ -69,8 +69,12 @@ def test_use_of_a_snapshot_folder_builds_it_once_and_registers_it(
     ref = snapshot_image(folder).ref
     assert snapshot_folder_image("./env") == "snapshot-env"
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"Building image snapshot-env ({ref}) from {folder}..."
-    assert re.fullmatch(rf"Built {re.escape(ref)} in \d+ s\.", out[1])
+    assert out[0] == (
+        f"Image snapshot-env ({ref}) is not built yet: building it now with in-memory. "
+        "Interrupt the cell to cancel."
+    )
+    assert out[1].startswith("  [1/") and "FROM" in out[1]  # the build's steps, as text
+    assert re.fullmatch(rf"Built {re.escape(ref)} in \d+ s\.", out[-1])
     assert engine.image_info(ref) is not None and len(engine.builds) == 1
     assert load_catalog()["snapshot-env"].ref == ref
     assert snapshot_folder_image(str(folder)) == "snapshot-env"  # present: no second build
@@ -101,7 +105,9 @@ def test_snapshot_build_registers_only_a_matching_rebuild(
     differences: list[str] = []
     monkeypatch.setattr(snapshot_module, "take_snapshot", take_snapshot)
     monkeypatch.setattr(
-        snapshot_module, "build_and_verify", lambda folder, snap, rt: ("img:1", differences)
+        snapshot_module,
+        "build_and_verify",
+        lambda folder, snap, rt, on_event: ("img:1", differences),
     )
     shell.run_line_magic("container", "snapshot env --build --minimal")
     assert taken["folder"] == tmp_path / "env" and taken["minimal"] and not taken["vendor_all"]
@@ -109,6 +115,9 @@ def test_snapshot_build_registers_only_a_matching_rebuild(
     assert capsys.readouterr().out.splitlines() == [
         f"Snapshot of the local kernel written to {tmp_path / 'env'} (2 distributions). "
         f"Rebuild it with `docker build {tmp_path / 'env'}`.",
+        "Rebuilding env to compare its packages with the live kernel. "
+        "Interrupt the cell to cancel.",
+        "Rebuilt and compared in 0 s.",
         "Built img:1: its packages match the live kernel (0 differences).",
         "Registered as image 'snapshot-env': `%container use snapshot-env`.",
     ]
