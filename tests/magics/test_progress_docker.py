@@ -1,0 +1,144 @@
+"""`%container use` of an image that is not built yet, in real notebook kernels on real
+Docker: nbclient gets the build's progress as text and the next cell runs in the new image;
+an interactive frontend gets a widget bar, and an interrupt cancels the build cleanly.
+
+The image is a user catalog entry FROM the catalog's python image with two trivial steps,
+so a build takes seconds; every image the tests build is removed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from nbcontainers.catalog import load_catalog, register_user_image
+
+from ..drive import notebook
+
+pytestmark = pytest.mark.docker
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture
+def tiny(
+    python_image: str, runtime: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Path]]:
+    """A user catalog image (name, folder) that is not built; removed afterwards."""
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("NBCONTAINERS_PROGRESS", "")  # the frontend decides, as for users
+    name = f"progress-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / name
+    folder.mkdir()
+    base = load_catalog()[python_image].ref
+    (folder / "Dockerfile").write_text(
+        f"FROM {base}\nRUN echo built > /dev/null\nENV NBC_PROGRESS_TEST={name}\n"
+    )
+    register_user_image(name, {"build": str(folder)})
+    yield name, folder
+    runtime.remove_image(load_catalog()[name].ref)
+
+
+def _text(cell: Any) -> str:
+    parts = [out.get("text", "") for out in cell.outputs]
+    parts += ["\n".join(out.get("traceback", [])) for out in cell.outputs]
+    return re.sub(r"\x1b\[[0-9;]*m", "", "".join(parts))
+
+
+def test_use_builds_a_missing_image_with_text_progress_for_nbclient(
+    tiny: tuple[str, Path], runtime: Any, tmp_path: Path
+) -> None:
+    name, _ = tiny
+    ref = load_catalog()[name].ref
+    assert runtime.image_info(ref) is None
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            cell("%load_ext nbcontainers"),
+            cell(f"%container use {name}"),
+            cell("import os; print(os.environ['NBC_PROGRESS_TEST'])"),
+        ]
+    )
+    NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    used = _text(nb.cells[1])
+    assert f"Image {name} ({ref}) is not built yet: building it now with" in used
+    assert re.search(r"^  \[2/\d\] RUN echo built > /dev/null$", used, re.M), used
+    assert re.search(rf"^Built {re.escape(ref)} in \d+ s\.$", used, re.M), used
+    assert f"Cells now run in container kernel {name!r}" in used
+    assert not any(WIDGET_VIEW in out.get("data", {}) for out in nb.cells[1].outputs)
+    assert _text(nb.cells[2]).strip() == name  # the next cell ran in the image just built
+    assert runtime.image_info(ref) is not None
+
+
+def _step_processes(marker: str) -> list[str]:
+    done = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True, check=False)
+    return [ln for ln in done.stdout.splitlines() if "pgrep" not in ln]
+
+
+def test_an_interrupt_cancels_the_build_and_leaves_nothing(
+    tiny: tuple[str, Path], runtime: Any, tmp_path: Path
+) -> None:
+    name, folder = tiny
+    marker = f"sleep 600.{uuid.uuid4().int % 10000:04d}"
+    (folder / "Dockerfile").write_text(
+        (folder / "Dockerfile").read_text().replace("echo built > /dev/null", marker)
+    )
+    ref = load_catalog()[name].ref  # the tag follows the Dockerfile
+    containers_before = {s.id for s in runtime.list({})}
+    with notebook(tmp_path) as fe:
+        # As JupyterLab sends it: the cell's id in the request's metadata.
+        msg = fe.kc.session.msg(
+            "execute_request",
+            {"code": f"%container use {name}", "silent": False, "store_history": True},
+            metadata={"cellId": "cell-1"},
+        )
+        fe.kc.shell_channel.send(msg)
+        outputs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 120
+        interrupted = idle = False
+        reply = None
+        while (reply is None or not idle) and time.monotonic() < deadline:
+            try:
+                got = fe.kc.get_iopub_msg(timeout=0.1)
+                if got["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                    outputs.append(got)
+                    idle = got["content"].get("execution_state") == "idle"
+            except Exception:
+                pass
+            if not interrupted and _step_processes(marker):
+                fe.km.interrupt_kernel()  # the slow step runs: stop the cell
+                interrupted = True
+            if interrupted and reply is None:
+                try:
+                    shell = fe.kc.get_shell_msg(timeout=0.1)
+                    if shell["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                        reply = shell
+                except Exception:
+                    pass
+        assert interrupted and reply is not None, outputs
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        streams = "".join(m["content"].get("text", "") for m in outputs)
+        assert "is not built yet: building it now" in streams
+        assert re.search(r"Cancelled the build after \d+ s: it left no image\.", streams)
+        # An interactive frontend got the widget bar, and it moved with the steps.
+        assert any(WIDGET_VIEW in m["content"].get("data", {}) for m in outputs)
+        updates = [m for m in outputs if m["msg_type"] == "comm_msg"]
+        assert any("RUN sleep" in str(m["content"]["data"]) for m in updates)
+        assert fe.text("print('still here')") == "still here\n"
+    assert runtime.image_info(ref) is None
+    deadline = time.monotonic() + 15
+    while _step_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _step_processes(marker) == []  # the engine stopped the step
+    assert {s.id for s in runtime.list({})} <= containers_before  # no build container
