@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 PROGRESS_ENV = "NBCONTAINERS_PROGRESS"
-HEARTBEAT = 30.0  # seconds a step may run before a text line says it still does
+HEARTBEAT = 30.0  # seconds of a step's output between two lines that say how long it runs
 REFRESH = 0.1  # seconds between widget updates: a pip log is hundreds of lines a second
 
 
@@ -66,8 +66,7 @@ class CellProgress:
         self.started = time.monotonic()
 
     def elapsed(self) -> str:
-        seconds = int(time.monotonic() - self.started)
-        return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+        return _duration(time.monotonic() - self.started)
 
     def begin(self, text: str) -> None:
         self.say(text)
@@ -83,14 +82,15 @@ class CellProgress:
 
 
 class TextProgress(CellProgress):
-    """One line per build step (each once), a line while a long step still runs, and a line
-    per tenth of a pull."""
+    """One line per build step (each once), a line every half minute of a long step's output,
+    and a line per tenth of a pull."""
 
     def __init__(self, say: Callable[[str], None] = print) -> None:
         super().__init__(say)
         self._seen: set[tuple[int | None, int | None, str]] = set()
         self._last_line = time.monotonic()
         self._step = ""
+        self._step_started = time.monotonic()
         self._decile = -1
 
     def build_event(self, event: BuildEvent) -> None:
@@ -101,11 +101,11 @@ class TextProgress(CellProgress):
                 self._seen.add(key)
                 self._step = _step_label(event)
                 self.say("  " + self._step)
-                self._last_line = now
+                self._last_line = self._step_started = now
         elif self._step and now - self._last_line > HEARTBEAT:
-            self.say(
-                f"  ... {self._step.split(']')[0].lstrip('[')} still running ({self.elapsed()})"
-            )
+            # On the step's output, not a timer: no thread writes into the cell.
+            where = self._step.split("]")[0].lstrip("[")
+            self.say(f"  ... {_duration(now - self._step_started)} into step {where}")
             self._last_line = now
 
     def pulled(self, what: str, done: int, total: int | None) -> None:
@@ -164,6 +164,11 @@ class WidgetProgress(CellProgress):
         self.bar.description = "Done" if ok else "Stopped"
         self.line.value = ""
         super().end(text, ok)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
 
 
 def _step_label(event: BuildEvent) -> str:
