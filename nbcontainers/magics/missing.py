@@ -5,6 +5,7 @@ cancels it and leaves no image (the runtimes' contract); the same display serves
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +17,27 @@ from ..errors import NbcontainersError
 from ..runtimes.base import ContainerRuntime
 from .progress import CellProgress, cell_progress
 
-__all__ = ["ensure_in_cell", "image_of_spec", "showing"]
+__all__ = ["Engines", "ensure_in_cell", "image_of_spec", "showing"]
+
+
+class Engines:
+    """The notebook's runtimes by name, made on first use: the check that an image is there
+    costs one engine round trip (under 1 ms here) instead of a new client (about 10 ms)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str], ContainerRuntime] = {}
+
+    def get(self, name: str) -> ContainerRuntime:
+        from ..runtimes import get_runtime
+
+        # "auto" follows DOCKER_HOST, which a notebook may change between two starts.
+        key = (name, os.environ.get("DOCKER_HOST", ""))
+        if key not in self._made:
+            try:
+                self._made[key] = get_runtime(name)
+            except NbcontainersError as exc:
+                raise UsageError(str(exc)) from None
+        return self._made[key]
 
 
 @contextmanager

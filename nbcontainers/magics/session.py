@@ -19,7 +19,7 @@ from ..catalog import load_catalog
 from ..errors import NbcontainersError, UnknownImage, did_you_mean
 from ..kernels.kernelspecs import kernel_json
 from ..kernels.relay import Relay
-from .missing import ensure_in_cell, image_of_spec
+from .missing import Engines, ensure_in_cell, image_of_spec
 from .parser import Dispatcher, Handler
 from .snapshot import snapshot_folder_image
 from .state import NotebookState, catalog_names, provisioner_of
@@ -51,6 +51,7 @@ class SessionMagics(Magics):
         self.state = state
         self.dispatch: Dispatcher | None = None
         self._exit_hook = False
+        self.engines = Engines()
 
     def subcommands(self) -> dict[str, Handler]:
         return {
@@ -221,9 +222,7 @@ class SessionMagics(Magics):
         shell = self.state.shell
         wanted = image_of_spec(spec)
         if wanted is not None:  # built or pulled here, with progress, when it is missing
-            from ..runtimes import get_runtime
-
-            ensure_in_cell(shell, wanted[0], get_runtime(wanted[1]))
+            ensure_in_cell(shell, wanted[0], self.engines.get(wanted[1]))
         relay = Relay(
             image_name,
             spec,

@@ -184,3 +184,17 @@ def test_image_of_a_kernelspec() -> None:
     assert found is not None and found[0].name == "python" and found[1] == "podman"
     assert image_of_spec(spec({"provisioner_name": "local-provisioner"})) is None
     assert image_of_spec(SimpleNamespace(metadata={})) is None
+
+
+def test_engines_are_made_once_per_name_and_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.magics.missing import Engines
+
+    made: list[str] = []
+    monkeypatch.setattr(
+        "nbcontainers.runtimes.get_runtime", lambda name="auto": made.append(name) or FakeRuntime()
+    )
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    engines = Engines()
+    assert engines.get("auto") is engines.get("auto") and made == ["auto"]
+    monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
+    assert engines.get("auto") is not None and made == ["auto", "auto"]
