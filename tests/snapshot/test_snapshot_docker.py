@@ -82,7 +82,9 @@ def test_snapshot_verify_build_and_use(frontend: Frontend, tmp_path: Path, runti
         # The path form: with its image gone, `%container use ./env` builds it again first.
         _remove_images(runtime, "nbcontainers/snapshot-env")
         out = frontend.text("%container use ./env")
-        assert "Building image snapshot-env" in out and "Built nbcontainers/snapshot-env:" in out
+        assert "Image snapshot-env (nbcontainers/snapshot-env:" in out
+        assert "is not built yet: building it now" in out and "] RUN " in out  # its steps
+        assert "Built nbcontainers/snapshot-env:" in out
         assert "Cells now run in container kernel 'snapshot-env'" in out
         assert frontend.text("import localpkg; print(localpkg.VALUE)").strip() == "42"
         # Built now: the next use starts it straight away.
