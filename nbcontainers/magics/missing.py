@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 from ..catalog import CatalogImage, load_catalog
 from ..errors import NbcontainersError
 from ..runtimes.base import ContainerRuntime
+from ..runtimes.podman_store import missing_image_message
 from .progress import CellProgress, cell_progress
 
 __all__ = ["Engines", "ensure_in_cell", "image_of_spec", "showing"]
@@ -88,6 +89,12 @@ def ensure_in_cell(
         runtime = runtime or get_runtime()
         if runtime.image_info(image.ref) is not None:
             return
+        if not image.user_defined and runtime.ping().rootless:
+            # On a hub the catalog images come from the admin's shared store: a copy built
+            # in each user's own storage would cost minutes and gigabytes per user.
+            shared = missing_image_message(image.ref, image.kernel_name)
+            if shared:
+                raise UsageError(shared)
         if image.buildable:
             with showing(
                 shell,

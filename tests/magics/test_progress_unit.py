@@ -4,6 +4,7 @@ what an interrupt leaves (the in-memory runtime emits the build events)."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -198,3 +199,20 @@ def test_engines_are_made_once_per_name_and_docker_host(monkeypatch: pytest.Monk
     assert engines.get("auto") is engines.get("auto") and made == ["auto"]
     monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
     assert engines.get("auto") is not None and made == ["auto", "auto"]
+
+
+def test_on_a_hub_a_catalog_image_comes_from_the_shared_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nbcontainers.magics.missing as missing_module
+
+    monkeypatch.setattr(
+        missing_module, "missing_image_message", lambda ref, kernel: f"{ref}: ask your admin"
+    )
+    engine = FakeRuntime(rootless=True)
+    with pytest.raises(UsageError, match="nbcontainers/tiny:1: ask your admin"):
+        ensure_in_cell(SimpleNamespace(), image(tmp_path), engine)
+    assert engine.builds == [] and capsys.readouterr().out == ""
+    own = replace(image(tmp_path), user_defined=True)  # the user's own image: built for them
+    ensure_in_cell(SimpleNamespace(), own, engine)
+    assert engine.image_info(own.ref) is not None
