@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError, EngineUnavailable, Unsupported
+from ..errors import BuildError, ContainerNotFound, EngineUnavailable, Unsupported
 from .base import (
     LIMITS,
     BuildCallback,
@@ -245,13 +245,11 @@ class PodmanRuntime(DockerRuntime):
         """The last ``tail`` lines. Podman 4.3 counts ``tail`` in its log file's entries, which
         split long lines into 8 KiB parts, and answers a ``tail`` above their number with the
         last entry alone (a 40 KB line came back as its last 4 bytes): ask for all, cut here."""
-        import docker.errors
-
-        with self._translate(f"read logs of container {container_id[:12]}"):
-            try:
+        try:
+            with self._translate(f"read logs of container {container_id[:12]}"):
                 raw = self.api.logs(container_id, stdout=True, stderr=True, tail="all")
-            except docker.errors.NotFound:
-                return ""
+        except ContainerNotFound:
+            return ""
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         lines = text.splitlines(keepends=True)
         return "".join(lines[-tail:]) if tail > 0 else ""
