@@ -51,7 +51,6 @@ from .subids import UserCheck, check_users, hub_users
 __all__ = ["SetupResult", "main", "run_setup"]
 
 Echo = Callable[[str], None]
-DRIVER_FORMAT = "{{.Store.GraphDriverName}}"
 NAME_FORMAT = "{{.Repository}}:{{.Tag}}"
 SKEL = Path("/etc/skel")
 APT = "sudo apt-get install podman uidmap slirp4netns catatonit"
@@ -184,7 +183,12 @@ def _load_own_copies(
                 echo(f"  {name}: {ref} already in the user's own storage")
                 continue
             echo(f"  {name}: loading {ref} into the user's own storage ...")
-            load_for_user(_as_user(user), docker, ref)
+            try:
+                load_for_user(_as_user(user), docker, ref)
+            except RuntimeError as exc:  # one user's broken storage stops nobody else's
+                echo(f"  {name}: {exc}")
+                res.problems.append(f"check `podman info` as {name}, then rerun hub setup")
+                continue
             res.changes.append(f"loaded {ref} for {name}")
             if user_image_id(_as_user(user), ref) != source:
                 echo(f"  {name}'s engine does not list {ref} after loading it")
@@ -234,7 +238,7 @@ def _write_user_confs(
         else:
             new, what = drop_store(old, str(store.root), driver), f"{driver}, own images"
         if new == old:
-            echo(f"  {check.name}: ~/.config/containers/storage.conf already names {what}")
+            echo(f"  {check.name}: ~/.config/containers/storage.conf already set ({what})")
             continue
         argv = _as_user(user, "sh", "-c", _WRITE_USER_CONF)
         subprocess.run(argv, input=new, text=True, timeout=30, cwd="/", check=True)

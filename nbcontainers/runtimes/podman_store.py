@@ -4,7 +4,10 @@ Podman reads through ``additionalimagestores`` in ``storage.conf``.
 The admin (root) loads images from the system Docker engine into a Podman store of its own
 (``podman --root STORE load``), makes it readable by all and names it in
 ``/etc/containers/storage.conf``; each user's engine then lists those images as read-only and
-runs containers from them, writing only to the user's own storage. Engine commands here are
+runs containers from them, writing only to the user's own storage. Users on native overlay
+can't use a root-owned store (host root's files are unmapped in their namespace and overlay
+doesn't copy them), so their own storage gets the images instead (``load_for_user``); which
+driver a user has, or can have, is read here too. Engine commands here are
 the Podman and Docker command lines (as root, on the admin's host), not a user's runtime: no
 user engine is involved, and ``docker save`` / ``podman load`` have no seam method yet; it
 lives in ``runtimes/`` because it is engine knowledge all the same.
