@@ -264,7 +264,7 @@ class _Core:
 
     def __init__(self, cluster: FakeCluster) -> None:
         self.c = cluster
-        self.api_client = SimpleNamespace(configuration=k.Configuration())
+        self.api_client = k.ApiClient()  # the exec stream swaps its call_api; we answer first
 
     def create_namespaced_pod(self, namespace: str, body: Any) -> Any:
         c, name = self.c, body.metadata.name
@@ -398,3 +398,20 @@ class _Networking:
         with c.lock:
             c.policies[body.metadata.name] = body
         return body
+
+
+def runtime_for(cluster: FakeCluster, **kw: Any) -> Any:
+    """A KubernetesRuntime over ``cluster`` in namespace nbc, owned by a Z2JH-like pod."""
+    from nbcontainers.runtimes.k8s_pods import PodSettings
+    from nbcontainers.runtimes.kubernetes import KubernetesRuntime
+
+    owner = {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}
+    settings = PodSettings(namespace="nbc", owner_selector=kw.pop("owner", owner))
+    return KubernetesRuntime(
+        core=cluster.core,
+        networking=cluster.networking,
+        version=cluster.version,
+        settings=kw.pop("settings", settings),
+        start_timeout=kw.pop("start_timeout", 20),
+        **kw,
+    )
