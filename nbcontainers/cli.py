@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # for annotations only: importing them costs every command it
     from .runtimes import ContainerRuntime
 
 __all__ = ["main"]
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 

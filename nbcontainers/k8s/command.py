@@ -31,7 +31,7 @@ def _dump(documents: list[Any], header: str) -> str:
         raise click.ClickException(
             "Writing YAML needs pyyaml: pip install 'nbcontainers[kubernetes]'"
         ) from None
-    return header + yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+    return header + str(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False))
 
 
 @k8s.command("manifests")

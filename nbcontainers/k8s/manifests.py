@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..runtimes.k8s_names import COMPONENT, KERNEL_COMPONENT, MANAGED_BY, ROLE, ROLE_RULES
+from ..runtimes.k8s_names import (
+    COMPONENT,
+    KERNEL_COMPONENT,
+    MANAGED_BY,
+    ROLE,
+    ROLE_RULES,
+    SERVICE_ACCOUNT,
+)
 
 __all__ = [
     "API_SERVER_PORTS",
@@ -47,7 +54,7 @@ class ManifestOptions:
     its ports to any address)."""
 
     namespace: str = "jupyterhub"
-    service_account: str = "nbc-notebook"
+    service_account: str = SERVICE_ACCOUNT
     api_server_cidr: str = ""
 
     def __post_init__(self) -> None:

@@ -12,17 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import (
+    BuildError,
     ConfigError,
     ContainerConflict,
     ContainerNotFound,
     EngineUnavailable,
     NbcontainersError,
     RuntimeFailure,
+    Unsupported,
 )
+from .base import BuildCallback, BuildRequest, ImageInfo, ProgressCallback
 from .k8s_names import ROLE
 from .k8s_pods import PodSettings
 
-__all__ = ["DEFAULT_START_TIMEOUT", "SA_DIR", "connect", "settings_from_env", "translate"]
+__all__ = [
+    "DEFAULT_START_TIMEOUT",
+    "SA_DIR",
+    "ClusterImages",
+    "connect",
+    "settings_from_env",
+    "translate",
+]
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_START_TIMEOUT = 600.0
@@ -136,3 +146,35 @@ def _reason(exc: Any) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except (ValueError, AttributeError):
         return str(exc.reason)
+
+
+class ClusterImages:
+    """The image half of the runtime Protocol for a cluster, whose nodes pull images
+    themselves when a pod starts: nothing to build, pull, push or remove here."""
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        """The cluster's nodes pull images themselves: every ref is taken as present here,
+        and a ref no node can pull fails the pod's start with ``ImageMissing``."""
+        return ImageInfo(id="", tags=(ref,), repo_digests=(), labels={}, size=0, created="")
+
+    def _no_images(self, what: str) -> Unsupported:
+        return Unsupported(
+            f"A Kubernetes cluster does not {what} images for nbcontainers: build them on a "
+            "Docker or Podman host (`nbcontainers images build`), `docker push` them to a "
+            "registry the cluster pulls from, and name those refs in the catalog."
+        )
+
+    def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
+        raise self._no_images("pull (its nodes do, when a pod starts)")
+
+    def push(self, ref: str, target: str, progress: ProgressCallback | None = None) -> str:
+        raise self._no_images("push")
+
+    def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
+        raise self._no_images("build")
+
+    def builder(self) -> str:
+        raise BuildError(str(self._no_images("build")))
+
+    def remove_image(self, ref: str) -> None:
+        raise self._no_images("remove")

@@ -119,7 +119,7 @@ def start_problem(pod: Any, events: Sequence[Any] = ()) -> NbcontainersError | N
     if waiting and waiting.reason in _CONFIG_FAILURES:
         hint = (
             " The image runs as root: set c.ContainerProvisioner.user to a non-root uid:gid."
-            if "non-root" in (waiting.message or "")
+            if any(word in (waiting.message or "") for word in ("runAsNonRoot", "non-root"))
             else ""
         )
         return RuntimeFailure(

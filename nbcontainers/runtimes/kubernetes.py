@@ -22,25 +22,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import (
-    BuildError,
     ConfigError,
     ContainerNotFound,
     RuntimeFailure,
     Unsupported,
 )
 from .base import (
-    BuildCallback,
-    BuildRequest,
     ContainerSpec,
     ContainerState,
     ContainerStats,
     EngineFacts,
     ExecResult,
-    ImageInfo,
-    ProgressCallback,
     refuse_unenforceable,
 )
-from .k8s_client import SA_DIR, connect, settings_from_env, translate
+from .k8s_client import SA_DIR, ClusterImages, connect, settings_from_env, translate
 from .k8s_names import CONTAINER
 from .k8s_pods import (
     PodSettings,
@@ -61,7 +56,7 @@ LIMITS = frozenset({"memory", "cpus", "shm"})  # no per-pod pids limit (the kube
 OWNER_KEYS = ("component", "hub.jupyter.org/username", "hub.jupyter.org/servername")
 
 
-class KubernetesRuntime:
+class KubernetesRuntime(ClusterImages):
     """A :class:`~nbcontainers.runtimes.base.ContainerRuntime` over one namespace of a cluster.
 
     ``context`` names a kubeconfig context (outside a cluster). Tests pass ``core``,
@@ -178,33 +173,6 @@ class KubernetesRuntime:
             limits=LIMITS,
             remote=True,
         )
-
-    def image_info(self, ref: str) -> ImageInfo | None:
-        """The cluster's nodes pull images themselves: every ref is taken as present here,
-        and a ref no node can pull fails the pod's start with ``ImageMissing``."""
-        return ImageInfo(id="", tags=(ref,), repo_digests=(), labels={}, size=0, created="")
-
-    def _no_images(self, what: str) -> Unsupported:
-        return Unsupported(
-            f"A Kubernetes cluster does not {what} images for nbcontainers: build them on a "
-            "Docker or Podman host (`nbcontainers images build`), `docker push` them to a "
-            "registry the cluster pulls from, and name those refs in the catalog."
-        )
-
-    def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
-        raise self._no_images("pull (its nodes do, when a pod starts)")
-
-    def push(self, ref: str, target: str, progress: ProgressCallback | None = None) -> str:
-        raise self._no_images("push")
-
-    def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
-        raise self._no_images("build")
-
-    def builder(self) -> str:
-        raise BuildError(str(self._no_images("build")))
-
-    def remove_image(self, ref: str) -> None:
-        raise self._no_images("remove")
 
     # -- containers -------------------------------------------------------------------------
 
