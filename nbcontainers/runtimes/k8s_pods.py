@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RuntimeFailure, Unsupported
+from ..errors import ConfigError, RuntimeFailure, Unsupported
 from .base import ContainerSpec
 from .k8s_names import (
     COMPONENT,
@@ -30,10 +30,12 @@ from .k8s_names import (
 
 __all__ = [
     "MAX_FILES_BYTES",
+    "OWNER_KEYS",
     "PodSettings",
     "files_secret",
     "kernel_policy",
     "label_selector",
+    "owner_selector",
     "pod_for",
     "pod_name",
     "quantity",
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 MAX_FILES_BYTES = 900 * 1024  # a Secret holds at most 1 MiB
+# The notebook pod's labels that name its user under Zero to JupyterHub.
+OWNER_KEYS = ("component", "hub.jupyter.org/username", "hub.jupyter.org/servername")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
@@ -214,7 +218,12 @@ def pod_for(spec: ContainerSpec, name: str, settings: PodSettings) -> tuple[Any,
         volumes.append(
             k.V1Volume(
                 name="files",
-                secret=k.V1SecretVolumeSource(secret_name=f"{name}-files", default_mode=0o440),
+                secret=k.V1SecretVolumeSource(
+                    # Readable by the kernel's group (fsGroup), or by all of the pod's one
+                    # container when the spec names no group.
+                    secret_name=f"{name}-files",
+                    default_mode=0o440 if gid is not None else 0o444,
+                ),
             )
         )
         mounts.extend(
@@ -331,6 +340,11 @@ def kernel_policy(pod: Any, ports: Sequence[int], owner: Mapping[str, str]) -> A
     from kubernetes import client as k
 
     selector = {COMPONENT: KERNEL_COMPONENT, POD_LABEL: pod.metadata.name}
+    peer = k.V1NetworkPolicyPeer(pod_selector=k.V1LabelSelector(match_labels=dict(owner)))
+    rule = k.V1NetworkPolicyIngressRule(
+        _from=[peer],
+        ports=[k.V1NetworkPolicyPort(port=p, protocol="TCP") for p in sorted(ports)],
+    )
     return k.V1NetworkPolicy(
         api_version="networking.k8s.io/v1",
         kind="NetworkPolicy",
@@ -338,18 +352,23 @@ def kernel_policy(pod: Any, ports: Sequence[int], owner: Mapping[str, str]) -> A
         spec=k.V1NetworkPolicySpec(
             pod_selector=k.V1LabelSelector(match_labels=selector),
             policy_types=["Ingress"],
-            ingress=[
-                k.V1NetworkPolicyIngressRule(
-                    _from=[
-                        k.V1NetworkPolicyPeer(
-                            pod_selector=k.V1LabelSelector(match_labels=dict(owner))
-                        )
-                    ],
-                    ports=[k.V1NetworkPolicyPort(port=p, protocol="TCP") for p in sorted(ports)],
-                )
-            ],
+            # No ports, no rule: a rule without ports would open every port.
+            ingress=[rule] if ports else [],
         ),
     )
+
+
+def owner_selector(own_labels: Mapping[str, str]) -> dict[str, str]:
+    """What selects the notebook server's pod, from that pod's labels: its Zero to
+    JupyterHub user and server labels where it has them, else all of them."""
+    picked = {key: own_labels[key] for key in OWNER_KEYS if key in own_labels}
+    if not (picked or own_labels):
+        raise ConfigError(
+            "The Kubernetes runtime lets only the notebook server's pod reach a kernel, but "
+            "this server runs in no labelled pod. Set NBC_K8S_OWNER_SELECTOR=key=value,... "
+            "to the labels of the pod that connects to the kernels."
+        )
+    return picked or dict(own_labels)
 
 
 def signal_command(signum: int) -> list[str]:

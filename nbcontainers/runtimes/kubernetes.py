@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import (
-    ConfigError,
     ContainerNotFound,
     RuntimeFailure,
     Unsupported,
@@ -42,6 +41,7 @@ from .k8s_pods import (
     files_secret,
     kernel_policy,
     label_selector,
+    owner_selector,
     pod_for,
     pod_name,
     signal_command,
@@ -51,9 +51,8 @@ from .k8s_status import start_problem, state_from
 __all__ = ["KubernetesRuntime"]
 
 EXEC_TIMEOUT = 120.0
+TERM_GRACE = 30  # seconds between SIGTERM and SIGKILL, the kubelet's default
 LIMITS = frozenset({"memory", "cpus", "shm"})  # no per-pod pids limit (the kubelet sets it)
-# The notebook pod's labels that name its user under Zero to JupyterHub.
-OWNER_KEYS = ("component", "hub.jupyter.org/username", "hub.jupyter.org/servername")
 
 
 class KubernetesRuntime(ClusterImages):
@@ -180,15 +179,7 @@ class KubernetesRuntime(ClusterImages):
         if self.settings.owner_selector:
             return dict(self.settings.owner_selector)
         own = self._pod(self._own_pod) if self._own_pod else None
-        labels = dict((own and own.metadata.labels) or {})
-        picked = {key: labels[key] for key in OWNER_KEYS if key in labels}
-        if not (picked or labels):
-            raise ConfigError(
-                "The Kubernetes runtime lets only the notebook server's pod reach a kernel, but "
-                "this server runs in no labelled pod. Set NBC_K8S_OWNER_SELECTOR=key=value,... "
-                "to the labels of the pod that connects to the kernels."
-            )
-        return picked or labels
+        return owner_selector(dict((own and own.metadata.labels) or {}))
 
     def run(self, spec: ContainerSpec) -> str:
         refuse_unenforceable(spec, LIMITS, self.engine_label)
@@ -276,8 +267,11 @@ class KubernetesRuntime(ClusterImages):
             raise ContainerNotFound(f"No kernel pod {container_id} in {self.settings.namespace}.")
         if state.status != "running":
             raise RuntimeFailure(f"Kernel pod {state.name} is not running ({state.status}).")
-        if signum == signal_module.SIGKILL:
-            self._delete(state.name, 0)
+        # The kernel is process 1 of its pod (a pod has no init), and process 1 ignores a
+        # signal it has no handler for when it comes from inside the pod: so TERM and KILL
+        # go through the kubelet, which deletes the pod (TERM with a grace period).
+        if signum in (signal_module.SIGKILL, signal_module.SIGTERM):
+            self._delete(state.name, 0 if signum == signal_module.SIGKILL else TERM_GRACE)
             return
         result = self.exec(state.name, signal_command(signum))
         if result.exit_code != 0:
@@ -287,6 +281,8 @@ class KubernetesRuntime(ClusterImages):
             )
 
     def stop(self, container_id: str, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``: the pod is deleted (it can't be stopped
+        and kept), and reads as exited until the cluster has removed it."""
         self._delete(container_id, int(max(timeout, 0)))
 
     def remove(self, container_id: str) -> None:

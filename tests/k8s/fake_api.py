@@ -16,6 +16,7 @@ import datetime
 import itertools
 import json
 import re
+import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -126,6 +127,7 @@ class FakeCluster:
         self.forbidden: set[tuple[str, str]] = set()  # (verb, resource) answered with 403
         self.execs: list[tuple[str, list[str]]] = []
         self.deletes: list[tuple[str, int | None]] = []
+        self.linger = 1.0  # seconds a gracefully deleted pod stays visible
         self._ips = itertools.count(2)
         self._versions = itertools.count(1)
         self.core = _Core(self)
@@ -249,6 +251,33 @@ class FakeCluster:
         if waiting is None:
             pod.status.phase, pod.status.pod_ip = "Running", f"10.1.0.{next(self._ips)}"
         self._changed(pod)
+        if waiting is None:
+            self._play(pod)
+
+    def _play(self, pod: Any) -> None:
+        """Play ``sh -c "echo ...; exit N"``; a ``sleep`` (or any other command) runs on."""
+        args = pod.spec.containers[0].args or []
+        if args[:2] != ["sh", "-c"] or len(args) != 3:
+            return
+        for words in (shlex.split(part) for part in args[2].split(";")):
+            if words and words[0] == "echo":
+                self.logs.setdefault(pod.metadata.name, []).append(" ".join(words[1:]))
+            elif words and words[0] == "exit":
+                return self._terminate(pod, int(words[1]) if len(words) > 1 else 0, "Error")
+            elif words and words[0] == "sleep":
+                return
+        self._terminate(pod, 0, "Completed")
+
+    def finalize(self, name: str) -> None:
+        """The pod object goes, and the garbage collector takes what it owned."""
+        with self.lock:
+            pod = self.pods.pop(name, None)
+            if pod is None:
+                return
+            for owned in self.owned_by(pod.metadata.uid):
+                self.secrets.pop(owned, None)
+                self.policies.pop(owned, None)
+            self._changed(pod, "DELETED")
 
     def owned_by(self, uid: str) -> list[str]:
         return [
@@ -325,18 +354,21 @@ class _Core:
     def delete_namespaced_pod(self, name: str, namespace: str, body: Any = None) -> Any:
         c = self.c
         c.check("delete", "pods", name)
+        grace = body.grace_period_seconds if body else 30
         with c.lock:
             pod = c.pods.get(name)
             if pod is None:
                 raise _status(404, "NotFound", f'pods "{name}" not found')
-            c.deletes.append((name, body.grace_period_seconds if body else None))
-            if pod.status.phase == "Running":
-                c._terminate(pod, 137 if body and body.grace_period_seconds == 0 else 143, "Error")
-            del c.pods[name]
-            for owned in c.owned_by(pod.metadata.uid):  # the garbage collector
-                c.secrets.pop(owned, None)
-                c.policies.pop(owned, None)
-            c._changed(pod, "DELETED")
+            c.deletes.append((name, grace))
+            if pod.status.phase == "Running":  # the kubelet's SIGTERM, or SIGKILL at grace 0
+                c._terminate(pod, 137 if grace == 0 else 143, "Error")
+            if grace and not pod.metadata.deletion_timestamp:
+                # The process is gone; the object lingers until the kubelet confirms.
+                pod.metadata.deletion_timestamp = _now()
+                c._changed(pod)
+                threading.Timer(c.linger, c.finalize, (name,)).start()
+            else:
+                c.finalize(name)
         return k.V1Status(status="Success")
 
     def read_namespaced_pod_log(
@@ -378,14 +410,25 @@ class _Core:
             pod = c.pods.get(name)
             if pod is None:
                 raise _status(404, "NotFound", f'pods "{name}" not found')
+            if pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
+                raise _status(
+                    400,
+                    "BadRequest",
+                    "cannot exec into a container in a completed "
+                    f"pod; current phase is {pod.status.phase}",
+                )
             c.execs.append((name, command))
-            if command[:2] == ["kill", "-s"] and command[2] in ("TERM", "HUP"):
-                c._terminate(pod, 128 + {"TERM": 15, "HUP": 1}[command[2]], "Error")
-        if command[0] == "echo":
-            return _ExecClient(" ".join(command[1:]) + "\n", 0)
-        if command[0] == "kill":
-            return _ExecClient("", 0)
-        return _ExecClient(f"{command[0]}: not found\n", 127)
+            uid = pod.spec.security_context.run_as_user
+        # Process 1 ignores signals it has no handler for; a kernel handles only SIGINT.
+        answers = {
+            "kill": ("", 0),
+            "true": ("", 0),
+            "false": ("", 1),
+            "echo": (" ".join(command[1:]) + "\n", 0),
+            "id": (f"{uid}\n", 0),
+        }
+        output, code = answers.get(command[0], (f"{command[0]}: not found\n", 127))
+        return _ExecClient(output, code)
 
 
 class _Networking:

@@ -255,3 +255,37 @@ def test_outside_a_cluster_the_owner_must_be_named(cluster: FakeCluster, tmp_pat
     with pytest.raises(ConfigError, match="NBC_K8S_OWNER_SELECTOR"):
         runtime.run(kernel_spec(tmp_path))
     assert cluster.pods == {}
+
+
+def test_inside_a_pod_the_owner_is_read_from_it(cluster: FakeCluster, tmp_path: Path) -> None:
+    from kubernetes import client as k
+
+    labels = {"component": "singleuser-server", "hub.jupyter.org/username": "bob", "x": "y"}
+    cluster.pods["jupyter-bob"] = k.V1Pod(
+        metadata=k.V1ObjectMeta(name="jupyter-bob", labels=labels)
+    )
+    runtime = runtime_for(cluster, owner={}, own_pod="jupyter-bob")
+    name = runtime.run(kernel_spec(tmp_path))
+    [rule] = cluster.policies[name].spec.ingress
+    assert rule._from[0].pod_selector.match_labels == {
+        "component": "singleuser-server",
+        "hub.jupyter.org/username": "bob",
+    }
+
+
+def test_settings_from_the_environment() -> None:
+    from nbcontainers.runtimes.k8s_client import settings_from_env
+
+    settings, timeout = settings_from_env(
+        {
+            "NBC_K8S_NAMESPACE": "team-a",
+            "NBC_K8S_NODE_SELECTOR": "pool=gpu, zone=b",
+            "NBC_K8S_IMAGE_PULL_SECRET": "reg1,reg2",
+            "NBC_K8S_START_TIMEOUT": "90",
+        }
+    )
+    assert settings.namespace == "team-a" and timeout == 90
+    assert settings.node_selector == {"pool": "gpu", "zone": "b"}
+    assert settings.image_pull_secrets == ("reg1", "reg2")
+    with pytest.raises(ConfigError, match="key=value"):
+        settings_from_env({"NBC_K8S_NODE_SELECTOR": "gpu"})
