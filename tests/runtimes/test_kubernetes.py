@@ -262,7 +262,8 @@ def test_inside_a_pod_the_owner_is_read_from_it(cluster: FakeCluster, tmp_path: 
 
     labels = {"component": "singleuser-server", "hub.jupyter.org/username": "bob", "x": "y"}
     cluster.pods["jupyter-bob"] = k.V1Pod(
-        metadata=k.V1ObjectMeta(name="jupyter-bob", labels=labels)
+        metadata=k.V1ObjectMeta(name="jupyter-bob", labels=labels),
+        status=k.V1PodStatus(phase="Running"),
     )
     runtime = runtime_for(cluster, owner={}, own_pod="jupyter-bob")
     name = runtime.run(kernel_spec(tmp_path))
