@@ -24,7 +24,7 @@ from nbcontainers.runtimes.k8s_pods import (
 )
 from nbcontainers.runtimes.k8s_status import start_problem, state_from
 
-VERSIONS = ("1.25.0", "1.37.0")  # the oldest and newest schemas kubernetes-validate ships
+VERSIONS = ("1.25.0", "1.31.0", "1.37.0")  # oldest, middle and newest schemas it ships
 SETTINGS = PodSettings(namespace="nbc", node_selector={"pool": "gpu"}, image_pull_secrets=("reg",))
 
 
