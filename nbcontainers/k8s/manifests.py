@@ -2,7 +2,8 @@
 switch it on: a ServiceAccount for the notebook servers, a namespaced Role with only the
 verbs the runtime calls (``runtimes.k8s_names.ROLE_RULES``) and its RoleBinding, a
 NetworkPolicy that shuts every kernel pod's ports until its own policy (made by the runtime
-with the pod) lets the owning notebook pod in, and the ``singleuser`` values.
+with the pod) lets the owning notebook pod in, one that keeps kernels' connections to DNS
+and public addresses, and the ``singleuser`` values.
 
 Plain dicts, in the API's own field names; ``kubectl apply -f`` and ``helm upgrade -f`` take
 them as YAML. Nothing here talks to a cluster or imports its client.
@@ -27,6 +28,7 @@ from ..runtimes.k8s_names import (
 
 __all__ = [
     "API_SERVER_PORTS",
+    "PRIVATE_RANGES",
     "PROVISIONER_CONFIG",
     "SERVER_CONFIG_PATH",
     "ManifestOptions",
@@ -35,6 +37,9 @@ __all__ = [
 ]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Where kernel pods may not connect: private networks (the cluster's own pods and nodes) and
+# link-local addresses, the cloud metadata server among them.
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 API_SERVER_PORTS = (443, 6443)  # the API server's Service port, and its usual backend port
 # Where Jupyter Server reads extra config in a Zero to JupyterHub single-user image.
 SERVER_CONFIG_PATH = "/etc/jupyter/jupyter_server_config.d/nbcontainers-kubernetes.json"
@@ -85,7 +90,8 @@ def _meta(name: str, options: ManifestOptions) -> dict[str, Any]:
 
 
 def cluster_objects(options: ManifestOptions) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding and the kernels' default-deny NetworkPolicy."""
+    """ServiceAccount, Role, RoleBinding, and the kernels' NetworkPolicies: no ingress but
+    what each kernel's own policy allows, egress to DNS and public addresses only."""
     rules = [
         {"apiGroups": [rule.api_group], "resources": [rule.resource], "verbs": list(rule.verbs)}
         for rule in ROLE_RULES
@@ -128,6 +134,24 @@ def cluster_objects(options: ManifestOptions) -> list[dict[str, Any]]:
                 "podSelector": {"matchLabels": {COMPONENT: KERNEL_COMPONENT}},
                 "policyTypes": ["Ingress"],
                 "ingress": [],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta("nbc-kernels-egress", options),
+            "spec": {
+                # What Zero to JupyterHub allows notebook pods by default: DNS, and addresses
+                # outside private ranges (PyPI, say); never the cloud's metadata server.
+                "podSelector": {"matchLabels": {COMPONENT: KERNEL_COMPONENT}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [{"namespaceSelector": {}, "podSelector": {}}],
+                        "ports": [{"port": 53, "protocol": p} for p in ("UDP", "TCP")],
+                    },
+                    {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}]},
+                ],
             },
         },
     ]

@@ -372,5 +372,6 @@ def owner_selector(own_labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def signal_command(signum: int) -> list[str]:
-    """What ``exec`` runs in the pod to signal the kernel (process 1: a pod has no init)."""
-    return ["kill", "-s", signal.Signals(signum).name.removeprefix("SIG"), "1"]
+    """What ``exec`` runs in the pod to signal the kernel (process 1: a pod has no init):
+    the shell's own ``kill``, since a minimal image may have no kill program."""
+    return ["sh", "-c", f"kill -s {signal.Signals(signum).name.removeprefix('SIG')} 1"]

@@ -148,6 +148,8 @@ class KubernetesRuntime(ClusterImages):
                 self.settings.namespace,
                 field_selector=f"metadata.name={name}",
                 timeout_seconds=max(1, math.ceil(seconds)),
+                # A connection that dies silently must not hang the watch past its end.
+                _request_timeout=max(1, math.ceil(seconds)) + 10,
             )
             for event in stream:
                 if event["type"] == "DELETED":
@@ -324,9 +326,11 @@ class KubernetesRuntime(ClusterImages):
                 tty=False,
                 _preload_content=False,
             )
-            client.run_forever(timeout=EXEC_TIMEOUT)
-            output = client.read_all()
-            code = client.returncode
+            try:
+                client.run_forever(timeout=EXEC_TIMEOUT)
+                output, code = client.read_all(), client.returncode
+            finally:
+                client.close()
         return ExecResult(int(code if code is not None else -1), output)
 
     def stats(self, container_id: str) -> ContainerStats:

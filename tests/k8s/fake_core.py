@@ -102,6 +102,9 @@ class ExecClient:
     def read_all(self) -> str:
         return self.output
 
+    def close(self) -> None:
+        pass
+
 
 class Core:
     """The CoreV1Api calls KubernetesRuntime makes, with the same names and arguments."""
@@ -240,6 +243,8 @@ class Core:
             "echo": (" ".join(command[1:]) + "\n", 0),
             "id": (f"{uid}\n", 0),
         }
+        if command[:2] == ["sh", "-c"]:  # the shell's own kill
+            command = command[2].split()
         output, code = answers.get(command[0], (f"{command[0]}: not found\n", 127))
         return ExecClient(output, code)
 

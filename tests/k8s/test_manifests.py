@@ -30,6 +30,7 @@ def test_every_object_validates(version: str) -> None:
         "Role",
         "RoleBinding",
         "NetworkPolicy",
+        "NetworkPolicy",
     ]
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -44,7 +45,7 @@ def test_a_broken_object_does_fail_validation() -> None:
 
 
 def test_the_role_is_namespaced_and_minimal() -> None:
-    _, role, binding, _ = cluster_objects(OPTIONS)
+    _, role, binding, *_ = cluster_objects(OPTIONS)
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == "jhub"
     verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
     assert verbs == {
@@ -95,6 +96,17 @@ def test_default_deny_covers_every_kernel_pod() -> None:
         "policyTypes": ["Ingress"],
         "ingress": [],
     }
+
+
+def test_kernels_reach_dns_and_public_addresses_only() -> None:
+    policy = cluster_objects(OPTIONS)[4]
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    dns, public = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    [block] = public["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert "169.254.0.0/16" in block["ipBlock"]["except"]  # the cloud metadata server
+    assert "10.0.0.0/8" in block["ipBlock"]["except"]  # other pods and nodes
 
 
 def test_z2jh_values() -> None:

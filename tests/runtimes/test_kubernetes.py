@@ -219,7 +219,7 @@ def test_list_by_label(runtime: KubernetesRuntime, tmp_path: Path) -> None:
 def test_signals(runtime: KubernetesRuntime, cluster: FakeCluster, tmp_path: Path) -> None:
     name = runtime.run(kernel_spec(tmp_path))
     runtime.signal(name, signal.SIGINT)  # the interrupt fallback: the kernel is process 1
-    assert cluster.execs == [(name, ["kill", "-s", "INT", "1"])]
+    assert cluster.execs == [(name, ["sh", "-c", "kill -s INT 1"])]
     assert runtime.state(name).status == "running"  # type: ignore[union-attr]
     runtime.signal(name, signal.SIGKILL)
     assert cluster.deletes == [(name, 0)] and runtime.state(name) is None
