@@ -162,12 +162,19 @@ def _split_mounts(spec: ContainerSpec) -> tuple[dict[str, bytes], dict[str, str]
                 contents[f"file-{i}"] = f.read()
             targets[f"file-{i}"] = mount.target
             continue
-        hint = (
-            "set c.ContainerProvisioner.transport = 'tcp'"
-            if not mount.read_only and "socket" in mount.source
-            else "set c.ContainerProvisioner.mount_workspace = False (and keep data on storage "
-            "the cluster mounts, e.g. object storage or a shared volume in the image's config)"
-        )
+        if not mount.read_only and "socket" in mount.source:
+            hint = "set c.ContainerProvisioner.transport = 'tcp'"
+        elif mount.read_only:
+            hint = (
+                "it comes from pip_settings (a local find-links folder) or extra_mounts: set "
+                "c.ContainerProvisioner.pip_settings = False, or drop it from extra_mounts"
+            )
+        else:
+            hint = (
+                "set c.ContainerProvisioner.mount_workspace = False (the kernel then starts in "
+                "its own HOME), or drop it from extra_mounts, and keep data where a kernel on "
+                "any node can fetch it, such as object storage"
+            )
         raise Unsupported(
             f"A kernel pod can't bind-mount {mount.source} from the notebook server: it may run "
             f"on another node. {hint[0].upper()}{hint[1:]}."

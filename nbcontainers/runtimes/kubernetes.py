@@ -247,6 +247,8 @@ class KubernetesRuntime(ClusterImages):
         return state_from(pod) if pod is not None else None
 
     def wait(self, container_id: str, timeout: float) -> int | None:
+        """As the Protocol says, watching the pod; the API's watch counts whole seconds, so a
+        timeout under one second may take one."""
         name = pod_name(container_id)
         deadline = time.monotonic() + timeout
         state = self.state(name)

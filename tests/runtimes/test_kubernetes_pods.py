@@ -118,6 +118,7 @@ def test_what_the_runtime_creates_validates(pod: k.V1Pod, version: str, tmp_path
         ({"user": "0:0"}, "runAsNonRoot"),
         ({"mounts": (Mount("/home/alice/work", "/home/alice/work", False),)}, "mount_workspace"),
         ({"mounts": (Mount("/tmp/p/sockets", "/tmp/p/sockets", False),)}, "transport = 'tcp'"),
+        ({"mounts": (Mount("/srv/wheels", "/srv/wheels"),)}, "pip_settings = False"),
     ],
 )
 def test_what_a_pod_cannot_honour_is_refused_with_the_fix(
