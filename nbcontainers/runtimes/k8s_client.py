@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,14 @@ from ..errors import (
 from .base import BuildCallback, BuildRequest, ImageInfo, ProgressCallback
 from .k8s_names import ROLE
 from .k8s_pods import PodSettings
+from .k8s_status import missing_verbs
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",
     "SA_DIR",
+    "Apis",
     "ClusterImages",
+    "check_role",
     "connect",
     "settings_from_env",
     "translate",
@@ -69,9 +73,20 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[PodSettings
     return settings, timeout
 
 
-def connect(context: str | None) -> tuple[str, Any, Any, Any]:
-    """(API server address, CoreV1Api, NetworkingV1Api, VersionApi) with the pod's service
-    account, or with the kubeconfig (its ``context``) outside a cluster."""
+@dataclass(frozen=True)
+class Apis:
+    """The client's API objects for one cluster, and the API server's address."""
+
+    endpoint: str
+    core: Any  # CoreV1Api
+    networking: Any  # NetworkingV1Api
+    version: Any  # VersionApi
+    authorization: Any  # AuthorizationV1Api
+
+
+def connect(context: str | None) -> Apis:
+    """The APIs with the pod's service account, or with the kubeconfig (its ``context``)
+    outside a cluster."""
     try:
         from kubernetes import client, config
     except ImportError:
@@ -91,11 +106,12 @@ def connect(context: str | None) -> tuple[str, Any, Any, Any]:
             "kubeconfig."
         ) from None
     api = client.ApiClient()
-    return (
+    return Apis(
         str(api.configuration.host),
         client.CoreV1Api(api),
         client.NetworkingV1Api(api),
         client.VersionApi(api),
+        client.AuthorizationV1Api(api),
     )
 
 
@@ -146,6 +162,30 @@ def _reason(exc: Any) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except (ValueError, AttributeError):
         return str(exc.reason)
+
+
+def check_role(authorization: Any, endpoint: str, namespace: str) -> None:
+    """Refuse, naming what is missing, when the service account lacks a verb the runtime
+    calls (a SelfSubjectRulesReview, which every account may ask for); skipped where the
+    cluster won't answer it or says its answer is incomplete (a webhook authorizer)."""
+    from kubernetes import client as k
+    from kubernetes.client.exceptions import ApiException
+
+    review = k.V1SelfSubjectRulesReview(spec=k.V1SelfSubjectRulesReviewSpec(namespace=namespace))
+    with translate(endpoint, namespace, "create", "selfsubjectrulesreviews"):
+        try:
+            status = authorization.create_self_subject_rules_review(review).status
+        except ApiException as exc:
+            if exc.status in (403, 404):  # not allowed to ask: the first real call will say
+                return
+            raise
+    missing = missing_verbs(status.resource_rules or ()) if not status.incomplete else []
+    if missing:
+        raise RuntimeFailure(
+            f"The notebook server's service account may not {', '.join(missing)} in namespace "
+            f"{namespace}, which kernel pods need. Apply the Role {ROLE!r} and its RoleBinding "
+            f"from `nbcontainers k8s manifests --namespace {namespace}`."
+        )
 
 
 class ClusterImages:

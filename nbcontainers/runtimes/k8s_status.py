@@ -12,9 +12,9 @@ from typing import Any
 
 from ..errors import GPUUnavailable, ImageMissing, NbcontainersError, RuntimeFailure
 from .base import ContainerState
-from .k8s_names import CONTAINER, GPU_RESOURCE, LABELS_ANNOTATION
+from .k8s_names import CONTAINER, GPU_RESOURCE, LABELS_ANNOTATION, ROLE_RULES
 
-__all__ = ["start_problem", "state_from"]
+__all__ = ["missing_verbs", "start_problem", "state_from"]
 
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
@@ -134,3 +134,25 @@ def start_problem(pod: Any, events: Sequence[Any] = ()) -> NbcontainersError | N
             kind, fix = _unschedulable_fix(message)
             return kind(f"No node can run kernel pod {name}: {message} {fix}")
     return None
+
+
+def missing_verbs(resource_rules: Sequence[Any]) -> list[str]:
+    """The Role's grants ("verb resource") that a SelfSubjectRulesReview's rules lack.
+    ``get`` on pods/exec counts only before Kubernetes 1.31, so it is not asked for."""
+
+    def has(group: str, resource: str, verb: str) -> bool:
+        return any(
+            (group in rule.api_groups or "*" in rule.api_groups)
+            and (resource in rule.resources or "*" in rule.resources)
+            and (verb in rule.verbs or "*" in rule.verbs)
+            and not rule.resource_names
+            for rule in resource_rules
+        )
+
+    return [
+        f"{verb} {rule.resource}"
+        for rule in ROLE_RULES
+        for verb in rule.verbs
+        if (rule.resource, verb) != ("pods/exec", "get")
+        and not has(rule.api_group, rule.resource, verb)
+    ]

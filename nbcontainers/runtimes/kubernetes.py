@@ -34,7 +34,15 @@ from .base import (
     ExecResult,
     refuse_unenforceable,
 )
-from .k8s_client import SA_DIR, ClusterImages, connect, settings_from_env, translate
+from .k8s_client import (
+    SA_DIR,
+    Apis,
+    ClusterImages,
+    check_role,
+    connect,
+    settings_from_env,
+    translate,
+)
 from .k8s_names import CONTAINER
 from .k8s_pods import (
     PodSettings,
@@ -58,8 +66,8 @@ LIMITS = frozenset({"memory", "cpus", "shm"})  # no per-pod pids limit (the kube
 class KubernetesRuntime(ClusterImages):
     """A :class:`~nbcontainers.runtimes.base.ContainerRuntime` over one namespace of a cluster.
 
-    ``context`` names a kubeconfig context (outside a cluster). Tests pass ``core``,
-    ``networking`` and ``version`` API objects and ``settings`` instead of a cluster.
+    ``context`` names a kubeconfig context (outside a cluster). Tests pass ``apis`` and
+    ``settings`` instead of a cluster.
     """
 
     engine_label = "Kubernetes cluster"
@@ -68,9 +76,7 @@ class KubernetesRuntime(ClusterImages):
         self,
         context: str | None = None,
         *,
-        core: Any = None,
-        networking: Any = None,
-        version: Any = None,
+        apis: Apis | None = None,
         settings: PodSettings | None = None,
         start_timeout: float | None = None,
         own_pod: str | None = None,
@@ -79,32 +85,23 @@ class KubernetesRuntime(ClusterImages):
         self.settings = settings or env_settings
         self.start_timeout = env_timeout if start_timeout is None else start_timeout
         self._context = context
-        self._core, self._networking, self._version = core, networking, version
-        self._endpoint = "in-memory" if core is not None else ""
+        self._apis = apis
         # The notebook server's own pod (by its hostname) when it runs in the cluster.
         in_cluster = (SA_DIR / "token").is_file() or own_pod is not None
         self._own_pod = own_pod or (socket.gethostname() if in_cluster else None)
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        self._endpoint, self._core, self._networking, self._version = connect(self._context)
-
     @property
-    def core(self) -> Any:
-        if self._core is None:
-            self._load()
-        return self._core
-
-    @property
-    def networking(self) -> Any:
-        if self._networking is None:
-            self._load()
-        return self._networking
+    def apis(self) -> Apis:
+        if self._apis is None:
+            self._apis = connect(self._context)
+        return self._apis
 
     @contextmanager
     def _translate(self, verb: str, resource: str, name: str = "") -> Iterator[None]:
-        with translate(self._endpoint, self.settings.namespace, verb, resource, name):
+        endpoint = self._apis.endpoint if self._apis else "(not connected)"
+        with translate(endpoint, self.settings.namespace, verb, resource, name):
             yield
 
     def _pod(self, container_id: str) -> Any | None:
@@ -113,7 +110,7 @@ class KubernetesRuntime(ClusterImages):
         name = pod_name(container_id)
         with self._translate("get", "pods", name):
             try:
-                return self.core.read_namespaced_pod(name, self.settings.namespace)
+                return self.apis.core.read_namespaced_pod(name, self.settings.namespace)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -126,7 +123,7 @@ class KubernetesRuntime(ClusterImages):
         name = pod_name(container_id)
         with self._translate("delete", "pods", name):
             try:
-                self.core.delete_namespaced_pod(
+                self.apis.core.delete_namespaced_pod(
                     name,
                     self.settings.namespace,
                     body=k.V1DeleteOptions(
@@ -144,7 +141,7 @@ class KubernetesRuntime(ClusterImages):
         with self._translate("watch", "pods", name):
             watcher: Any = watch.Watch()  # type: ignore[no-untyped-call]
             stream = watcher.stream(
-                self.core.list_namespaced_pod,
+                self.apis.core.list_namespaced_pod,
                 self.settings.namespace,
                 field_selector=f"metadata.name={name}",
                 timeout_seconds=max(1, math.ceil(seconds)),
@@ -159,15 +156,15 @@ class KubernetesRuntime(ClusterImages):
     # -- engine and images ------------------------------------------------------------------
 
     def ping(self) -> EngineFacts:
-        if self._version is None:
-            self._load()
+        apis = self.apis
         with self._translate("get", "version"):
-            info = self._version.get_code()
+            info = apis.version.get_code()
+        check_role(apis.authorization, apis.endpoint, self.settings.namespace)
         return EngineFacts(
             name="kubernetes",
             version=str(info.git_version),
             api_version="v1",
-            endpoint=f"{self._endpoint} (namespace {self.settings.namespace})",
+            endpoint=f"{apis.endpoint} (namespace {self.settings.namespace})",
             os="linux",
             rootless=False,
             gpu_mode="extended-resources",
@@ -190,15 +187,15 @@ class KubernetesRuntime(ClusterImages):
         owner = self._owner_selector()
         ns = self.settings.namespace
         with self._translate("create", "pods", name):
-            created = self.core.create_namespaced_pod(ns, pod)
+            created = self.apis.core.create_namespaced_pod(ns, pod)
         try:
             # Owned by the pod, so the cluster deletes them with it. Until its policy exists
             # the namespace's default-deny policy (from the manifests) keeps the ports shut.
             if contents:
                 with self._translate("create", "secrets", f"{name}-files"):
-                    self.core.create_namespaced_secret(ns, files_secret(created, contents))
+                    self.apis.core.create_namespaced_secret(ns, files_secret(created, contents))
             with self._translate("create", "networkpolicies", name):
-                self.networking.create_namespaced_network_policy(
+                self.apis.networking.create_namespaced_network_policy(
                     ns, kernel_policy(created, list(spec.ports), owner)
                 )
             self._wait_started(name)
@@ -209,7 +206,7 @@ class KubernetesRuntime(ClusterImages):
 
     def _events(self, name: str) -> list[Any]:
         with self._translate("list", "events", name):
-            listed = self.core.list_namespaced_event(
+            listed = self.apis.core.list_namespaced_event(
                 self.settings.namespace, field_selector=f"involvedObject.name={name}"
             )
         return list(listed.items or ())
@@ -298,7 +295,7 @@ class KubernetesRuntime(ClusterImages):
         name = pod_name(container_id)
         with self._translate("get", "pods/log", name):
             try:
-                text = self.core.read_namespaced_pod_log(
+                text = self.apis.core.read_namespaced_pod_log(
                     name, self.settings.namespace, container=CONTAINER, tail_lines=max(tail, 0)
                 )
             except ApiException as exc:
@@ -317,7 +314,7 @@ class KubernetesRuntime(ClusterImages):
         name = pod_name(container_id)
         with self._translate("create", "pods/exec", name):
             client = stream(
-                self.core.connect_get_namespaced_pod_exec,
+                self.apis.core.connect_get_namespaced_pod_exec,
                 name,
                 self.settings.namespace,
                 container=CONTAINER,
@@ -346,7 +343,7 @@ class KubernetesRuntime(ClusterImages):
 
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
         with self._translate("list", "pods"):
-            listed = self.core.list_namespaced_pod(
+            listed = self.apis.core.list_namespaced_pod(
                 self.settings.namespace, label_selector=label_selector(labels)
             )
         states = []

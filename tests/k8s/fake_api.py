@@ -45,6 +45,7 @@ class FakeCluster:
         self.linger = 1.0  # seconds a gracefully deleted pod stays visible
         self._ips = itertools.count(2)
         self._versions = itertools.count(1)
+        self.authorization = SimpleNamespace(create_self_subject_rules_review=self._rules)
         self.core = Core(self)
         self.networking = Networking(self)
         self.version = SimpleNamespace(
@@ -81,6 +82,22 @@ class FakeCluster:
     def scale_up_pending(self, name: str) -> None:
         """A cluster autoscaler says a node for the pod is on its way."""
         self._event(name, "TriggeredScaleUp", "pod triggered scale-up: [{gpu-pool 0->1}]")
+
+    def _rules(self, body: Any) -> Any:
+        """A SelfSubjectRulesReview: the Role's rules less what ``forbidden`` takes away."""
+        from nbcontainers.runtimes.k8s_names import ROLE_RULES
+
+        self.check("create", "selfsubjectrulesreviews")
+        rules = [
+            k.V1ResourceRule(api_groups=[r.api_group], resources=[r.resource], verbs=[verb])
+            for r in ROLE_RULES
+            for verb in r.verbs
+            if (verb, r.resource) not in self.forbidden
+        ]
+        status = k.V1SubjectRulesReviewStatus(
+            resource_rules=rules, non_resource_rules=[], incomplete=False
+        )
+        return k.V1SelfSubjectRulesReview(spec=body.spec, status=status)
 
     # -- the API server's and kubelet's side ------------------------------------------------
 
@@ -205,15 +222,20 @@ class FakeCluster:
 
 def runtime_for(cluster: FakeCluster, **kw: Any) -> Any:
     """A KubernetesRuntime over ``cluster`` in namespace nbc, owned by a Z2JH-like pod."""
+    from nbcontainers.runtimes.k8s_client import Apis
     from nbcontainers.runtimes.k8s_pods import PodSettings
     from nbcontainers.runtimes.kubernetes import KubernetesRuntime
 
     owner = {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}
     settings = PodSettings(namespace="nbc", owner_selector=kw.pop("owner", owner))
     return KubernetesRuntime(
-        core=cluster.core,
-        networking=cluster.networking,
-        version=cluster.version,
+        apis=Apis(
+            "https://fake.cluster:6443",
+            cluster.core,
+            cluster.networking,
+            cluster.version,
+            cluster.authorization,
+        ),
         settings=kw.pop("settings", settings),
         start_timeout=kw.pop("start_timeout", 20),
         **kw,
