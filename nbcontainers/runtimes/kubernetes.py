@@ -12,6 +12,7 @@ the cluster: ``build``, ``pull``, ``push`` and ``remove_image`` raise ``Unsuppor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal as signal_module
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..errors import (
     ContainerNotFound,
+    NbcontainersError,
     RuntimeFailure,
     Unsupported,
 )
@@ -200,7 +202,9 @@ class KubernetesRuntime(ClusterImages):
                 )
             self._wait_started(name)
         except BaseException:
-            self._delete(name, 0)  # nothing is left behind on failure
+            # Nothing is left behind on failure; a failed clean-up must not hide the reason.
+            with contextlib.suppress(NbcontainersError):
+                self._delete(name, 0)
             raise
         return name
 

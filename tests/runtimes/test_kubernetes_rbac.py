@@ -40,3 +40,12 @@ def test_rules_as_a_cluster_may_grant_them() -> None:
     # A rule limited to named objects can't cover pods that don't exist yet.
     named = [k.V1ResourceRule(api_groups=["*"], resources=["*"], verbs=["*"], resource_names=["x"])]
     assert len(missing_verbs(named)) == sum(len(r.verbs) for r in ROLE_RULES) - 1  # no exec get
+
+
+def test_a_failed_clean_up_does_not_hide_the_reason(tmp_path: object) -> None:
+    from nbcontainers.runtimes.base import ContainerSpec
+
+    cluster = FakeCluster(images=("img:1",))
+    cluster.forbidden |= {("create", "networkpolicies"), ("delete", "pods")}
+    with pytest.raises(RuntimeFailure, match="verb 'create' on 'networkpolicies'"):
+        runtime_for(cluster).run(ContainerSpec("img:1", ("python",), name="nbc-a", user="1:1"))
