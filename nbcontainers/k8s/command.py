@@ -1,5 +1,5 @@
 """The ``nbcontainers k8s`` command group, which the CLI adds: ``k8s manifests`` writes the
-RBAC, the kernels' NetworkPolicy and the Zero to JupyterHub values for the Kubernetes
+RBAC, the kernels' NetworkPolicies and the Zero to JupyterHub values for the Kubernetes
 runtime."""
 
 from __future__ import annotations
@@ -62,10 +62,13 @@ def _dump(documents: list[Any], header: str) -> str:
     default="nbcontainers-k8s",
     show_default=True,
     metavar="DIR",
-    help="Folder to write into ('-' prints both files to stdout).",
+    help="Folder to write into; '-' prints the manifests (for `kubectl apply -f -`).",
 )
-def manifests(namespace: str, service_account: str, api_server: str, output: str) -> None:
-    """Write DIR/nbcontainers.yaml (ServiceAccount, Role, RoleBinding, NetworkPolicy) and
+@click.option("--values", "values_only", is_flag=True, help="With -o -: print the values instead.")
+def manifests(
+    namespace: str, service_account: str, api_server: str, output: str, values_only: bool
+) -> None:
+    """Write DIR/nbcontainers.yaml (ServiceAccount, Role, RoleBinding, NetworkPolicies) and
     DIR/z2jh-values.yaml (the chart's singleuser values)."""
     from .manifests import ManifestOptions, cluster_objects, z2jh_values
 
@@ -74,12 +77,14 @@ def manifests(namespace: str, service_account: str, api_server: str, output: str
     except NbcontainersError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    if values_only and output != "-":
+        raise click.UsageError("--values goes with -o - (the folder gets both files).")
     args = f" -n {namespace}" + (f" --api-server {api_server}" if api_server else "")
     header = _HEADER.format(args=args)
     objects = _dump(cluster_objects(options), header)
     values = _dump([z2jh_values(options)], header)
     if output == "-":
-        click.echo(objects + "---\n# " + VALUES + "\n" + values, nl=False)
+        click.echo(values if values_only else objects, nl=False)
         return
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)

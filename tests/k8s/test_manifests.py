@@ -141,6 +141,14 @@ def test_command_writes_both_files(tmp_path: Path) -> None:
     assert "to" not in values["singleuser"]["networkPolicy"]["egress"][1]  # ports, anywhere
 
 
+def test_command_prints_for_kubectl_and_helm() -> None:
+    printed = CliRunner().invoke(main, ["k8s", "manifests", "-o", "-"])
+    assert printed.exit_code == 0, printed.output
+    assert list(yaml.safe_load_all(printed.output)) == cluster_objects(ManifestOptions())
+    values = CliRunner().invoke(main, ["k8s", "manifests", "-o", "-", "--values"])
+    assert yaml.safe_load(values.output) == z2jh_values(ManifestOptions())
+
+
 def test_command_refuses_a_bad_namespace(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["k8s", "manifests", "-n", "Team_A", "-o", str(tmp_path)])
     assert result.exit_code == 2

@@ -42,7 +42,7 @@ def test_rules_as_a_cluster_may_grant_them() -> None:
     assert len(missing_verbs(named)) == sum(len(r.verbs) for r in ROLE_RULES) - 1  # no exec get
 
 
-def test_a_failed_clean_up_does_not_hide_the_reason(tmp_path: object) -> None:
+def test_a_failed_clean_up_does_not_hide_the_reason() -> None:
     from nbcontainers.runtimes.base import ContainerSpec
 
     cluster = FakeCluster(images=("img:1",))
