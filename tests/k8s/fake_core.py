@@ -154,6 +154,10 @@ class Core:
         _preload_content: bool = True,
         **_: Any,
     ) -> V1PodList:  # noqa: F821 - a name the client's Watch reads as its model's
+        """List, or watch with ``watch=True``.
+
+        :rtype: V1PodList
+        """
         c = self.c
         c.check("watch" if watch else "list", "pods")
         wanted = field_selector.partition("=")[2] if field_selector else None
