@@ -40,6 +40,14 @@ def state_from(pod: Any) -> ContainerState:
     terminated = kernel and kernel.state and kernel.state.terminated
     waiting = kernel and kernel.state and kernel.state.waiting
     exit_code, oom, error, started = None, False, "", ""
+    disrupted = next(
+        (
+            c.message or c.reason or "disrupted"
+            for c in (status and status.conditions) or ()
+            if c.type == "DisruptionTarget" and c.status == "True"
+        ),
+        "",
+    )
     if terminated:
         exit_code, oom = terminated.exit_code, terminated.reason == "OOMKilled"
         error = terminated.message or (
@@ -56,15 +64,19 @@ def state_from(pod: Any) -> ContainerState:
             error = ": ".join(part for part in (status.reason, status.message) if part)
         if exit_code is None:
             exit_code = 137 if (status and status.reason == "Evicted") else 1
-    elif phase == "Unknown":
-        state, error = "dead", error or "the pod's node stopped answering (node lost)"
+    elif phase == "Unknown" or (disrupted and not terminated):
+        # The node went away: phase Unknown on old clusters, a DisruptionTarget condition
+        # (the taint manager evicting the pod) from Kubernetes 1.26 on.
+        state = "dead"
+        detail = disrupted or (status and status.message) or "its node stopped answering"
+        error = f"the kernel pod's node is gone ({detail})"
     elif terminated:
         state = "exited"
     elif running:
         state = "running"
     else:
         state = "created"
-    if meta.deletion_timestamp and state != "exited":
+    if meta.deletion_timestamp and state not in ("exited", "dead"):
         state = "removing"
     try:
         labels = json.loads((meta.annotations or {}).get(LABELS_ANNOTATION, "{}"))

@@ -176,3 +176,20 @@ def test_an_evicted_pod_reads_as_exited_with_the_reason() -> None:
     state = state_from(pod)
     assert (state.status, state.exit_code) == ("exited", 137)
     assert "low on resource: memory" in state.error
+
+
+def test_a_pod_evicted_from_a_lost_node_reads_as_dead() -> None:
+    pod = _pending()
+    pod.status.phase = "Running"
+    pod.metadata.deletion_timestamp = "2026-12-01T12:00:00Z"
+    pod.status.conditions = [
+        k.V1PodCondition(
+            type="DisruptionTarget",
+            status="True",
+            reason="DeletionByTaintManager",
+            message="Taint manager: deleting due to NoExecute taint",
+        )
+    ]
+    state = state_from(pod)
+    assert state.status == "dead" and not state.running
+    assert "node is gone" in state.error and "NoExecute" in state.error
