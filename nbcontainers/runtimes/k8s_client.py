@@ -26,6 +26,7 @@ from .base import BuildCallback, BuildRequest, ImageInfo, ProgressCallback
 from .k8s_names import ROLE
 from .k8s_pods import PodSettings
 from .k8s_status import missing_verbs
+from .k8s_template import load_template
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",
@@ -69,6 +70,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[PodSettings
             filter(None, (s.strip() for s in env.get("NBC_K8S_IMAGE_PULL_SECRET", "").split(",")))
         ),
         owner_selector=_pairs(env.get("NBC_K8S_OWNER_SELECTOR", ""), "NBC_K8S_OWNER_SELECTOR"),
+        template=load_template(env["NBC_K8S_POD_TEMPLATE"])
+        if env.get("NBC_K8S_POD_TEMPLATE")
+        else {},
     )
     return settings, timeout
 

@@ -27,6 +27,7 @@ from .k8s_names import (
     MANAGED_BY,
     POD_LABEL,
 )
+from .k8s_template import apply_template
 
 __all__ = [
     "MAX_FILES_BYTES",
@@ -58,6 +59,7 @@ class PodSettings:
     image_pull_secrets: tuple[str, ...] = ()
     image_pull_policy: str = "IfNotPresent"
     owner_selector: Mapping[str, str] = field(default_factory=dict)  # the notebook pod
+    template: Mapping[str, Any] = field(default_factory=dict)  # a Pod manifest to start from
 
 
 def pod_name(name: str) -> str:
@@ -299,6 +301,10 @@ def pod_for(spec: ContainerSpec, name: str, settings: PodSettings) -> tuple[Any,
             volumes=volumes,
         ),
     )
+    if settings.template:
+        api: Any = k.ApiClient()
+        laid = apply_template(api.sanitize_for_serialization(pod), settings.template)
+        pod = api.deserialize(json.dumps(laid), "V1Pod", None)
     return pod, contents
 
 

@@ -6,6 +6,7 @@ Where it runs: inside the notebook server's pod, with the service account and Ro
 come from the environment, read when the runtime is made: ``NBC_K8S_NAMESPACE`` (default:
 the pod's own namespace), ``NBC_K8S_NODE_SELECTOR`` and ``NBC_K8S_OWNER_SELECTOR``
 (``key=value,...``), ``NBC_K8S_IMAGE_PULL_SECRET`` (names, comma-separated),
+``NBC_K8S_POD_TEMPLATE`` (a Pod manifest kernel pods start from),
 ``NBC_K8S_START_TIMEOUT`` (seconds, default 600). Images are built elsewhere and pulled by
 the cluster: ``build``, ``pull``, ``push`` and ``remove_image`` raise ``Unsupported``.
 """
