@@ -4,6 +4,7 @@ loaded, and stand-in container kernels backed by the in-memory runtime."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from nbcontainers.catalog import load_catalog, register_user_image
 from nbcontainers.magics import Loaded, load, unload
 
 
@@ -89,3 +91,23 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private folder for the user's catalog file."""
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
     return tmp_path / "config"
+
+
+@pytest.fixture
+def tiny(
+    python_image: str, runtime: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Path]]:
+    """A user catalog image (name, folder) that is not built: FROM the catalog's python image
+    with two trivial steps, so a build takes seconds. Removed afterwards."""
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("NBCONTAINERS_PROGRESS", "")  # the frontend decides, as for users
+    name = f"progress-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / name
+    folder.mkdir()
+    base = load_catalog()[python_image].ref
+    (folder / "Dockerfile").write_text(
+        f"FROM {base}\nRUN echo built > /dev/null\nENV NBC_PROGRESS_TEST={name}\n"
+    )
+    register_user_image(name, {"build": str(folder)})
+    yield name, folder
+    runtime.remove_image(load_catalog()[name].ref)

@@ -11,7 +11,6 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,32 +18,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from nbcontainers.catalog import load_catalog, register_user_image
+from nbcontainers.catalog import load_catalog
 
 from ..drive import notebook
 
 pytestmark = pytest.mark.docker
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-@pytest.fixture
-def tiny(
-    python_image: str, runtime: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, Path]]:
-    """A user catalog image (name, folder) that is not built; removed afterwards."""
-    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("NBCONTAINERS_PROGRESS", "")  # the frontend decides, as for users
-    name = f"progress-{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / name
-    folder.mkdir()
-    base = load_catalog()[python_image].ref
-    (folder / "Dockerfile").write_text(
-        f"FROM {base}\nRUN echo built > /dev/null\nENV NBC_PROGRESS_TEST={name}\n"
-    )
-    register_user_image(name, {"build": str(folder)})
-    yield name, folder
-    runtime.remove_image(load_catalog()[name].ref)
 
 
 def _text(cell: Any) -> str:
