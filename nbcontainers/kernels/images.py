@@ -46,7 +46,8 @@ def ensure_image(
         )
         raise ImageMissing(
             f"Image {image.ref} for kernel 'nbc-{image.name}' is not on this Docker engine. "
-            f"Get it first with `{how}` (shows progress), or set "
+            f"Get it first with `{how}` (shows progress) or `%container use {image.name}` in "
+            "a notebook (gets it in the cell, with a progress bar), or set "
             f"c.ContainerProvisioner.missing_image = 'build' to build it at kernel start."
         )
     log.warning(
