@@ -24,6 +24,7 @@ SHARED="${NBC_SWARM_SHARED:-/tmp/nbc-swarm-shared}"
 NODE_IMAGE="nbcontainers/swarm-node:bookworm"
 NODE_LABEL="io.nbcontainers.swarm-node"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MADE="/var/tmp/nbc-swarm-made"  # present while the swarm is one this script made
 
 log() { printf 'ensure-swarm: %s\n' "$*" >&2; }
 die() { printf 'ensure-swarm: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -101,6 +102,7 @@ up() {
     if [ "$state" = "inactive" ]; then
         log "docker swarm init --advertise-addr $addr"
         docker swarm init --advertise-addr "$addr" --listen-addr "$addr:2377" >/dev/null
+        touch "$MADE"
     elif [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != "true" ]; then
         die "this engine is in a swarm ($state) but not a manager: \`docker swarm leave\` first"
     fi
@@ -121,10 +123,12 @@ down() {
         if [ "${1:-}" = "--purge" ]; then docker volume rm "$name-data" >/dev/null || true; fi
         log "removed $name"
     done
-    if [ "$(swarm_state)" != "inactive" ]; then
+    # Only a swarm this script made: never someone else's.
+    if [ -e "$MADE" ] && [ "$(swarm_state)" != "inactive" ]; then
         docker swarm leave --force >/dev/null
         log "this host left the swarm"
     fi
+    rm -f "$MADE"
 }
 
 case "$ACTION" in
