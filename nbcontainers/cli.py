@@ -244,12 +244,20 @@ def kernelspec_remove(names: tuple[str, ...]) -> None:
 @click.option(
     "--all-hosts", is_flag=True, help="Also remove kernel containers started from other hosts."
 )
+@click.option(
+    "--runtime",
+    "runtime_name",
+    default="auto",
+    metavar="NAME",
+    help="The engine to sweep: 'auto' (default), 'docker', 'podman', 'swarm' (every node).",
+)
 @_errors_as_messages
-def gc(dry_run: bool, all_hosts: bool) -> None:
+def gc(dry_run: bool, all_hosts: bool, runtime_name: str) -> None:
     """Remove kernel containers whose Jupyter server is gone."""
     from .kernels.orphans import find_orphans, remove_orphans
+    from .runtimes import get_runtime
 
-    runtime = _runtime()
+    runtime = _runtime() if runtime_name == "auto" else get_runtime(runtime_name)
     orphans = find_orphans(runtime, include_foreign=all_hosts)
     if not orphans:
         click.echo("no orphaned kernel containers")
