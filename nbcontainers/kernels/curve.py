@@ -62,7 +62,8 @@ def kernel_command(argv: list[str], mounted: str, writable: str) -> list[str]:
     gets a private copy at ``writable`` (in its tmpfs HOME) instead; ``argv`` names
     ``{connection_file}`` where the path goes.
     """
-    copy = 'umask 077 && cp "$0" "$1" && shift && exec "$@"'
+    # cat, not cp: a new file 0600 for the kernel's uid (cp would keep the secret's 0400).
+    copy = 'umask 077 && cat "$0" > "$1" && shift && exec "$@"'
     return ["sh", "-c", copy, mounted, writable] + [
         part.replace("{connection_file}", writable) for part in argv
     ]
