@@ -516,10 +516,11 @@ class ContainerProvisioner(KernelProvisionerBase):
             str(info["ip"]), int(info["hb_port"]), self.startup_timeout, exited
         )
         if how == "unreachable":
+            node = self._node or "?"
             await self.kill()
             await self.cleanup()
             raise RuntimeFailure(
-                f"This server can't reach the kernel on node {self._node or '?'} at "
+                f"This server can't reach the kernel on node {node} at "
                 f"{info['ip']}:{info['hb_port']} (no route, or the packets are dropped). Let "
                 "this host reach the nodes' TCP ports (a firewall rule for the published kernel "
                 "ports), check the node's address (`docker node inspect NODE`), or constrain "

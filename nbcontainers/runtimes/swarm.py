@@ -4,7 +4,6 @@ runtime it extends; the Engine API shapes are read in ``swarm_wire.py``."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal as signal_module
@@ -13,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import EngineUnavailable, RuntimeFailure, Unsupported
+from ..errors import ContainerNotFound, EngineUnavailable, RuntimeFailure, Unsupported
 from .base import (
     ContainerSpec,
     ContainerState,
@@ -215,28 +214,27 @@ class SwarmRuntime(DockerRuntime):
         # A restart of a replica is a new task in the same slot: the newest is the one.
         return max(tasks, key=lambda t: str(t.get("CreatedAt", "")), default=None)
 
-    def _node_name(self, node_id: str) -> str:
-        import docker.errors
-
+    def _inspect(self, what: str, ident: str) -> Mapping[str, Any] | None:
+        """A service or node by id or name, None when there is none."""
         try:
-            node = self.api.inspect_node(node_id)
-        except docker.errors.APIError:
-            return node_id[:12]
+            with self._translate(f"inspect {what} {ident[:12]}"):
+                found: Mapping[str, Any] = getattr(self.api, f"inspect_{what}")(ident)
+        except ContainerNotFound:  # the SDK's NotFound, translated
+            return None
+        return found
+
+    def _node_name(self, node_id: str) -> str:
+        node = self._inspect("node", node_id) or {}
         return str((node.get("Description") or {}).get("Hostname") or node_id[:12])
 
     def state(self, container_id: str) -> ContainerState | None:
-        import docker.errors
-
-        with self._translate(f"inspect service {container_id[:12]}"):
-            try:
-                service = self.api.inspect_service(container_id)
-            except docker.errors.NotFound:
-                return None
-            task = self._newest_task(str(service["ID"]))
-            node = None
-            if task is not None and task.get("NodeID"):
-                with contextlib.suppress(docker.errors.NotFound):
-                    node = self.api.inspect_node(task["NodeID"])
+        service = self._inspect("service", container_id)
+        if service is None:
+            return None
+        task = self._newest_task(str(service["ID"]))
+        node = None
+        if task is not None and task.get("NodeID"):
+            node = self._inspect("node", str(task["NodeID"]))
         return state_from_service(service, task, node)
 
     def wait(self, container_id: str, timeout: float) -> int | None:
@@ -252,13 +250,10 @@ class SwarmRuntime(DockerRuntime):
             time.sleep(0.1)
 
     def _scale_to_zero(self, container_id: str) -> None:
-        import docker.errors
-
+        service = self._inspect("service", container_id)
+        if service is None:
+            return
         with self._translate(f"stop service {container_id[:12]}"):
-            try:
-                service = self.api.inspect_service(container_id)
-            except docker.errors.NotFound:
-                return
             spec = dict(service["Spec"])
             if spec.get("Mode", {}).get("Replicated", {}).get("Replicas") == 0:
                 return
@@ -287,31 +282,29 @@ class SwarmRuntime(DockerRuntime):
         self.wait(container_id, timeout + 12)  # the service's grace period, then SIGKILL
 
     def remove(self, container_id: str) -> None:
-        import docker.errors
-
-        with self._translate(f"remove service {container_id[:12]}"):
-            try:
-                service = self.api.inspect_service(container_id)
+        service = self._inspect("service", container_id)
+        if service is None:
+            return
+        try:
+            with self._translate(f"remove service {container_id[:12]}"):
                 self.api.remove_service(service["ID"])
-            except docker.errors.NotFound:
-                return
+        except ContainerNotFound:  # removed meanwhile
+            pass
         # Swarm removes the task's container on its node; the secrets are ours to remove.
         self._remove_secrets(str(service["Spec"]["Name"]))
 
     def logs(self, container_id: str, tail: int = 50) -> str:
-        import docker.errors
-
         state = self.state(container_id)
         if state is None or state.status == "dead":  # a down node can't send its logs
             return ""
-        with self._translate(f"read logs of service {container_id[:12]}"):
-            try:
+        try:
+            with self._translate(f"read logs of service {container_id[:12]}"):
                 raw = self.api.service_logs(
                     container_id, stdout=True, stderr=True, tail=tail, follow=False
                 )
                 data = b"".join(raw) if not isinstance(raw, bytes) else raw
-            except docker.errors.NotFound:
-                return ""
+        except ContainerNotFound:
+            return ""
         return data.decode("utf-8", "replace")
 
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
@@ -337,8 +330,9 @@ class SwarmRuntime(DockerRuntime):
 
     def stats(self, container_id: str) -> ContainerStats:
         """The memory limit only: a manager can't sample a task's use."""
-        with self._translate(f"inspect service {container_id[:12]}"):
-            service = self.api.inspect_service(container_id)
+        service = self._inspect("service", container_id)
+        if service is None:
+            raise ContainerNotFound(f"read stats of service {container_id[:12]}: no such service")
         limits = (service["Spec"]["TaskTemplate"].get("Resources") or {}).get("Limits") or {}
         limit = limits.get("MemoryBytes")
         return ContainerStats(None, None, int(limit) if limit else None)
