@@ -16,6 +16,7 @@ import click
 
 from .errors import NbcontainersError
 from .hub.command import hub
+from .k8s.command import k8s
 from .serving.options import click_options as export_click_options
 from .serving.options import export_options
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # for annotations only: importing them costs every command it
     from .runtimes import ContainerRuntime
 
 __all__ = ["main"]
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -58,6 +58,7 @@ def main() -> None:
 
 
 main.add_command(hub)  # `nbcontainers hub setup`: prepare a JupyterHub host (as root)
+main.add_command(k8s)  # `nbcontainers k8s manifests`: RBAC, NetworkPolicy, Z2JH values
 
 
 # -- images -------------------------------------------------------------------------------
