@@ -242,9 +242,7 @@ def kernelspec_remove(names: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option(
-    "--all-hosts", is_flag=True, help="Also remove kernel containers started from other hosts."
-)
+@click.option("--all-hosts", is_flag=True, help="Also remove kernels started from other hosts.")
 @click.option("--runtime", "engine", default="auto", help="Engine to sweep (swarm: all nodes).")
 @_errors_as_messages
 def gc(dry_run: bool, all_hosts: bool, engine: str) -> None:

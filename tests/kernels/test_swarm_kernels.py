@@ -55,6 +55,17 @@ def test_a_kernel_on_a_worker_runs_is_interrupted_restarts_and_stops(swarm: obje
     (SHARED / "workspace" / "from-swarm").unlink()
 
 
+def test_a_kernel_as_another_uid_reads_its_secret_connection_file(swarm: object) -> None:
+    # The connection file reaches the node as a Swarm secret readable by the kernel's uid
+    # only; the kernel works on its own 0600 copy (ipykernel rewrites it when it has Curve).
+    with kernel(user="1000:1000") as (_km, kc):
+        status, out = run_cell(
+            kc,
+            "import os; print(os.getuid(), oct(os.stat('/home/nbc/.kernel.json').st_mode & 0o777))",
+        )
+        assert (status, out) == ("ok", "1000 0o600\n")
+
+
 def test_a_crashed_kernel_reports_its_exit_code(swarm: object) -> None:
     with kernel() as (km, kc):
         kc.execute("import os; os._exit(7)")
