@@ -49,6 +49,8 @@ def swarm(swarm_images: list[str]) -> Iterator[object]:
     from nbcontainers.runtimes.swarm import SwarmRuntime
 
     if os.getuid() != 0:
+        if os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1":
+            pytest.fail("the test swarm is made as root: run the Docker tier as root")
         pytest.skip("the test swarm is made as root")
     ensure_swarm(swarm_images)
     rt = SwarmRuntime(placement=(ON_WORKER,))
