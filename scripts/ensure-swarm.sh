@@ -101,8 +101,10 @@ up() {
     state="$(swarm_state)"
     if [ "$state" = "inactive" ]; then
         log "docker swarm init --advertise-addr $addr"
+        # The marker says what init adds that `swarm leave` keeps: the docker_gwbridge network.
+        if docker network inspect docker_gwbridge >/dev/null 2>&1; then : >"$MADE"
+        else echo docker_gwbridge >"$MADE"; fi
         docker swarm init --advertise-addr "$addr" --listen-addr "$addr:2377" >/dev/null
-        touch "$MADE"
     elif [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != "true" ]; then
         die "this engine is in a swarm ($state) but not a manager: \`docker swarm leave\` first"
     fi
@@ -127,6 +129,9 @@ down() {
     if [ -e "$MADE" ] && [ "$(swarm_state)" != "inactive" ]; then
         docker swarm leave --force >/dev/null
         log "this host left the swarm"
+    fi
+    if [ -e "$MADE" ] && grep -qx docker_gwbridge "$MADE"; then
+        docker network rm docker_gwbridge >/dev/null 2>&1 || true
     fi
     rm -f "$MADE"
 }
