@@ -7,13 +7,13 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base podman hub images kernelspecs browser check unit bench clean
+.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm check unit bench clean
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
 	@echo "Executed notebook saved to $(EXAMPLE_OUT)"
 
-test: setup podman hub browser check
+test: setup podman hub browser swarm check
 	NBCONTAINERS_REQUIRE_DOCKER=1 $(BIN)/pytest -v tests
 
 setup: venv engine base images kernelspecs
@@ -44,6 +44,11 @@ podman: base venv images
 # and two hub test users; the hub test runs `nbcontainers hub setup` (the shared store) itself.
 hub: podman
 	bash scripts/ensure-hub.sh
+
+# The Swarm worker node image (Debian's docker.io); the Swarm tests make the swarm itself
+# (tests/swarmnet.py runs scripts/ensure-swarm.sh up, and down after them).
+swarm: base
+	bash scripts/ensure-swarm.sh image
 
 images: venv base
 	$(NBC) images build $(IMAGES)

@@ -4,7 +4,11 @@ Cases are interleaved (one start of each case per round, then round trips in alt
 batches), and every figure is printed as a ratio against the local kernel measured in the
 same run, because these machines are shared and noisy.
 
-Usage: python bench/kernel_start.py [--starts 7] [--execs 400]
+Usage: python bench/kernel_start.py [--starts 7] [--execs 400] [--swarm NODE]
+
+``--swarm NODE`` adds kernels on that Swarm node (this host must be a manager; for the test
+swarm: `bash scripts/ensure-swarm.sh up` with NBC_SWARM_IMAGES naming the python image), with
+and without CurveZMQ, and Curve's cost on a plain Docker kernel.
 
 The nbc-python cases run on the engine ``runtime = "auto"`` picks for whoever runs this: as
 root, the system Docker engine; as a user with Podman, that user's rootless engine, e.g.
@@ -33,6 +37,22 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+def swarm_cases(node: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Kernels on Swarm node ``node`` (placed by its ``nbc.node`` label, as ensure-swarm.sh
+    sets it), with and without Curve, and a plain Docker kernel with Curve."""
+    on = {"runtime": "swarm", "placement": [f"node.labels.nbc.node=={node}"]}
+    on["mount_workspace"] = False  # the bench's temporary folder is on this host only
+    return [
+        (
+            "nbc-python (tcp 127.0.0.1, Curve)",
+            "nbc-python",
+            {"transport": "tcp", "encryption": "curve"},
+        ),
+        ("swarm worker (tcp, Curve)", "nbc-python", on),
+        ("swarm worker (tcp, no Curve)", "nbc-python", {**on, "encryption": "none"}),
+    ]
+
+
 def start(kernel: str, config: dict[str, Any], cwd: str) -> tuple[KernelManager, Any, float]:
     km = KernelManager(kernel_name=kernel)
     if config:
@@ -54,18 +74,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--starts", type=int, default=7)
     parser.add_argument("--execs", type=int, default=400)
+    parser.add_argument("--swarm", metavar="NODE", help="also run kernels on this Swarm node")
     args = parser.parse_args()
-    ready: dict[str, list[float]] = {label: [] for label, _, _ in CASES}
-    trips: dict[str, list[float]] = {label: [] for label, _, _ in CASES}
+    cases = CASES + (swarm_cases(args.swarm) if args.swarm else [])
+    ready: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    trips: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     with tempfile.TemporaryDirectory() as cwd:
-        for _label, kernel, config in CASES:  # warm-up start, not counted (page cache, holder)
+        for _label, kernel, config in cases:  # warm-up start, not counted (page cache, holder)
             stop(*start(kernel, config, cwd)[:2])
         for _ in range(args.starts):
-            for label, kernel, config in CASES:
+            for label, kernel, config in cases:
                 km, kc, seconds = start(kernel, config, cwd)
                 ready[label].append(seconds)
                 stop(km, kc)
-        kernels = {label: start(kernel, config, cwd)[:2] for label, kernel, config in CASES}
+        kernels = {label: start(kernel, config, cwd)[:2] for label, kernel, config in cases}
         for _, kc in kernels.values():
             for _ in range(30):
                 kc.execute_interactive("pass", timeout=10)
@@ -96,7 +118,7 @@ def main() -> None:
         f"{'case':<36} {'ready s (min-max)':>20} {'x local':>8} {'trip ms':>8} "
         f"{'p90 ms':>7} {'x local':>8}"
     )
-    for label, _, _ in CASES:
+    for label, _, _ in cases:
         r, t = statistics.median(ready[label]), statistics.median(trips[label])
         p90 = statistics.quantiles(trips[label], n=10)[-1]
         print(

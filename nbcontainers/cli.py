@@ -44,11 +44,11 @@ def _errors_as_messages(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _runtime() -> ContainerRuntime:
+def _runtime(name: str = "auto") -> ContainerRuntime:
     # Resolved per call, through the entry points, so tests and other engines can stand in.
     from .runtimes import get_runtime
 
-    return get_runtime()
+    return get_runtime(name)
 
 
 @click.group()
@@ -242,15 +242,14 @@ def kernelspec_remove(names: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option(
-    "--all-hosts", is_flag=True, help="Also remove kernel containers started from other hosts."
-)
+@click.option("--all-hosts", is_flag=True, help="Also remove kernels started from other hosts.")
+@click.option("--runtime", "engine", default="auto", help="Engine to sweep (swarm: all nodes).")
 @_errors_as_messages
-def gc(dry_run: bool, all_hosts: bool) -> None:
+def gc(dry_run: bool, all_hosts: bool, engine: str) -> None:
     """Remove kernel containers whose Jupyter server is gone."""
     from .kernels.orphans import find_orphans, remove_orphans
 
-    runtime = _runtime()
+    runtime = _runtime(engine)
     orphans = find_orphans(runtime, include_foreign=all_hosts)
     if not orphans:
         click.echo("no orphaned kernel containers")

@@ -20,6 +20,7 @@ from nbcontainers.labels import KERNEL_ID, ROLE
 from nbcontainers.serving.smoke import LABEL as SERVING
 
 REQUIRE_DOCKER = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
+pytest_plugins = ["tests.swarmnet"]  # the `swarm` fixture: a multi-node Docker Swarm
 BIN = Path(sys.executable).parent
 
 

@@ -4,8 +4,10 @@ pip.conf, readable by the kernel's user only, and the connection info the contai
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,8 +21,10 @@ __all__ = [
     "PrivateDir",
     "connection_for_container",
     "hand_to_user",
+    "point_at",
     "release_ports",
     "reserve_ports",
+    "wait_for_port",
     "wait_for_sockets",
     "write_connection",
     "write_private",
@@ -130,6 +134,57 @@ def connection_for_container(
         # the engine publishes the ports on 127.0.0.1 only; on the host network, loopback.
         inside["ip"] = "127.0.0.1" if network == "host" else "0.0.0.0"
     return inside
+
+
+def point_at(
+    km: Any, info: Mapping[str, Any], address: str, ports: Mapping[int, int]
+) -> KernelConnectionInfo:
+    """The server's connection info for a kernel another host runs: ``address`` (the node or
+    pod) and, for each channel, the port that reaches the container's port there. The kernel
+    manager ``km`` is pointed at them; Jupyter rewrites its connection file from the result."""
+    moved: dict[str, Any] = dict(info)
+    moved["ip"] = address
+    for key in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+        moved[key] = ports.get(int(info[key]), int(info[key]))
+        setattr(km, key, moved[key])
+    km.ip = address
+    return moved  # type: ignore[return-value]
+
+
+# Connecting to these means the address can't be reached (a firewall, a wrong address); a
+# refused connection only means the kernel has not bound its port yet.
+_UNREACHABLE = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EHOSTDOWN)
+
+
+async def wait_for_port(
+    address: str, port: int, timeout: float, exited: Callable[[], Awaitable[bool]]
+) -> Literal["open", "exited", "timeout", "unreachable"]:
+    """Wait until a kernel on another host accepts TCP on ``address:port``, it has
+    ``exited``, or ``timeout`` seconds have passed; "unreachable" when the network says no
+    route (or stays silent) for 5 seconds."""
+    deadline = time.monotonic() + timeout
+    silent_since: float | None = None
+    next_check = time.monotonic() + 0.5
+    while True:
+        try:
+            await asyncio.to_thread(socket.create_connection, (address, port), 1.0)
+            return "open"
+        except OSError as exc:
+            now = time.monotonic()
+            if isinstance(exc, TimeoutError) or exc.errno in _UNREACHABLE:
+                silent_since = silent_since or now
+                if now - silent_since > 5:
+                    return "unreachable"
+            else:
+                silent_since = None
+        now = time.monotonic()
+        if now > deadline:
+            return "timeout"
+        if now > next_check:
+            next_check = now + 0.5
+            if await exited():
+                return "exited"
+        await asyncio.sleep(0.02)
 
 
 async def wait_for_sockets(

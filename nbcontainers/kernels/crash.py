@@ -19,7 +19,7 @@ def crash_report(state: ContainerState, image_name: str, mem_limit: str, log_tai
     """
     oom = state.oom_killed or (state.exit_code == 137 and bool(mem_limit))
     code = state.exit_code
-    how = f"exited with code {code}"
+    how = f"exited with code {code}" if code is not None else f"died ({state.status})"
     # Shells and docker-init report death by signal N as exit code 128 + N.
     if code is not None and code > 128 and code - 128 in signal.valid_signals():
         how += f" (killed by {signal.Signals(code - 128).name})"
@@ -32,5 +32,7 @@ def crash_report(state: ContainerState, image_name: str, mem_limit: str, log_tai
         )
     else:
         parts.append("OOM-killed: no.")
+    if state.error:  # what the engine says beyond the code, e.g. the cluster node was lost
+        parts.append(f"Reason: {state.error}.")
     tail = log_tail.rstrip()
     return " ".join(parts) + "\nLast log lines:\n" + (tail or "(no output)")

@@ -15,13 +15,17 @@ __all__ = ["gpu_request"]
 
 
 def gpu_request(
-    image: CatalogImage, setting: Any, detect: Callable[[], HostGPUs] | None = None
+    image: CatalogImage,
+    setting: Any,
+    detect: Callable[[], HostGPUs] | None = None,
+    remote: bool = False,
 ) -> GPURequest | None:
     """The GPUs a kernel of ``image`` gets for the ``gpus`` setting ('all', a count, ids, or
     None for the image's default); raise where the host can't give them.
 
     The host is probed (``detect``, :func:`~nbcontainers.gpu.detect_gpus` by default) only
-    when a GPU is wanted: a CPU image with no setting starts without touching NVML.
+    when a GPU is wanted: a CPU image with no setting starts without touching NVML; never for
+    a ``remote`` engine, whose nodes hold the GPUs.
     """
     try:
         count, ids = parse_gpu_request(setting)
@@ -36,6 +40,8 @@ def gpu_request(
         return None
     if count is None and not ids and not image.gpu:
         return None  # default for a CPU image: no GPU
+    if remote:  # the kernel runs on a cluster node: this host's GPUs say nothing; the engine checks
+        return GPURequest(count=-1 if count is None else count, device_ids=ids)
     host = (detect or detect_gpus)()
     if image.gpu:
         # The driver must be new enough for the image's CUDA, or torch fails only at first use.

@@ -107,6 +107,7 @@ class LaunchConfig:
     user: str = ""
     mount_workspace: bool = True
     pip_settings: bool = True
+    placement: tuple[str, ...] = ()  # cluster placement constraints (runtimes.base.ContainerSpec)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class LaunchPlan:
     private_dir: PrivateDir  # its connection file is mounted at CONNECTION_FILE
     pip_conf: str | None = None  # the pip.conf to write into the private folder
     notes: tuple[str, ...] = ()  # warnings for the server log
+    placement: tuple[str, ...] = ()
 
     def container_spec(self, shared_netns: str | None = None) -> ContainerSpec:
         """The spec to run. ``shared_netns`` (``container:<id>``) is required, and used, only
@@ -171,6 +173,7 @@ class LaunchPlan:
             nano_cpus=self.nano_cpus,
             shm_size=self.shm_size,
             pids_limit=self.pids_limit,
+            placement=self.placement,
         )
 
 
@@ -212,7 +215,14 @@ def plan_launch(
         pip_conf = settings.render()
         mounts.append(Mount(str(private.pip_conf), PIP_CONF, read_only=True))
         env["PIP_CONFIG_FILE"] = PIP_CONF
-        mounts.extend(Mount(path, path, read_only=True) for path in settings.local_paths())
+        if facts.remote and settings.local_paths():
+            # Folders of this host (find-links, a local index) are not on a cluster's nodes.
+            notes.append(
+                f"Not mounting pip's local folders ({', '.join(settings.local_paths())}) into "
+                "a kernel on another host; the pip.conf still names them."
+            )
+        else:
+            mounts.extend(Mount(path, path, read_only=True) for path in settings.local_paths())
     for var in _CERT_VARIABLES:
         cert = env.get(var)
         if cert and os.path.isfile(cert) and all(m.target != cert for m in mounts):
@@ -224,13 +234,22 @@ def plan_launch(
         network = "bridge"  # published ports belong to a namespace of its own
     ports = {}
     if config.transport == "tcp" and config.network != "host":
-        ports = {port: ("127.0.0.1", port) for port in kernel.ports}
+        # A cluster node publishes on its own address (Curve keeps the traffic private).
+        ip = "0.0.0.0" if facts.remote else "127.0.0.1"
+        ports = {port: (ip, port) for port in kernel.ports}
+    if config.placement and not facts.remote:
+        raise ConfigError(
+            f"'placement' ({', '.join(config.placement)}) needs a cluster runtime, but the "
+            f"{facts.name} engine at {facts.endpoint} runs everything here. Set "
+            "runtime='swarm' (on a swarm manager) or remove 'placement'."
+        )
     if gpus is not None and facts.gpu_mode == "none":
         raise Unsupported(
             f"Kernel 'nbc-{image.name}' asks for GPUs, but the {facts.name} engine at "
             f"{facts.endpoint} can't hand GPUs to a container. Remove the 'gpus' setting"
             + (f" or use {image.cpu_variant!r}" if image.cpu_variant else "")
-            + ", or run on an engine with GPU support."
+            + ", or run on an engine with GPU support"
+            + (f"; to give it GPUs: {facts.gpu_setup}." if facts.gpu_setup else ".")
         )
     limits = _enforceable_limits(config, facts, notes)
     labels = {
@@ -258,6 +277,7 @@ def plan_launch(
         private_dir=private,
         pip_conf=pip_conf,
         notes=tuple(notes),
+        placement=config.placement,
         **limits,
     )
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,22 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
 from ..catalog import CatalogImage, load_catalog
-from ..errors import ConfigError, ContainerCrashed, Unsupported
+from ..errors import ConfigError, ContainerCrashed, RuntimeFailure, Unsupported
 from ..labels import KERNEL_ID, OWNER
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, get_runtime
 from .connection import (
     PrivateDir,
     hand_to_user,
+    point_at,
     release_ports,
     reserve_ports,
+    wait_for_port,
     wait_for_sockets,
     write_connection,
     write_private,
 )
 from .crash import crash_report
+from .curve import ENCRYPTION_MODES, clear_keys, ensure_keys, kernel_command, wants_curve
 from .exit_cleanup import remove_when_finished_at_exit
 from .gpus import gpu_request
 from .identity import Host
@@ -50,6 +53,7 @@ from .launch import (
     DEFAULT_ENV_ALLOWLIST,
     DEFAULT_PIDS_LIMIT,
     DEFAULT_SHM_SIZE,
+    HOME,
     SHARED,
     KernelStart,
     LaunchConfig,
@@ -148,6 +152,19 @@ class ContainerProvisioner(KernelProvisionerBase):
         "system one), 'docker', 'podman', or another registered runtime.",
     )
     stop_timeout = Float(5.0, config=True, help="Grace period before a stopped kernel is killed.")
+    placement = List(
+        Unicode(),
+        config=True,
+        help="Where a cluster runtime may place the kernel, as Swarm constraints: "
+        "'node.labels.gpu==true', 'node.hostname==gpu-1' (runtime 'swarm' only).",
+    )
+    encryption = CaselessStrEnum(
+        list(ENCRYPTION_MODES),
+        "auto",
+        config=True,
+        help="CurveZMQ on the kernel's channels, on top of HMAC signing: 'auto' (when the "
+        "kernel may run on another host), 'curve' (always) or 'none'.",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         base_keys = {"kernel_id", "kernel_spec", "parent", "config", "log", "connection_info"}
@@ -174,6 +191,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._catalog_image: CatalogImage | None = None
         self._stopping = False
         self._cached_ports: list[int] = []
+        self._node = ""  # the cluster node the kernel ran on: a restart goes back there
 
     @property
     def runtime(self) -> ContainerRuntime:
@@ -229,24 +247,29 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         km = self.parent
         img = self.catalog_image  # unknown names fail here, with a did-you-mean
+        remote = (await _blocking(self._engine_facts)).remote
         # GPU first: "this host has no GPU, use X" helps more than "image missing".
-        self.gpu_request = await _blocking(gpu_request, img, self.gpus)
+        self.gpu_request = await _blocking(gpu_request, img, self.gpus, None, remote)
         await _blocking(
             ensure_image, self.runtime, img, self.missing_image, self.log, self.startup_timeout
         )
-        await _blocking(self._engine_facts)
         kwargs = await super().pre_launch(**kwargs)
         if km is None:
             raise ConfigError("The nbcontainers provisioner must be used by a KernelManager.")
         private = PrivateDir.open(self.private_dir)
         self.private_dir = private.path
-        if self.transport == "tcp" and not self._cached_ports:
+        transport = self._transport()
+        if transport == "tcp" and not self._cached_ports:
             # Kept across restarts: clients reconnect to the same ports.
             self._cached_ports = reserve_ports()
+        if wants_curve(self.encryption, remote):
+            ensure_keys(km)
+        else:
+            clear_keys(km)
         self.connection_info = write_connection(
             km,
             private,
-            self.transport,
+            transport,
             self.network,
             self._cached_ports,
             session=kwargs["env"].get("JPY_SESSION_NAME", ""),
@@ -256,6 +279,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         # a path that means nothing inside the image.
         argv = list(self.kernel_spec.argv) + list(extra)
         kwargs["cmd"] = [part.replace("{connection_file}", CONNECTION_FILE) for part in argv]
+        if km.curve_publickey is not None:
+            kwargs["cmd"] = kernel_command(argv, CONNECTION_FILE, f"{HOME}/.kernel.json")
         self.log.debug("nbcontainers: kernel %s will run in %s", self.kernel_id, img.ref)
         return kwargs
 
@@ -277,7 +302,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             # The admin's rules win over user and kernelspec settings (kernels/policy.py).
             policy = load_policy()
             config, gpus = apply_policy(
-                policy, self.launch_config(), self.catalog_image.name, self.gpu_request
+                policy, self._remote_config(), self.catalog_image.name, self.gpu_request
             )
             if policy.max_kernels_per_user:
                 await _blocking(count_lock.acquire)  # held until the container runs
@@ -301,6 +326,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             self._stopping = False
             self.last_crash = None
             self.container_id = await _blocking(self.runtime.run, plan.container_spec(netns))
+            if self._engine_facts().remote:
+                await self._point_at_node()
         except Exception as exc:
             if isinstance(exc, Unsupported):  # the facts we planned with may be stale
                 self._facts = None
@@ -326,6 +353,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         then waits forever for "idle"). The socket files show the moment the kernel binds.
         """
         await super().post_launch(**kwargs)
+        if self.container_id is not None and self._engine_facts().remote:
+            await self._wait_reachable()
+            return
         if self.transport != "ipc" or self.container_id is None:
             return
 
@@ -347,6 +377,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             return 1  # removed behind our back
         if state.running:
             return None
+        if state.status == "dead":
+            self._node = ""  # its node is lost: a restart may go anywhere
         await _blocking(self.note_exit, state)
         return state.exit_code if state.exit_code is not None else 1
 
@@ -403,6 +435,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.container_id = None
         # A restart keeps the ports and the folder: clients stay connected to the same ones.
         if not restart:
+            self._node = ""
             release_ports(self._cached_ports)
             self._cached_ports = []
             if self.private_dir is not None:
@@ -423,6 +456,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 "private_dir": str(self.private_dir) if self.private_dir else None,
                 "image": self.image,
                 "transport": self.transport,
+                "node": self._node,
             }
         )
         return info
@@ -434,6 +468,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.private_dir = Path(private) if private else None
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
+        self._node = provisioner_info.get("node") or ""
         if self.container_id is not None:
             state = await _blocking(self.runtime.state, self.container_id)
             if state is None or not state.running:
@@ -441,6 +476,62 @@ class ContainerProvisioner(KernelProvisionerBase):
                     f"Cannot re-adopt kernel {self.kernel_id}: its container "
                     f"{self.container_id[:12]} is {'gone' if state is None else state.status}."
                 )
+
+    # -- kernels on another host (a cluster runtime: EngineFacts.remote) -------------------
+
+    def _transport(self) -> str:
+        # Unix sockets don't cross hosts: a cluster kernel listens on TCP (Curve-encrypted).
+        return "tcp" if self._engine_facts().remote else self.transport
+
+    def _remote_config(self) -> LaunchConfig:
+        config = self.launch_config()
+        if not self._engine_facts().remote:
+            return config
+        # A restart goes back to the node it ran on: connected clients keep its address.
+        pin = (f"node.hostname=={self._node}",) if self._node else ()
+        return replace(config, transport="tcp", placement=config.placement + pin)
+
+    async def _point_at_node(self) -> None:
+        """Connect to where the cluster put the kernel: its node's address and ports."""
+        assert self.container_id is not None
+        state = await _blocking(self.runtime.state, self.container_id)
+        if state is None or not state.address:
+            raise RuntimeFailure(
+                f"The {self._engine_facts().name} engine started kernel {self.kernel_id} but "
+                "says nowhere where it runs; `docker service ps` on a manager shows its task."
+            )
+        self._node = state.node
+        self.connection_info = point_at(
+            self.parent, self.connection_info, state.address, state.ports
+        )
+        self.log.info(
+            "nbcontainers: kernel %s runs on node %s (%s)",
+            self.kernel_id,
+            state.node,
+            state.address,
+        )
+
+    async def _wait_reachable(self) -> None:
+        """Fail the start, naming the fix, when this server can't reach the kernel's node."""
+        info = self.connection_info
+
+        async def exited() -> bool:
+            return await self.poll() is not None
+
+        how = await wait_for_port(
+            str(info["ip"]), int(info["hb_port"]), self.startup_timeout, exited
+        )
+        if how == "unreachable":
+            node = self._node or "?"
+            await self.kill()
+            await self.cleanup()
+            raise RuntimeFailure(
+                f"This server can't reach the kernel on node {node} at "
+                f"{info['ip']}:{info['hb_port']} (no route, or the packets are dropped). Let "
+                "this host reach the nodes' TCP ports (a firewall rule for the published kernel "
+                "ports), check the node's address (`docker node inspect NODE`), or constrain "
+                "kernels to reachable nodes with 'placement'."
+            )
 
     def resolve_path(self, path: str) -> str | None:
         # The workspace is mounted at the same path, so host paths are container paths.

@@ -47,6 +47,7 @@ _BUILT_IN = {
     "docker": "nbcontainers.runtimes.docker:DockerRuntime",
     "podman": "nbcontainers.runtimes.podman:PodmanRuntime",
     "kubernetes": "nbcontainers.runtimes.kubernetes:KubernetesRuntime",
+    "swarm": "nbcontainers.runtimes.swarm:SwarmRuntime",
 }
 AUTO = "auto"
 

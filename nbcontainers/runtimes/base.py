@@ -92,6 +92,10 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = ("no-new-privileges",)
     init: bool = True
     read_only: bool = False  # root filesystem; pair with tmpfs for scratch space
+    # Where a cluster engine may place the container, in Swarm's constraint syntax
+    # ("node.labels.gpu==true", "node.hostname==n1"); an engine without placement refuses
+    # a non-empty one (launch.plan_launch checks ``EngineFacts.remote``).
+    placement: tuple[str, ...] = ()
 
     def limits(self) -> frozenset[str]:
         """The :data:`LIMITS` this spec asks the engine to enforce."""
@@ -121,6 +125,7 @@ class ContainerState:
     # host (loopback); a cluster engine names the node or pod address.
     address: str = ""
     ports: Mapping[int, int] = field(default_factory=dict)  # container port -> reachable port
+    node: str = ""  # the cluster node it runs on (a hostname); "" for a single-host engine
 
     @property
     def running(self) -> bool:
