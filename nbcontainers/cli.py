@@ -184,7 +184,7 @@ def images_regenerate(check: bool) -> None:
         click.echo(f"{path} is up to date")
         return
     path.write_text(text)
-    out = path.parent.parent / "kernelspecs"
+    out = path.resolve().parent.parent / "kernelspecs"  # data/images links to the checkout
     for image in load_catalog(include_user=False).values():
         write_kernelspec(image, out)
     click.echo(f"wrote {path} and {out}/")
