@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_core.paths import SYSTEM_JUPYTER_PATH
 
 from ..catalog import Catalog, CatalogImage
+from ..errors import ConfigError
 
 __all__ = [
     "install_kernelspecs",
@@ -22,7 +24,7 @@ __all__ = [
     "write_kernelspec",
 ]
 
-# The checkout's kernelspecs/ come from `images regenerate`; installed ones from `kernelspec install`.
+# kernelspecs/ come from `images regenerate`; installed ones: `kernelspec install`.
 GENERATED = (
     "AUTO GENERATED from the image catalog by `nbcontainers kernelspec install` "
     "(the checkout's kernelspecs/ by `nbcontainers images regenerate`). DO NOT MANUALLY MODIFY."
@@ -120,10 +122,29 @@ def install_kernelspecs(
     *,
     user: bool = True,
     prefix: str | None = None,
+    replace: bool = False,
 ) -> dict[str, str]:
-    """Install kernelspecs for ``names`` (default: every catalog image); return name -> path."""
+    """Install kernelspecs for ``names`` (default: every catalog image); return name -> path.
+
+    An installed nbcontainers kernelspec of the same name is updated; a kernelspec of that name
+    that some other tool installed is only overwritten with ``replace``.
+    """
     manager = KernelSpecManager()
     chosen = [catalog[n] for n in names] if names else list(catalog.values())
+    if prefix is not None:
+        folder = Path(prefix).absolute() / "share" / "jupyter" / "kernels"
+    elif user:
+        folder = Path(manager.user_kernel_dir)
+    else:
+        folder = Path(SYSTEM_JUPYTER_PATH[0]) / "kernels"
+    if not replace:
+        for image in chosen:
+            existing = folder / image.kernel_name / "kernel.json"
+            if existing.is_file() and not _is_ours(existing):
+                raise ConfigError(
+                    f"{existing.parent} holds a kernelspec that nbcontainers did not install. "
+                    "Pass --replace to overwrite it."
+                )
     installed = {}
     # Jupyter installs by copying a folder: render each spec into a scratch one first.
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +155,15 @@ def install_kernelspecs(
             )
             installed[image.kernel_name] = path
     return installed
+
+
+def _is_ours(kernel_file: Path) -> bool:
+    try:
+        spec = json.loads(kernel_file.read_text())
+    except (OSError, ValueError):
+        return False
+    provisioner = (spec.get("metadata") or {}).get("kernel_provisioner") or {}
+    return bool(provisioner.get("provisioner_name") == "nbcontainers")
 
 
 def installed_kernelspecs() -> dict[str, str]:
