@@ -1,5 +1,7 @@
-"""JupyterLab in headless Chromium: the picker shows the container kernels, a notebook on
-nbc-python runs in a container, and %container relays cells and a widget from one."""
+"""JupyterLab and Notebook 7 in headless Chromium: the picker shows the container kernels, a
+notebook on nbc-python runs in a container (in both frontends), and %container relays cells and
+a widget from one. The screenshots the README shows are taken here (docs/images/), so they stay
+true."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 pytestmark = pytest.mark.docker
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "images"
 FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -30,10 +33,10 @@ def _notebook(path: Path, kernel: str, cells: list[str]) -> None:
     nbformat.write(nb, path)
 
 
-def _run_all_and_wait(page, text: str, timeout: float = 90) -> str:  # type: ignore[no-untyped-def]
+def _run_all_and_wait(page, text: str, timeout: float = 90, idle: str = "text=| Idle") -> str:  # type: ignore[no-untyped-def]
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     # The kernel has started and connected once the status bar says so.
-    page.wait_for_selector("text=| Idle", timeout=90_000)
+    page.wait_for_selector(idle, timeout=90_000)
     page.click(".jp-Notebook .jp-Cell .jp-InputArea-editor")
     page.keyboard.press("Escape")
     for _ in page.query_selector_all(".jp-Notebook .jp-CodeCell"):
@@ -78,17 +81,28 @@ def test_jupyterlab_runs_container_kernels(server: tuple[str, str, Path], runtim
             cards = page.inner_text(".jp-Launcher-content")
             assert "Python 3.11 · scientific (container)" in cards
             assert "PyTorch 2.13 · CPU (container)" in cards
-            page.screenshot(path=str(root / "launcher.png"))
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "launcher.png"))
 
             page = browser.new_page(viewport={"width": 1300, "height": 850})
             page.goto(f"{base}/lab/tree/picker.ipynb?reset&token={token}")
             assert "image: python" in _run_all_and_wait(page, "image: python")
+            page.screenshot(path=str(SHOTS / "lab-notebook.png"))
+
+            # Notebook 7 is another app of the same Jupyter Server: same kernelspecs, same cells.
+            page = browser.new_page(viewport={"width": 1300, "height": 850})
+            page.goto(f"{base}/notebooks/picker.ipynb?token={token}")
+            shown = _run_all_and_wait(
+                page, "image: python", idle="text=Python 3.11 · scientific (container)"
+            )
+            assert "image: python" in shown
+            page.screenshot(path=str(SHOTS / "notebook7.png"))
 
             page = browser.new_page(viewport={"width": 1300, "height": 850})
             page.goto(f"{base}/lab/tree/magics.ipynb?reset&token={token}")
             _run_all_and_wait(page, "relayed from python")
             page.wait_for_selector(".jp-OutputArea .widget-slider", timeout=30_000)
             assert "in container" in page.inner_text(".jp-OutputArea .widget-slider")
-            page.screenshot(path=str(root / "magics.png"))
+            page.screenshot(path=str(SHOTS / "magics.png"))
         finally:
             browser.close()
