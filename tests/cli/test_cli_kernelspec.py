@@ -4,6 +4,7 @@ list and Jupyter's --json, and a remove that asks before removing all of them.""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,16 @@ def test_remove_all_asks_first(kernels: Path, tmp_path: Path) -> None:
     done = cli("kernelspec", "remove", "-y")
     assert done.exit_code == 0 and done.output == "removed nbc-pytorch-cpu\n"
     assert cli("kernelspec", "remove").output == "no nbcontainers kernelspecs installed\n"
+
+
+def test_the_committed_kernelspecs_are_what_regenerate_writes() -> None:
+    from nbcontainers.catalog import load_catalog
+    from nbcontainers.kernels.kernelspecs import GENERATED, kernel_json
+
+    root = Path(__file__).resolve().parents[2] / "kernelspecs"
+    for image in load_catalog(include_user=False).values():
+        committed = json.loads((root / image.kernel_name / "kernel.json").read_text())
+        assert committed == kernel_json(image), "run `nbcontainers images regenerate`"
+    # The note names commands that exist.
+    for command in re.findall(r"`nbcontainers ([a-z ]+)`", GENERATED):
+        assert CliRunner().invoke(main, [*command.split(), "--help"]).exit_code == 0, command
