@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from ..hub.command import hub
+from ..k8s.command import k8s
 from .containers import gc, logs, ps
 from .doctor import doctor
 from .export import export_command
@@ -28,5 +29,6 @@ def main() -> None:
     """
 
 
-for command in (images, kernelspec, ps, logs, gc, doctor, snapshot, export_command, hub):
-    main.add_command(command)  # hub: `nbcontainers hub setup`, prepare a JupyterHub host
+# hub: `nbcontainers hub setup`, prepare a JupyterHub host; k8s: `nbcontainers k8s manifests`.
+for command in (images, kernelspec, ps, logs, gc, doctor, snapshot, export_command, hub, k8s):
+    main.add_command(command)

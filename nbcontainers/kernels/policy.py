@@ -3,8 +3,12 @@
 
 ```json
 {"allowed_images": ["python", "pytorch-*"], "default_mem_limit": "8g", "max_mem_limit": "32g",
- "default_cpus": 2, "max_cpus": 8, "max_kernels_per_user": 4, "allowed_gpus": ["0", "1"]}
+ "default_cpus": 2, "max_cpus": 8, "max_kernels_per_user": 4, "allowed_gpus": ["0", "1"],
+ "user_mem_limit": "64g", "user_cpus": 16, "user_tasks": 4096}
 ```
+
+The ``user_*`` rules are per-user totals that nbcontainers never checks itself: ``nbcontainers
+hub setup`` writes them into each user's systemd slice, where the OS enforces them.
 
 Defaults fill a setting nobody gave; maxima refuse a kernel that asks for more, naming the
 rule and the file. Where it holds: everything started through nbcontainers. A user with a
@@ -16,9 +20,13 @@ root stops kernel starts (fail closed) with the command that fixes it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import stat
+import tempfile
+import time
 from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatch
 from pathlib import Path
@@ -30,6 +38,7 @@ from .launch import LaunchConfig
 
 __all__ = [
     "POLICY_FILE",
+    "KernelCountLock",
     "Policy",
     "apply_policy",
     "check_kernel_count",
@@ -52,6 +61,9 @@ class Policy:
     max_cpus: float = 0.0
     max_kernels_per_user: int = 0
     allowed_gpus: tuple[str, ...] | None = None
+    user_mem_limit: str = ""
+    user_cpus: float = 0.0
+    user_tasks: int = 0
 
     def rule(self, key: str) -> str:
         return f"{key} in {self.source}, set by your admin"
@@ -101,7 +113,7 @@ def load_policy(path: Path | None = None) -> Policy:
             )
         values[key] = _typed(path, key, value)
     policy = Policy(**values)
-    for key in ("default_mem_limit", "max_mem_limit"):
+    for key in ("default_mem_limit", "max_mem_limit", "user_mem_limit"):
         if getattr(policy, key):
             size_bytes(getattr(policy, key))  # a bad size fails here, not at every start
     return policy
@@ -115,11 +127,11 @@ def _typed(path: Path, key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
             raise bad("a list of names")
         return tuple(str(v) for v in value)
-    if key in ("default_mem_limit", "max_mem_limit"):
+    if key in ("default_mem_limit", "max_mem_limit", "user_mem_limit"):
         if not isinstance(value, str):
             raise bad("a size such as '16g'")
         return value
-    if key == "max_kernels_per_user":
+    if key in ("max_kernels_per_user", "user_tasks"):
         if not isinstance(value, int) or value < 0:
             raise bad("a whole number")
         return value
@@ -188,3 +200,57 @@ def check_kernel_count(policy: Policy, owner: str, running: int) -> None:
             f"({policy.rule('max_kernels_per_user')}). Shut one down first "
             "(`%container list`, or the running-kernels panel in JupyterLab)."
         )
+
+
+class KernelCountLock:
+    """One user's kernel starts, one at a time, from counting the running kernels until the new
+    one runs: without it two starts at the same moment both see room for one more. An
+    ``flock`` on a file in the user's runtime folder, so it holds across threads and across
+    processes (two Jupyter servers of one user); the OS drops it if the process dies."""
+
+    NAME = "nbcontainers-kernel-start.lock"
+
+    def __init__(self, folder: Path | None = None, timeout: float = 300.0) -> None:
+        self.folder = folder
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    @staticmethod
+    def user_folder() -> Path:
+        """``$XDG_RUNTIME_DIR`` (or ``/run/user/UID``) where writable, else a private
+        ``nbc-locks-UID`` folder in the temp dir (refused if someone else owns it)."""
+        uid = os.getuid()
+        for candidate in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{uid}"):
+            if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
+                return Path(candidate)
+        folder = Path(tempfile.gettempdir(), f"nbc-locks-{uid}")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.lstat().st_uid != uid or not stat.S_ISDIR(folder.lstat().st_mode):
+            raise ConfigError(f"{folder} belongs to another user; set XDG_RUNTIME_DIR.")
+        return folder
+
+    def acquire(self) -> None:
+        """Wait for the lock (polling, so a stuck holder ends in a clear error, not a hang)."""
+        path = (self.folder or self.user_folder()) / self.NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ConfigError(
+                        f"Another kernel start of yours has held {path} for {self.timeout:.0f} s; "
+                        "try again once it is done (or end the process that holds it)."
+                    ) from None
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        """Let the next start count; a no-op when not held."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

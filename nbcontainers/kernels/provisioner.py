@@ -57,7 +57,7 @@ from .launch import (
     plan_launch,
 )
 from .netns import shared_netns
-from .policy import apply_policy, check_kernel_count, load_policy
+from .policy import KernelCountLock, apply_policy, check_kernel_count, load_policy
 
 __all__ = ["ContainerProvisioner"]
 
@@ -270,6 +270,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             ports=tuple(self._cached_ports),
             started_at=time.time(),
         )
+        count_lock = KernelCountLock()
         try:
             # The admin's rules win over user and kernelspec settings (kernels/policy.py).
             policy = load_policy()
@@ -277,6 +278,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 policy, self.launch_config(), self.catalog_image.name, self.gpu_request
             )
             if policy.max_kernels_per_user:
+                await _blocking(count_lock.acquire)  # held until the container runs
                 running = await _blocking(self.runtime.list, {OWNER: host.owner, KERNEL_ID: None})
                 mine = [s for s in running if s.running and s.id != self.container_id]
                 check_kernel_count(policy, host.owner, len(mine))
@@ -303,6 +305,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             # Nothing runs: leave no private folder or reserved ports behind either.
             await self.cleanup()
             raise
+        finally:
+            count_lock.release()
         remove_when_finished_at_exit(self)
         self.log.info(
             "nbcontainers: kernel %s started in container %s (%s)",

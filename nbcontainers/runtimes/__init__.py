@@ -46,6 +46,7 @@ ENTRY_POINT_GROUP = "nbcontainers.runtimes"
 _BUILT_IN = {
     "docker": "nbcontainers.runtimes.docker:DockerRuntime",
     "podman": "nbcontainers.runtimes.podman:PodmanRuntime",
+    "kubernetes": "nbcontainers.runtimes.kubernetes:KubernetesRuntime",
 }
 AUTO = "auto"
 

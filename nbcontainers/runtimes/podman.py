@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError, EngineUnavailable, Unsupported
+from ..errors import BuildError, ContainerNotFound, EngineUnavailable, Unsupported
 from .base import (
     LIMITS,
     BuildCallback,
@@ -83,12 +83,28 @@ def _answers(path: Path) -> bool:
     return True
 
 
+SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+
+
 def _has_subuid_range(user: str, uid: int) -> bool:
     try:
-        lines = Path("/etc/subuid").read_text().splitlines()
+        lines = SUBID_FILES[0].read_text().splitlines()
     except OSError:
         return False
     return any(line.split(":", 1)[0] in (user, str(uid)) for line in lines)
+
+
+def _free_subid_span() -> str:
+    """``A-B``: 65536 ids above every range in ``/etc/subuid`` and ``/etc/subgid`` (from
+    100000, where ``useradd`` starts), so the ``usermod`` line can be run as printed."""
+    start = 100000
+    for path in SUBID_FILES:
+        with contextlib.suppress(OSError):
+            for line in path.read_text().splitlines():
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                    start = max(start, int(parts[1]) + int(parts[2]))
+    return f"{start}-{start + 65535}"
 
 
 def _preflight() -> str:
@@ -98,14 +114,17 @@ def _preflight() -> str:
         missing = "Podman is not installed" if podman is None else "uidmap is not installed"
         raise EngineUnavailable(
             f"{missing}, so there is no rootless engine for you here. Ask your admin to run "
-            "`sudo apt-get install podman uidmap slirp4netns` (then `nbcontainers hub setup`)."
+            "`sudo apt-get install podman uidmap slirp4netns catatonit` (then "
+            "`nbcontainers hub setup`)."
         )
     uid, user = os.getuid(), getpass.getuser()
     if uid != 0 and not _has_subuid_range(user, uid):
+        span = _free_subid_span()
         raise EngineUnavailable(
             f"User {user} has no sub-uid range, which a rootless engine needs. Ask your admin "
-            f"to run `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
-            f"{user}` (any free range of 65536), then `podman system migrate`."
+            f"to run `sudo usermod --add-subuids {span} --add-subgids {span} {user}` (a free "
+            "range here), then `podman system migrate`; `sudo nbcontainers hub setup --fix` "
+            "does the same for every user."
         )
     return podman
 
@@ -221,6 +240,19 @@ class PodmanRuntime(DockerRuntime):
         # Podman qualifies short names ("localhost/nbcontainers/python:…"); callers use ours.
         short = tuple(re.sub(r"^(localhost|docker\.io)/", "", t) for t in info.tags)
         return replace(info, tags=short)
+
+    def logs(self, container_id: str, tail: int = 50) -> str:
+        """The last ``tail`` lines. Podman 4.3 counts ``tail`` in its log file's entries, which
+        split long lines into 8 KiB parts, and answers a ``tail`` above their number with the
+        last entry alone (a 40 KB line came back as its last 4 bytes): ask for all, cut here."""
+        try:
+            with self._translate(f"read logs of container {container_id[:12]}"):
+                raw = self.api.logs(container_id, stdout=True, stderr=True, tail="all")
+        except ContainerNotFound:
+            return ""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        lines = text.splitlines(keepends=True)
+        return "".join(lines[-tail:]) if tail > 0 else ""
 
     def build(self, request: BuildRequest, on_event: BuildCallback | None = None) -> ImageInfo:
         """``podman --remote build`` against this engine: its own store, BuildKit-style secrets."""

@@ -4,7 +4,10 @@ Podman reads through ``additionalimagestores`` in ``storage.conf``.
 The admin (root) loads images from the system Docker engine into a Podman store of its own
 (``podman --root STORE load``), makes it readable by all and names it in
 ``/etc/containers/storage.conf``; each user's engine then lists those images as read-only and
-runs containers from them, writing only to the user's own storage. Engine commands here are
+runs containers from them, writing only to the user's own storage. Users on native overlay
+can't use a root-owned store (host root's files are unmapped in their namespace and overlay
+doesn't copy them), so their own storage gets the images instead (``load_for_user``); which
+driver a user has, or can have, is read here too. Engine commands here are
 the Podman and Docker command lines (as root, on the admin's host), not a user's runtime: no
 user engine is involved, and ``docker save`` / ``podman load`` have no seam method yet; it
 lives in ``runtimes/`` because it is engine knowledge all the same.
@@ -24,13 +27,19 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_STORE",
+    "HUB_MARK",
     "STORAGE_CONF",
     "SharedStore",
     "add_store",
     "configured_stores",
+    "drop_store",
+    "load_for_user",
     "make_readable",
     "missing_image_message",
+    "native_overlay_works",
+    "user_image_id",
     "user_storage_conf",
+    "user_storage_driver",
 ]
 
 DEFAULT_STORE = Path("/var/lib/nbcontainers/storage")
@@ -38,6 +47,9 @@ STORAGE_CONF = Path("/etc/containers/storage.conf")
 LOAD_TIMEOUT = 1800.0  # seconds for one `docker save | podman load` of a multi-GB image
 
 ROOT_DEFAULTS = {"runroot": "/run/containers/storage", "graphroot": "/var/lib/containers/storage"}
+# The first line of a user's storage.conf that `hub setup` wrote for native overlay (the
+# user's engine keeps the catalog images in its own storage then, not in the shared store).
+HUB_MARK = "# Written by nbcontainers hub setup"
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z_]+)\s*=")
 
@@ -75,13 +87,24 @@ def configured_stores(conf: Path | None = None) -> list[str]:
 def missing_image_message(ref: str, kernel: str, conf: Path | None = None) -> str | None:
     """What a user reads when ``ref`` is in none of their engine's stores while a shared store
     is configured (the hub case); ``None`` where no shared store is set up."""
-    stores = configured_stores(conf)
-    if not stores:
+    path = conf or user_storage_conf()
+    stores = configured_stores(path)
+    if stores:
+        return (
+            f"Image {ref} for kernel {kernel!r} is not in your engine's storage nor in the shared "
+            f"image store ({', '.join(stores)}). Ask your admin to run `nbcontainers hub setup` "
+            "(it loads the catalog images into the shared store for every user)."
+        )
+    try:
+        marked = path.read_text().startswith(HUB_MARK)
+    except OSError:
+        marked = False
+    if not marked:
         return None
     return (
-        f"Image {ref} for kernel {kernel!r} is not in your engine's storage nor in the shared "
-        f"image store ({', '.join(stores)}). Ask your admin to run `nbcontainers hub setup` "
-        "(it loads the catalog images into the shared store for every user)."
+        f"Image {ref} for kernel {kernel!r} is not in your engine's storage (your admin's "
+        "`nbcontainers hub setup` loads the catalog images there). Ask your admin to run "
+        "`nbcontainers hub setup`."
     )
 
 
@@ -133,6 +156,33 @@ def add_store(text: str, store: str, driver: str, system: bool = True) -> str:
     return result
 
 
+def drop_store(text: str, store: str, driver: str) -> str:
+    """A user's ``storage.conf`` text for ``driver`` without ``store`` in its
+    ``additionalimagestores``, other lines kept; the :data:`HUB_MARK` line first."""
+    data = _parse(text) if text.strip() else {}
+    storage = data.get("storage") if isinstance(data.get("storage"), dict) else {}
+    assert isinstance(storage, dict)
+    lines = [line for line in text.splitlines() if line != HUB_MARK]
+    storage_at, keys_at, (_, stores_at) = _scan(lines)
+    if stores_at is not None:
+        end = stores_at
+        while "]" not in lines[end] and end + 1 < len(lines):
+            end += 1
+        kept = [s for s in _stores_in(storage) if s != store]
+        lines[stores_at : end + 1] = [f"additionalimagestores = {_toml_list(kept)}"] if kept else []
+        storage_at, keys_at, _ = _scan(lines)
+    line = f'driver = "{driver}"'
+    if "driver" in keys_at:
+        lines[keys_at["driver"]] = line
+    elif storage_at is not None:
+        lines.insert(storage_at + 1, line)
+    else:
+        lines[:0] = ["[storage]", line]
+    result = "\n".join([HUB_MARK, *lines]).rstrip("\n") + "\n"
+    _parse(result)
+    return result
+
+
 def _scan(lines: list[str]) -> tuple[int | None, dict[str, int], tuple[int | None, int | None]]:
     """Where ``[storage]`` starts, its keys' lines, and ``[storage.options]`` and its
     ``additionalimagestores`` line."""
@@ -158,6 +208,71 @@ def _stores_in(storage: dict[object, object]) -> list[str]:
     options = storage.get("options")
     stores = options.get("additionalimagestores") if isinstance(options, dict) else None
     return [str(s) for s in stores] if isinstance(stores, list) else []
+
+
+def native_overlay_works(as_user: Sequence[str], scratch: Path) -> bool:
+    """Whether rootless native overlay works on this kernel for the user whose argv prefix is
+    ``as_user`` (``runuser ... env ...``): ``podman info`` on a throw-away store in
+    ``scratch`` (a folder the user owns) reports "Native Overlay Diff: true"."""
+    probe = subprocess.run(
+        [*as_user, "podman", "--storage-driver", "overlay", "--root", str(scratch / "root"),
+         "--runroot", str(scratch / "run"), "info", "--format", "{{.Store.GraphStatus}}"],
+        capture_output=True, text=True, timeout=120, cwd="/", check=False,
+    )  # fmt: skip
+    return probe.returncode == 0 and "Native Overlay Diff:true" in probe.stdout
+
+
+def user_storage_driver(as_user: Sequence[str], home: str) -> str | None:
+    """The storage driver of the user's existing rootless store, ``None`` when the user has
+    none yet (Podman makes ``<driver>-layers`` at a user's first command; changing the driver
+    of a store that exists would hide its images, so callers keep it)."""
+    graph = Path(home, ".local", "share", "containers", "storage")
+    if not any(graph.glob("*-layers")):
+        return None
+    info = subprocess.run(
+        [*as_user, "podman", "info", "--format", "{{.Store.GraphDriverName}}"],
+        capture_output=True, text=True, timeout=120, cwd="/", check=False,
+    )  # fmt: skip
+    if info.returncode == 0 and info.stdout.strip():
+        return info.stdout.strip()
+    return next(iter(graph.glob("*-layers"))).name.removesuffix("-layers")
+
+
+def user_image_id(as_user: Sequence[str], ref: str) -> str | None:
+    """The id of ``ref`` in the user's engine (its own storage or a store it reads)."""
+    done = subprocess.run(
+        [*as_user, "podman", "image", "inspect", "--format", "{{.ID}}", ref],
+        capture_output=True, text=True, timeout=60, cwd="/", check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def load_for_user(as_user: Sequence[str], source_cli: str, ref: str) -> None:
+    """Copy ``ref`` from the engine behind ``source_cli`` into the user's own storage."""
+    _pipe([source_cli, "save", ref], [*as_user, "podman", "load", "-q"], ref, "the user's storage")
+
+
+def _pipe(save: list[str], load: list[str], ref: str, where: object) -> None:
+    saver = subprocess.Popen(save, stdout=subprocess.PIPE)
+    try:
+        loaded = subprocess.run(
+            load,
+            stdin=saver.stdout,
+            capture_output=True,
+            text=True,
+            timeout=LOAD_TIMEOUT,
+            check=False,
+            cwd="/",
+        )
+    finally:
+        if saver.stdout is not None:
+            saver.stdout.close()
+        saved = saver.wait(timeout=60)
+    if saved != 0 or loaded.returncode != 0:
+        raise RuntimeError(
+            f"loading {ref} into {where} failed ({save[0]} save exited {saved}, "
+            f"podman load exited {loaded.returncode}): {loaded.stderr.strip()[-800:]}"
+        )
 
 
 def make_readable(root: Path) -> int:
@@ -240,25 +355,7 @@ class SharedStore:
             if folder == Path("/"):
                 break
             folder.chmod(folder.stat().st_mode | 0o755)
-        saver = subprocess.Popen([source_cli, "save", ref], stdout=subprocess.PIPE)
-        try:
-            loaded = subprocess.run(
-                self._podman("load", "-q"),
-                stdin=saver.stdout,
-                capture_output=True,
-                text=True,
-                timeout=LOAD_TIMEOUT,
-                check=False,
-            )
-        finally:
-            if saver.stdout is not None:
-                saver.stdout.close()
-            saved = saver.wait(timeout=60)
-        if saved != 0 or loaded.returncode != 0:
-            raise RuntimeError(
-                f"loading {ref} into {self.root} failed ({source_cli} save exited {saved}, "
-                f"podman load exited {loaded.returncode}): {loaded.stderr.strip()[-800:]}"
-            )
+        _pipe([source_cli, "save", ref], self._podman("load", "-q"), ref, self.root)
         # Listing as root creates the store's images.lock and layers.lock: a user's engine
         # only opens them (it can't create files in the store) and fails on a fresh store.
         self.images()

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,9 +60,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             _missing(f"no user {user}")
     if shutil.which("configurable-http-proxy") is None:
         _missing("configurable-http-proxy is not installed")
+    _storage_as_before_setup()
     lines: list[str] = []
     setup = run_setup(users=USERS, images=["python"], fix=True, echo=lines.append)
     assert setup.exit_code == 0, "\n".join(lines)
+    # A's existing vfs store is kept; B, with none yet, gets native overlay and its own copy.
+    assert f"  {USERS[0]}: has vfs storage, kept (switching would hide its images)" in lines
+    assert f"  {USERS[1]}: no storage yet; overlay (native overlay works on this kernel)" in lines
     again = run_setup(users=USERS, images=["python"], fix=True, echo=lines.append)
     assert (again.exit_code, again.changes) == (0, []), "\n".join(lines)  # idempotent
     folder = tmp_path_factory.mktemp("hub")
@@ -80,6 +85,28 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             kill_user_processes(user)
             Path(pwd.getpwnam(user).pw_dir, TEST_FILE).unlink(missing_ok=True)
         assert not left, left
+
+
+def _graph(user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir, ".local", "share", "containers", "storage")
+
+
+def _reset_storage(user: str) -> None:
+    kill_user_processes(user)
+    argv = ["runuser", "-u", user, "--", "env", "-i", f"HOME={pwd.getpwnam(user).pw_dir}",
+            "PATH=/usr/bin:/bin", "podman", "system", "reset", "-f"]  # fmt: skip
+    subprocess.run(argv, capture_output=True, timeout=120, cwd="/", check=False)
+    for folder in (_graph(user).parent, _graph(user).parents[2] / ".config" / "containers"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _storage_as_before_setup() -> None:
+    """A has a vfs store (a user of an earlier deployment, Podman 4.3's default), B none yet."""
+    a, b = USERS
+    if {p.name for p in _graph(a).glob("*-layers")} != {"vfs-layers"}:
+        _reset_storage(a)
+        podman_as(a, "--storage-driver", "vfs", "info")
+    _reset_storage(b)
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +167,15 @@ def test_each_users_kernel_writes_files_that_user_owns(hub: Hub, kernels: dict[s
         assert (written.stat().st_uid, written.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
 
 
-def test_kernels_run_the_shared_stores_image(hub: Hub, kernels: dict[str, str]) -> None:
+def test_kernels_run_the_images_hub_setup_gave_them(hub: Hub, kernels: dict[str, str]) -> None:
     ref = load_catalog(include_user=False)["python"].ref
-    for user in USERS:
+    # A (vfs) reads the shared store (read-only); B (overlay) has its own copy.
+    for user, read_only in zip(USERS, ("true", "false"), strict=True):
         listed = podman_as(user, "images", "--format", "{{.Repository}}:{{.Tag}} {{.ReadOnly}}")
-        assert f"localhost/{ref} true" in listed.splitlines(), listed  # read-only: shared
+        assert f"localhost/{ref} {read_only}" in listed.splitlines(), listed
+    assert podman_as(USERS[1], "info", "--format", "{{.Store.GraphDriverName}}").strip() == (
+        "overlay"
+    )
 
 
 def test_container_use_in_a_users_local_kernel(hub: Hub, local_kernels: dict[str, str]) -> None:
@@ -223,15 +254,15 @@ def test_one_user_sees_neither_the_others_home_nor_engine(
 def test_an_image_missing_from_the_shared_store_says_ask_your_admin(
     hub: Hub, local_kernels: dict[str, str]
 ) -> None:
-    user = USERS[0]
     code = (  # pytorch-cpu is not in the store: hub setup above loaded python only
         "from jupyter_client import KernelManager\n"
         "try:\n    KernelManager(kernel_name='nbc-pytorch-cpu').start_kernel()\n"
         "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
-    out, _ = execute(hub, user, local_kernels[user], code, timeout=60)
-    assert out.startswith("ImageMissing"), out
-    assert "Ask your admin to run `nbcontainers hub setup`" in out, out
+    for user in USERS:  # A reads the shared store, B has its own storage: both are told
+        out, _ = execute(hub, user, local_kernels[user], code, timeout=60)
+        assert out.startswith("ImageMissing"), out
+        assert "Ask your admin to run `nbcontainers hub setup`" in out, out
 
 
 def test_one_users_engine_crashing_leaves_the_other_alone(

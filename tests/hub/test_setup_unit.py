@@ -13,8 +13,10 @@ import pytest
 from nbcontainers.hub import setup as hub_setup
 from nbcontainers.hub.subids import check_users, read_ranges, usermod_command
 from nbcontainers.runtimes.podman_store import (
+    HUB_MARK,
     add_store,
     configured_stores,
+    drop_store,
     make_readable,
     missing_image_message,
 )
@@ -106,3 +108,21 @@ def test_setup_needs_root_and_names_the_packages(monkeypatch: pytest.MonkeyPatch
     result = hub_setup.run_setup(echo=lines.append)
     assert result.problems == [hub_setup.APT]
     assert "apt-get install podman uidmap" in lines[0]
+
+
+@needs_toml
+def test_an_overlay_user_drops_the_vfs_store_and_keeps_other_lines(tmp_path: Path) -> None:
+    skel = add_store("# mine\n", "/var/lib/nbcontainers/storage", "vfs", system=False)
+    new = drop_store(skel, "/var/lib/nbcontainers/storage", "overlay")
+    conf = tmp_path / "storage.conf"
+    conf.write_text(new)
+    assert new.startswith(HUB_MARK) and "# mine" in new and 'driver = "overlay"' in new
+    assert configured_stores(conf) == [] and "vfs" not in new
+    assert drop_store(new, "/var/lib/nbcontainers/storage", "overlay") == new  # idempotent
+    assert drop_store("", "/s", "overlay") == f'{HUB_MARK}\n[storage]\ndriver = "overlay"\n'
+    # Such a user has no shared store, and is still told who loads the images.
+    msg = missing_image_message("nbcontainers/python:x", "nbc-python", conf)
+    assert msg is not None and "Ask your admin to run `nbcontainers hub setup`" in msg
+    other = drop_store('[storage.options]\nadditionalimagestores = ["/a", "/s"]\n', "/s", "vfs")
+    conf.write_text(other)
+    assert configured_stores(conf) == ["/a"]

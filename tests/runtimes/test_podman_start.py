@@ -20,13 +20,17 @@ def test_missing_podman_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_user_without_a_subuid_range_gets_the_usermod_line(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(podman.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(podman.os, "getuid", lambda: 4242)
     monkeypatch.setattr(podman.getpass, "getuser", lambda: "ada")
-    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: False)
-    with pytest.raises(EngineUnavailable, match=r"usermod --add-subuids 100000-165535 .* ada"):
+    (tmp_path / "subuid").write_text("bob:100000:65536\n")
+    (tmp_path / "subgid").write_text("bob:100000:65536\ncarol:165536:65536\n")
+    monkeypatch.setattr(podman, "SUBID_FILES", (tmp_path / "subuid", tmp_path / "subgid"))
+    # A free range: above bob's and carol's, so the line runs as printed.
+    line = r"sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 ada"
+    with pytest.raises(EngineUnavailable, match=line + r".*hub setup --fix"):
         podman.ensure_service(Path("/nonexistent/podman.sock"))
 
 

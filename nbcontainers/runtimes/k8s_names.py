@@ -1,0 +1,58 @@
+"""The names the Kubernetes runtime and the manifests it needs agree on: kernel pod labels,
+the Role and its rules. No client import here, so ``nbcontainers k8s manifests`` renders
+them on a machine without the ``kubernetes`` package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "COMPONENT",
+    "CONTAINER",
+    "GPU_RESOURCE",
+    "KERNEL_COMPONENT",
+    "LABELS_ANNOTATION",
+    "MANAGED_BY",
+    "POD_LABEL",
+    "ROLE",
+    "ROLE_RULES",
+    "SERVICE_ACCOUNT",
+    "Rule",
+]
+
+COMPONENT = "app.kubernetes.io/component"
+KERNEL_COMPONENT = "nbc-kernel"  # COMPONENT's value on every kernel pod, secret and policy
+MANAGED_BY = "app.kubernetes.io/managed-by"
+# Every nbcontainers label of a kernel, exactly, as JSON: label values can't hold a path.
+LABELS_ANNOTATION = "nbcontainers.io/labels"
+POD_LABEL = "nbcontainers.io/pod"  # the pod's own name: what its NetworkPolicy selects
+CONTAINER = "kernel"  # the one container of a kernel pod
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
+ROLE = "nbc-kernels"
+SERVICE_ACCOUNT = "nbc-notebook"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the Role, and which runtime call needs it (for the error that names it)."""
+
+    api_group: str
+    resource: str
+    verbs: tuple[str, ...]
+    why: str
+
+
+# Only what KubernetesRuntime calls, in its namespace. Secrets and network policies are
+# created, never read or deleted: each carries an ownerReference to its kernel pod, and the
+# cluster's garbage collector removes it with the pod.
+ROLE_RULES = (
+    Rule(
+        "", "pods", ("create", "get", "list", "watch", "delete"), "run, state, wait, list, remove"
+    ),
+    Rule("", "pods/log", ("get",), "logs and crash reports"),
+    # Websocket exec is authorised as `create` from Kubernetes 1.31 on, as `get` before.
+    Rule("", "pods/exec", ("create", "get"), "signal (SIGINT, the interrupt fallback) and exec"),
+    Rule("", "events", ("list", "watch"), "why a pod does not start (scheduling, mounts)"),
+    Rule("", "secrets", ("create",), "each kernel's connection file"),
+    Rule("networking.k8s.io", "networkpolicies", ("create",), "each kernel's ingress policy"),
+)
