@@ -24,7 +24,6 @@ __all__ = [
     "write_kernelspec",
 ]
 
-# kernelspecs/ come from `images regenerate`; installed ones: `kernelspec install`.
 GENERATED = (
     "AUTO GENERATED from the image catalog by `nbcontainers kernelspec install` "
     "(the checkout's kernelspecs/ by `nbcontainers images regenerate`). DO NOT MANUALLY MODIFY."
