@@ -156,3 +156,13 @@ def test_build_all_skips_what_it_cannot_build(
     listed = {r["name"]: r for r in json.loads(cli("images", "list", "--json").output)}
     assert listed["dev"]["status"] == "build folder missing" and listed["dev"]["problem"]
     assert "e3b0c44298fc" not in cli("images", "list").output.split("dev", 1)[1].split()[1]
+
+
+def test_doctor_json_and_its_exit_code(engine: FakeRuntime) -> None:
+    done = cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(done.output)}
+    assert checks["engine"]["status"] == "ok" and done.exit_code == 0, done.output
+    engine.remove_image(load_catalog()["python"].ref)
+    missing = cli("doctor", "--json")
+    python = next(c for c in json.loads(missing.output) if c["name"] == "image python")
+    assert python["fix"] == "nbcontainers images build python" and missing.exit_code == 4
