@@ -7,7 +7,7 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm check unit bench clean
+.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm check unit bench clean examples clean-images
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
@@ -56,6 +56,10 @@ images: venv base
 kernelspecs: venv
 	$(NBC) kernelspec install --sys-prefix
 
+# Re-executes examples/*.ipynb and saves them with their outputs (what the README shows).
+examples: setup
+	bash scripts/run-examples.sh
+
 # Debian's Chromium for the JupyterLab browser test (Playwright drives it; no browser download).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
@@ -76,6 +80,12 @@ bench: setup
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/serving.py
 
+# clean: orphaned kernel containers, the venv (with its kernelspecs) and the demo's output;
+# the images stay (rebuilding takes minutes). clean-images also removes the catalog images.
 clean:
 	$(NBC) gc || true
 	rm -rf $(VENV) $(EXAMPLE_OUT)
+
+clean-images:
+	$(NBC) images rm --all --yes
+	$(MAKE) clean

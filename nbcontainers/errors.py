@@ -54,11 +54,13 @@ class NbcontainersError(Exception):
 class ConfigError(NbcontainersError, ValueError):
     """A kernelspec, traitlets or catalog setting is invalid."""
 
-    exit_code = 2
+    exit_code = 9  # 2 is click's: a command line it could not parse
 
 
 class UnknownImage(ConfigError, KeyError):
     """An image name is not in the catalog."""
+
+    exit_code = 2  # a name mistyped on the command line, like any bad argument
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known = sorted(known)

@@ -76,7 +76,8 @@ def manifests(
         options = ManifestOptions(namespace, service_account, api_server)
     except NbcontainersError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        # Every value checked there came from this command line: a usage error (2), not 9.
+        sys.exit(click.UsageError.exit_code)
     if values_only and output != "-":
         raise click.UsageError("--values goes with -o - (the folder gets both files).")
     args = f" -n {namespace}" + (f" --api-server {api_server}" if api_server else "")

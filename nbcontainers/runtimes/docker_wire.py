@@ -34,12 +34,12 @@ def engine_fix_hint(endpoint: str, detail: str = "") -> str:
     if shutil.which("dockerd") is None and endpoint.startswith("unix://"):
         return (
             "No Docker engine is installed here. Install and start one with "
-            "`make setup` (runs scripts/ensure-docker.sh), or `sudo apt-get install docker.io`; "
+            "`sudo apt-get install docker.io` (in a checkout, `make engine`); "
             "set DOCKER_HOST to use an engine elsewhere."
         )
     return (
         "Is it running? Start it with `sudo systemctl start docker` "
-        "(or `sudo dockerd &` where systemd is not running, or `make setup`); "
+        "(or `sudo dockerd &` where systemd is not running); "
         "set DOCKER_HOST to use another engine."
     )
 

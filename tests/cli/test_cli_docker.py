@@ -94,3 +94,30 @@ def test_doctor_reports(python_image: str) -> None:
     )
     assert "[ok  ] engine: Docker" in done.stdout
     assert "image python" in done.stdout and "gpus" in done.stdout
+    if not Path("/dev/nvidia0").exists():  # this host: no GPU, so no GPU advice at all
+        assert "[skip] image pytorch-gpu: needs an NVIDIA GPU, none here" in done.stdout
+        assert "images build pytorch-gpu" not in done.stdout
+    assert "Traceback" not in done.stderr and done.returncode in (0, 1, 4), done.stdout
+
+
+def _check(name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "nbcontainers"), "images", "check", name, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_images_check_a_good_and_a_bad_image(python_image: str, runtime: Any) -> None:
+    good = _check("python")
+    assert good.returncode == 0, good.stdout + good.stderr
+    report = json.loads(good.stdout)
+    assert report["ok"] and report["problems"] == []
+    assert report["facts"]["uid"] == 48213 and report["facts"]["home_writable"] is True
+    assert report["facts"]["ipykernel"]
+    # The local Debian base (debootstrap minbase) has no Python at all: the check says so.
+    bad = _check("nbcontainers/base:bookworm")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    (problem,) = json.loads(bad.stdout)["problems"]
+    assert problem.startswith("no python3 on the image's PATH"), problem

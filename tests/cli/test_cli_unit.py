@@ -30,11 +30,16 @@ def cli(*args: str) -> Result:
 def test_images_list(engine: FakeRuntime) -> None:
     done = cli("images", "list")
     assert done.exit_code == 0, done.output
-    rows = {line.split()[0]: line for line in done.output.splitlines()}
+    header, *lines = done.output.splitlines()
+    assert header.split() == ["NAME", "IMAGE", "REF", "SIZE", "NEEDS", "KERNEL", "DISPLAY", "NAME"]
+    rows = {line.split()[0]: line for line in lines}
     assert set(rows) == set(load_catalog())
     ref = load_catalog()["python"].ref
-    assert rows["python"].split()[1:3] == [ref, "1"]  # present: 1 MB (the fake's size)
-    assert rows["pytorch-gpu"].endswith("[needs a GPU]")
+    assert rows["python"].split()[1:4] == [ref, "1", "MB"]  # present: 1 MB (the fake's size)
+    assert rows["pytorch-gpu"].split()[4] == "GPU"
+    # Aligned: every column starts where its header does.
+    at = header.index("SIZE")
+    assert all(line[at:].split()[0] in ("1", "not") for line in lines)
 
 
 def test_images_list_json_and_absent_images(
@@ -43,7 +48,7 @@ def test_images_list_json_and_absent_images(
     empty = FakeRuntime()
     monkeypatch.setattr("nbcontainers.runtimes.get_runtime", lambda name="docker": empty)
     text = cli("images", "list")
-    assert all("not built" in line for line in text.output.splitlines())
+    assert all("not built" in line for line in text.output.splitlines()[1:])
     done = cli("images", "list", "--json")
     rows = json.loads(done.output)
     assert done.exit_code == 0 and {r["name"] for r in rows} == set(load_catalog())
@@ -92,7 +97,9 @@ def test_images_pull_from_a_registry(engine: FakeRuntime) -> None:
 def test_kernelspec_list_shows_the_installed_kernelspecs(kernelspec_prefix: Path) -> None:
     done = cli("kernelspec", "list")
     assert done.exit_code == 0
-    listed = dict(line.split("  ") for line in done.output.splitlines())
+    header, *lines = done.output.splitlines()
+    assert header.split() == ["NAME", "PATH"]
+    listed = dict(line.split(None, 1) for line in lines)
     for image in load_catalog(include_user=False).values():
         assert listed[image.kernel_name] == str(kernelspec_prefix / "kernels" / image.kernel_name)
 
@@ -134,7 +141,7 @@ def test_gc_and_doctor_against_the_fake_engine(engine: FakeRuntime) -> None:
     assert "[ok  ] engine: Fake 1.0 at memory://" in doctor.output
     engine.available = False
     down = cli("doctor")
-    assert down.exit_code == 1
+    assert down.exit_code == 3  # no engine, as every other command says it
     assert down.output.startswith("[FAIL] engine: Cannot reach the fake engine")
     assert "fix: " in down.output
 
