@@ -17,19 +17,25 @@ from __future__ import annotations
 
 from .app import Server, create_app
 from .batching import Batcher
+from .limits import MAX_DEPTH, BadRequest, check_json, parse_json
 from .loading import load_model, read_safetensors
 from .metrics import Metrics
-from .protocol import BadRequest, decode_infer, decode_predict, encode_outputs
+from .protocol import InferRequest, decode_infer, decode_predict, encode_infer, encode_outputs
 
 __all__ = [
+    "MAX_DEPTH",
     "BadRequest",
     "Batcher",
+    "InferRequest",
     "Metrics",
     "Server",
+    "check_json",
     "create_app",
     "decode_infer",
     "decode_predict",
+    "encode_infer",
     "encode_outputs",
     "load_model",
+    "parse_json",
     "read_safetensors",
 ]
