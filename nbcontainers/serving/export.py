@@ -48,6 +48,7 @@ class ExportOptions:
     folder: Path | None = None
     build: bool = True
     run: bool = False
+    grpc: bool = False  # also the OIP gRPC service, on manifests.GRPC_PORT
     port: int | None = None
     push: str | None = None
     source: str = ""
@@ -155,7 +156,7 @@ def export(
             )
         # The kernel's own pins: the image gets exactly the versions the model was made with.
         snap = capture_kernel(evaluate)
-        lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")))
+        lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")), options.grpc)
         model = dns_name(name)
         folder = (options.folder or Path.cwd() / f"serving-{model}").expanduser().resolve()
         ref = options.image or f"nbcontainers/serving-{model}:{_content_hash(staged, lock)}"
@@ -168,6 +169,7 @@ def export(
             python=meta["python"],
             source=options.source,
             extra_index=extra,
+            grpc=options.grpc,
         )
         written = write_export(plan, staged, folder, version)
     finally:
@@ -198,6 +200,7 @@ def export(
         port=options.port if options.run else None,
         gpu=bool(meta.get("gpu")) and _has_gpu(),
         container_name=f"nbc-serving-{model}" if options.run else None,
+        grpc=options.grpc,
     )
     try:
         result.ready_seconds = smoke.wait_ready(runtime, served)
@@ -220,7 +223,9 @@ def export(
     if options.run:
         result.served = served
         say(
-            f"Serving at {served.url}/v2/models/{model}/infer (and /predict); "
+            f"Serving at {served.url}/v2/models/{model}/infer (and /predict"
+            + (f"; gRPC at {served.grpc}" if served.grpc else "")
+            + "); "
             f"stop with `docker rm -f nbc-serving-{model}`."
         )
     else:

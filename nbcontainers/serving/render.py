@@ -42,6 +42,7 @@ class ExportPlan:
     python: str
     source: str = ""  # the notebook or file the model came from
     extra_index: str | None = None
+    grpc: bool = False  # also the OIP gRPC service on manifests.GRPC_PORT
 
 
 def dns_name(text: str) -> str:
@@ -78,9 +79,10 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "COPY --from=build /opt/venv /opt/venv",
         "COPY server/ /opt/nbc/server/",
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\",
-        "    NBC_MODEL_DIR=/opt/nbc/model HOME=/tmp",
+        "    NBC_MODEL_DIR=/opt/nbc/model HOME=/tmp"
+        + (f" NBC_GRPC_PORT={manifests.GRPC_PORT}" if plan.grpc else ""),
         "USER 1000:1000",
-        f"EXPOSE {manifests.PORT}",
+        f"EXPOSE {manifests.PORT}" + (f" {manifests.GRPC_PORT}" if plan.grpc else ""),
         "HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\",
         '    CMD ["/opt/venv/bin/python", "-c", "import urllib.request as u; '
         f"u.urlopen('http://127.0.0.1:{manifests.PORT}/v2/health/ready', timeout=2)\"]",
@@ -123,6 +125,13 @@ README.md
 
 def _readme(plan: ExportPlan) -> str:
     port = manifests.PORT
+    grpc = (
+        f" gRPC (Open Inference Protocol, `inference.GRPCInferenceService`) on port "
+        f"{manifests.GRPC_PORT}: `docker run -p 127.0.0.1:{manifests.GRPC_PORT}:"
+        f"{manifests.GRPC_PORT} ...`, then e.g. `tritonclient.grpc`."
+        if plan.grpc
+        else ""
+    )
     return f"""# Serving image for `{plan.name}`
 
 Built by `%export-serving` (nbcontainers). Image: `{plan.image}`.
@@ -134,7 +143,7 @@ Built by `%export-serving` (nbcontainers). Image: `{plan.image}`.
     curl -s -XPOST localhost:{port}/predict -d '{{"instances": [...]}}'
 
 Also: `/v2/health/live`, `/v2/health/ready` (503 until the model is loaded), `/openapi.json`,
-`/metrics` (Prometheus). Deploy: `docker compose up -d`, `kubectl apply -f k8s/`, or
+`/metrics` (Prometheus).{grpc} Deploy: `docker compose up -d`, `kubectl apply -f k8s/`, or
 `kubectl apply -f kserve.yaml`. Limits: `NBC_MAX_BODY_BYTES` (8 MiB), `NBC_MAX_ROWS` (4096).
 """
 
@@ -169,7 +178,7 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
         (staging / ".dockerignore").write_text(DOCKERIGNORE)
         (staging / "README.md").write_text(_readme(plan))
         deploy = manifests.Deployment(
-            name=plan.name, image=plan.image, gpu=bool(plan.meta.get("gpu"))
+            name=plan.name, image=plan.image, gpu=bool(plan.meta.get("gpu")), grpc=plan.grpc
         )
         for rel, text in manifests.all_files(deploy).items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)

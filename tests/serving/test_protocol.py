@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 import tritonclient.http as triton
 
 from nbcontainers.serving.image import MAX_DEPTH, BadRequest, Server, check_json
+from nbcontainers.serving.smoke import free_port
 
 from .test_serving_unit import started, write_model
 
@@ -184,3 +189,62 @@ def test_the_scan_counts_structure_not_strings() -> None:
     with pytest.raises(BadRequest, match="about 500000 values"):
         check_json(json.dumps([0.5] * 500_000).encode(), 1000)
     check_json(b'["[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "\\"]]]"]', 10)  # brackets in strings
+
+
+def test_grpc_serves_the_same_model_through_the_same_checks(tmp_path: Path) -> None:
+    # In a child: CPython 3.11's ast module counts recursion per interpreter, and after
+    # grpc's threads have run, a later ast.parse in this process (test_architecture's)
+    # can fail with "AST constructor recursion depth mismatch".
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from {__name__} import grpc_scenario; grpc_scenario({str(tmp_path)!r})",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("grpc ok"), done.stdout
+
+
+def grpc_scenario(folder: str) -> None:
+    tmp_path = Path(folder)
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    port = free_port()
+    app = Server(str(write_model(tmp_path, {"batchable": True}, ECHO)), grpc_port=port)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(started(app), loop).result(10)
+    x = np.array([[1, 2], [3, 4.5]], dtype=np.float32)
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_live() and client.is_model_ready("m")
+        meta = client.get_model_metadata("m", as_json=True)
+        assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": ["-1", "2"]}]
+        item = grpcclient.InferInput("input-0", [2, 2], "FP32")
+        item.set_data_from_numpy(x)
+        result = client.infer("m", [item], request_id="g1")
+        np.testing.assert_array_equal(result.as_numpy("output-0"), x.sum(axis=1))
+        assert result.get_response().id == "g1"
+        for name, shape, text in (
+            ("x", [2, 2], "it takes 'input-0' (FP32"),
+            ("input-0", [1, 4], "[-1, 2]"),
+        ):
+            bad = grpcclient.InferInput(name, shape, "FP32")
+            bad.set_data_from_numpy(x.reshape(shape))
+            with pytest.raises(InferenceServerException, match=re.escape(text)):
+                client.infer("m", [bad])
+        with pytest.raises(InferenceServerException, match="this server has 'm'"):
+            client.infer("other", [item])
+        np.testing.assert_array_equal(client.infer("m", [item]).as_numpy("output-0"), [3, 7.5])
+        print("grpc ok")
+    finally:
+        app.grpc_server.stop(0)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .batching import Batcher
+from .grpc_service import serve_grpc
 from .limits import BadRequest
 from .loading import load_model
 from .metrics import Metrics
@@ -44,6 +46,7 @@ class Server:
         max_body: int = 8 << 20,
         max_rows: int = 4096,
         max_elements: int = 1 << 21,
+        grpc_port: int | None = None,
     ) -> None:
         self.model_dir = model_dir
         with open(os.path.join(model_dir, "meta.json")) as f:
@@ -52,6 +55,8 @@ class Server:
         self.max_body = max_body
         self.max_rows = max_rows
         self.max_elements = max_elements
+        self.grpc_port = grpc_port
+        self.grpc_server: Any = None
         self.metrics = Metrics()
         self.predict: Callable[[Any], list[Any]] | None = None
         self.load_error: str | None = None
@@ -115,8 +120,15 @@ class Server:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 threading.Thread(target=self.load, name="nbc-load", daemon=True).start()
+                if self.grpc_port:
+                    self.grpc_server = serve_grpc(
+                        self.grpc_port, self, self._grpc_bridge(), self.max_body
+                    )
+                    log.warning("gRPC (KServe v2 GRPCInferenceService) on port %s", self.grpc_port)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc_server is not None:
+                    self.grpc_server.stop(grace=5)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -181,6 +193,28 @@ class Server:
                 f"No model {path.split('/')[3]!r} here; this server has {self.name!r}.", status=404
             )
         raise BadRequest(f"No route {path}; see /openapi.json.", status=404)
+
+    def _grpc_bridge(self) -> Callable[[bytes, int], tuple[list[Any], Any]]:
+        """gRPC calls (in grpc's threads) answered on this loop, by the same batcher."""
+        loop = asyncio.get_running_loop()
+
+        async def infer(raw: bytes, header_length: int) -> tuple[list[Any], Any]:
+            started, status = time.perf_counter(), 200
+            try:
+                if self.predict is None:
+                    raise BadRequest(f"Model {self.name} is not ready.", status=503)
+                request = decode_infer(raw, header_length, self.meta, self.max_elements)
+                return await self._infer(request.batch), request
+            except BadRequest as exc:
+                status = exc.status
+                raise
+            finally:
+                self.metrics.request("grpc:ModelInfer", status, time.perf_counter() - started)
+
+        def call(raw: bytes, header_length: int) -> tuple[list[Any], Any]:
+            return asyncio.run_coroutine_threadsafe(infer(raw, header_length), loop).result()
+
+        return call
 
     def _ready(self) -> tuple[int, Any, str]:
         if self.predict is not None:
@@ -251,6 +285,7 @@ def create_app() -> Server:
         max_body=int(os.environ.get("NBC_MAX_BODY_BYTES", 8 << 20)),
         max_rows=int(os.environ.get("NBC_MAX_ROWS", 4096)),
         max_elements=int(os.environ.get("NBC_MAX_ELEMENTS", 1 << 21)),
+        grpc_port=int(os.environ.get("NBC_GRPC_PORT") or 0) or None,
     )
 
 

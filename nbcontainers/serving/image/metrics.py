@@ -30,7 +30,7 @@ class Metrics:
         with self.lock:
             self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
             # Latency only for inference: health probes would swamp the histogram.
-            if route.endswith("infer") or route == "/predict":
+            if route.lower().endswith("infer") or route == "/predict":
                 index = next((i for i, b in enumerate(_LATENCY_BUCKETS) if seconds <= b), -1)
                 self.latency[index] += 1
                 self.latency_sum += seconds
