@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -215,7 +216,12 @@ def export(
     try:
         if options.push:
             target = f"{options.push.rstrip('/')}/{ref.split('/', 1)[-1]}"
-            result.pushed = runtime.push(ref, target)
+            try:
+                result.pushed = runtime.push(ref, target)
+            except BaseException:
+                # The tag made for the push: a failed push leaves no stray name behind.
+                _untag(runtime, target)
+                raise
             say(f"Pushed {target} ({result.pushed or 'digest unknown'}).")
     except BaseException:
         _remove(runtime, served)  # no handle reaches the user: don't leave it running
@@ -281,6 +287,11 @@ def _content_hash(staged: Path, lock: str) -> str:
 def _remove(runtime: ContainerRuntime, served: smoke.Served) -> None:
     runtime.stop(served.container_id, timeout=5)
     runtime.remove(served.container_id)
+
+
+def _untag(runtime: ContainerRuntime, target: str) -> None:
+    with contextlib.suppress(Exception):  # the push's own error is the one to report
+        runtime.remove_image(target)
 
 
 def _has_gpu() -> bool:

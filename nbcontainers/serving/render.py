@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "ExportPlan",
     "dns_name",
     "render_dockerfile",
+    "source_url",
     "write_export",
 ]
 
@@ -97,7 +99,11 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         f'LABEL org.opencontainers.image.title="{plan.name}" \\',
         f'      org.opencontainers.image.description="{plan.meta["kind"]} model ({fmt})" \\',
         f'      org.opencontainers.image.created="{_now()}" \\',
-        f'      org.opencontainers.image.source="{plan.source}" \\',
+        *(
+            [f'      org.opencontainers.image.source="{url}" \\']
+            if (url := source_url(plan.source))
+            else []
+        ),
         f'      org.opencontainers.image.version="{version}" \\',
         f'      org.opencontainers.image.base.name="{plan.base}" \\',
         f'      org.opencontainers.image.base.digest="{plan.base.partition("@")[2]}" \\',
@@ -106,6 +112,35 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def source_url(source: str) -> str:
+    """The web address of the git checkout ``source`` (a notebook or file) lives in, from its
+    ``origin`` remote, credentials dropped; "" when it is in none (a label never holds a
+    local path)."""
+    if not source:
+        return ""
+    folder = Path(source).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), "remote", "get-url", "origin"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    url = done.stdout.strip() if done.returncode == 0 else ""
+    scp = re.fullmatch(r"[\w.-]+@([\w.-]+):(?!/)(.+)", url)  # git@host:owner/repo.git
+    if scp:
+        url = f"https://{scp.group(1)}/{scp.group(2)}"
+    url = re.sub(r"^(\w+://)[^/@]*@", r"\1", url)  # user:token@ never goes in a label
+    url = re.sub(r"^(?:ssh|git)://", "https://", url)
+    if not url.startswith(("https://", "http://")):
+        return ""  # a file:// or path remote is local too
+    return url.removesuffix(".git")
 
 
 def _now() -> str:

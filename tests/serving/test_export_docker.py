@@ -145,8 +145,10 @@ def test_sklearn_round_trip_and_server_behaviour(
     assert info["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert "/v2/health/ready" in " ".join(info["Healthcheck"]["Test"])
     labels = info["Labels"]
-    for key in ("created", "source", "version", "base.name", "base.digest"):
+    for key in ("created", "version", "base.name", "base.digest"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
+    # tmp_path is no git checkout: no source label, and never the local folder.
+    assert "org.opencontainers.image.source" not in labels and str(tmp_path) not in str(labels)
     dockerfile = (folder / "Dockerfile").read_text()
     assert "AS build" in dockerfile and dockerfile.index("COPY model/") > dockerfile.index(
         "COPY --from=build"
@@ -173,6 +175,7 @@ def test_sklearn_round_trip_and_server_behaviour(
     assert content["status"] == "error" and content["ename"] == "UsageError"
     assert "push 127.0.0.1:9/team/serving-clf" in content["evalue"]
     assert runtime.image_info(image) is not None
+    assert runtime.image_info(f"127.0.0.1:9/team/{image.split('/', 1)[1]}") is None  # untagged
     runtime_remove_image(image)
 
 
