@@ -16,7 +16,9 @@ from ..errors import ExportError
 from ..folders import replace_atomically
 from ..recipe.dockerfile import pip_install_step, serving_build_layer, serving_runtime_layer
 from . import manifests
-from .server import server_source
+from .server import IMAGE_DIR, server_source
+
+TRIM = IMAGE_DIR / "trim.py"  # runs in the build stage, as .nbc/trim.py
 
 __all__ = [
     "DEBIAN_PYTHON",
@@ -74,12 +76,25 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
     )
     lines += [
         "# (pip's byte-code stays: without it every start would compile the libraries again)",
+        "# Only what the server uses goes on: trim.py runs it on the example, traces what it",
+        "# loads and opens, drops the rest (tests, unused packages) and checks the answer",
+        "# again (it puts everything back if that fails). NBC_TRIM=0 keeps the whole venv.",
+        "COPY server/ /opt/nbc/server/",
+        "COPY model/ /opt/nbc/model/",
+        "COPY example.json .nbc/trim.py /opt/nbc/build/",
+        "ARG NBC_TRIM=1",
+        'RUN if [ "$NBC_TRIM" = 1 ]; then /opt/venv/bin/python /opt/nbc/build/trim.py \\',
+        "        /opt/venv /opt/nbc/server /opt/nbc/model /opt/nbc/build/example.json"
+        + (" --grpc" if plan.grpc else "")
+        + "; fi",
         "",
         "# ---- runtime stage: no compiler, no pip, non-root, tini as PID 1 ----",
         "FROM ${BASE_IMAGE}",
         *serving_runtime_layer(debian),
         "COPY --from=build /opt/venv /opt/venv",
         "COPY server/ /opt/nbc/server/",
+        # Compiled once here: the root filesystem is read-only, so a start can't cache it.
+        'RUN ["/opt/venv/bin/python", "-m", "compileall", "-q", "/opt/nbc/server"]',
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\",
         "    NBC_MODEL_DIR=/opt/nbc/model HOME=/tmp"
         + (f" NBC_GRPC_PORT={manifests.GRPC_PORT}" if plan.grpc else ""),
@@ -148,7 +163,6 @@ def _now() -> str:
 
 
 DOCKERIGNORE = """# nbcontainers export: what the build context leaves out
-example.json
 export.json
 compose.yaml
 kserve.yaml
@@ -208,6 +222,7 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
         (staging / "server").mkdir()
         (staging / "server" / "server.py").write_text(server_source())
         (staging / ".nbc" / "wheels").mkdir(parents=True)
+        shutil.copy2(TRIM, staging / ".nbc" / "trim.py")
         (staging / "requirements.lock").write_text(plan.lock)
         (staging / "Dockerfile").write_text(render_dockerfile(plan, version))
         (staging / ".dockerignore").write_text(DOCKERIGNORE)

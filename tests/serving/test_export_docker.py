@@ -150,7 +150,7 @@ def test_sklearn_round_trip_and_server_behaviour(
     # tmp_path is no git checkout: no source label, and never the local folder.
     assert "org.opencontainers.image.source" not in labels and str(tmp_path) not in str(labels)
     dockerfile = (folder / "Dockerfile").read_text()
-    assert "AS build" in dockerfile and dockerfile.index("COPY model/") > dockerfile.index(
+    assert "AS build" in dockerfile and dockerfile.rindex("COPY model/") > dockerfile.index(
         "COPY --from=build"
     )
     lock = (folder / "requirements.lock").read_text()

@@ -248,3 +248,41 @@ def grpc_scenario(folder: str) -> None:
         app.grpc_server.stop(0)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+def test_trim_keeps_used_packages_whole_and_drops_the_rest(tmp_path: Path) -> None:
+    from nbcontainers.serving.image.trim import keep_paths
+
+    site = tmp_path / "site-packages"
+    files = [
+        "lib/__init__.py",
+        "lib/core.py",
+        "lib/lazy.py",  # a sibling of a used module: kept as margin
+        "lib/__pycache__/core.cpython-311.pyc",
+        "lib/data/table.csv",  # data next to used code
+        "lib/sub/__init__.py",
+        "lib/sub/fast.so",
+        "lib/unused/__init__.py",  # a subpackage nothing loaded from
+        "lib/tests/test_core.py",
+        "lib.libs/libblas.so",  # the dynamic linker's, no hook sees it
+        "lib-1.0.dist-info/METADATA",
+        "other/__init__.py",  # a distribution nothing imported
+        "single.py",
+        "used_single.py",
+        "hack.pth",
+    ]
+    for rel in files:
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text("x")
+    used = {str(site / p) for p in ("lib/__init__.py", "lib/core.py", "lib/sub/fast.so")}
+    used.add(str(site / "used_single.py"))
+    keep, drop = keep_paths(site, used)
+    dropped = sorted(p.relative_to(site).as_posix() for p in drop)
+    assert dropped == ["lib/tests", "lib/unused", "other", "single.py"]
+    assert {p.name for p in keep} == {
+        "lib",
+        "lib.libs",
+        "lib-1.0.dist-info",
+        "used_single.py",
+        "hack.pth",
+    }
