@@ -157,7 +157,13 @@ def export(
             )
         # The kernel's own pins: the image gets exactly the versions the model was made with.
         snap = capture_kernel(evaluate)
-        lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")), options.grpc)
+        lock, extra = plan_lock(
+            snap,
+            meta["requires"],
+            bool(meta.get("gpu")),
+            grpc=options.grpc,
+            safetensors=meta["format"] == "safetensors",
+        )
         model = dns_name(name)
         folder = (options.folder or Path.cwd() / f"serving-{model}").expanduser().resolve()
         ref = options.image or f"nbcontainers/serving-{model}:{_content_hash(staged, lock)}"

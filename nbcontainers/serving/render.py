@@ -18,7 +18,7 @@ from ..recipe.dockerfile import pip_install_step, serving_build_layer, serving_r
 from . import manifests
 from .server import IMAGE_DIR, server_source
 
-TRIM = IMAGE_DIR / "trim.py"  # runs in the build stage, as .nbc/trim.py
+TRIM = IMAGE_DIR / "trim.py"  # runs in the build stage, as build/trim.py
 
 __all__ = [
     "DEBIAN_PYTHON",
@@ -81,7 +81,7 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "# again (it puts everything back if that fails). NBC_TRIM=0 keeps the whole venv.",
         "COPY server/ /opt/nbc/server/",
         "COPY model/ /opt/nbc/model/",
-        "COPY example.json .nbc/trim.py /opt/nbc/build/",
+        "COPY example.json build/trim.py /opt/nbc/build/",
         "ARG NBC_TRIM=1",
         'RUN if [ "$NBC_TRIM" = 1 ]; then /opt/venv/bin/python /opt/nbc/build/trim.py \\',
         "        /opt/venv /opt/nbc/server /opt/nbc/model /opt/nbc/build/example.json"
@@ -222,7 +222,8 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
         (staging / "server").mkdir()
         (staging / "server" / "server.py").write_text(server_source())
         (staging / ".nbc" / "wheels").mkdir(parents=True)
-        shutil.copy2(TRIM, staging / ".nbc" / "trim.py")
+        (staging / "build").mkdir()
+        shutil.copy2(TRIM, staging / "build" / "trim.py")
         (staging / "requirements.lock").write_text(plan.lock)
         (staging / "Dockerfile").write_text(render_dockerfile(plan, version))
         (staging / ".dockerignore").write_text(DOCKERIGNORE)

@@ -15,7 +15,7 @@ from .batching import Batcher
 from .grpc_service import serve_grpc
 from .limits import BadRequest
 from .loading import load_model
-from .metrics import Metrics
+from .metrics import METRICS_CONTENT_TYPE, Metrics
 from .openapi import openapi
 from .protocol import decode_infer, decode_predict, encode_infer
 
@@ -100,7 +100,7 @@ class Server:
             body, content_type = payload, b"application/json"
         else:
             body = payload.encode() if kind == "text" else json.dumps(payload).encode()
-            content_type = b"text/plain; version=0.0.4" if kind == "text" else b"application/json"
+            content_type = METRICS_CONTENT_TYPE.encode() if kind == "text" else b"application/json"
         await send(
             {
                 "type": "http.response.start",

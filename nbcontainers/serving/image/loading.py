@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -17,33 +16,11 @@ __all__ = [
 
 
 def read_safetensors(path: str) -> dict[str, Any]:
-    import torch
+    """The tensors of a safetensors file, by the safetensors library (the image has it when
+    the model was saved so)."""
+    from safetensors.torch import load_file
 
-    types = {
-        "F64": torch.float64,
-        "F32": torch.float32,
-        "F16": torch.float16,
-        "BF16": torch.bfloat16,
-        "I64": torch.int64,
-        "I32": torch.int32,
-        "I16": torch.int16,
-        "I8": torch.int8,
-        "U8": torch.uint8,
-        "BOOL": torch.bool,
-    }
-    # Read by hand like the export wrote it: the image needs no safetensors package.
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-        body = bytearray(f.read())
-    state = {}
-    for key, item in header.items():
-        if key == "__metadata__":
-            continue
-        start, end = item["data_offsets"]
-        raw = torch.frombuffer(body, dtype=torch.uint8, count=end - start, offset=start)
-        state[key] = raw.view(types[item["dtype"]]).reshape(item["shape"]).clone()
-    return state
+    return dict(load_file(path, device="cpu"))
 
 
 def load_model(model_dir: str, meta: dict[str, Any]) -> Callable[[Any], list[Any]]:

@@ -14,7 +14,7 @@ was loaded from (``tests/``, unused scipy subpackages, ...). Then the example is
 to a server on the trimmed venv; if anything fails, every file is put back.
 
 Standalone: the standard library only; it is copied into the export folder as
-``.nbc/trim.py`` and never imported by the server.
+``build/trim.py`` and never imported by the server.
 """
 
 from __future__ import annotations
