@@ -18,7 +18,7 @@ from __future__ import annotations
 from .app import Server, create_app
 from .batching import Batcher
 from .limits import MAX_DEPTH, BadRequest, check_json, parse_json
-from .loading import load_model, read_safetensors
+from .loading import load_model, read_safetensors, write_fast_copy
 from .metrics import Metrics
 from .protocol import InferRequest, decode_infer, decode_predict, encode_infer, encode_outputs
 
@@ -38,4 +38,5 @@ __all__ = [
     "load_model",
     "parse_json",
     "read_safetensors",
+    "write_fast_copy",
 ]

@@ -47,6 +47,7 @@ class Server:
         max_rows: int = 4096,
         max_elements: int = 1 << 21,
         grpc_port: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         self.model_dir = model_dir
         with open(os.path.join(model_dir, "meta.json")) as f:
@@ -56,6 +57,7 @@ class Server:
         self.max_rows = max_rows
         self.max_elements = max_elements
         self.grpc_port = grpc_port
+        self.cache_dir = cache_dir
         self.grpc_server: Any = None
         self.metrics = Metrics()
         self.predict: Callable[[Any], list[Any]] | None = None
@@ -65,7 +67,7 @@ class Server:
     def load(self) -> None:
         # In a thread from startup, so health answers (503) while a large model loads.
         try:
-            self.predict = load_model(self.model_dir, self.meta)
+            self.predict = load_model(self.model_dir, self.meta, self.cache_dir)
             self.metrics.ready = 1
             # Warning: uvicorn configures only its own loggers, so ours prints through Python's
             # last-resort handler, which drops anything below warning.
@@ -286,6 +288,7 @@ def create_app() -> Server:
         max_rows=int(os.environ.get("NBC_MAX_ROWS", 4096)),
         max_elements=int(os.environ.get("NBC_MAX_ELEMENTS", 1 << 21)),
         grpc_port=int(os.environ.get("NBC_GRPC_PORT") or 0) or None,
+        cache_dir=os.environ.get("NBC_MODEL_CACHE") or None,
     )
 
 

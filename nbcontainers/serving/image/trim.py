@@ -74,6 +74,8 @@ def trace(
     """Run the server, send it the example; the files it used and its answer."""
     port, grpc_port = _free_port(), _free_port()
     env = {**os.environ, "NBC_MODEL_DIR": str(model), "PYTHONDONTWRITEBYTECODE": "1"}
+    if os.environ.get("NBC_MODEL_CACHE"):
+        env["NBC_MODEL_CACHE"] = os.environ["NBC_MODEL_CACHE"]
     if grpc:
         env["NBC_GRPC_PORT"] = str(grpc_port)
     with tempfile.TemporaryDirectory() as tmp:
