@@ -83,6 +83,10 @@ OPTIONS: tuple[ExportOption, ...] = (
     ExportOption(
         "--init-args", "init_args", "text", "{}", "JSON constructor arguments (torch classes)."
     ),
+    ExportOption("--no-build", "no_build", "flag", False, "Write the folder only."),
+    ExportOption("--run", "run", "flag", False, "Leave it running on 127.0.0.1."),
+    ExportOption("--port", "port", "int", None, "Host port for --run (default: a free one)."),
+    ExportOption("--push", "push", "text", None, "Push the tested image.", metavar="REGISTRY"),
     ExportOption(
         "--grpc",
         "grpc",
@@ -90,10 +94,6 @@ OPTIONS: tuple[ExportOption, ...] = (
         False,
         "Also serve the Open Inference Protocol over gRPC (KServe v2 service) on port 8081.",
     ),
-    ExportOption("--no-build", "no_build", "flag", False, "Write the folder only."),
-    ExportOption("--run", "run", "flag", False, "Leave it running on 127.0.0.1."),
-    ExportOption("--port", "port", "int", None, "Host port for --run (default: a free one)."),
-    ExportOption("--push", "push", "text", None, "Push the tested image.", metavar="REGISTRY"),
 )
 
 
