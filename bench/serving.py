@@ -46,11 +46,12 @@ t1 = time.perf_counter()
 import server
 t2 = time.perf_counter()
 meta = json.load(open("/opt/nbc/model/meta.json"))
-predict = server.load_model("/opt/nbc/model", meta)
+predict = server.load_model("/opt/nbc/model", meta, "/opt/nbc/cache")
 t3 = time.perf_counter()
 top = subprocess.run([sys.executable, "-X", "importtime", "-c",
     "import sys; sys.path.insert(0, '/opt/nbc/server'); import uvicorn.main, server, json;"
-    "server.load_model('/opt/nbc/model', json.load(open('/opt/nbc/model/meta.json')))"],
+    "server.load_model('/opt/nbc/model', json.load(open('/opt/nbc/model/meta.json')),"
+    " '/opt/nbc/cache')"],
     capture_output=True, text=True).stderr
 rows = []
 for line in top.splitlines()[1:]:

@@ -36,7 +36,7 @@ __all__ = ["keep_paths", "main", "trace"]
 # Run as `python -c HOOK OUT uvicorn-args...`: uvicorn under an audit hook that writes, at
 # exit, every module file loaded and every file opened.
 HOOK = """
-import atexit, runpy, sys
+import atexit, runpy, signal, sys
 out = sys.argv.pop(1)
 seen = set()
 def hook(event, args):
@@ -48,6 +48,9 @@ def dump():
     with open(out, "w") as f:
         f.write("\\n".join(sorted(files)))
 atexit.register(dump)
+# uvicorn restores the handler it found and raises the signal again once it has shut down:
+# this one, so the process exits normally and the list is written.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 sys.argv = ["uvicorn", *sys.argv[1:]]
 runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 """
@@ -172,13 +175,13 @@ def main(argv: list[str]) -> int:
     sizes = {path: _size([path]) for path in drop}
     before, dropped = _size([site]), sum(sizes.values())
     aside = Path(tempfile.mkdtemp(prefix="nbc-trim-"))
-    moved = []
-    for path in drop:
-        target = aside / path.relative_to(site)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), str(target))
-        moved.append((path, target))
+    moved: list[tuple[Path, Path]] = []
     try:
+        for path in drop:
+            target = aside / path.relative_to(site)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), str(target))
+            moved.append((path, target))
         _, again = trace(venv, server, model, example, grpc)
         if json.loads(again)["outputs"] != json.loads(answer)["outputs"]:
             raise RuntimeError("the trimmed server answers the example differently")
