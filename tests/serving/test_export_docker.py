@@ -171,12 +171,15 @@ def test_sklearn_round_trip_and_server_behaviour(
     assert TOKEN not in json.dumps(info)
 
     # --push to a registry that isn't there: a clear error, the smoke-tested image stays.
+    # (The re-export rebuilds the tag: the first build, its created label older, is removed.)
+    first = runtime.image_info(image).id
     content, _ = local_nb.run("%export-serving clf --example X[:4] --push 127.0.0.1:9/team")
     assert content["status"] == "error" and content["ename"] == "UsageError"
     assert "push 127.0.0.1:9/team/serving-clf" in content["evalue"]
     assert runtime.image_info(image) is not None
     assert runtime.image_info(f"127.0.0.1:9/team/{image.split('/', 1)[1]}") is None  # untagged
     runtime_remove_image(image)
+    runtime_remove_image(first)
 
 
 def runtime_remove_image(ref: str) -> None:
