@@ -17,6 +17,8 @@ def test_trim_keeps_used_packages_whole_and_drops_the_rest(tmp_path: Path) -> No
         "lib/__init__.py",
         "lib/core.py",
         "lib/lazy.py",  # a sibling of a used module: kept as margin
+        "lib/core.pyi",  # for type checkers only
+        "lib/sub/fast.pxd",  # for Cython only
         "lib/__pycache__/core.cpython-311.pyc",
         "lib/data/table.csv",  # data next to used code
         "lib/sub/__init__.py",
@@ -37,7 +39,14 @@ def test_trim_keeps_used_packages_whole_and_drops_the_rest(tmp_path: Path) -> No
     used.add(str(site / "used_single.py"))
     keep, drop = keep_paths(site, used)
     dropped = sorted(p.relative_to(site).as_posix() for p in drop)
-    assert dropped == ["lib/tests", "lib/unused", "other", "single.py"]
+    assert dropped == [
+        "lib/core.pyi",
+        "lib/sub/fast.pxd",
+        "lib/tests",
+        "lib/unused",
+        "other",
+        "single.py",
+    ]
     assert {p.name for p in keep} == {
         "lib",
         "lib.libs",

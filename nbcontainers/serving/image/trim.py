@@ -10,7 +10,8 @@ something was loaded from (so a lazily imported sibling module stays), its byte-
 data folders next to it, every shared library folder (``*.libs``, loaded by the dynamic
 linker where no hook sees it) and every ``*.dist-info`` (version look-ups). Dropped:
 distributions nothing loaded (setuptools, pkg_resources, ...), package directories nothing
-was loaded from (``tests/``, unused scipy subpackages, ...). Then the example is sent again
+was loaded from (``tests/``, unused scipy subpackages, ...), and the Cython and C sources,
+headers and type stubs that only a compiler or type checker reads. Then the example is sent again
 to a server on the trimmed venv; if anything fails, every file is put back.
 
 Standalone: the standard library only; it is copied into the export folder as
@@ -57,6 +58,8 @@ runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 
 # Folders whose name says they are never needed to serve, unless something was loaded there.
 _NEVER = {"tests", "test", "testing", "benchmarks", "include", "__pycache__"}
+# Files only a compiler or a type checker reads: Cython and C sources and headers, stubs.
+_SOURCES = {".pyx", ".pxd", ".pxi", ".pyi", ".c", ".cc", ".cpp", ".h", ".hpp"}
 
 
 def _free_port() -> int:
@@ -146,8 +149,10 @@ def _has_code(folder: Path) -> bool:
 
 def _prune(folder: Path, kept_dirs: set[Path], drop: list[Path]) -> None:
     for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.suffix in _SOURCES:
+            drop.append(entry)
         if not entry.is_dir() or entry.name == "__pycache__":
-            continue  # a kept folder keeps all its files, and their byte-code
+            continue  # a kept folder keeps all its other files, and their byte-code
         if entry in kept_dirs:
             _prune(entry, kept_dirs, drop)
         elif entry.name in _NEVER or _has_code(entry):
