@@ -89,6 +89,8 @@ class Server:
             route, status, payload, kind = await self._route(scope, receive)
         except BadRequest as exc:
             status, payload, kind = exc.status, {"error": str(exc)}, "json"
+            if status == 404:
+                route = "(no such route)"  # clients pick paths: metrics labels stay bounded
         except Exception as exc:
             log.exception("request to %s failed", route)
             status, payload, kind = 500, {"error": f"{type(exc).__name__}: {exc}"}, "json"
