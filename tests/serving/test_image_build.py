@@ -26,6 +26,7 @@ def test_trim_keeps_used_packages_whole_and_drops_the_rest(tmp_path: Path) -> No
         "lib/unused/__init__.py",  # a subpackage nothing loaded from
         "lib/tests/test_core.py",
         "lib.libs/libblas.so",  # the dynamic linker's, no hook sees it
+        "lib/native/libdeps.so",  # a folder of shared libraries alone: the linker's too
         "lib-1.0.dist-info/METADATA",
         "other/__init__.py",  # a distribution nothing imported
         "single.py",

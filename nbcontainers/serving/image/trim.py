@@ -8,7 +8,8 @@ gRPC's ServerLive with --grpc), and records every module loaded and file opened.
 margin for code paths the example did not take: every file of a package directory that
 something was loaded from (so a lazily imported sibling module stays), its byte-code, the
 data folders next to it, every shared library folder (``*.libs``, loaded by the dynamic
-linker where no hook sees it) and every ``*.dist-info`` (version look-ups). Dropped:
+linker where no hook sees it, like any folder of shared libraries alone) and every
+``*.dist-info`` (version look-ups). Dropped:
 distributions nothing loaded (setuptools, pkg_resources, ...), package directories nothing
 was loaded from (``tests/``, unused scipy subpackages, ...), and the Cython and C sources,
 headers and type stubs that only a compiler or type checker reads. Then the example is sent again
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -41,7 +43,7 @@ import atexit, runpy, signal, sys
 out = sys.argv.pop(1)
 seen = set()
 def hook(event, args):
-    if event == "open" and isinstance(args[0], str):
+    if event in ("open", "ctypes.dlopen") and isinstance(args[0], str):
         seen.add(args[0])
 sys.addaudithook(hook)
 def dump():
@@ -97,6 +99,12 @@ def trace(
                 try:
                     _ask(base + "/v2/health/ready", timeout=2)
                     break
+                except urllib.error.HTTPError as exc:
+                    # 503 while loading; a load that failed says why, and won't get better.
+                    error = json.loads(exc.read() or b"{}").get("error", "loading")
+                    if error != "loading":
+                        raise RuntimeError(f"the model did not load: {error}") from None
+                    time.sleep(0.2)
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("the server did not get ready") from None
@@ -144,7 +152,9 @@ def keep_paths(site: Path, used: set[str]) -> tuple[list[Path], list[Path]]:
 
 
 def _has_code(folder: Path) -> bool:
-    return any(p.suffix in (".py", ".so") for p in folder.rglob("*"))
+    # Python code: a folder of shared libraries alone (torch/lib) is the dynamic linker's,
+    # which loads them as dependencies where no hook sees it, so it stays.
+    return any(p.suffix == ".py" for p in folder.rglob("*"))
 
 
 def _prune(folder: Path, kept_dirs: set[Path], drop: list[Path]) -> None:
