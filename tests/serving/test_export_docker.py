@@ -258,8 +258,10 @@ def test_torch_from_container_kernel(tmp_path: Path, torch_image: str, runtime: 
         "n_in": 5,
         "hidden": 8,
     }
-    # The serving image gets safetensors from its lock; the catalog's torch image has none,
-    # so this check borrows the test environment's (an abi3 wheel for this Debian's Python).
+    # The serving image gets safetensors and prometheus_client from its lock; the catalog's
+    # torch image has neither, so this check borrows the test environment's (pure Python,
+    # and an abi3 wheel for this Debian's Python).
+    import prometheus_client
     import safetensors
 
     check = (
@@ -277,6 +279,7 @@ def test_torch_from_container_kernel(tmp_path: Path, torch_image: str, runtime: 
             mounts=(
                 Mount(str(folder), "/x"),
                 Mount(str(Path(safetensors.__file__).parent), "/st/safetensors"),
+                Mount(str(Path(prometheus_client.__file__).parent), "/st/prometheus_client"),
             ),
             network_mode="none",
         )
