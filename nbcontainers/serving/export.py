@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -48,6 +49,7 @@ class ExportOptions:
     folder: Path | None = None
     build: bool = True
     run: bool = False
+    grpc: bool = False  # also the OIP gRPC service, on manifests.GRPC_PORT
     port: int | None = None
     push: str | None = None
     source: str = ""
@@ -157,7 +159,13 @@ def export(
             )
         # The kernel's own pins: the image gets exactly the versions the model was made with.
         snap = capture_kernel(evaluate)
-        lock, extra = plan_lock(snap, meta["requires"], bool(meta.get("gpu")))
+        lock, extra = plan_lock(
+            snap,
+            meta["requires"],
+            bool(meta.get("gpu")),
+            grpc=options.grpc,
+            safetensors=meta["format"] == "safetensors",
+        )
         model = dns_name(name)
         folder = (options.folder or Path.cwd() / f"serving-{model}").expanduser().resolve()
         ref = options.image or f"nbcontainers/serving-{model}:{_content_hash(staged, lock)}"
@@ -170,6 +178,7 @@ def export(
             python=meta["python"],
             source=options.source,
             extra_index=extra,
+            grpc=options.grpc,
         )
         written = write_export(plan, staged, folder, version)
     finally:
@@ -201,6 +210,7 @@ def export(
         port=options.port if options.run else None,
         gpu=bool(meta.get("gpu")) and _has_gpu(),
         container_name=f"nbc-serving-{model}" if options.run else None,
+        grpc=options.grpc,
     )
     try:
         result.ready_seconds = smoke.wait_ready(runtime, served)
@@ -215,7 +225,12 @@ def export(
     try:
         if options.push:
             target = f"{options.push.rstrip('/')}/{ref.split('/', 1)[-1]}"
-            result.pushed = runtime.push(ref, target)
+            try:
+                result.pushed = runtime.push(ref, target)
+            except BaseException:
+                # The tag made for the push: a failed push leaves no stray name behind.
+                _untag(runtime, target)
+                raise
             say(f"Pushed {target} ({result.pushed or 'digest unknown'}).")
     except BaseException:
         _remove(runtime, served)  # no handle reaches the user: don't leave it running
@@ -223,7 +238,9 @@ def export(
     if options.run:
         result.served = served
         say(
-            f"Serving at {served.url}/v2/models/{model}/infer (and /predict); "
+            f"Serving at {served.url}/v2/models/{model}/infer (and /predict"
+            + (f"; gRPC at {served.grpc}" if served.grpc else "")
+            + "); "
             f"stop with `docker rm -f nbc-serving-{model}`."
         )
     else:
@@ -279,6 +296,11 @@ def _content_hash(staged: Path, lock: str) -> str:
 def _remove(runtime: ContainerRuntime, served: smoke.Served) -> None:
     runtime.stop(served.container_id, timeout=5)
     runtime.remove(served.container_id)
+
+
+def _untag(runtime: ContainerRuntime, target: str) -> None:
+    with contextlib.suppress(Exception):  # the push's own error is the one to report
+        runtime.remove_image(target)
 
 
 def _has_gpu() -> bool:

@@ -20,15 +20,21 @@ from ..recipe.lock import (
     render_lock,
 )
 
-__all__ = ["SERVER_LOCK", "plan_lock"]
+__all__ = ["GRPC_LOCK", "SAFETENSORS_LOCK", "SERVER_LOCK", "plan_lock"]
 
 # What the server needs beyond the model (uvicorn and friends), compiled with hashes.
 SERVER_LOCK = Path(__file__).parent / "image" / "requirements.lock"
+# What --grpc adds (grpcio, protobuf), compiled against SERVER_LOCK.
+GRPC_LOCK = Path(__file__).parent / "image" / "requirements-grpc.lock"
+# What a torch model saved as safetensors adds (the library reads the weights).
+SAFETENSORS_LOCK = Path(__file__).parent / "image" / "requirements-safetensors.lock"
 # Distributions only a CUDA build of torch needs.
 _CUDA_ONLY = ("nvidia-", "triton", "cuda-")
 
 
-def plan_lock(snap: Snapshot, requires: list[str], gpu: bool) -> tuple[str, str | None]:
+def plan_lock(
+    snap: Snapshot, requires: list[str], gpu: bool, grpc: bool = False, safetensors: bool = False
+) -> tuple[str, str | None]:
     """The serving image's lock: the kernel's exact versions of what the model needs, plus the
     server's own pins; and the extra index a local version label needs."""
     from ..pipsettings import read_pip_settings
@@ -53,6 +59,11 @@ def plan_lock(snap: Snapshot, requires: list[str], gpu: bool) -> tuple[str, str 
         )
     # The server's own pins come with their hashes from its pip-compile lock.
     server, server_hashes = read_lock(SERVER_LOCK.read_text())
+    for wanted_extra, path in ((grpc, GRPC_LOCK), (safetensors, SAFETENSORS_LOCK)):
+        if wanted_extra:
+            more, more_hashes = read_lock(path.read_text())
+            server += [p for p in more if p.key not in {s.key for s in server}]
+            server_hashes.update(more_hashes)
     have = {p.key for p in lock}  # the kernel's version wins where the model needs it too
     lock += [p for p in server if p.key not in have]
     hashes = published_hashes(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "GRPC_PORT",
     "PORT",
     "Deployment",
     "all_files",
@@ -16,6 +17,7 @@ __all__ = [
 ]
 
 PORT = 8080
+GRPC_PORT = 8081  # the Open Inference Protocol over gRPC, with --grpc
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Deployment:
     name: str  # DNS-1123 label: lower case, digits, '-'
     image: str
     gpu: bool
+    grpc: bool = False
     memory: str = "2Gi"
     cpu: str = "1"
 
@@ -87,7 +90,8 @@ def compose(d: Deployment) -> str:
         f"    image: {d.image}\n"
         "    ports:\n"
         f'      - "127.0.0.1:{PORT}:{PORT}"\n'
-        "    read_only: true\n"
+        + (f'      - "127.0.0.1:{GRPC_PORT}:{GRPC_PORT}"\n' if d.grpc else "")
+        + "    read_only: true\n"
         "    tmpfs: [/tmp]\n"
         "    cap_drop: [ALL]\n"
         "    security_opt: [no-new-privileges]\n"
@@ -117,7 +121,9 @@ def deployment(d: Deployment) -> str:
         "      containers:\n"
         f"        - name: model\n"
         f"          image: {d.image}\n"
-        f"          ports: [{{containerPort: {PORT}, name: http}}]\n"
+        f"          ports: [{{containerPort: {PORT}, name: http}}"
+        + (f", {{containerPort: {GRPC_PORT}, name: grpc}}" if d.grpc else "")
+        + "]\n"
         f"{_probes('          ')}\n"
         f"{_resources(d, '          ')}\n"
         f"{_security('          ')}\n"
@@ -133,7 +139,9 @@ def service(d: Deployment) -> str:
         f"metadata:\n  name: {d.name}\n"
         "spec:\n"
         f"  selector: {{app: {d.name}}}\n"
-        f"  ports: [{{name: http, port: 80, targetPort: {PORT}}}]\n"
+        f"  ports: [{{name: http, port: 80, targetPort: {PORT}}}"
+        + (f", {{name: grpc, port: {GRPC_PORT}, targetPort: {GRPC_PORT}}}" if d.grpc else "")
+        + "]\n"
     )
 
 

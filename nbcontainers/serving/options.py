@@ -87,6 +87,13 @@ OPTIONS: tuple[ExportOption, ...] = (
     ExportOption("--run", "run", "flag", False, "Leave it running on 127.0.0.1."),
     ExportOption("--port", "port", "int", None, "Host port for --run (default: a free one)."),
     ExportOption("--push", "push", "text", None, "Push the tested image.", metavar="REGISTRY"),
+    ExportOption(
+        "--grpc",
+        "grpc",
+        "flag",
+        False,
+        "Also serve the Open Inference Protocol over gRPC (KServe v2 service) on port 8081.",
+    ),
 )
 
 
@@ -184,6 +191,7 @@ def export_options(values: Mapping[str, Any], *, example: str, source: str) -> E
         folder=Path(folder) if folder else None,
         build=not values["no_build"],
         run=values["run"],
+        grpc=bool(values.get("grpc")),
         port=values["port"],
         push=values["push"],
         source=source,

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ from ..errors import ExportError
 from ..folders import replace_atomically
 from ..recipe.dockerfile import pip_install_step, serving_build_layer, serving_runtime_layer
 from . import manifests
-from .server import server_source
+from .server import IMAGE_DIR, server_source
+
+TRIM = IMAGE_DIR / "trim.py"  # runs in the build stage, as build/trim.py
 
 __all__ = [
     "DEBIAN_PYTHON",
@@ -23,6 +26,7 @@ __all__ = [
     "ExportPlan",
     "dns_name",
     "render_dockerfile",
+    "source_url",
     "write_export",
 ]
 
@@ -42,6 +46,7 @@ class ExportPlan:
     python: str
     source: str = ""  # the notebook or file the model came from
     extra_index: str | None = None
+    grpc: bool = False  # also the OIP gRPC service on manifests.GRPC_PORT
 
 
 def dns_name(text: str) -> str:
@@ -71,16 +76,36 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
     )
     lines += [
         "# (pip's byte-code stays: without it every start would compile the libraries again)",
+        "COPY server/ /opt/nbc/server/",
+        "COPY model/ /opt/nbc/model/",
+        "COPY example.json build/trim.py /opt/nbc/build/",
+        "# A skops model's fast-loading copy, made here from the checked object (a start then",
+        "# skips importing skops); nothing for other formats.",
+        "ENV NBC_MODEL_CACHE=/opt/nbc/cache",
+        "RUN mkdir -p /opt/nbc/cache && /opt/venv/bin/python -c 'import json, sys; \\",
+        '    sys.path.insert(0, "/opt/nbc/server"); import server; m = "/opt/nbc/model"; \\',
+        '    server.write_fast_copy(m, json.load(open(m + "/meta.json")), "/opt/nbc/cache")\'',
+        "# Only what the server uses goes on: trim.py runs it on the example, traces what it",
+        "# loads and opens, drops the rest (tests, unused packages) and checks the answer",
+        "# again (it puts everything back if that fails). NBC_TRIM=0 keeps the whole venv.",
+        "ARG NBC_TRIM=1",
+        'RUN if [ "$NBC_TRIM" = 1 ]; then /opt/venv/bin/python /opt/nbc/build/trim.py \\',
+        "        /opt/venv /opt/nbc/server /opt/nbc/model /opt/nbc/build/example.json"
+        + (" --grpc" if plan.grpc else "")
+        + "; fi",
         "",
         "# ---- runtime stage: no compiler, no pip, non-root, tini as PID 1 ----",
         "FROM ${BASE_IMAGE}",
         *serving_runtime_layer(debian),
         "COPY --from=build /opt/venv /opt/venv",
         "COPY server/ /opt/nbc/server/",
+        # Compiled once here: the root filesystem is read-only, so a start can't cache it.
+        'RUN ["/opt/venv/bin/python", "-m", "compileall", "-q", "/opt/nbc/server"]',
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\",
-        "    NBC_MODEL_DIR=/opt/nbc/model HOME=/tmp",
+        "    NBC_MODEL_DIR=/opt/nbc/model NBC_MODEL_CACHE=/opt/nbc/cache HOME=/tmp"
+        + (f" NBC_GRPC_PORT={manifests.GRPC_PORT}" if plan.grpc else ""),
         "USER 1000:1000",
-        f"EXPOSE {manifests.PORT}",
+        f"EXPOSE {manifests.PORT}" + (f" {manifests.GRPC_PORT}" if plan.grpc else ""),
         "HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\",
         '    CMD ["/opt/venv/bin/python", "-c", "import urllib.request as u; '
         f"u.urlopen('http://127.0.0.1:{manifests.PORT}/v2/health/ready', timeout=2)\"]",
@@ -92,10 +117,15 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "",
         "# model files last, in their own layer: a retrained model rebuilds only this",
         "COPY model/ /opt/nbc/model/",
+        "COPY --from=build /opt/nbc/cache/ /opt/nbc/cache/",
         f'LABEL org.opencontainers.image.title="{plan.name}" \\',
         f'      org.opencontainers.image.description="{plan.meta["kind"]} model ({fmt})" \\',
         f'      org.opencontainers.image.created="{_now()}" \\',
-        f'      org.opencontainers.image.source="{plan.source}" \\',
+        *(
+            [f'      org.opencontainers.image.source="{url}" \\']
+            if (url := source_url(plan.source))
+            else []
+        ),
         f'      org.opencontainers.image.version="{version}" \\',
         f'      org.opencontainers.image.base.name="{plan.base}" \\',
         f'      org.opencontainers.image.base.digest="{plan.base.partition("@")[2]}" \\',
@@ -106,12 +136,40 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
     return "\n".join(lines)
 
 
+def source_url(source: str) -> str:
+    """The web address of the git checkout ``source`` (a notebook or file) lives in, from its
+    ``origin`` remote, credentials dropped; "" when it is in none (a label never holds a
+    local path)."""
+    if not source:
+        return ""
+    folder = Path(source).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), "remote", "get-url", "origin"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    url = done.stdout.strip() if done.returncode == 0 else ""
+    scp = re.fullmatch(r"[\w.-]+@([\w.-]+):(?!/)(.+)", url)  # git@host:owner/repo.git
+    if scp:
+        url = f"https://{scp.group(1)}/{scp.group(2)}"
+    url = re.sub(r"^(\w+://)[^/@]*@", r"\1", url)  # user:token@ never goes in a label
+    url = re.sub(r"^(?:ssh|git)://", "https://", url)
+    if not url.startswith(("https://", "http://")):
+        return ""  # a file:// or path remote is local too
+    return url.removesuffix(".git")
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 DOCKERIGNORE = """# nbcontainers export: what the build context leaves out
-example.json
 export.json
 compose.yaml
 kserve.yaml
@@ -123,6 +181,13 @@ README.md
 
 def _readme(plan: ExportPlan) -> str:
     port = manifests.PORT
+    grpc = (
+        f" gRPC (Open Inference Protocol, `inference.GRPCInferenceService`) on port "
+        f"{manifests.GRPC_PORT}: `docker run -p 127.0.0.1:{manifests.GRPC_PORT}:"
+        f"{manifests.GRPC_PORT} ...`, then e.g. `tritonclient.grpc`."
+        if plan.grpc
+        else ""
+    )
     return f"""# Serving image for `{plan.name}`
 
 Built by `%export-serving` (nbcontainers). Image: `{plan.image}`.
@@ -134,7 +199,7 @@ Built by `%export-serving` (nbcontainers). Image: `{plan.image}`.
     curl -s -XPOST localhost:{port}/predict -d '{{"instances": [...]}}'
 
 Also: `/v2/health/live`, `/v2/health/ready` (503 until the model is loaded), `/openapi.json`,
-`/metrics` (Prometheus). Deploy: `docker compose up -d`, `kubectl apply -f k8s/`, or
+`/metrics` (Prometheus).{grpc} Deploy: `docker compose up -d`, `kubectl apply -f k8s/`, or
 `kubectl apply -f kserve.yaml`. Limits: `NBC_MAX_BODY_BYTES` (8 MiB), `NBC_MAX_ROWS` (4096).
 """
 
@@ -164,12 +229,14 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
         (staging / "server").mkdir()
         (staging / "server" / "server.py").write_text(server_source())
         (staging / ".nbc" / "wheels").mkdir(parents=True)
+        (staging / "build").mkdir()
+        shutil.copy2(TRIM, staging / "build" / "trim.py")
         (staging / "requirements.lock").write_text(plan.lock)
         (staging / "Dockerfile").write_text(render_dockerfile(plan, version))
         (staging / ".dockerignore").write_text(DOCKERIGNORE)
         (staging / "README.md").write_text(_readme(plan))
         deploy = manifests.Deployment(
-            name=plan.name, image=plan.image, gpu=bool(plan.meta.get("gpu"))
+            name=plan.name, image=plan.image, gpu=bool(plan.meta.get("gpu")), grpc=plan.grpc
         )
         for rel, text in manifests.all_files(deploy).items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)

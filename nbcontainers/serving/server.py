@@ -16,7 +16,17 @@ __all__ = ["IMAGE_DIR", "MODULES", "server_source"]
 
 IMAGE_DIR = Path(__file__).with_name("image")
 # In dependency order: each module after those it imports from.
-MODULES = ("loading", "metrics", "batching", "protocol", "openapi", "app")
+MODULES = (
+    "limits",
+    "tensors",
+    "loading",
+    "metrics",
+    "batching",
+    "protocol",
+    "grpc_service",
+    "openapi",
+    "app",
+)
 
 
 @lru_cache(maxsize=1)

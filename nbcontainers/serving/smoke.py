@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ExportError
 from ..runtimes.base import ContainerRuntime, ContainerSpec, GPURequest
-from .manifests import PORT
+from .manifests import GRPC_PORT, PORT
 
 __all__ = [
     "LABEL",
@@ -35,6 +35,7 @@ class Served:
     container_id: str
     url: str
     name: str
+    grpc: str | None = None  # host:port of the gRPC service, with --grpc
 
     def infer(self, body: Any, path: str | None = None, timeout: float = 30) -> Any:
         return request(self.url + (path or f"/v2/models/{self.name}/infer"), body, timeout)
@@ -62,8 +63,13 @@ def start(
     port: int | None = None,
     gpu: bool = False,
     container_name: str | None = None,
+    grpc: bool = False,
 ) -> Served:
-    port = port or free_port()
+    asked, port = port, port or free_port()
+    ports = {PORT: ("127.0.0.1", port)}
+    if grpc:
+        # --port picks the HTTP port; gRPC takes the next one then, else a free one too.
+        ports[GRPC_PORT] = ("127.0.0.1", asked + 1 if asked else free_port())
     if container_name:
         # An earlier `--run` of the same model: the new, tested image replaces it.
         for state in runtime.list({LABEL: name}):
@@ -75,14 +81,15 @@ def start(
             command=(),
             name=container_name,
             labels={LABEL: name},
-            ports={PORT: ("127.0.0.1", port)},
+            ports=ports,
             gpus=GPURequest(count=-1) if gpu else None,
             tmpfs={"/tmp": "rw,size=256m"},
             read_only=True,  # as compose.yaml and the k8s Deployment run it
             init=False,  # the image runs tini
         )
     )
-    return Served(cid, f"http://127.0.0.1:{port}", name)
+    grpc_at = f"127.0.0.1:{ports[GRPC_PORT][1]}" if grpc else None
+    return Served(cid, f"http://127.0.0.1:{port}", name, grpc_at)
 
 
 def wait_ready(runtime: ContainerRuntime, served: Served, timeout: float = 180) -> float:

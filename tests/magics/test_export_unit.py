@@ -72,6 +72,7 @@ def test_the_cli_lists_its_options_in_the_order_it_always_did() -> None:
         "--run",
         "--port",
         "--push",
+        "--grpc",
     ]
 
 
@@ -84,7 +85,7 @@ def test_every_option_reaches_its_field() -> None:
     line = (
         "clf --example X[:4] --dir out --image me/clf:1 --cpu --format skops "
         '--method predict_proba --init-args {"n":2} --no-build --run --port 8123 '
-        "--push registry:5000/team"
+        "--push registry:5000/team --grpc"
     )
     args = export_parser().parse_args(line.split())
     got = export_options(vars(args), example=args.example, source="nb.ipynb")
@@ -100,6 +101,7 @@ def test_every_option_reaches_its_field() -> None:
         run=True,
         port=8123,
         push="registry:5000/team",
+        grpc=True,
         source="nb.ipynb",
     )
     # Every field differs from its default: none is left unset by the table.

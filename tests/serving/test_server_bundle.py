@@ -30,11 +30,11 @@ def test_shipped_server_stands_alone(tmp_path: Path) -> None:
     assert "'Server'" in done.stdout and "'decode_infer'" in done.stdout
 
 
-def test_shipped_server_imports_numpy_and_the_standard_library_only() -> None:
+def test_shipped_server_imports_numpy_prometheus_client_and_the_standard_library_only() -> None:
     imported = set()
     for node in ast.parse(server_source()).body:
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == {"numpy"}
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "prometheus_client"}

@@ -289,7 +289,8 @@ def test_dockerfile_is_multi_stage_non_root_with_model_last() -> None:
     assert text.count("FROM ${BASE_IMAGE}") == 2 and "AS build" in text
     assert "USER 1000:1000" in text and 'ENTRYPOINT ["/usr/bin/tini", "--"]' in text
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
-    assert text.index("COPY model/") > text.index("COPY --from=build")
+    assert text.rindex("COPY model/") > text.index("COPY --from=build")
+    assert "trim.py" in text.split("COPY --from=build")[0]  # the venv is trimmed before
     assert "pipcert" in text and "ENV PIP" not in text  # secrets are mounts, never ENV
     other = render_dockerfile(
         ExportPlan(**{**_plan().__dict__, "python": "3.12", "base": "python:3.12-slim-bookworm"}),
