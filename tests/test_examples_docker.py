@@ -11,6 +11,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from tests.serving_images import remove_new, serving_images
+
 pytestmark = pytest.mark.docker
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -101,8 +103,12 @@ def test_export_serving_notebook(torch_image: str, tmp_path: Path) -> None:
     path = tmp_path / "export-serving.ipynb"
     shutil.copy(EXAMPLES / "export-serving.ipynb", path)
     nb = nbformat.read(path, as_version=4)
-    # The first serving build of a torch model installs torch into the image: minutes.
-    NotebookClient(nb, timeout=900, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    before = serving_images()
+    try:
+        # The first serving build of a torch model installs torch into the image: minutes.
+        NotebookClient(nb, timeout=900, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        remove_new(before)  # the image the notebook exported
     assert "test accuracy" in _text(_cell(nb, "import torch"))
     exported = _text(_cell(nb, "server = %export-serving"))
     assert "Smoke test passed" in exported and "serving at http://127.0.0.1:" in exported
