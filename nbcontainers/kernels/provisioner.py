@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..catalog import CatalogImage, load_catalog
 from ..errors import ConfigError, ContainerCrashed, Unsupported
 from ..labels import KERNEL_ID, OWNER
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, get_runtime
+from ..runtimes.base import ContainerSpec
 from .connection import (
     PrivateDir,
     hand_to_user,
@@ -57,7 +58,9 @@ from .launch import (
     plan_launch,
 )
 from .netns import shared_netns
-from .policy import apply_policy, check_kernel_count, load_policy
+from .policy import apply_policy, check_kernel_count, load_policy, size_bytes
+from .pool import PoolRequest, start_from_pool
+from .pooled import Pooled, idle_pooled, release_pooled
 
 __all__ = ["ContainerProvisioner"]
 
@@ -148,6 +151,26 @@ class ContainerProvisioner(KernelProvisionerBase):
         "system one), 'docker', 'podman', or another registered runtime.",
     )
     stop_timeout = Float(5.0, config=True, help="Grace period before a stopped kernel is killed.")
+    pool_size = Integer(
+        0,
+        config=True,
+        help="Warm pool: keep this many idle kernel containers started per image (and user, "
+        "mounts, settings), so a start takes one in ~0.1 s; 0 (default) turns it off. "
+        "With a pool the kernel mounts workspace_root and starts in the notebook's folder.",
+    )
+    pool_max_memory = Unicode(
+        "2g",
+        config=True,
+        help="Memory all idle pooled kernels of this server may use together, e.g. '2g' "
+        "(an idle nbc-python kernel uses about 45 MiB); '' for no cap.",
+    )
+    workspace_root = Unicode(
+        "",
+        config=True,
+        help="Folder mounted (at the same path) for kernels started inside it, instead of "
+        "the notebook's own folder. Default: none, or with a pool the server's root_dir "
+        "(else your home).",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         base_keys = {"kernel_id", "kernel_spec", "parent", "config", "log", "connection_info"}
@@ -174,6 +197,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._catalog_image: CatalogImage | None = None
         self._stopping = False
         self._cached_ports: list[int] = []
+        self._pooled: Pooled | None = None  # the pooled container this kernel took
 
     @property
     def runtime(self) -> ContainerRuntime:
@@ -203,6 +227,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         for name, value in values.items():
             if isinstance(value, list):
                 values[name] = tuple(value)
+        if self.pool_size > 0 and not self.workspace_root:
+            # The pool's kernels exist before their notebook: they mount the folder above.
+            root = getattr(getattr(self.parent, "parent", None), "root_dir", "")
+            values["workspace_root"] = str(root or Path.home())
         return LaunchConfig(**values)
 
     def _engine_facts(self) -> EngineFacts:
@@ -219,6 +247,16 @@ class ContainerProvisioner(KernelProvisionerBase):
         # container's root already is the server's user.
         if plan.user != host.user and not self._engine_facts().rootless:
             hand_to_user(plan.private_dir, plan.user)
+
+    def _from_pool(self, plan: LaunchPlan, spec: ContainerSpec, host: Host) -> Pooled | None:
+        """Take a pooled container for this start (None: start cold); keep the pool full."""
+
+        def prepare(private: PrivateDir) -> None:
+            self._write_private_files(replace(plan, private_dir=private), host)
+
+        cap = size_bytes(self.pool_max_memory) if self.pool_max_memory else 0
+        pool = PoolRequest(self.runtime, spec, plan, self.pool_size, cap, prepare)
+        return start_from_pool(pool, self.connection_info)
 
     # -- KernelProvisionerBase ------------------------------------------------------------
 
@@ -278,7 +316,11 @@ class ContainerProvisioner(KernelProvisionerBase):
             )
             if policy.max_kernels_per_user:
                 running = await _blocking(self.runtime.list, {OWNER: host.owner, KERNEL_ID: None})
-                mine = [s for s in running if s.running and s.id != self.container_id]
+                mine = [
+                    s
+                    for s in running
+                    if s.running and s.id != self.container_id and not idle_pooled(s)
+                ]
                 check_kernel_count(policy, host.owner, len(mine))
             plan = plan_launch(config, kernel, self.catalog_image, self._engine_facts(), host, gpus)
             for note in plan.notes:
@@ -296,7 +338,13 @@ class ContainerProvisioner(KernelProvisionerBase):
                 )
             self._stopping = False
             self.last_crash = None
-            self.container_id = await _blocking(self.runtime.run, plan.container_spec(netns))
+            spec = plan.container_spec(netns)
+            if self.pool_size > 0 and self.transport == "ipc":
+                self._pooled = await _blocking(self._from_pool, plan, spec, host)
+            if self._pooled is not None:
+                self.container_id = self._pooled.container_id
+            else:
+                self.container_id = await _blocking(self.runtime.run, spec)
         except Exception as exc:
             if isinstance(exc, Unsupported):  # the facts we planned with may be stale
                 self._facts = None
@@ -395,6 +443,9 @@ class ContainerProvisioner(KernelProvisionerBase):
                     await _blocking(self.note_exit, state)
             await _blocking(self.runtime.remove, self.container_id)
             self.container_id = None
+        if self._pooled is not None:
+            release_pooled(self._pooled, self.private_dir)
+            self._pooled = None
         # A restart keeps the ports and the folder: clients stay connected to the same ones.
         if not restart:
             release_ports(self._cached_ports)
