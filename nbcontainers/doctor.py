@@ -10,7 +10,7 @@ from .errors import NbcontainersError
 from .gpu import detect_gpus
 from .runtimes.base import LIMITS, ContainerRuntime
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "pool_check", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,23 @@ class Check:
     status: str
     detail: str
     fix: str = ""
+
+
+def pool_check(runtime: ContainerRuntime) -> Check:
+    """How many warm-pool kernel containers run, idle or handed out (a count, never a fault)."""
+    from .kernels.pooled import POOL_ROLE, idle_pooled
+    from .labels import ROLE
+
+    pooled = [s for s in runtime.list({ROLE: POOL_ROLE}) if s.running]
+    if not pooled:
+        return Check("pool", "ok", "no pooled kernel containers (c.ContainerProvisioner.pool_size)")
+    idle = sum(idle_pooled(s) for s in pooled)
+    return Check(
+        "pool",
+        "ok",
+        f"{idle} idle pooled kernel container(s) waiting, {len(pooled) - idle} handed out "
+        "to kernels",
+    )
 
 
 def run_checks(runtime: ContainerRuntime, why: str = "as configured") -> list[Check]:
@@ -130,6 +147,7 @@ def run_checks(runtime: ContainerRuntime, why: str = "as configured") -> list[Ch
             checks.append(
                 Check(f"kernelspec {image.kernel_name}", "ok", installed[image.kernel_name])
             )
+    checks.append(pool_check(runtime))
     orphans = find_orphans(runtime)
     if orphans:
         checks.append(
