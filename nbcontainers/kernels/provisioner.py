@@ -468,6 +468,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 "private_dir": str(self.private_dir) if self.private_dir else None,
                 "image": self.image,
                 "transport": self.transport,
+                "pool_dir": str(self._pooled.private.path) if self._pooled else None,
             }
         )
         return info
@@ -479,6 +480,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.private_dir = Path(private) if private else None
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
+        pool_dir = provisioner_info.get("pool_dir")
+        if pool_dir and self.container_id:  # a pooled kernel: its folder goes at cleanup
+            self._pooled = Pooled(self.container_id, PrivateDir(Path(pool_dir)), "")
         if self.container_id is not None:
             state = await _blocking(self.runtime.state, self.container_id)
             if state is None or not state.running:
