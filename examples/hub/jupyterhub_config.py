@@ -46,7 +46,11 @@ c.Spawner.environment = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"}
 # Container kernels on the user's own engine: "auto" means DOCKER_HOST if the user set one,
 # else the user's rootless engine (Podman, started on demand), else the system engine, which a
 # user outside the docker group cannot open.
-c.Spawner.args = ["--ContainerProvisioner.runtime_name=auto"]
+# A warm pool: one idle kernel container per image (and user, mounts, settings) is kept
+# started, so opening a notebook on nbc-python takes ~0.06 s instead of ~0.3 s; an idle one
+# costs about 35 MiB. %container use in a notebook reads NBCONTAINERS_POOL_SIZE.
+c.Spawner.args = ["--ContainerProvisioner.runtime_name=auto", "--ContainerProvisioner.pool_size=1"]
+c.Spawner.environment["NBCONTAINERS_POOL_SIZE"] = "1"
 
 # -- Housekeeping ------------------------------------------------------------------------------
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops users' servers (and kernels)

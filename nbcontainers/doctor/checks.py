@@ -16,7 +16,7 @@ from ..gpu import detect_gpus
 from ..runtimes.base import LIMITS, ContainerRuntime
 from .advice import HostFacts, engine_fix, host_facts, image_problem
 
-__all__ = ["Check", "exit_code", "run_checks"]
+__all__ = ["Check", "exit_code", "pool_check", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,23 @@ def exit_code(checks: list[Check]) -> int:
     """0 when nothing failed, else the code of the first failure (3: no engine, 1: other)."""
     failed = [c for c in checks if c.status == "fail"]
     return failed[0].code if failed else 0
+
+
+def pool_check(runtime: ContainerRuntime) -> Check:
+    """How many warm-pool kernel containers run, idle or handed out (a count, never a fault)."""
+    from ..kernels.pooled import POOL_ROLE, idle_pooled
+    from ..labels import ROLE
+
+    pooled = [s for s in runtime.list({ROLE: POOL_ROLE}) if s.running]
+    if not pooled:
+        return Check("pool", "ok", "no pooled kernel containers (c.ContainerProvisioner.pool_size)")
+    idle = sum(idle_pooled(s) for s in pooled)
+    return Check(
+        "pool",
+        "ok",
+        f"{idle} idle pooled kernel container(s) waiting, {len(pooled) - idle} handed out "
+        "to kernels",
+    )
 
 
 def run_checks(
@@ -131,6 +148,7 @@ def run_checks(
     except NbcontainersError as exc:
         return [*checks, Check("catalog", "fail", str(exc), code=exc.exit_code)]
     checks += _image_checks(runtime, catalog.values(), has_gpu=bool(gpus))
+    checks.append(pool_check(runtime))
     from ..kernels.orphans import find_orphans
 
     orphans = find_orphans(runtime)

@@ -108,6 +108,9 @@ class LaunchConfig:
     mount_workspace: bool = True
     pip_settings: bool = True
     placement: tuple[str, ...] = ()  # cluster placement constraints (runtimes.base.ContainerSpec)
+    # Mounted instead of the notebook's folder when that lies inside it (the warm pool's
+    # kernels must not depend on the folder): the kernel still starts in the notebook's.
+    workspace_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,11 +206,14 @@ def plan_launch(
     workdir = HOME
     if config.mount_workspace and kernel.cwd:
         real = os.path.realpath(kernel.cwd)
+        root = os.path.realpath(config.workspace_root) if config.workspace_root else real
+        if root in UNSAFE_WORKSPACES or not (real + "/").startswith(root.rstrip("/") + "/"):
+            root = real  # a root that can't be mounted, or one the notebook is not in
         if real in UNSAFE_WORKSPACES:
             notes.append(f"Not mounting {real} into the kernel container: too broad.")
         else:
             # Same path inside: paths in the notebook and in tracebacks mean the same file.
-            mounts.append(Mount(real, real, read_only=False))
+            mounts.append(Mount(root, root, read_only=False))
             workdir = real
     pip_conf = None
     if config.pip_settings:

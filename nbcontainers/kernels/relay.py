@@ -15,6 +15,7 @@ import ast
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from queue import Empty
@@ -67,6 +68,30 @@ class _OneSpec(KernelSpecManager):
         return self.spec
 
 
+_HOOKED = "_nbcontainers_relays"
+
+
+def _finish_before_idle(kernel: Any, relay: Relay) -> bool:
+    """Have ``kernel`` (an ipykernel) call ``relay.finish()`` after each shell handler, before
+    it publishes idle; False where it has no such hook (then the relay waits at once)."""
+    relays = getattr(kernel, _HOOKED, None)
+    if relays is None:
+        original = getattr(kernel, "post_handler_hook", None)
+        if not callable(original):
+            return False
+        relays = weakref.WeakSet()
+
+        def post_handler_hook() -> None:
+            for each in list(relays):
+                each.finish()
+            original()
+
+        kernel.post_handler_hook = post_handler_hook
+        setattr(kernel, _HOOKED, relays)
+    relays.add(relay)
+    return True
+
+
 class Relay:
     """One container kernel serving one notebook's local kernel.
 
@@ -99,6 +124,11 @@ class Relay:
         self._internal: set[str] = set()
         # our request msg_id -> the frontend header its outputs belong under (bounded)
         self._parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # our request msg_id -> the local prompt number its execute_result shows
+        self._counts: dict[str, int] = {}
+        # A cell's request whose container idle is still to come: waited for just before the
+        # local kernel reports idle (finish_before_idle), not before its reply.
+        self._deferred: str | None = None
         self.comms: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -132,6 +162,7 @@ class Relay:
             self._pump_thread = None
 
     def stop(self, now: bool = False) -> None:
+        self.finish()
         self._stop_pump()
         for comm in list(self.comms.values()):
             self._forget_comm(comm.comm_id)
@@ -185,7 +216,8 @@ class Relay:
             return
         content = msg["content"]
         if kind == "execute_result":
-            content = {**content, "execution_count": self._execution_count()}
+            count = self._counts.get(parent_id)
+            content = {**content, "execution_count": count or self._execution_count()}
         elif kind == "comm_open":
             self._stand_in_comm(content)
         elif kind == "comm_close":
@@ -258,6 +290,7 @@ class Relay:
             msg["header"] = {**header, "msg_type": msg_type}
             msg["msg_id"] = header["msg_id"]
         msg_id = str(msg["header"]["msg_id"])
+        self.finish()  # what the last cell printed comes first
         if internal:
             self._internal.add(msg_id)
         self._idle[msg_id] = threading.Event()
@@ -322,6 +355,14 @@ class Relay:
         finally:
             self._idle.pop(msg_id, None)
             self._internal.discard(msg_id)
+            self._counts.pop(msg_id, None)
+
+    def finish(self) -> None:
+        """Wait until the container is idle after the last cell, so that all it printed is
+        re-published (called before the local kernel reports idle, and before any request)."""
+        msg_id, self._deferred = self._deferred, None
+        if msg_id is not None:
+            self._wait_idle(msg_id)
 
     def execute(self, code: str) -> dict[str, Any]:
         """Run ``code`` as the current cell; raise the remote error as a local one."""
@@ -346,12 +387,22 @@ class Relay:
                 self._parents.popitem(last=False)
             header = {**header, "msg_id": request_id}
         msg_id = self._request("execute_request", content, header=header)
+        self._counts[msg_id] = self._execution_count()
+        deferred = False
         try:
             reply = self._wait_reply(msg_id)
-        finally:
             # Outputs may trail the reply on IOPub: the cell ends once the container is idle,
-            # so nothing it printed lands under the next cell.
-            self._wait_idle(msg_id)
+            # so nothing it printed lands under the next cell. A cell that succeeded waits
+            # for that while the local kernel sends its own reply (frontends take outputs
+            # until the idle status); a failed one first, so its outputs precede the error.
+            deferred = reply["content"].get("status") == "ok" and _finish_before_idle(
+                self.kernel, self
+            )
+        finally:
+            if deferred:
+                self._deferred = msg_id
+            else:
+                self._wait_idle(msg_id)
         result = reply["content"]
         for payload in result.get("payload", []):
             self.kernel.shell.payload_manager.write_payload(payload)

@@ -18,6 +18,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from ..catalog import load_catalog
 from ..errors import NbcontainersError, UnknownImage, did_you_mean
 from ..kernels.kernelspecs import kernel_json
+from ..kernels.pool import kernel_pool
 from ..kernels.relay import Relay
 from .missing import Engines, ensure_in_cell, image_of_spec
 from .parser import Dispatcher, Handler
@@ -25,7 +26,10 @@ from .snapshot import snapshot_folder_image
 from .state import NotebookState, catalog_names, provisioner_of
 from .status import format_duration
 
-__all__ = ["LOCAL_ASSIGNMENT", "LOCAL_PREFIXES", "SessionMagics"]
+__all__ = ["LOCAL_ASSIGNMENT", "LOCAL_PREFIXES", "POOL_VARIABLE", "SessionMagics"]
+
+# c.ContainerProvisioner.pool_size for `%container use` kernels (set in the server's env).
+POOL_VARIABLE = "NBCONTAINERS_POOL_SIZE"
 
 # Cells starting with these run locally even while a container kernel is active.
 LOCAL_PREFIXES = (
@@ -153,6 +157,9 @@ class SessionMagics(Magics):
                 f"{name:<20} {mode:<7} {(relay.container_id or '-')[:12]}  "
                 f"up {format_duration(time.time() - relay.started_at)}"
             )
+        idle = {name: n for name, n in kernel_pool().idle().items() if n}
+        if idle:
+            print("warm pool: " + ", ".join(f"{name} {n} idle" for name, n in sorted(idle.items())))
 
     def stop(self, args: argparse.Namespace) -> None:
         relay = self.state.existing(args.name)
@@ -201,6 +208,10 @@ class SessionMagics(Magics):
         if provisioner.get("provisioner_name") == "nbcontainers":
             config = provisioner.setdefault("config", {})
             config.update(overrides)
+            pool = os.environ.get(POOL_VARIABLE, "")
+            if pool.isdigit() and "pool_size" not in config:
+                # The server's setting reaches a notebook's kernel only through its environment.
+                config["pool_size"] = int(pool)
             mounts = list(config.get("extra_mounts", []))
             # push/pull and snapshot wheels go through this folder, at the same path inside.
             xfer = self.state.transfer_dir()

@@ -1,0 +1,257 @@
+"""The warm pool on a real Docker engine: a pooled kernel is indistinguishable from a cold one,
+the pool refills, restarts and concurrent starts take their own members, a pool that cannot
+fill leaves starts cold, and server exit or `gc` leave no pooled container."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager, KernelManager
+
+from nbcontainers.kernels import pool as pool_module
+from nbcontainers.kernels.orphans import find_orphans, remove_orphans
+from nbcontainers.kernels.pool import kernel_pool
+from nbcontainers.kernels.pooled import POOL_ROLE
+from nbcontainers.labels import ROLE
+
+from ..drive import connected, run
+
+pytestmark = pytest.mark.docker
+
+# What a kernel can see of itself: cwd, env, ids, files, import path, mounts, privileges.
+PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    mounts = sorted(
+        (line.split()[4], line.split()[5].split(",")[0])
+        for line in open("/proc/self/mountinfo")
+    )
+    status = dict(line.split(":\\t", 1) for line in open("/proc/self/status") if ":\\t" in line)
+    print(json.dumps({
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "ids": [os.getuid(), os.getgid(), os.getgroups()],
+        "files": sorted(os.listdir(".")),
+        "path": sys.path,
+        "argv": sys.argv,
+        "mounts": mounts,
+        "security": {k: status[k].strip() for k in
+                     ("CapEff", "CapBnd", "CapPrm", "NoNewPrivs", "Seccomp")},
+    }))
+    """
+)
+
+
+@pytest.fixture
+def pool(python_image: str) -> Iterator[Any]:
+    """This process's pool, emptied (every idle container removed) after the test."""
+    yield kernel_pool()
+    kernel_pool().drain()
+    kernel_pool().reopen()
+
+
+def _start(cwd: Path, session: str, **config: Any) -> KernelManager:
+    km = KernelManager(kernel_name="nbc-python")
+    km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
+    km.start_kernel(cwd=str(cwd), env={**os.environ, "JPY_SESSION_NAME": session})
+    return km
+
+
+def _seen(km: KernelManager) -> dict[str, Any]:
+    with connected(km) as kc:
+        out, reply = run(kc, PROBE)
+    assert reply["status"] == "ok", out
+    seen: dict[str, Any] = json.loads(out)
+    # Each container has its own hostname and private folder (/tmp/nbc-XXXX): the same kind.
+    seen["env"].pop("HOSTNAME")
+    seen["mounts"] = [(_private(m), o) for m, o in seen["mounts"]]
+    return seen
+
+
+def _private(path: str) -> str:
+    return re.sub(r"/tmp/nbc-[^/]+", "<private>", path)
+
+
+def _host_config(runtime: Any, km: KernelManager) -> dict[str, Any]:
+    data = runtime.api.inspect_container(km.provisioner.container_id)
+    host = data["HostConfig"]
+    keep = ("CapDrop", "CapAdd", "SecurityOpt", "Init", "Privileged", "ShmSize", "PidsLimit",
+            "Memory", "NanoCpus", "ReadonlyRootfs", "Tmpfs")  # fmt: skip
+    mounts = sorted(
+        (_private(m["Source"]), _private(m["Destination"]), m["RW"]) for m in data["Mounts"]
+    )
+    return {
+        "host": {k: host.get(k) for k in keep},
+        "mounts": mounts,
+        "user": data["Config"]["User"],
+        "image": data["Config"]["Image"],
+        "network": host["NetworkMode"].split(":")[0],
+    }
+
+
+def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
+    pool: Any, runtime: Any, tmp_path: Path
+) -> None:
+    notebook = tmp_path / "project" / "nb"
+    notebook.mkdir(parents=True)
+    (notebook / "data.csv").write_text("a,b\n")
+    (tmp_path / "elsewhere").mkdir()
+    config = {"pool_size": 1, "workspace_root": str(tmp_path)}
+    cold = _start(notebook, "project/nb/a.ipynb", **config)
+    pooled = restarted = None
+    try:
+        assert cold.provisioner._pooled is None  # nothing was pooled yet: this one is cold
+        assert pool.wait_ready(1, timeout=60)  # ...and the pool fills behind it
+        pooled = _start(notebook, "project/nb/b.ipynb", **config)
+        assert pooled.provisioner._pooled is not None
+        assert pool.wait_ready(1, timeout=60)  # refilled after the take
+        a, b = _seen(cold), _seen(pooled)
+        assert b["cwd"] == a["cwd"] == str(notebook)
+        assert b["env"].pop("JPY_SESSION_NAME") == "project/nb/b.ipynb"
+        assert a["env"].pop("JPY_SESSION_NAME") == "project/nb/a.ipynb"
+        assert b["env"] == a["env"]
+        assert b["ids"] == a["ids"] == [os.getuid(), os.getgid(), a["ids"][2]]
+        assert b["files"] == a["files"] == ["data.csv"]
+        assert b["path"] == a["path"]
+        assert b["argv"] == a["argv"]
+        assert b["mounts"] == a["mounts"]
+        assert (str(tmp_path), "rw") in [(m, o) for m, o in b["mounts"]]
+        assert b["security"] == a["security"]
+        assert b["security"]["NoNewPrivs"] == "1" and b["security"]["CapEff"] == "0" * 16
+        host_a, host_b = _host_config(runtime, cold), _host_config(runtime, pooled)
+        assert host_b["mounts"] == host_a["mounts"]
+        assert host_b == host_a
+        # A restart takes a fresh pooled kernel: new container, the same socket paths.
+        first = pooled.provisioner.container_id
+        pooled.restart_kernel(now=True)
+        restarted = pooled
+        assert pooled.provisioner._pooled is not None
+        assert pooled.provisioner.container_id != first
+        assert runtime.state(first) is None
+        with connected(pooled) as kc:
+            out, _ = run(kc, "import os; print(os.getcwd())")
+        assert out.strip() == str(notebook), out
+    finally:
+        for km in (cold, pooled, restarted):
+            if km is not None and km.has_kernel:
+                km.shutdown_kernel(now=True)
+    assert not list(tmp_path.glob("nbc-*"))
+
+
+def test_two_starts_at_once_get_two_kernels(pool: Any, tmp_path: Path) -> None:
+    config = {"pool_size": 2, "workspace_root": str(tmp_path)}
+    _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
+    assert pool.wait_ready(2, timeout=90)
+
+    async def both() -> set[str | None]:
+        kms = [AsyncKernelManager(kernel_name="nbc-python") for _ in range(2)]
+        for km in kms:
+            km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
+        try:
+            await asyncio.gather(*(km.start_kernel(cwd=str(tmp_path)) for km in kms))
+            assert all(km.provisioner._pooled is not None for km in kms)
+            keys = set()
+            for km in kms:
+                kc = km.client()
+                kc.start_channels()
+                try:
+                    await kc.wait_for_ready(timeout=30)
+                    out: list[str] = []
+                    reply = await kc.execute_interactive(
+                        "import json\n"
+                        "print(json.load(open('/run/nbcontainers/kernel.json'))['key'])",
+                        output_hook=lambda m, out=out: out.append(m["content"].get("text", "")),
+                    )
+                    assert reply["content"]["status"] == "ok"
+                    # Each kernel was handed its own start's connection (and so its key).
+                    key = km.get_connection_info()["key"]
+                    assert "".join(out).strip() == key.decode()
+                    keys.add(key)
+                finally:
+                    kc.stop_channels()
+            assert len(keys) == 2
+            return {km.provisioner.container_id for km in kms}
+        finally:
+            for km in kms:
+                if km.has_kernel:
+                    await km.shutdown_kernel(now=True)
+
+    assert len(asyncio.run(both())) == 2  # two containers
+
+
+def test_a_pool_that_cannot_fill_leaves_starts_cold(
+    pool: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_start = pool_module._start
+
+    def missing_image(key: str, request: Any) -> Any:
+        spec = request.spec.__class__(**{**request.spec.__dict__, "image": "nbcontainers/none:x"})
+        return real_start(key, request.__class__(**{**request.__dict__, "spec": spec}))
+
+    monkeypatch.setattr(pool_module, "_start", missing_image)
+    config = {"pool_size": 1, "workspace_root": str(tmp_path)}
+    with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
+        for session in ("a.ipynb", "b.ipynb"):
+            km = _start(tmp_path, session, **config)
+            try:
+                assert km.provisioner._pooled is None
+                with connected(km) as kc:
+                    out, _ = run(kc, "print(6 * 7)")
+                assert out.strip() == "42"
+            finally:
+                km.shutdown_kernel(now=True)
+            assert not pool.wait_ready(1, timeout=0.5)
+    lines = [r.getMessage() for r in caplog.records if "cannot fill" in r.getMessage()]
+    assert len(lines) == 1 and "kernels start cold" in lines[0], lines
+
+
+SERVER = """
+import os, sys, time
+from jupyter_client.manager import KernelManager
+from nbcontainers.kernels.pool import kernel_pool
+km = KernelManager(kernel_name="nbc-python")
+km.kernel_spec.metadata["kernel_provisioner"]["config"].update(
+    {"pool_size": 1, "workspace_root": sys.argv[1]})
+km.start_kernel(cwd=sys.argv[1])
+km.shutdown_kernel(now=True)
+assert kernel_pool().wait_ready(1, timeout=60)
+print("ready", flush=True)
+if sys.argv[2] == "crash":
+    os._exit(0)  # no atexit: the pooled container stays behind for gc
+"""
+
+
+def test_server_exit_and_gc_leave_no_pooled_container(
+    python_image: str, runtime: Any, tmp_path: Path
+) -> None:
+    def server(how: str) -> int:
+        proc = subprocess.run(
+            [sys.executable, "-c", SERVER, str(tmp_path), how],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert "ready" in proc.stdout, proc.stderr[-2000:]
+        return proc.returncode
+
+    before = {s.id for s in runtime.list({ROLE: POOL_ROLE})}
+    assert server("exit") == 0
+    assert {s.id for s in runtime.list({ROLE: POOL_ROLE})} == before  # removed at exit
+    server("crash")
+    left = [s for s in runtime.list({ROLE: POOL_ROLE}) if s.id not in before]
+    assert len(left) == 1, left  # a server that dies leaves its pool behind...
+    private = Path(left[0].labels["io.nbcontainers.private-dir"])
+    assert private.is_dir()
+    orphans = [o for o in find_orphans(runtime) if o.container.id == left[0].id]
+    assert orphans and orphans[0].reason == "its Jupyter server is gone"
+    remove_orphans(runtime, orphans)  # ...and `nbcontainers gc` sweeps it
+    assert runtime.state(left[0].id) is None and not private.exists()

@@ -1,0 +1,157 @@
+"""The warm pool without an engine: what keys a pooled container, the workspace root it
+mounts, a pool the engine refuses to fill, and how doctor counts pooled containers. That a
+pooled kernel equals a cold one is proven on a real engine (test_pool_docker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from nbcontainers.catalog import load_catalog
+from nbcontainers.doctor.checks import pool_check
+from nbcontainers.errors import EngineUnavailable
+from nbcontainers.kernels.connection import PrivateDir
+from nbcontainers.kernels.launch import CONNECTION_FILE, KernelStart, LaunchConfig, plan_launch
+from nbcontainers.kernels.pool import kernel_pool
+from nbcontainers.kernels.pooled import POOL_ROLE, pool_key, waiting_command
+from nbcontainers.kernels.provisioner import ContainerProvisioner
+from nbcontainers.labels import ROLE
+from nbcontainers.pipsettings import PipSettings
+from nbcontainers.runtimes.base import LIMITS, ContainerSpec, EngineFacts
+from nbcontainers.runtimes.fake import FakeRuntime
+
+from .test_launch_unit import HOST
+
+FACTS = EngineFacts(
+    "docker", "20.10", "1.41", "unix://x", "linux", False, "none", frozenset(LIMITS)
+)
+COMMAND = ("python3", "-m", "ipykernel_launcher", "-f", CONNECTION_FILE)
+
+
+def _spec(tmp_path: Path, cwd: Path, session: str = "a.ipynb", **config: Any) -> ContainerSpec:
+    """The cold start's container spec for one start (a fresh private folder and kernel id)."""
+    kernel = KernelStart(
+        kernel_id=session,
+        command=COMMAND,
+        cwd=str(cwd),
+        env={"LANG": "C.UTF-8", "JPY_SESSION_NAME": session},
+        private_dir=PrivateDir(tmp_path / f"nbc-{session}"),
+        started_at=1_700_000_000.0 + len(session),
+    )
+    plan = plan_launch(
+        LaunchConfig(**config),
+        kernel,
+        load_catalog(include_user=False)["python"],
+        FACTS,
+        HOST,
+        read_pip=lambda env: PipSettings(),
+    )
+    return plan.container_spec("container:holder")
+
+
+def test_two_starts_differing_only_in_what_a_hand_over_gives_share_a_key(tmp_path: Path) -> None:
+    nb1, nb2 = tmp_path / "nb1", tmp_path / "nb2"
+    nb1.mkdir(), nb2.mkdir()
+    root = {"workspace_root": str(tmp_path)}
+    a, b = _spec(tmp_path, nb1, "a.ipynb", **root), _spec(tmp_path, nb2, "b.ipynb", **root)
+    assert a.working_dir == str(nb1) and b.working_dir == str(nb2)  # cwd is handed over
+    private = PrivateDir(tmp_path / "nbc-a.ipynb")
+    key = pool_key(a, private)
+    assert key is not None and key == pool_key(b, PrivateDir(tmp_path / "nbc-b.ipynb"))
+    # What a hand-over cannot change is in the key: mounts, env, limits, image, command.
+    assert pool_key(_spec(tmp_path, nb1, "a.ipynb"), private) != key  # mounts nb1 only
+    assert pool_key(replace(a, env={**a.env, "TZ": "UTC"}), private) != key
+    assert pool_key(replace(a, mem_limit="1g"), private) != key
+    assert pool_key(replace(a, image="other:1"), private) != key
+    assert pool_key(replace(a, security_opt=()), private) != key
+    assert pool_key(replace(a, command=("python3", "-c", "x")), private) is None
+
+
+def test_workspace_root_is_mounted_only_around_the_notebook(tmp_path: Path) -> None:
+    nb = tmp_path / "deep" / "nb"
+    nb.mkdir(parents=True)
+    inside = _spec(tmp_path, nb, workspace_root=str(tmp_path))
+    assert [m.source for m in inside.mounts if m.source == m.target and not m.read_only] == [
+        str(tmp_path / "nbc-a.ipynb" / "s"),
+        str(tmp_path),
+    ]
+    assert inside.working_dir == str(nb)
+    outside = _spec(tmp_path, nb, workspace_root=str(tmp_path / "elsewhere"))
+    assert str(nb) in [m.source for m in outside.mounts] and outside.working_dir == str(nb)
+    broad = _spec(tmp_path, nb, workspace_root="/")  # never the whole host
+    assert "/" not in [m.source for m in broad.mounts]
+
+
+def test_the_waiting_command_runs_the_launcher_source_with_the_kernels_python() -> None:
+    command = waiting_command(COMMAND, Path("/tmp/nbc-x/s/wait"))
+    assert command[:2] == ("python3", "-c") and command[-1] == "/tmp/nbc-x/s/wait"
+    assert "def main(fifo: str)" in command[2] and "launch_new_instance" in command[2]
+    compile(command[2], "waiting.py", "exec")
+
+
+@pytest.fixture
+def fresh_pool() -> Iterator[None]:
+    yield
+    kernel_pool().drain()
+    kernel_pool().reopen()
+
+
+def test_a_pool_the_engine_refuses_leaves_starts_cold_with_one_log_line(
+    tmp_path: Path, fresh_pool: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeRuntime(images=[i.ref for i in load_catalog(include_user=False).values()])
+    real_run = fake.run
+
+    def run(spec: ContainerSpec) -> str:
+        if spec.labels.get(ROLE) == POOL_ROLE:
+            raise EngineUnavailable("Cannot reach the engine (fake).")
+        return real_run(spec)
+
+    fake.run = run  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
+        for kernel_id in ("k-1", "k-2"):
+            km = KernelManager(kernel_name="nbc-python")
+            prov = ContainerProvisioner(
+                kernel_id=kernel_id,
+                kernel_spec=km.kernel_spec,
+                parent=km,
+                image="python",
+                pool_size=1,
+                workspace_root=str(tmp_path),
+            )
+            prov.runtime = fake
+
+            async def go(p: ContainerProvisioner = prov) -> None:
+                kw = await p.pre_launch(cwd=str(tmp_path))
+                await p.launch_kernel(kw.pop("cmd"), **kw)
+                await p.cleanup()
+
+            asyncio.run(go())
+            assert prov._pooled is None
+            assert not kernel_pool().wait_ready(1, timeout=0.3)
+    kernels = [s for s in fake.specs if s.labels.get(ROLE) is None]
+    assert len(kernels) == 2  # both started cold
+    lines = [r.getMessage() for r in caplog.records if "cannot fill" in r.getMessage()]
+    assert len(lines) == 1 and "Cannot reach the engine" in lines[0], lines
+
+
+def test_doctor_counts_pooled_containers(fake_runtime: FakeRuntime, tmp_path: Path) -> None:
+    assert "no pooled kernel containers" in pool_check(fake_runtime).detail
+    image = next(iter(load_catalog(include_user=False).values())).ref
+    fake_runtime.add_image(image)
+    waiting = tmp_path / "nbc-w"
+    (waiting / "s").mkdir(parents=True)
+    (waiting / "s" / "wait").touch()
+    for private in (waiting, tmp_path / "nbc-taken"):
+        labels = {ROLE: POOL_ROLE, "io.nbcontainers.private-dir": str(private)}
+        fake_runtime.run(ContainerSpec(image=image, command=("sleep", "1d"), labels=labels))
+    check = pool_check(fake_runtime)
+    assert check.status == "ok" and check.detail.startswith("1 idle pooled"), check.detail
+    assert "1 handed out" in check.detail
