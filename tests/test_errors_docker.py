@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.errors import ConfigError, EngineUnavailable, GPUUnavailable, ImageMissing
+from nbcontainers.errors import (
+    ConfigError,
+    EngineUnavailable,
+    GPUUnavailable,
+    ImageMissing,
+    UnknownImage,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -92,6 +98,6 @@ def test_cli_unknown_image_did_you_mean(runtime: object) -> None:
     done = subprocess.run(
         [*CLI, "images", "build", "pytorch-cpy"], capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == ConfigError.exit_code
+    assert done.returncode == UnknownImage.exit_code == 2  # a usage error, like a bad option
     assert "Did you mean 'pytorch-cpu'?" in done.stderr
     assert "Traceback" not in done.stderr

@@ -17,6 +17,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 
 from ..catalog import load_catalog
 from ..errors import NbcontainersError, UnknownImage, did_you_mean
+from ..kernels.gpus import gpu_request
 from ..kernels.kernelspecs import kernel_json
 from ..kernels.pool import kernel_pool
 from ..kernels.relay import Relay
@@ -233,7 +234,14 @@ class SessionMagics(Magics):
         shell = self.state.shell
         wanted = image_of_spec(spec)
         if wanted is not None:  # built or pulled here, with progress, when it is missing
-            ensure_in_cell(shell, wanted[0], self.engines.get(wanted[1]))
+            image, engine = wanted
+            runtime = self.engines.get(engine)
+            gpus = spec.metadata["kernel_provisioner"]["config"].get("gpus")
+            try:  # a GPU image on a host without GPUs fails now, not after a long build
+                gpu_request(image, gpus, remote=runtime.ping().remote)
+            except NbcontainersError as exc:
+                raise UsageError(str(exc)) from None
+            ensure_in_cell(shell, image, runtime)
         relay = Relay(
             image_name,
             spec,

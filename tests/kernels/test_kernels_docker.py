@@ -288,6 +288,8 @@ def test_missing_image_can_be_built_at_start(
         with container_kernel(tmp_path, image="derived", missing_image="build") as (_km, kc):
             out, _ = run(kc, "print('derived ok')")
             assert out.strip() == "derived ok"
-            assert "build:" in caplog.text  # build progress went to the server log
+            # Build progress went to the server log: its steps, then how long it took.
+            assert f"Building {ref}: step 1/" in caplog.text
+            assert f"Image {ref} is ready after" in caplog.text
     finally:
         runtime.api.remove_image(ref, force=True)
