@@ -1,5 +1,6 @@
 """Image builds from a catalog folder: the build context, the host's find-links wheels and pip
-settings as build secrets, handed to the runtime's builder."""
+settings as build secrets, handed to the runtime's builder; and which built images no catalog
+entry uses any more (``stale_images``, for ``nbcontainers images prune``)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,22 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import CatalogImage, canonical_name, read_pins, source_hash
-from .errors import BuildError
+from .catalog import REPOSITORY, CatalogImage, canonical_name, read_pins, source_hash
+from .errors import BuildError, Unsupported
+from .labels import SERVING_MARK, SNAPSHOT_MARK, SOURCE_HASH
 from .pipsettings import PipSettings, read_pip_settings
 from .runtimes.base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime, ImageInfo
 
 __all__ = [
     "LOCAL_BASE",
+    "StaleImages",
     "build_image",
     "choose_base",
+    "stale_images",
 ]
 
 LOCAL_BASE = "nbcontainers/base:bookworm"  # made by scripts/make-local-base.sh where no registry is
@@ -135,7 +140,7 @@ def build_image(
             tag=image.ref,
             build_args=build_args,
             labels={
-                "io.nbcontainers.source-hash": source_hash(image.source),
+                SOURCE_HASH: source_hash(image.source),
                 "io.nbcontainers.base": base_image or image.base or "",
             },
             secrets=build_secrets,
@@ -154,3 +159,44 @@ def build_image(
                 status=exc.status,
                 log_tail=exc.log_tail,
             ) from None
+
+
+@dataclass
+class StaleImages:
+    """What ``images prune`` would remove, and the nbcontainers-built images it keeps (with why)."""
+
+    remove: list[ImageInfo] = field(default_factory=list)
+    kept: list[tuple[ImageInfo, str]] = field(default_factory=list)
+
+
+def stale_images(runtime: ContainerRuntime, catalog: Mapping[str, CatalogImage]) -> StaleImages:
+    """The images ``build_image`` made (they carry its source-hash label) that no catalog entry
+    names any more: old-hash tags of ``nbcontainers/NAME``, and such images left untagged by a
+    rebuild. Kept: current catalog refs, images a container (running or stopped) was made
+    from, snapshot and serving images (a user's own work: remove those with the engine's CLI),
+    and any image also tagged outside ``nbcontainers/`` (someone named it for themselves)."""
+    lister = getattr(runtime, "images", None)
+    if lister is None:
+        raise Unsupported(
+            f"This engine's runtime ({type(runtime).__name__}) can't list images, so "
+            "nbcontainers can't tell which are stale. Remove old images with the engine's own "
+            "CLI, or `nbcontainers images rm NAME` for catalog images."
+        )
+    current = {image.ref for image in catalog.values()}
+    used = {ref for state in runtime.list({}) for ref in (state.image, state.image_id) if ref}
+    found = StaleImages()
+    for info in lister(labels={SOURCE_HASH: None}):
+        why = ""
+        if current & set(info.tags):
+            why = "in the catalog"
+        elif SNAPSHOT_MARK in info.labels or SERVING_MARK in info.labels:
+            why = "a snapshot or serving image"
+        elif used & {info.id, *info.tags}:
+            why = "used by a container"
+        elif any(not tag.startswith(f"{REPOSITORY}/") for tag in info.tags):
+            why = "also tagged outside nbcontainers/"
+        if why:
+            found.kept.append((info, why))
+        else:
+            found.remove.append(info)
+    return found

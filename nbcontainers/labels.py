@@ -1,4 +1,5 @@
-"""Labels on every kernel container, and how to tell whether the server that owns one is alive."""
+"""Labels on every kernel container (and on the images nbcontainers builds), and how to tell
+whether the server that owns one is alive."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ __all__ = [
     "SERVER_HOST",
     "SERVER_PID",
     "SERVER_STARTED",
+    "SERVING_MARK",
+    "SNAPSHOT_MARK",
+    "SOURCE_HASH",
     "owner_alive",
     "process_start_time",
 ]
@@ -26,6 +30,11 @@ SERVER_PID = PREFIX + "server-pid"
 SERVER_STARTED = PREFIX + "server-started"
 PRIVATE_DIR = PREFIX + "private-dir"
 ROLE = PREFIX + "role"
+# On images: every image build_image() makes carries SOURCE_HASH; snapshot and serving images
+# also carry their own mark (written by their Dockerfiles).
+SOURCE_HASH = PREFIX + "source-hash"
+SNAPSHOT_MARK = PREFIX + "snapshot"
+SERVING_MARK = PREFIX + "export"
 
 
 def process_start_time(pid: int) -> str:

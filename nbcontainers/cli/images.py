@@ -1,4 +1,4 @@
-"""`nbcontainers images …`: list, build, pull, check, remove and regenerate catalog images."""
+"""`nbcontainers images …`: list, build, pull, check, remove, prune, regenerate catalog images."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .common import JSON, complete_images, errors_as_messages, get_runtime, prin
 
 if TYPE_CHECKING:
     from ..catalog import CatalogImage
+    from ..runtimes.base import ImageInfo
 
 __all__ = ["images"]
 
@@ -18,7 +19,7 @@ NAMES = click.argument("names", nargs=-1, shell_complete=complete_images)
 
 @click.group()
 def images() -> None:
-    """List, build, pull, check and remove catalog images."""
+    """List, build, pull, check, remove and prune catalog images."""
 
 
 @images.command("list")
@@ -206,6 +207,61 @@ def images_rm(names: tuple[str, ...], all_images: bool, yes: bool) -> None:
         click.echo(f"{image.name}: removed {image.ref}")
     if all_images and not present:
         click.echo("no catalog image is present")
+
+
+@images.command("prune")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before removing.")
+@JSON
+@errors_as_messages
+def images_prune(dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Remove images nbcontainers built that no catalog entry uses any more.
+
+    Those are old-hash tags (nbcontainers/NAME:OLDHASH) left when an image's sources changed,
+    and such images left untagged by a rebuild. Never removed: the catalog's current images,
+    images a container (running or stopped) uses, snapshot and serving images, and images
+    nbcontainers did not build. Asks first unless -y; --json implies -y unless --dry-run.
+    """
+    import json
+
+    from ..build import stale_images
+    from ..catalog import load_catalog
+    from ..errors import NbcontainersError
+
+    runtime = get_runtime()
+    plan = stale_images(runtime, load_catalog())
+    kept = [{"id": i.id, "tags": list(i.tags), "why": why} for i, why in plan.kept]
+
+    def name(info: ImageInfo) -> str:
+        return ", ".join(info.tags) or f"{info.id.removeprefix('sha256:')[:12]} (untagged)"
+
+    if plan.remove and not (yes or dry_run or as_json):
+        listed = "".join(f"\n  {name(i)}  {i.size / 1e6:.0f} MB" for i in plan.remove)
+        click.confirm(f"Remove {len(plan.remove)} stale image(s):{listed}\n?", abort=True)
+    removed = []
+    for info in plan.remove:
+        if not dry_run:
+            try:
+                runtime.remove_image(info.id)
+            except NbcontainersError as exc:  # the engine refused (a container made since)
+                kept.append({"id": info.id, "tags": list(info.tags), "why": str(exc)})
+                continue
+        removed.append(info)
+    size = sum(i.size for i in removed)
+    if as_json:
+        shown = [{"id": i.id, "tags": list(i.tags), "size": i.size} for i in removed]
+        report = {"dry_run": dry_run, "removed": shown, "kept": kept, "size": size}
+        click.echo(json.dumps(report, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for info in removed:
+        click.echo(f"{verb} {name(info)} ({info.size / 1e6:.0f} MB)")
+    for row in kept:
+        click.echo(f"kept {', '.join(row['tags']) or row['id'][:19]}: {row['why']}")
+    if not removed:
+        click.echo("no stale nbcontainers image")
+    else:  # layers shared with a kept image stay on disk, so this is an upper bound
+        click.echo(f"{'would free' if dry_run else 'freed'} up to {size / 1e6:.0f} MB")
 
 
 @images.command("regenerate")

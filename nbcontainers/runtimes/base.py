@@ -126,6 +126,7 @@ class ContainerState:
     address: str = ""
     ports: Mapping[int, int] = field(default_factory=dict)  # container port -> reachable port
     node: str = ""  # the cluster node it runs on (a hostname); "" for a single-host engine
+    image_id: str = ""  # the image it was made from, by id ("" where the engine can't tell)
 
     @property
     def running(self) -> bool:
@@ -242,6 +243,15 @@ class ContainerRuntime(Protocol):
 
     def remove_image(self, ref: str) -> None:
         """Remove a local image; a missing one is not an error."""
+        ...
+
+    def images(
+        self, labels: Mapping[str, str | None] | None = None, repository: str | None = None
+    ) -> list[ImageInfo]:
+        """Local images (untagged ones too) with every label given (a None value matches
+        any) and, when ``repository`` is given, a tag in it (``nbcontainers/python``).
+        Optional for a third-party runtime: callers check ``hasattr(runtime, "images")``;
+        a cluster, whose nodes hold the images, raises ``Unsupported``."""
         ...
 
     def builder(self) -> str:

@@ -36,6 +36,7 @@ from .docker_wire import (
     explanation,
     facts_from,
     follow_events,
+    images_from,
     repo_and_tag,
     state_from,
     stats_from,
@@ -219,6 +220,14 @@ class DockerRuntime:
                 self.api.remove_image(ref, force=True)
             except docker.errors.NotFound:  # Podman answers a plain 404
                 return
+
+    def images(
+        self, labels: Mapping[str, str | None] | None = None, repository: str | None = None
+    ) -> list[ImageInfo]:
+        wanted = [k if v is None else f"{k}={v}" for k, v in (labels or {}).items()]
+        with self._translate("list images"):
+            rows = self.api.images(filters={"label": wanted} if wanted else None)
+        return images_from(rows, repository)
 
     # -- containers -------------------------------------------------------------------------
 

@@ -4,17 +4,19 @@ doesn't. Podman's Docker-compatible API answers in the same shapes."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import RuntimeFailure
-from .base import ContainerState, ContainerStats, EngineFacts, ProgressCallback
+from .base import ContainerState, ContainerStats, EngineFacts, ImageInfo, ProgressCallback
 
 __all__ = [
     "engine_fix_hint",
     "explanation",
     "facts_from",
     "follow_events",
+    "images_from",
     "repo_and_tag",
     "state_from",
     "stats_from",
@@ -123,7 +125,42 @@ def state_from(data: Mapping[str, Any]) -> ContainerState:
         labels=dict(config.get("Labels") or {}),
         started_at=str(st.get("StartedAt", "")),
         error=str(st.get("Error", "")),
+        image_id=str(data.get("Image", "")),
     )
+
+
+def _short(tag: str) -> str:
+    # Podman qualifies short names ("localhost/nbcontainers/python:…"); callers use ours.
+    for prefix in ("localhost/", "docker.io/"):
+        if tag.startswith(prefix):
+            return tag[len(prefix) :]
+    return tag
+
+
+def images_from(rows: Iterable[Mapping[str, Any]], repository: str | None) -> list[ImageInfo]:
+    """The Engine API's image list rows as ImageInfo, kept to those with a tag in
+    ``repository`` when one is given; an untagged image has no tags (not ``<none>:<none>``)."""
+    found = []
+    for row in rows:
+        tags = tuple(_short(t) for t in row.get("RepoTags") or () if t != "<none>:<none>")
+        if repository is not None and not any(t.rpartition(":")[0] == repository for t in tags):
+            continue
+        created = row.get("Created", "")
+        if isinstance(created, int):  # the list answers epoch seconds, inspect an ISO date
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        digests = tuple(d for d in row.get("RepoDigests") or () if d != "<none>@<none>")
+        labels = dict(row.get("Labels") or {})
+        found.append(
+            ImageInfo(
+                str(row.get("Id", "")),
+                tags,
+                digests,
+                labels,
+                int(row.get("Size") or 0),
+                str(created),
+            )
+        )
+    return found
 
 
 def follow_events(

@@ -178,7 +178,30 @@ class FakeRuntime:
     def remove_image(self, ref: str) -> None:
         self._check()
         with self._lock:
-            self._images.pop(ref, None)
+            info = self._images.get(ref) or next(
+                (i for i in self._images.values() if i.id == ref), None
+            )
+            if info is None:
+                return
+            if any(
+                b.state.image_id == info.id and b.state.running for b in self._containers.values()
+            ):
+                raise ContainerConflict(f"remove image {ref}: a running container uses it")
+            for tag in [t for t, i in self._images.items() if i.id == info.id]:
+                del self._images[tag]
+
+    def images(
+        self, labels: Mapping[str, str | None] | None = None, repository: str | None = None
+    ) -> list[ImageInfo]:
+        self._check()
+        with self._lock:
+            found = {i.id: i for i in self._images.values()}.values()
+        return [
+            i
+            for i in found
+            if all(k in i.labels and v in (None, i.labels[k]) for k, v in (labels or {}).items())
+            and (repository is None or any(t.rpartition(":")[0] == repository for t in i.tags))
+        ]
 
     # -- containers -------------------------------------------------------------------------
 
@@ -205,6 +228,7 @@ class FakeRuntime:
                 oom_killed=False,
                 labels=dict(spec.labels),
                 started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                image_id=self._images[spec.image].id,
             )
             box = _Container(spec, state)
             self._containers[cid] = box

@@ -222,3 +222,12 @@ class ClusterImages:
 
     def remove_image(self, ref: str) -> None:
         raise self._no_images("remove")
+
+    def images(
+        self, labels: Mapping[str, str | None] | None = None, repository: str | None = None
+    ) -> list[ImageInfo]:
+        raise Unsupported(
+            "A Kubernetes cluster's images live on its nodes, which nbcontainers can't list "
+            "or prune: ask the cluster's admin (the kubelet's image garbage collection frees "
+            "unused ones), or prune on the Docker or Podman host that built them."
+        )
