@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,12 +169,17 @@ class StaleImages:
     kept: list[tuple[ImageInfo, str]] = field(default_factory=list)
 
 
-def stale_images(runtime: ContainerRuntime, catalog: Mapping[str, CatalogImage]) -> StaleImages:
+def stale_images(
+    runtime: ContainerRuntime,
+    catalog: Mapping[str, CatalogImage],
+    only: Sequence[CatalogImage] = (),
+) -> StaleImages:
     """The images ``build_image`` made (they carry its source-hash label) that no catalog entry
     names any more: old-hash tags of ``nbcontainers/NAME``, and such images left untagged by a
     rebuild. Kept: current catalog refs, images a container (running or stopped) was made
     from, snapshot and serving images (a user's own work: remove those with the engine's CLI),
-    and any image also tagged outside ``nbcontainers/`` (someone named it for themselves)."""
+    and any image also tagged outside ``nbcontainers/`` (someone named it for themselves).
+    With ``only``, just the old tags of those catalog images (no untagged ones)."""
     lister = getattr(runtime, "images", None)
     if lister is None:
         raise Unsupported(
@@ -185,7 +190,11 @@ def stale_images(runtime: ContainerRuntime, catalog: Mapping[str, CatalogImage])
     current = {image.ref for image in catalog.values()}
     used = {ref for state in runtime.list({}) for ref in (state.image, state.image_id) if ref}
     found = StaleImages()
-    for info in lister(labels={SOURCE_HASH: None}):
+    repos: list[str | None] = [image.ref.rpartition(":")[0] for image in only] or [None]
+    listed = {
+        i.id: i for repo in repos for i in lister(labels={SOURCE_HASH: None}, repository=repo)
+    }
+    for info in listed.values():
         why = ""
         if current & set(info.tags):
             why = "in the catalog"

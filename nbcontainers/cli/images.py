@@ -210,17 +210,19 @@ def images_rm(names: tuple[str, ...], all_images: bool, yes: bool) -> None:
 
 
 @images.command("prune")
+@NAMES
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before removing.")
 @JSON
 @errors_as_messages
-def images_prune(dry_run: bool, yes: bool, as_json: bool) -> None:
+def images_prune(names: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
     """Remove images nbcontainers built that no catalog entry uses any more.
 
-    Those are old-hash tags (nbcontainers/NAME:OLDHASH) left when an image's sources changed,
-    and such images left untagged by a rebuild. Never removed: the catalog's current images,
-    images a container (running or stopped) uses, snapshot and serving images, and images
-    nbcontainers did not build. Asks first unless -y; --json implies -y unless --dry-run.
+    Those are old-hash tags (nbcontainers/NAME:OLDHASH) left when an image's sources
+    changed, and such images left untagged by a rebuild; with NAMEs, only the old tags of those
+    catalog images. Never removed: the catalog's current images, images a container (running
+    or stopped) uses, snapshot and serving images, and images nbcontainers did not build.
+    Asks first unless -y (--json, which can't ask, needs -y or --dry-run).
     """
     import json
 
@@ -228,14 +230,17 @@ def images_prune(dry_run: bool, yes: bool, as_json: bool) -> None:
     from ..catalog import load_catalog
     from ..errors import NbcontainersError
 
+    if as_json and not (yes or dry_run):
+        raise click.UsageError("--json can't ask before removing: add -y, or --dry-run.")
     runtime = get_runtime()
-    plan = stale_images(runtime, load_catalog())
+    catalog = load_catalog()
+    plan = stale_images(runtime, catalog, [catalog[n] for n in names])
     kept = [{"id": i.id, "tags": list(i.tags), "why": why} for i, why in plan.kept]
 
     def name(info: ImageInfo) -> str:
         return ", ".join(info.tags) or f"{info.id.removeprefix('sha256:')[:12]} (untagged)"
 
-    if plan.remove and not (yes or dry_run or as_json):
+    if plan.remove and not (yes or dry_run):
         listed = "".join(f"\n  {name(i)}  {i.size / 1e6:.0f} MB" for i in plan.remove)
         click.confirm(f"Remove {len(plan.remove)} stale image(s):{listed}\n?", abort=True)
     removed = []
@@ -257,6 +262,8 @@ def images_prune(dry_run: bool, yes: bool, as_json: bool) -> None:
     for info in removed:
         click.echo(f"{verb} {name(info)} ({info.size / 1e6:.0f} MB)")
     for row in kept:
+        if row["why"] == "in the catalog":  # the JSON lists them; the text says what matters
+            continue
         click.echo(f"kept {', '.join(row['tags']) or row['id'][:19]}: {row['why']}")
     if not removed:
         click.echo("no stale nbcontainers image")

@@ -90,7 +90,8 @@ class FakeRuntime:
 
     def add_image(self, ref: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
         digest = hashlib.sha256(ref.encode()).hexdigest()
-        info = ImageInfo(f"sha256:{digest}", (ref,), (), dict(labels or {}), 1 << 20, "")
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        info = ImageInfo(f"sha256:{digest}", (ref,), (), dict(labels or {}), 1 << 20, created)
         with self._lock:
             self._images[ref] = info
         return info

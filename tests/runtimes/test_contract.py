@@ -275,6 +275,27 @@ def test_a_failed_build_says_so(engine: Engine, tmp_path: Path) -> None:
     assert engine.runtime.image_info(tag) is None
 
 
+def test_images_lists_by_label_and_repository(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f'FROM {engine.image}\nLABEL io.nbcontainers.list="{engine.tag}"\n'
+    )
+    tag = f"nbcontainers/contract-list:{engine.tag}"
+    engine.images.append(tag)
+    built = engine.runtime.build(BuildRequest(context=tmp_path, tag=tag, labels={"t": "x"}))
+    mine = {"io.nbcontainers.list": engine.tag}
+    found = engine.runtime.images(labels=mine)
+    assert [(i.id, i.tags, i.labels["t"]) for i in found] == [(built.id, (tag,), "x")]
+    assert found[0].size > 0 and found[0].created
+    assert built.id in {i.id for i in engine.runtime.images(labels={"io.nbcontainers.list": None})}
+    assert [i.id for i in engine.runtime.images(repository="nbcontainers/contract-list")] == [
+        built.id
+    ]
+    assert engine.runtime.images(labels={"io.nbcontainers.list": "other"}) == []
+    assert engine.runtime.images(labels=mine, repository="nbcontainers/contract") == []
+    engine.runtime.remove_image(built.id)  # by id, as `images prune` removes
+    assert engine.runtime.images(labels=mine) == [] and engine.runtime.image_info(tag) is None
+
+
 def test_pull_of_an_image_no_registry_has(engine: Engine) -> None:
     ref = f"127.0.0.1:9/nbcontainers/absent:{engine.tag}"  # nothing listens on port 9
     with pytest.raises(NbcontainersError):
