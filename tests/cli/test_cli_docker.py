@@ -121,3 +121,46 @@ def test_images_check_a_good_and_a_bad_image(python_image: str, runtime: Any) ->
     assert bad.returncode == 1, bad.stdout + bad.stderr
     (problem,) = json.loads(bad.stdout)["problems"]
     assert problem.startswith("no python3 on the image's PATH"), problem
+
+
+def test_images_prune_removes_exactly_an_old_hash_image(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    """Two throwaway old-hash `nbcontainers/python` images: prune removes the unused one and
+    keeps the one a stopped container was made from (and, of course, the current image)."""
+    import uuid
+
+    from nbcontainers.catalog import load_catalog
+    from nbcontainers.labels import SOURCE_HASH
+    from nbcontainers.runtimes import BuildRequest
+
+    tag = uuid.uuid4().hex[:12]
+    old, held = f"nbcontainers/python:prune{tag}", f"nbcontainers/python:held{tag}"
+    (tmp_path / "Dockerfile").write_text("FROM nbcontainers/base:bookworm\n")
+    cid = ""
+    try:
+        for ref in (old, held):  # the labels differ, so the two are different images
+            labels = {SOURCE_HASH: "0ld", "io.nbcontainers.test": ref}
+            runtime.build(BuildRequest(context=tmp_path, tag=ref, labels=labels))
+        spec = ContainerSpec(image=held, command=("true",), labels={KERNEL_ID: f"prune-{tag}"})
+        cid = runtime.run(spec)
+        assert runtime.wait(cid, timeout=30) == 0  # stopped, not removed: it still holds held
+        done = subprocess.run(
+            [str(BIN / "nbcontainers"), "images", "prune", "python", "-y", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert [r["tags"] for r in report["removed"]] == [[old]] and report["size"] > 0
+        why = {r["tags"][0]: r["why"] for r in report["kept"] if r["tags"]}
+        assert why[held] == "used by a container"
+        assert why[load_catalog()[python_image].ref] == "in the catalog"
+        assert runtime.image_info(old) is None and runtime.image_info(held) is not None
+        assert runtime.image_info(load_catalog()[python_image].ref) is not None
+    finally:
+        if cid:
+            runtime.remove(cid)
+        runtime.remove_image(held)
+        runtime.remove_image(old)

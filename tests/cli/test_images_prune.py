@@ -14,6 +14,7 @@ from nbcontainers.catalog import load_catalog
 from nbcontainers.cli import main
 from nbcontainers.errors import ContainerConflict, Unsupported
 from nbcontainers.labels import SERVING_MARK, SNAPSHOT_MARK, SOURCE_HASH
+from nbcontainers.runtimes import get_runtime as load  # the real loader, before any patch
 from nbcontainers.runtimes.base import ContainerSpec
 from nbcontainers.runtimes.fake import FakeRuntime
 from nbcontainers.runtimes.k8s_client import ClusterImages
@@ -128,9 +129,6 @@ def test_an_engine_refusal_is_reported_as_kept(
 class NoListing:
     """A third-party runtime written before the seam had ``images``."""
 
-    def __init__(self, inner: FakeRuntime) -> None:
-        self.inner = inner
-
     def list(self, labels: object) -> list[object]:
         return []
 
@@ -138,7 +136,12 @@ class NoListing:
 def test_an_engine_that_cannot_list_images(
     engine: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("nbcontainers.runtimes.get_runtime", lambda name="x": NoListing(engine))
+    import nbcontainers.runtimes as runtimes
+
+    found = {"nolist": f"{__name__}:NoListing"}
+    monkeypatch.setattr(runtimes, "available_runtimes", lambda: found)
+    monkeypatch.setattr(runtimes, "get_runtime", lambda name="x": load("nolist"))
+    assert isinstance(runtimes.get_runtime(), NoListing)  # the loader still loads it
     done = cli("images", "prune", "-y")
     assert done.exit_code != 0 and "Traceback" not in done.output
     assert "NoListing) can't list images" in done.output
