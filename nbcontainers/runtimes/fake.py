@@ -184,11 +184,12 @@ class FakeRuntime:
             )
             if info is None:
                 return
-            if any(
-                b.state.image_id == info.id and b.state.running for b in self._containers.values()
-            ):
+            # As Docker's forced remove: a tag just goes; by id, a running container's image
+            # is refused and otherwise every tag goes with it.
+            running = {b.state.image_id for b in self._containers.values() if b.state.running}
+            if ref == info.id and info.id in running:
                 raise ContainerConflict(f"remove image {ref}: a running container uses it")
-            for tag in [t for t, i in self._images.items() if i.id == info.id]:
+            for tag in [t for t, i in self._images.items() if ref in (t, i.id)]:
                 del self._images[tag]
 
     def images(
