@@ -37,6 +37,7 @@ from .docker_wire import (
     facts_from,
     follow_events,
     images_from,
+    label_filter,
     repo_and_tag,
     state_from,
     stats_from,
@@ -48,6 +49,9 @@ FACTS_TTL = 60.0  # seconds a process reuses an endpoint's facts
 _FACTS: dict[str, tuple[float, EngineFacts]] = {}
 PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
 CALL_TIMEOUT = 120.0
+
+
+_Labels = Mapping[str, "str | None"] | None
 
 
 def _endpoint() -> str:
@@ -221,13 +225,9 @@ class DockerRuntime:
             except docker.errors.NotFound:  # Podman answers a plain 404
                 return
 
-    def images(
-        self, labels: Mapping[str, str | None] | None = None, repository: str | None = None
-    ) -> list[ImageInfo]:
-        wanted = [k if v is None else f"{k}={v}" for k, v in (labels or {}).items()]
+    def images(self, labels: _Labels = None, repository: str | None = None) -> list[ImageInfo]:
         with self._translate("list images"):
-            rows = self.api.images(filters={"label": wanted} if wanted else None)
-        return images_from(rows, repository)
+            return images_from(self.api.images(filters=label_filter(labels)), repository)
 
     # -- containers -------------------------------------------------------------------------
 

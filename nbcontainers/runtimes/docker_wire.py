@@ -17,6 +17,7 @@ __all__ = [
     "facts_from",
     "follow_events",
     "images_from",
+    "label_filter",
     "repo_and_tag",
     "state_from",
     "stats_from",
@@ -135,6 +136,12 @@ def _short(tag: str) -> str:
         if tag.startswith(prefix):
             return tag[len(prefix) :]
     return tag
+
+
+def label_filter(labels: Mapping[str, str | None] | None) -> dict[str, list[str]] | None:
+    """The Engine API's filter for images with every label given (a None value: any)."""
+    wanted = [k if v is None else f"{k}={v}" for k, v in (labels or {}).items()]
+    return {"label": wanted} if wanted else None
 
 
 def images_from(rows: Iterable[Mapping[str, Any]], repository: str | None) -> list[ImageInfo]:

@@ -179,31 +179,14 @@ class FakeRuntime:
     def remove_image(self, ref: str) -> None:
         self._check()
         with self._lock:
-            info = self._images.get(ref) or next(
-                (i for i in self._images.values() if i.id == ref), None
-            )
-            if info is None:
-                return
-            # As Docker's forced remove: a tag just goes; by id, a running container's image
-            # is refused and otherwise every tag goes with it.
             running = {b.state.image_id for b in self._containers.values() if b.state.running}
-            if ref == info.id and info.id in running:
-                raise ContainerConflict(f"remove image {ref}: a running container uses it")
-            for tag in [t for t, i in self._images.items() if ref in (t, i.id)]:
+            for tag in _tags_to_remove(self._images, ref, running):
                 del self._images[tag]
 
-    def images(
-        self, labels: Mapping[str, str | None] | None = None, repository: str | None = None
-    ) -> list[ImageInfo]:
+    def images(self, labels: _Labels = None, repository: str | None = None) -> list[ImageInfo]:
         self._check()
         with self._lock:
-            found = {i.id: i for i in self._images.values()}.values()
-        return [
-            i
-            for i in found
-            if all(k in i.labels and v in (None, i.labels[k]) for k, v in (labels or {}).items())
-            and (repository is None or any(t.rpartition(":")[0] == repository for t in i.tags))
-        ]
+            return _matching(self._images.values(), labels, repository)
 
     # -- containers -------------------------------------------------------------------------
 
@@ -372,6 +355,31 @@ class FakeRuntime:
                     for k, v in labels.items()
                 )
             ]
+
+
+_Labels = Mapping[str, "str | None"] | None
+
+
+def _tags_to_remove(images: Mapping[str, ImageInfo], ref: str, running: set[str]) -> list[str]:
+    """As Docker's forced remove: a tag just goes; by id, a running container's image is
+    refused and otherwise every tag goes with it."""
+    info = images.get(ref) or next((i for i in images.values() if i.id == ref), None)
+    if info is None:
+        return []
+    if ref == info.id and info.id in running:
+        raise ContainerConflict(f"remove image {ref}: a running container uses it")
+    return [tag for tag, i in images.items() if ref in (tag, i.id)]
+
+
+def _matching(
+    images: Iterable[ImageInfo], labels: _Labels, repository: str | None
+) -> list[ImageInfo]:
+    return [
+        i
+        for i in {i.id: i for i in images}.values()
+        if all(k in i.labels and v in (None, i.labels[k]) for k, v in (labels or {}).items())
+        and (repository is None or any(t.rpartition(":")[0] == repository for t in i.tags))
+    ]
 
 
 def _bytes(size: str) -> int:
