@@ -133,17 +133,23 @@ ROOT = Path(__file__).resolve().parents[2]
 KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"  # scripts/ensure-kserve-client.sh
 
 
-def test_kserve_clients(served: smoke.Served, iris: dict[str, Any]) -> None:
+@pytest.fixture(scope="session")
+def kserve_python() -> Path:
     if not KSERVE_PYTHON.exists():
         why = f"no {KSERVE_PYTHON}: run scripts/ensure-kserve-client.sh (make test does)"
         if os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1":
             pytest.fail(why)
         pytest.skip(why)
+    return KSERVE_PYTHON
+
+
+# kserve_python first: a missing venv is said before the image is built.
+def test_kserve_clients(kserve_python: Path, served: smoke.Served, iris: dict[str, Any]) -> None:
     x = iris["X"][40:60]
     assert served.grpc is not None
     # kserve pins pandas<3 and psutil<6: it has a venv of its own, so a process of its own.
     done = subprocess.run(
-        [str(KSERVE_PYTHON), str(Path(__file__).with_name("kserve_client.py")),
+        [str(kserve_python), str(Path(__file__).with_name("kserve_client.py")),
          served.url, served.grpc, "iris", json.dumps(x.tolist())],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
