@@ -33,9 +33,14 @@ async def main(url: str, grpc_target: str, model: str, x: np.ndarray) -> dict[st
         got["rest_model_ready"] = await rest.is_model_ready(url, model)
         for binary in (False, True):
             rid = f"kserve-{'binary' if binary else 'json'}"
-            result = await rest.infer(url, request(model, x, binary, rid), model_name=model)
+            headers: dict[str, str] = {}
+            result = await rest.infer(
+                url, request(model, x, binary, rid), model_name=model, response_headers=headers
+            )
             out = result.outputs[0]
             got[rid] = {"id": result.id, "output": out.as_numpy().tolist(), "name": out.name}
+            # The reply's encoding: binary outputs come after a JSON header of this length.
+            got[rid]["binary_reply"] = "inference-header-content-length" in headers
     grpc = InferenceGRPCClient(grpc_target, timeout=30, retries=0)
     async with grpc:
         got["grpc_live"] = await grpc.is_server_live()

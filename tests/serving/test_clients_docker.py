@@ -159,6 +159,7 @@ def test_kserve_clients(kserve_python: Path, served: smoke.Served, iris: dict[st
         assert got[f"rest_{probe}"] is True and got[f"grpc_{probe}"] is True, (probe, got)
     want = iris["model"].predict(x).tolist()
     for rid in ("kserve-json", "kserve-binary", "kserve-grpc"):
+        assert got[rid].pop("binary_reply", False) is (rid == "kserve-binary"), rid
         assert got[rid] == {"id": rid, "output": want, "name": "output-0"}, rid
 
 
