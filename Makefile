@@ -7,13 +7,13 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm check unit bench clean examples clean-images
+.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm kserve-client check unit bench clean examples clean-images
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
 	@echo "Executed notebook saved to $(EXAMPLE_OUT)"
 
-test: setup podman hub browser swarm check
+test: setup podman hub browser swarm kserve-client check
 	NBCONTAINERS_REQUIRE_DOCKER=1 $(BIN)/pytest -v tests
 
 setup: venv engine base images kernelspecs
@@ -66,6 +66,11 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
+# The `kserve` package's clients for the serving test, in .venv-kserve (kserve pins pandas<3
+# and psutil<6, so it stays out of the test venv).
+kserve-client:
+	PYTHON=$(PYTHON) bash scripts/ensure-kserve-client.sh
+
 check: venv
 	$(BIN)/ruff format --check nbcontainers tests bench
 	$(BIN)/ruff check nbcontainers tests bench
@@ -80,11 +85,11 @@ bench: setup
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/serving.py
 
-# clean: orphaned kernel containers, the venv (with its kernelspecs) and the demo's output;
+# clean: orphaned kernel containers, the venvs (the kernelspecs in .venv) and the demo's output;
 # the images stay (rebuilding takes minutes). clean-images also removes the catalog images.
 clean:
 	$(NBC) gc || true
-	rm -rf $(VENV) $(EXAMPLE_OUT)
+	rm -rf $(VENV) .venv-kserve $(EXAMPLE_OUT)
 
 clean-images:
 	$(NBC) images rm --all --yes

@@ -1,10 +1,12 @@
 """A real exported iris image (built once per session, removed after) answers the clients
 Open Inference Protocol users reach for: tritonclient.http in its default binary mode and
-in JSON, tritonclient.grpc with --grpc; malformed requests get 4xx and it keeps serving."""
+in JSON, tritonclient.grpc with --grpc, and the kserve package's REST and gRPC clients;
+malformed requests get 4xx and it keeps serving."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -125,6 +127,40 @@ def test_tritonclient_grpc(served: smoke.Served, iris: dict[str, Any]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == iris["model"].predict(x).tolist()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"  # scripts/ensure-kserve-client.sh
+
+
+@pytest.fixture(scope="session")
+def kserve_python() -> Path:
+    if not KSERVE_PYTHON.exists():
+        why = f"no {KSERVE_PYTHON}: run scripts/ensure-kserve-client.sh (make test does)"
+        if os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return KSERVE_PYTHON
+
+
+# kserve_python first: a missing venv is said before the image is built.
+def test_kserve_clients(kserve_python: Path, served: smoke.Served, iris: dict[str, Any]) -> None:
+    x = iris["X"][40:60]
+    assert served.grpc is not None
+    # kserve pins pandas<3 and psutil<6: it has a venv of its own, so a process of its own.
+    done = subprocess.run(
+        [str(kserve_python), str(Path(__file__).with_name("kserve_client.py")),
+         served.url, served.grpc, "iris", json.dumps(x.tolist())],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    for probe in ("live", "ready", "model_ready"):
+        assert got[f"rest_{probe}"] is True and got[f"grpc_{probe}"] is True, (probe, got)
+    want = iris["model"].predict(x).tolist()
+    for rid in ("kserve-json", "kserve-binary", "kserve-grpc"):
+        assert got[rid].pop("binary_reply", False) is (rid == "kserve-binary"), rid
+        assert got[rid] == {"id": rid, "output": want, "name": "output-0"}, rid
 
 
 def test_labels_describe_and_do_not_leak(runtime: Any, iris: dict[str, Any]) -> None:
