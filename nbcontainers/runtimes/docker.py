@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal as signal_module
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -334,15 +334,13 @@ class DockerRuntime:
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
-        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
         with self._translate("list containers"):
-            rows = self.api.containers(all=True, filters={"label": filters})
-            states = []
-            for row in rows:
-                state = self.state(str(row["Id"]))
-                if state is not None:
-                    states.append(state)
-        return states
+            rows = self.api.containers(all=True, filters=label_filter(labels))
+            return self._states_of(str(row["Id"]) for row in rows)
+
+    def _states_of(self, ids: Iterable[str]) -> Sequence[ContainerState]:
+        # One may be gone between the listing and the asking: it is left out.
+        return [state for state in map(self.state, ids) if state is not None]
 
     def exec(
         self, container_id: str, command: Sequence[str], user: str | None = None

@@ -139,7 +139,8 @@ def _short(tag: str) -> str:
 
 
 def label_filter(labels: Mapping[str, str | None] | None) -> dict[str, list[str]] | None:
-    """The Engine API's filter for images with every label given (a None value: any)."""
+    """The Engine API's filter for containers, services or images with every label given
+    (a None value: any label value); None when no label is given."""
     wanted = [k if v is None else f"{k}={v}" for k, v in (labels or {}).items()]
     return {"label": wanted} if wanted else None
 

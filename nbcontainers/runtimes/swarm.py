@@ -22,6 +22,7 @@ from .base import (
     refuse_unenforceable,
 )
 from .docker import DockerRuntime
+from .docker_wire import label_filter
 from .swarm_wire import (
     GPU_KIND,
     SERVICE_LABEL,
@@ -308,15 +309,9 @@ class SwarmRuntime(DockerRuntime):
         return data.decode("utf-8", "replace")
 
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
-        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
         with self._translate("list services"):
-            rows = self.api.services(filters={"label": filters} if filters else None)
-        states = []
-        for row in rows:
-            state = self.state(str(row["ID"]))
-            if state is not None:
-                states.append(state)
-        return states
+            rows = self.api.services(filters=label_filter(labels))
+        return self._states_of(str(row["ID"]) for row in rows)
 
     def exec(
         self, container_id: str, command: Sequence[str], user: str | None = None
