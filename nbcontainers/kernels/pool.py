@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtimes.base import ContainerRuntime, ContainerSpec
-from .connection import PrivateDir, connection_for_container
+from .connection import PrivateDir
 from .launch import LaunchPlan
 from .pooled import Pooled, discard, hand_over, pool_key, release_pooled, start_member
 
@@ -37,7 +37,8 @@ class PoolRequest:
 
     ``spec`` and ``plan`` are the cold start's; the paths of the plan's private folder in
     ``spec`` are swapped for each member's own. ``prepare`` writes a member's private files
-    (pip.conf, ownership) before its container starts.
+    (pip.conf, ownership) before its container starts. ``connection`` is the start's
+    connection info as the kernel in the container reads it.
     """
 
     runtime: ContainerRuntime
@@ -46,17 +47,18 @@ class PoolRequest:
     size: int
     max_memory: int  # bytes all idle members together may use; 0: no cap
     prepare: Callable[[PrivateDir], None]
+    connection: Mapping[str, Any]
 
     @property
     def image_name(self) -> str:
         return self.plan.image.name
 
 
-def start_from_pool(request: PoolRequest, connection: Mapping[str, Any]) -> Pooled | None:
+def start_from_pool(request: PoolRequest) -> Pooled | None:
     """Hand a ready pooled container this start (None: there is none, start cold); from now
     on keep ``request.size`` members like it ready."""
     plan, spec = request.plan, request.spec
-    key = pool_key(spec, plan.private_dir)
+    key = pool_key(spec, plan.private_dir, request.connection)
     if key is None:
         return None
     pool = kernel_pool()
@@ -66,9 +68,13 @@ def start_from_pool(request: PoolRequest, connection: Mapping[str, Any]) -> Pool
         log.debug("nbcontainers: no pooled %s kernel ready: cold start", request.image_name)
         return None
     try:
-        inside = connection_for_container(connection, "ipc", plan.network or "")
         hand_over(
-            member, plan.private_dir.sockets, inside, plan.working_dir, spec.env, spec.command
+            member,
+            plan.private_dir.sockets,
+            request.connection,
+            plan.working_dir,
+            spec.env,
+            spec.command,
         )
     except OSError as exc:  # its container died while idle: this start goes cold
         log.warning("nbcontainers: pooled kernel %s unusable (%s); cold start", member.key, exc)
@@ -142,6 +148,11 @@ class KernelPool:
                 name = slot.recipe.image_name
                 counts[name] = counts.get(name, 0) + len(slot.ready)
             return counts
+
+    def has_ready(self, image_ref: str) -> bool:
+        """Does a ready member run ``image_ref`` (so the engine has that image)?"""
+        with self._lock:
+            return any(s.ready and s.recipe.spec.image == image_ref for s in self._slots.values())
 
     def wait_ready(self, count: int, timeout: float, key: str | None = None) -> bool:
         """Wait until ``count`` members of ``key`` (default: of every pool) are ready."""
@@ -244,6 +255,7 @@ def _start(key: str, request: PoolRequest) -> Pooled:
         request.prepare,
         key,
         request.image_name,
+        request.connection,
     )
 
 

@@ -1,12 +1,14 @@
 """One pooled kernel container: its key, its waiting command, its claim and its hand-over.
 
 A member is keyed by everything a cold start would give it (:func:`pool_key`: image, user,
-mounts, environment, network, limits, security settings, kernel command), so the only
-things a hand-over still supplies are what differ between two starts of the same kernel:
-the notebook's working directory, its session name and its connection file
-(:func:`hand_over`). The member's first process is :mod:`~nbcontainers.inkernel.waiting`,
-blocked on a FIFO in its private folder; a claim renames that FIFO, atomically, so one
-member serves one kernel, even when two processes reach for it at once.
+mounts, environment, network, limits, security settings, kernel command, socket names), so
+the only things a hand-over still supplies are what differ between two starts of the same
+kernel: the notebook's working directory, its session name and its signing key
+(:func:`hand_over`). The member's first process is :mod:`~nbcontainers.inkernel.waiting`:
+it binds the start's socket names in its own private folder under a throwaway key (the
+start's socket folder becomes a link to that folder at hand-over) and blocks on a FIFO
+there; a claim renames that FIFO, atomically, so one member serves one kernel, even when two
+processes reach for it at once.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ SESSION_VARIABLE = "JPY_SESSION_NAME"  # the one variable that differs between t
 WAITING = "wait"  # the FIFO in the member's sockets folder; renamed to TAKEN when claimed
 TAKEN = "taken"
 LAUNCHER = ("-m", "ipykernel_launcher")
+# What names a kernel's sockets and checks its messages: a member binds these before its start.
+SOCKET_NAMES = ("transport", "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 READY_TIMEOUT = 60.0
 
 log = logging.getLogger("nbcontainers.pool")
@@ -85,9 +89,10 @@ def release_pooled(member: Pooled, private_dir: Path | None) -> None:
             sockets.mkdir(mode=0o700, exist_ok=True)
 
 
-def pool_key(spec: ContainerSpec, private: PrivateDir) -> str | None:
-    """What a member must share with this cold start, as a short hash; None when the kernel
-    command is not ``python -m ipykernel_launcher ...`` (only that can wait half-started)."""
+def pool_key(spec: ContainerSpec, private: PrivateDir, connection: Mapping[str, Any]) -> str | None:
+    """What a member must share with this cold start (whose connection info is
+    ``connection``), as a short hash; None when the kernel command is not ``python -m
+    ipykernel_launcher ...`` (only that can wait half-started)."""
     if tuple(spec.command[1:3]) != LAUNCHER:
         return None
     env = {k: v for k, v in spec.env.items() if k != SESSION_VARIABLE}
@@ -97,14 +102,16 @@ def pool_key(spec: ContainerSpec, private: PrivateDir) -> str | None:
     }
     shape = asdict(replace(spec, name=None, labels=labels, env=env, working_dir=None))
     shape["mounts"] = [asdict(m) for m in moved(spec.mounts, private, PrivateDir(Path("/-")))]
+    shape["sockets"] = {name: connection.get(name) for name in SOCKET_NAMES}
     text = json.dumps(shape, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def waiting_command(command: Sequence[str], fifo: Path) -> tuple[str, ...]:
-    """The pooled container's command: the kernel's Python running waiting.py on ``fifo``."""
+    """The pooled container's command: the kernel's Python running waiting.py on ``fifo``,
+    with the kernel's own arguments (the part of ``command`` after ``-m ipykernel_launcher``)."""
     source = (Path(__file__).parent.parent / "inkernel" / "waiting.py").read_text(encoding="utf-8")
-    return (command[0], "-c", source, str(fifo))
+    return (command[0], "-c", source, str(fifo), *command[3:])
 
 
 def moved(mounts: Sequence[Mount], old: PrivateDir, new: PrivateDir) -> list[Mount]:
@@ -141,13 +148,22 @@ def hand_over(
     ``sockets_link`` pointing at the member's, then cwd, env and arguments over the FIFO."""
     inside = dict(connection)
     inside["ip"] = member.private.ipc_ip  # where the member binds, as it sees its mount
+    # The file is what %connect_info and `--existing` read; the key itself goes over the FIFO.
     write_private(member.private.connection_file, json.dumps(inside))
     if sockets_link.is_symlink() or sockets_link.is_file():
         sockets_link.unlink()
     elif sockets_link.exists():
         shutil.rmtree(sockets_link)
     sockets_link.symlink_to(member.private.sockets)
-    order = json.dumps({"cwd": cwd, "env": dict(env), "args": list(command[3:])})
+    order = json.dumps(
+        {
+            "cwd": cwd,
+            "env": dict(env),
+            "args": list(command[3:]),
+            "key": inside["key"],
+            "signature_scheme": inside.get("signature_scheme", ""),
+        }
+    )
     claimed = member.private.sockets / TAKEN
     deadline = time.monotonic() + 1.0
     while True:  # the launcher reopens its FIFO within microseconds of a probe
@@ -181,15 +197,21 @@ def start_member(
     prepare: Callable[[PrivateDir], None],
     key: str,
     image_name: str,
+    connection: Mapping[str, Any],
 ) -> Pooled:
     """Start one member like the cold start ``spec`` (whose private folder is
-    ``cold_private``) and wait until its launcher waits on the FIFO; ``prepare`` writes the
-    member's private files first."""
+    ``cold_private``, whose connection info as the container reads it is ``connection``)
+    and wait until its launcher waits on the FIFO; ``prepare`` writes the member's private
+    files first."""
     private = PrivateDir.open()
     member_id = "pool-" + uuid.uuid4().hex[:12]
     fifo = private.sockets / WAITING
     os.mkfifo(fifo, 0o600)
-    write_private(private.connection_file, "{}")  # mounted as a file: it must exist
+    # The start's socket names in the member's folder, signed with a key nobody will use:
+    # the kernel binds them while it waits, and takes the real key at hand-over.
+    early = {k: v for k, v in connection.items() if k != "jupyter_session"}
+    early.update(ip=private.ipc_ip, key=str(uuid.uuid4()))
+    write_private(private.connection_file, json.dumps(early))
     prepare(private)
     labels = dict(spec.labels)
     labels.update({KERNEL_ID: member_id, PRIVATE_DIR: str(private.path), ROLE: POOL_ROLE})

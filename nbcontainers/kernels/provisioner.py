@@ -30,10 +30,11 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 from ..catalog import CatalogImage, load_catalog
 from ..errors import ConfigError, ContainerCrashed, RuntimeFailure, Unsupported
 from ..labels import KERNEL_ID, OWNER
-from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, get_runtime
+from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, shared_runtime
 from ..runtimes.base import ContainerSpec
 from .connection import (
     PrivateDir,
+    connection_for_container,
     hand_to_user,
     point_at,
     release_ports,
@@ -63,7 +64,7 @@ from .launch import (
 )
 from .netns import shared_netns
 from .policy import KernelCountLock, apply_policy, check_kernel_count, load_policy, size_bytes
-from .pool import PoolRequest, start_from_pool
+from .pool import PoolRequest, kernel_pool, start_from_pool
 from .pooled import Pooled, idle_pooled, release_pooled
 
 __all__ = ["ContainerProvisioner"]
@@ -213,15 +214,17 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._facts: EngineFacts | None = None
         self._catalog_image: CatalogImage | None = None
         self._stopping = False
+        self._image_checked = True  # pre_launch asked the engine for the image
         self._cached_ports: list[int] = []
         self._node = ""  # the cluster node the kernel ran on: a restart goes back there
         self._pooled: Pooled | None = None  # the pooled container this kernel took
 
     @property
     def runtime(self) -> ContainerRuntime:
-        """The engine, by ``runtime_name``, created on first use; assign one to use another."""
+        """The engine, by ``runtime_name``, this process's (shared by its kernels) unless one
+        is assigned."""
         if self._runtime is None:
-            self._runtime = get_runtime(self.runtime_name)
+            self._runtime = shared_runtime(self.runtime_name)
         return self._runtime
 
     @runtime.setter
@@ -273,8 +276,20 @@ class ContainerProvisioner(KernelProvisionerBase):
             self._write_private_files(replace(plan, private_dir=private), host)
 
         cap = size_bytes(self.pool_max_memory) if self.pool_max_memory else 0
-        pool = PoolRequest(self.runtime, spec, plan, self.pool_size, cap, prepare)
-        return start_from_pool(pool, self.connection_info)
+        inside = connection_for_container(self.connection_info, "ipc", plan.network or "")
+        pool = PoolRequest(self.runtime, spec, plan, self.pool_size, cap, prepare, inside)
+        return start_from_pool(pool)
+
+    async def _ensure_image(self) -> None:
+        self._image_checked = True
+        await _blocking(
+            ensure_image,
+            self.runtime,
+            self.catalog_image,
+            self.missing_image,
+            self.log,
+            self.startup_timeout,
+        )
 
     # -- KernelProvisionerBase ------------------------------------------------------------
 
@@ -288,9 +303,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         remote = (await _blocking(self._engine_facts)).remote
         # GPU first: "this host has no GPU, use X" helps more than "image missing".
         self.gpu_request = await _blocking(gpu_request, img, self.gpus, None, remote)
-        await _blocking(
-            ensure_image, self.runtime, img, self.missing_image, self.log, self.startup_timeout
-        )
+        # A ready pooled member of this image means the engine has it: the warm path saves
+        # that round trip; launch_kernel checks after all when no member is handed out.
+        self._image_checked = not (self.pool_size > 0 and kernel_pool().has_ready(img.ref))
+        if not self._image_checked:
+            self.log.debug("nbcontainers: %s is in use by the warm pool", img.ref)
+        else:
+            await self._ensure_image()
         kwargs = await super().pre_launch(**kwargs)
         if km is None:
             raise ConfigError("The nbcontainers provisioner must be used by a KernelManager.")
@@ -373,6 +392,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             if self._pooled is not None:
                 self.container_id = self._pooled.container_id
             else:
+                if not self._image_checked:
+                    await self._ensure_image()
                 self.container_id = await _blocking(self.runtime.run, spec)
             if self._engine_facts().remote:
                 await self._point_at_node()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -39,6 +40,7 @@ __all__ = [
     "available_runtimes",
     "choose_engine",
     "get_runtime",
+    "shared_runtime",
 ]
 
 ENTRY_POINT_GROUP = "nbcontainers.runtimes"
@@ -100,3 +102,20 @@ def get_runtime(name: str = AUTO) -> ContainerRuntime:
         raise ConfigError(f"Runtime {name!r} ({known[name]}) can't be loaded: {exc}") from None
     runtime: ContainerRuntime = factory(endpoint) if endpoint else factory()
     return runtime
+
+
+_SHARED: dict[tuple[str, str | None], ContainerRuntime] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_runtime(name: str = AUTO) -> ContainerRuntime:
+    """This process's runtime for ``name``, made on first use and kept while ``auto`` keeps
+    meaning the same engine. Kernel starts share it: a new one costs ~10 ms before its first
+    call (finding the registered engines, the SDK asking the engine's API version), and its
+    connection to the engine stays open between starts."""
+    key = (name, None) if name != AUTO else choose_engine()[:2]
+    with _SHARED_LOCK:
+        runtime = _SHARED.get(key)
+        if runtime is None:
+            runtime = _SHARED[key] = get_runtime(name)
+        return runtime

@@ -48,9 +48,18 @@ PROBE = textwrap.dedent(
         "mounts": mounts,
         "security": {k: status[k].strip() for k in
                      ("CapEff", "CapBnd", "CapPrm", "NoNewPrivs", "Seccomp")},
+        "ipython": {
+            "dh": [str(d) for d in _dh],
+            "starting_dir": get_ipython().starting_dir,
+            "session": globals().get("__session__"),
+            "extensions": sorted(get_ipython().extension_manager.loaded),
+            "startup": globals().get("STARTUP"),
+        },
     }))
     """
 )
+# An IPython startup file: it must run after the hand-over, in the notebook's folder.
+STARTUP = "import os\nSTARTUP = [os.getcwd(), os.environ.get('JPY_SESSION_NAME')]\n"
 
 
 @pytest.fixture
@@ -107,12 +116,15 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
     notebook.mkdir(parents=True)
     (notebook / "data.csv").write_text("a,b\n")
     (tmp_path / "elsewhere").mkdir()
-    config = {"pool_size": 1, "workspace_root": str(tmp_path)}
+    ipython_dir = _ipython_dir(tmp_path)
+    config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython_dir}}
     cold = _start(notebook, "project/nb/a.ipynb", **config)
     pooled = restarted = None
     try:
         assert cold.provisioner._pooled is None  # nothing was pooled yet: this one is cold
         assert pool.wait_ready(1, timeout=60)  # ...and the pool fills behind it
+        # No config file is Python here: the member started its kernel early (sockets bound).
+        assert _bound_early(pool) == ["k-1", "k-2", "k-3", "k-4", "k-5"]
         pooled = _start(notebook, "project/nb/b.ipynb", **config)
         assert pooled.provisioner._pooled is not None
         assert pool.wait_ready(1, timeout=60)  # refilled after the take
@@ -129,6 +141,13 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
         assert (str(tmp_path), "rw") in [(m, o) for m, o in b["mounts"]]
         assert b["security"] == a["security"]
         assert b["security"]["NoNewPrivs"] == "1" and b["security"]["CapEff"] == "0" * 16
+        # What IPython noted of its start: the folder, the session, the startup file's run.
+        assert a["ipython"].pop("session") == "project/nb/a.ipynb"
+        assert b["ipython"].pop("session") == "project/nb/b.ipynb"
+        assert a["ipython"].pop("startup") == [str(notebook), "project/nb/a.ipynb"]
+        assert b["ipython"].pop("startup") == [str(notebook), "project/nb/b.ipynb"]
+        assert b["ipython"] == a["ipython"]
+        assert b["ipython"]["dh"] == [str(notebook)] and b["ipython"]["extensions"]
         host_a, host_b = _host_config(runtime, cold), _host_config(runtime, pooled)
         assert host_b["mounts"] == host_a["mounts"]
         assert host_b == host_a
@@ -147,6 +166,46 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
             if km is not None and km.has_kernel:
                 km.shutdown_kernel(now=True)
     assert not list(tmp_path.glob("nbc-*"))
+
+
+def _ipython_dir(root: Path, config: str = "") -> str:
+    """An IPython folder with a startup file and, given ``config``, ipython_kernel_config.py."""
+    profile = root / "ipython" / "profile_default"
+    (profile / "startup").mkdir(parents=True)
+    (profile / "startup" / "00-seen.py").write_text(STARTUP)
+    if config:
+        (profile / "ipython_kernel_config.py").write_text(config)
+    return str(root / "ipython")
+
+
+def _bound_early(pool: Any) -> list[str]:
+    """The sockets the pool's one ready member has bound while it waits."""
+    [slot] = pool._slots.values()
+    return sorted(p.name for p in slot.ready[0].private.sockets.iterdir() if p.is_socket())
+
+
+def test_a_python_config_file_runs_only_after_the_hand_over(pool: Any, tmp_path: Path) -> None:
+    # Config files are code: this one notes where and for whom it ran.
+    config_file = (
+        "import os\n"
+        "c.InteractiveShellApp.exec_lines = ["
+        "'CONFIG = %r' % [os.getcwd(), os.environ.get('JPY_SESSION_NAME')]]\n"
+    )
+    ipython_dir = _ipython_dir(tmp_path, config_file)
+    config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython_dir}}
+    _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
+    assert pool.wait_ready(1, timeout=60)
+    assert _bound_early(pool) == []  # the member waits with its kernel not yet started
+    km = _start(tmp_path, "second.ipynb", **config)
+    try:
+        assert km.provisioner._pooled is not None
+        with connected(km) as kc:
+            out, reply = run(kc, "print(CONFIG, STARTUP)")
+        assert reply["status"] == "ok", out
+        seen = [str(tmp_path), "second.ipynb"]
+        assert out.strip() == f"{seen} {seen}"
+    finally:
+        km.shutdown_kernel(now=True)
 
 
 def test_two_starts_at_once_get_two_kernels(pool: Any, tmp_path: Path) -> None:

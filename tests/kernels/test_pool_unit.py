@@ -33,6 +33,17 @@ FACTS = EngineFacts(
     "docker", "20.10", "1.41", "unix://x", "linux", False, "none", frozenset(LIMITS)
 )
 COMMAND = ("python3", "-m", "ipykernel_launcher", "-f", CONNECTION_FILE)
+CONNECTION = {
+    "transport": "ipc",
+    "ip": "/tmp/nbc-a/s/k",
+    "shell_port": 1,
+    "iopub_port": 2,
+    "stdin_port": 3,
+    "control_port": 4,
+    "hb_port": 5,
+    "signature_scheme": "hmac-sha256",
+    "key": "a-key",
+}
 
 
 def _spec(tmp_path: Path, cwd: Path, session: str = "a.ipynb", **config: Any) -> ContainerSpec:
@@ -63,15 +74,18 @@ def test_two_starts_differing_only_in_what_a_hand_over_gives_share_a_key(tmp_pat
     a, b = _spec(tmp_path, nb1, "a.ipynb", **root), _spec(tmp_path, nb2, "b.ipynb", **root)
     assert a.working_dir == str(nb1) and b.working_dir == str(nb2)  # cwd is handed over
     private = PrivateDir(tmp_path / "nbc-a.ipynb")
-    key = pool_key(a, private)
-    assert key is not None and key == pool_key(b, PrivateDir(tmp_path / "nbc-b.ipynb"))
+    key = pool_key(a, private, CONNECTION)
+    assert key is not None and key == pool_key(b, PrivateDir(tmp_path / "nbc-b.ipynb"), CONNECTION)
     # What a hand-over cannot change is in the key: mounts, env, limits, image, command.
-    assert pool_key(_spec(tmp_path, nb1, "a.ipynb"), private) != key  # mounts nb1 only
-    assert pool_key(replace(a, env={**a.env, "TZ": "UTC"}), private) != key
-    assert pool_key(replace(a, mem_limit="1g"), private) != key
-    assert pool_key(replace(a, image="other:1"), private) != key
-    assert pool_key(replace(a, security_opt=()), private) != key
-    assert pool_key(replace(a, command=("python3", "-c", "x")), private) is None
+    assert pool_key(_spec(tmp_path, nb1, "a.ipynb"), private, CONNECTION) != key  # mounts nb1 only
+    assert pool_key(replace(a, env={**a.env, "TZ": "UTC"}), private, CONNECTION) != key
+    assert pool_key(replace(a, mem_limit="1g"), private, CONNECTION) != key
+    assert pool_key(replace(a, image="other:1"), private, CONNECTION) != key
+    assert pool_key(replace(a, security_opt=()), private, CONNECTION) != key
+    assert pool_key(replace(a, command=("python3", "-c", "x")), private, CONNECTION) is None
+    # A member binds the start's socket names before its start; the signing key it is handed.
+    assert pool_key(a, private, {**CONNECTION, "hb_port": 6}) != key
+    assert pool_key(a, private, {**CONNECTION, "key": "another", "ip": "/tmp/nbc-b/s/k"}) == key
 
 
 def test_workspace_root_is_mounted_only_around_the_notebook(tmp_path: Path) -> None:
@@ -91,8 +105,9 @@ def test_workspace_root_is_mounted_only_around_the_notebook(tmp_path: Path) -> N
 
 def test_the_waiting_command_runs_the_launcher_source_with_the_kernels_python() -> None:
     command = waiting_command(COMMAND, Path("/tmp/nbc-x/s/wait"))
-    assert command[:2] == ("python3", "-c") and command[-1] == "/tmp/nbc-x/s/wait"
-    assert "def main(fifo: str)" in command[2] and "launch_new_instance" in command[2]
+    assert command[:2] == ("python3", "-c")
+    assert command[3:] == ("/tmp/nbc-x/s/wait", "-f", CONNECTION_FILE)  # FIFO, kernel's args
+    assert "def main(fifo: str" in command[2] and "launch_new_instance" in command[2]
     compile(command[2], "waiting.py", "exec")
 
 

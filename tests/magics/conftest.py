@@ -74,7 +74,7 @@ def container_kernel(
     from nbcontainers.kernels.provisioner import ContainerProvisioner
     from nbcontainers.runtimes import ContainerSpec
 
-    monkeypatch.setattr(provisioner_module, "get_runtime", lambda name="docker": fake_runtime)
+    monkeypatch.setattr(provisioner_module, "shared_runtime", lambda name="docker": fake_runtime)
     provisioner = ContainerProvisioner(image="python")
     cid = fake_runtime.run(
         ContainerSpec(image=provisioner.catalog_image.ref, command=("python",), mem_limit="2g")

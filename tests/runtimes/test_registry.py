@@ -100,3 +100,18 @@ def test_auto_for_a_user_is_their_rootless_engine(
         )
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert choose_engine()[0] == "docker"
+
+
+def test_kernel_starts_share_one_runtime_per_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.runtimes import shared_runtime
+    from nbcontainers.runtimes.podman import PodmanRuntime
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/7/podman/podman.sock")
+    first = shared_runtime("auto")
+    assert isinstance(first, PodmanRuntime) and shared_runtime("auto") is first
+    assert isinstance(shared_runtime("docker"), DockerRuntime)
+    assert shared_runtime("docker") is shared_runtime("docker") is not first
+    # "auto" is asked again each time: another engine gets its own runtime.
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
+    other = shared_runtime("auto")
+    assert isinstance(other, DockerRuntime) and other.endpoint == "tcp://10.0.0.5:2376"
