@@ -3,6 +3,7 @@ and a check that every test removes the kernel containers it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -139,6 +140,14 @@ def _free_port() -> int:
 def server(python_image: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """A real Jupyter Server (it also serves JupyterLab at /lab) rooted in ``tmp_path``, with a
     Hub token in its environment that kernels must not see. Yields (base URL, token, root)."""
+    with jupyter_server(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def jupyter_server(tmp_path: Path, *args: str) -> Iterator[tuple[str, str, Path]]:
+    """The ``server`` fixture's server, with more command-line ``args``; its log is
+    ``tmp_path/server.log``."""
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTERHUB_API_TOKEN": "hub-token-must-not-leak"}
     log = (tmp_path / "server.log").open("w")
@@ -152,6 +161,7 @@ def server(python_image: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={tmp_path}",
             *(["--allow-root"] if os.getuid() == 0 else []),
+            *args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -169,10 +179,12 @@ def server(python_image: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]
         proc.kill()
         log.close()
         pytest.fail("jupyter server did not come up:\n" + (tmp_path / "server.log").read_text())
-    yield base, token, tmp_path
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    try:
+        yield base, token, tmp_path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture

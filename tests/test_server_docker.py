@@ -89,3 +89,48 @@ def test_server_lists_and_runs_container_kernels(
     assert len(containers) == 1
     _api(base, token, f"/api/kernels/{kernel['id']}", "DELETE")
     assert runtime.list({"io.nbcontainers.kernel-id": kernel["id"]}) == []
+
+
+def test_a_server_warms_its_pool_so_the_first_kernel_is_pooled(
+    python_image: str, runtime: Any, tmp_path: Path
+) -> None:
+    from nbcontainers.kernels.pooled import POOL_ROLE
+    from nbcontainers.labels import PRIVATE_DIR, ROLE
+
+    from .conftest import jupyter_server
+
+    before = {s.id for s in runtime.list({ROLE: POOL_ROLE})}
+
+    def pooled() -> list[Any]:
+        return [s for s in runtime.list({ROLE: POOL_ROLE}) if s.id not in before and s.running]
+
+    config = tmp_path / "config" / "jupyter_server_config.py"
+    config.parent.mkdir()
+    config.write_text(
+        'c.ServerApp.jpserver_extensions = {"nbcontainers.kernels.warmup": True}\n'
+        "c.ContainerProvisioner.pool_size = 1\n"
+        'c.ContainerProvisioner.pool_warm = ["nbc-python", "nbc-pyhton"]\n'
+    )
+    with jupyter_server(tmp_path, f"--config={config}") as (base, token, root):
+        deadline = time.monotonic() + 90
+        log = tmp_path / "server.log"
+        while "kernel pool ready for nbc-python" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        [member] = pooled()  # filled before any notebook asked, its kernel started early
+        assert (Path(member.labels[PRIVATE_DIR]) / "s" / "k-5").is_socket()
+        # The first kernel anyone starts is that member, in the notebook's folder.
+        (root / "sub").mkdir()
+        kernel = _api(base, token, "/api/kernels", "POST", {"name": "nbc-python", "path": "sub"})
+        assert runtime.list({"io.nbcontainers.kernel-id": kernel["id"]}) == []  # none cold
+        assert runtime.state(member.id).running
+        _api(base, token, f"/api/kernels/{kernel['id']}", "DELETE")
+        assert runtime.state(member.id) is None
+    text = log.read_text()
+    assert f"kernel from the warm pool: container {member.id[:12]}" in text, text[-3000:]
+    # A misspelt kernelspec is said in the log; the server ran all the same.
+    assert "pool for nbc-pyhton: no such kernelspec. Did you mean 'nbc-python'?" in text, text[
+        -3000:
+    ]
+    assert "Traceback" not in text, text[-3000:]
+    assert pooled() == []  # the refilled member went with the server

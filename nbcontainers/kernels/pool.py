@@ -27,6 +27,7 @@ from .pooled import Pooled, discard, hand_over, pool_key, release_pooled, start_
 __all__ = ["KernelPool", "PoolRequest", "kernel_pool", "start_from_pool"]
 
 RETRY_AFTER = 60.0  # seconds a pool that failed to fill stays cold before it tries again
+DRAIN_WAIT = 15.0  # seconds an exiting server waits for a member still starting
 
 log = logging.getLogger("nbcontainers.pool")
 
@@ -170,15 +171,19 @@ class KernelPool:
                 self._wake.wait(min(left, 0.05))
 
     def drain(self) -> None:
-        """Remove every idle member and stop filling (server shutdown; atexit)."""
+        """Remove every idle member and stop filling (server shutdown; atexit). A member
+        still starting is removed by the filling thread, waited for up to DRAIN_WAIT s."""
         with self._lock:
             self._closed = True
             members = [(s.recipe.runtime, m) for s in self._slots.values() for m in s.ready]
             for slot in self._slots.values():
                 slot.ready.clear()
             self._wake.notify_all()
+            filling = self._thread
         for runtime, member in members:
             discard(runtime, member)
+        if filling is not None and filling is not threading.current_thread():
+            filling.join(timeout=DRAIN_WAIT)
 
     def reopen(self) -> None:
         """Fill again after :meth:`drain` (tests)."""
@@ -237,14 +242,12 @@ class KernelPool:
                 slot.failed_until = time.monotonic() + RETRY_AFTER
             with self._lock:
                 slot.starting -= 1
-                if member is not None:
-                    if self._closed or self._slots.get(key) is not slot:
-                        threading.Thread(
-                            target=discard, args=(slot.recipe.runtime, member), daemon=True
-                        ).start()
-                    else:
-                        slot.ready.append(member)
+                keep = not self._closed and self._slots.get(key) is slot
+                if member is not None and keep:
+                    slot.ready.append(member)
                 self._wake.notify_all()
+            if member is not None and not keep:  # started for a pool that closed meanwhile
+                discard(slot.recipe.runtime, member)
 
 
 def _start(key: str, request: PoolRequest) -> Pooled:

@@ -176,6 +176,14 @@ class ContainerProvisioner(KernelProvisionerBase):
         "mounts, settings), so a start takes one in ~0.1 s; 0 (default) turns it off. "
         "With a pool the kernel mounts workspace_root and starts in the notebook's folder.",
     )
+    pool_warm = List(
+        Unicode(),
+        default_value=[],
+        config=True,
+        help="Kernelspecs (e.g. ['nbc-python']) whose pool the server fills as it starts, so "
+        "that its first notebook's kernel is pooled too; needs the server extension "
+        "nbcontainers.kernels.warmup. Read from the server's config only.",
+    )
     pool_max_memory = Unicode(
         "2g",
         config=True,
