@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Collection
 
 from ..errors import ContainerConflict
 from ..labels import OWNER, ROLE, SERVER_HOST
-from ..runtimes.base import LIMITS, ContainerRuntime, ContainerSpec
+from ..runtimes.base import LIMITS, ContainerRuntime, ContainerSpec, ContainerState
 
 __all__ = ["HOLDER_ROLE", "holder_name", "shared_netns"]
 
 HOLDER_ROLE = "netns"
+SETTLE_TIMEOUT = 10.0
 
 
 def holder_name(owner: str) -> str:
@@ -41,7 +43,7 @@ def shared_netns(
     ``EngineFacts.limits``); they guard against a runaway holder, nobody asked for them.
     """
     name = holder_name(owner)
-    state = runtime.state(name)
+    state = _settled(runtime, name)
     if state is not None and state.status == "running":
         return f"container:{state.id}"
     if state is not None:  # exited (a reboot, an OOM kill): its namespace is gone with it
@@ -60,7 +62,18 @@ def shared_netns(
         return f"container:{runtime.run(spec)}"
     except ContainerConflict:
         # Another kernel start (in this server or another) created it a moment ago: join that.
-        state = runtime.state(name)
+        state = _settled(runtime, name)
         if state is None or state.status != "running":
             raise
         return f"container:{state.id}"
+
+
+def _settled(runtime: ContainerRuntime, name: str) -> ContainerState | None:
+    """The holder's state once it is running or has ended: another start may have created
+    it a moment ago and not started it yet (created is not dead: kernels may be joining)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    state = runtime.state(name)
+    while state is not None and state.status == "created" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        state = runtime.state(name)
+    return state

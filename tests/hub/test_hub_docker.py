@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -165,6 +166,32 @@ def test_each_users_kernel_writes_files_that_user_owns(hub: Hub, kernels: dict[s
         written = Path(entry.pw_dir, TEST_FILE)
         assert written.read_text() == "python"
         assert (written.stat().st_uid, written.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
+
+
+def test_a_users_next_kernel_comes_from_the_warm_pool(hub: Hub, kernels: dict[str, str]) -> None:
+    # The example warms nbc-python's pool as each server starts (on the user's rootless
+    # Podman); once both pools are ready, a start takes a member that runs as the user.
+    user, entry = USERS[0], pwd.getpwnam(USERS[0])
+    deadline = time.monotonic() + 120
+    while hub.log_tail(100_000).count("kernel pool ready for nbc-python") < len(USERS):
+        assert time.monotonic() < deadline, hub.log_tail()
+        time.sleep(0.2)
+    taken = hub.log_tail(100_000).count("kernel from the warm pool")
+    started = hub.api(
+        "POST", f"/user/{user}/api/kernels", hub.tokens[user], json={"name": "nbc-python"}
+    )
+    assert started.status_code == 201, started.text
+    kernel = started.json()["id"]
+    try:
+        assert hub.log_tail(100_000).count("kernel from the warm pool") == taken + 1
+        code = "import os; open('nbc-pooled.txt', 'w').close(); print(os.getcwd())"
+        out, reply = execute(hub, user, kernel, code)
+        assert (reply["status"], out.split()) == ("ok", [entry.pw_dir]), out
+        written = Path(entry.pw_dir, "nbc-pooled.txt")
+        assert (written.stat().st_uid, written.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
+        written.unlink()
+    finally:
+        hub.api("DELETE", f"/user/{user}/api/kernels/{kernel}", hub.tokens[user])
 
 
 def test_kernels_run_the_images_hub_setup_gave_them(hub: Hub, kernels: dict[str, str]) -> None:

@@ -3,6 +3,8 @@ and two kernel starts racing to create it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nbcontainers.errors import ContainerConflict, Unsupported
@@ -77,3 +79,24 @@ def test_holder_limits_follow_what_the_engine_enforces() -> None:
     mode = shared_netns(fake, "ada", IMAGE, "1000:1000", fake.ping().limits)
     assert mode.startswith("container:")
     assert (fake.specs[-1].mem_limit, fake.specs[-1].pids_limit) == (None, None)
+
+
+def test_a_holder_another_start_has_created_but_not_started_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Kernels may be joining it already (Podman then refuses to remove it): never removed.
+    fake = _fake()
+    theirs = fake.run(_holder_spec())
+    real_state = fake.state
+    seen: list[str] = []
+
+    def state(key: str) -> ContainerState | None:
+        found = real_state(key)
+        seen.append(found.status if found else "")
+        if found is not None and len(seen) < 3:
+            return replace(found, status="created")  # made, not started yet
+        return found
+
+    monkeypatch.setattr(fake, "state", state)
+    assert shared_netns(fake, "ada", IMAGE, "1000:1000") == f"container:{theirs}"
+    assert len(seen) == 3 and len(fake.specs) == 1  # waited, removed nothing, started nothing
