@@ -188,7 +188,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         "2g",
         config=True,
         help="Memory all idle pooled kernels of this server may use together, e.g. '2g' "
-        "(an idle nbc-python kernel uses about 45 MiB); '' for no cap.",
+        "(an idle nbc-python kernel uses about 36 MiB); '' for no cap.",
     )
     workspace_root = Unicode(
         "",

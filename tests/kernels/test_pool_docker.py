@@ -314,3 +314,19 @@ def test_server_exit_and_gc_leave_no_pooled_container(
     assert orphans and orphans[0].reason == "its Jupyter server is gone"
     remove_orphans(runtime, orphans)  # ...and `nbcontainers gc` sweeps it
     assert runtime.state(left[0].id) is None and not private.exists()
+
+
+def test_idle_members_stay_under_the_memory_cap(
+    pool: Any, runtime: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An idle member uses ~36 MiB here: a 50 MiB cap holds one of the three asked for.
+    config = {"pool_size": 3, "pool_max_memory": "50m", "workspace_root": str(tmp_path)}
+    with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
+        _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)
+        assert pool.wait_ready(1, timeout=60)
+        assert not pool.wait_ready(2, timeout=3)  # no second one comes
+    [member] = [s for s in runtime.list({ROLE: POOL_ROLE}) if s.running]
+    used = runtime.stats(member.id).memory_used
+    assert 0 < used <= 50 * 2**20 < 2 * used, used  # one fits, two would not
+    lines = [r.getMessage() for r in caplog.records if "capped" in r.getMessage()]
+    assert len(lines) == 1 and "pool_max_memory 50 MiB" in lines[0], lines
