@@ -3,8 +3,10 @@
 Two readiness figures per start: "answers", when the kernel first replies to kernel_info
 (what a frontend waits for), and "ready", when jupyter_client's wait_for_ready() returns:
 that adds its own IOPub flush, a fixed 0.2 s wait for silence, to every kernel alike.
-The warm-pool case takes a pooled container (c.ContainerProvisioner.pool_size); each start
-of every case waits until the pool is full again first, so no refill runs while one is timed.
+The warm-pool cases take a pooled container (c.ContainerProvisioner.pool_size), whose kernel
+was started up to the user's code before the start (or, with a Python config file, not at
+all); each start of every case waits until the pools are full again first, so no refill runs
+while one is timed.
 
 Cases are interleaved (one start of each case per round, then round trips in alternating
 batches), and every figure is printed as a ratio against the local kernel measured in the
@@ -29,6 +31,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -42,6 +45,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("nbc-python (tcp on 127.0.0.1)", "nbc-python", {"transport": "tcp"}),
     ("nbc-python (tcp, host network)", "nbc-python", {"transport": "tcp", "network": "host"}),
     ("nbc-python (warm pool)", "nbc-python", {"pool_size": 1}),
+    # An ipython_kernel_config.py is code: the member then waits with its kernel not started.
+    ("nbc-python (warm pool, .py config)", "nbc-python", {"pool_size": 1, "py_config": True}),
 ]
 
 
@@ -65,8 +70,14 @@ def start(kernel: str, config: dict[str, Any], cwd: str) -> tuple[KernelManager,
     """Start ``kernel``; return it, its client, seconds until it answers and until ready."""
     from nbcontainers.kernels.pool import kernel_pool
 
+    config = dict(config)
     if "pool_size" in config:
-        config = {**config, "workspace_root": cwd}
+        config["workspace_root"] = cwd
+    if config.pop("py_config", False):
+        profile = Path(cwd, "ipython", "profile_default")
+        profile.mkdir(parents=True, exist_ok=True)
+        (profile / "ipython_kernel_config.py").write_text("c.IPKernelApp.log_level = 30\n")
+        config["env"] = {"IPYTHONDIR": str(profile.parent)}
     km = KernelManager(kernel_name=kernel)
     if config:
         km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
