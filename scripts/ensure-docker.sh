@@ -129,8 +129,15 @@ else
     log "starting $DOCKERD in the background (log: $LOG)"
     printf '\n==== %s ensure-docker: starting %s ====\n' "$(date -Is)" "$DOCKERD" >>"$LOG"
     # setsid + nohup: own session, immune to this shell's hangup; stdin from
-    # /dev/null so it holds no terminal or pipe of the caller.
-    setsid nohup "$DOCKERD" </dev/null >>"$LOG" 2>&1 &
+    # /dev/null so it holds no terminal or pipe of the caller; and none of the
+    # caller's other descriptors either (a `flock FILE make test` would
+    # otherwise leave FILE locked for as long as dockerd runs).
+    inherited=()
+    for fd in /proc/$$/fd/*; do
+        fd="${fd##*/}"
+        if [ "$fd" -gt 2 ] 2>/dev/null; then inherited+=("$fd>&-"); fi
+    done
+    eval "setsid nohup \"\$DOCKERD\" </dev/null >>\"\$LOG\" 2>&1 ${inherited[*]} &"
     disown 2>/dev/null || true
 fi
 
