@@ -1,8 +1,11 @@
 """Kernel-ready time and execute round trip: local ipykernel vs nbc-python (image cached).
 
-Two readiness figures per start: "answers", when the kernel first replies to kernel_info
-(what a frontend waits for), and "ready", when jupyter_client's wait_for_ready() returns:
-that adds its own IOPub flush, a fixed 0.2 s wait for silence, to every kernel alike.
+Three readiness figures per start, from the moment start_kernel() is called: "answers",
+when the kernel first replies to kernel_info; "ready", when the client has also seen that
+request's status on IOPub (both channels work: what Jupyter Server's nudge waits for before
+a frontend's kernel is ready; kernel_info is sent again until it has); and "wait_for_ready",
+when jupyter_client's wait_for_ready() returns, which adds its IOPub flush, a fixed 0.2 s wait
+for silence, to every kernel alike.
 The warm-pool cases take a pooled container (c.ContainerProvisioner.pool_size), whose kernel
 was started up to the user's code before the start (or, with a Python config file, not at
 all); each start of every case waits until the pools are full again first, so no refill runs
@@ -66,8 +69,11 @@ def swarm_cases(node: str) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def start(kernel: str, config: dict[str, Any], cwd: str) -> tuple[KernelManager, Any, float, float]:
-    """Start ``kernel``; return it, its client, seconds until it answers and until ready."""
+def start(
+    kernel: str, config: dict[str, Any], cwd: str
+) -> tuple[KernelManager, Any, tuple[float, float, float]]:
+    """Start ``kernel``; return it, its client, and seconds until it answers, is ready and
+    wait_for_ready() returns."""
     from nbcontainers.kernels.pool import kernel_pool
 
     config = dict(config)
@@ -86,17 +92,21 @@ def start(kernel: str, config: dict[str, Any], cwd: str) -> tuple[KernelManager,
     km.start_kernel(cwd=cwd)
     kc = km.client()
     kc.start_channels()
-    while True:
-        msg_id = kc.kernel_info()
+    answers = ready = 0.0
+    sent: set[str] = set()
+    while not ready:
+        sent.add(kc.kernel_info())
         try:
-            reply = kc.get_shell_msg(timeout=1)
+            while not answers:
+                if kc.get_shell_msg(timeout=1)["parent_header"].get("msg_id") in sent:
+                    answers = time.perf_counter() - t0
+            while not ready:  # a late IOPub subscriber misses some: ask again after 0.1 s
+                if kc.get_iopub_msg(timeout=0.1)["parent_header"].get("msg_id") in sent:
+                    ready = time.perf_counter() - t0
         except Empty:
             continue
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    answers = time.perf_counter() - t0
     kc.wait_for_ready(timeout=60)
-    return km, kc, answers, time.perf_counter() - t0
+    return km, kc, (answers, ready, time.perf_counter() - t0)
 
 
 def idle_memory() -> int | None:
@@ -124,17 +134,19 @@ def main() -> None:
     from nbcontainers.kernels.pool import kernel_pool
 
     cases = CASES + (swarm_cases(args.swarm) if args.swarm else [])
-    ready: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     answers: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    ready: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    waited: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     trips: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     with tempfile.TemporaryDirectory() as cwd:
         for _label, kernel, config in cases:  # warm-up start, not counted (page cache, holder)
             stop(*start(kernel, config, cwd)[:2])
         for _ in range(args.starts):
             for label, kernel, config in cases:
-                km, kc, answered, seconds = start(kernel, config, cwd)
+                km, kc, (answered, seconds, returned) = start(kernel, config, cwd)
                 answers[label].append(answered)
                 ready[label].append(seconds)
+                waited[label].append(returned)
                 stop(km, kc)
         kernels = {label: start(kernel, config, cwd)[:2] for label, kernel, config in cases}
         kernel_pool().wait_ready(1, timeout=60)  # the refill is done before round trips
@@ -161,25 +173,27 @@ def main() -> None:
         f"engine: {facts.name} {facts.version} at {facts.endpoint}"
         f"{' (rootless)' if facts.rootless else ''}, picked: {choose_engine()[2]}"
     )
-    base_answer = statistics.median(answers["local ipykernel"])
-    base_ready = statistics.median(ready["local ipykernel"])
-    base_trip = statistics.median(trips["local ipykernel"])
+    base = {
+        name: statistics.median(figures["local ipykernel"])
+        for name, figures in (("a", answers), ("r", ready), ("w", waited), ("t", trips))
+    }
     print(
-        f"answers/ready: median of {args.starts} starts; round trip: median of "
+        f"answers/ready/wait_for_ready: median of {args.starts} starts; round trip: median of "
         f"{len(trips['local ipykernel'])} executes of 'pass'"
     )
     print(
-        f"{'case':<36} {'answers s (min-max)':>20} {'x local':>8} {'ready s':>8} {'x local':>8}"
-        f" {'trip ms':>8} {'p90 ms':>7} {'x local':>8}"
+        f"{'case':<36} {'answers s':>9} {'x local':>7} {'ready s (min-max)':>18} {'x local':>7}"
+        f" {'wait_for_ready s':>16} {'x local':>7} {'trip ms':>7} {'p90 ms':>6} {'x local':>7}"
     )
     for label, _, _ in cases:
         a, r = statistics.median(answers[label]), statistics.median(ready[label])
-        t = statistics.median(trips[label])
+        w, t = statistics.median(waited[label]), statistics.median(trips[label])
         p90 = statistics.quantiles(trips[label], n=10)[-1]
         print(
-            f"{label:<36} {a:>6.3f} ({min(answers[label]):.2f}-{max(answers[label]):.2f})"
-            f" {a / base_answer:>8.2f} {r:>8.3f} {r / base_ready:>8.2f}"
-            f" {t * 1e3:>8.2f} {p90 * 1e3:>7.2f} {t / base_trip:>8.2f}"
+            f"{label:<36} {a:>9.3f} {a / base['a']:>7.2f}"
+            f" {r:>6.3f} ({min(ready[label]):.2f}-{max(ready[label]):.2f}) {r / base['r']:>7.2f}"
+            f" {w:>16.3f} {w / base['w']:>7.2f}"
+            f" {t * 1e3:>7.2f} {p90 * 1e3:>6.2f} {t / base['t']:>7.2f}"
         )
     if idle is not None:
         print(f"an idle pooled kernel container uses {idle / 2**20:.0f} MiB (engine stats)")
