@@ -13,13 +13,14 @@ container kernel. :func:`load` wires one ``Magics`` class per theme around one s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from .completion import Completion
 from .export import MAGIC_NAMES, ExportMagics
 from .parser import Dispatcher
-from .session import LOCAL_ASSIGNMENT, SessionMagics
+from .session import LOCAL_ASSIGNMENT, WARM_VARIABLE, SessionMagics
 from .snapshot import SnapshotMagics
 from .state import NotebookState
 from .status import StatusMagics
@@ -83,6 +84,9 @@ def load(shell: Any) -> None:
     if kernel is not None:
         completion.patch(kernel)
     setattr(shell, _STATE_ATTR, Loaded(state, session, export, completion))
+    warm = os.environ.get(WARM_VARIABLE, "").split()
+    if warm:
+        session.warm(warm)
 
 
 def unload(shell: Any) -> None:

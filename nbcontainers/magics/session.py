@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import logging
 import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -20,17 +22,21 @@ from ..errors import NbcontainersError, UnknownImage, did_you_mean
 from ..kernels.gpus import gpu_request
 from ..kernels.kernelspecs import kernel_json
 from ..kernels.pool import kernel_pool
-from ..kernels.relay import Relay
+from ..kernels.relay import Relay, warm_start
 from .missing import Engines, ensure_in_cell, image_of_spec
 from .parser import Dispatcher, Handler
 from .snapshot import snapshot_folder_image
 from .state import NotebookState, catalog_names, provisioner_of
 from .status import format_duration
 
-__all__ = ["LOCAL_ASSIGNMENT", "LOCAL_PREFIXES", "POOL_VARIABLE", "SessionMagics"]
+__all__ = ["LOCAL_ASSIGNMENT", "LOCAL_PREFIXES", "POOL_VARIABLE", "WARM_VARIABLE", "SessionMagics"]
 
 # c.ContainerProvisioner.pool_size for `%container use` kernels (set in the server's env).
 POOL_VARIABLE = "NBCONTAINERS_POOL_SIZE"
+# Images whose pool a notebook fills as the extension loads, e.g. "python pytorch-cpu".
+WARM_VARIABLE = "NBCONTAINERS_POOL_WARM"
+
+log = logging.getLogger("nbcontainers.pool")
 
 # Cells starting with these run locally even while a container kernel is active.
 LOCAL_PREFIXES = (
@@ -222,6 +228,34 @@ class SessionMagics(Magics):
                 f"--gpus/--memory/--cpus only apply to container images, not kernel {name!r}."
             )
         return image_name, spec
+
+    def warm(self, names: list[str]) -> threading.Thread:
+        """Fill the pools of ``names`` (``NBCONTAINERS_POOL_WARM``) from a background thread,
+        so that the notebook's first ``%container use`` of one is pooled too: one kernel of
+        each started and stopped as a relay would. Images not on the engine are skipped
+        (nothing is built behind the user's back); failures go to the log only."""
+
+        def fill() -> None:
+            for name in names:
+                try:
+                    image_name, spec = self.kernel_spec(name, {})
+                    config = spec.metadata.get("kernel_provisioner", {}).get("config", {})
+                    wanted = image_of_spec(spec)
+                    if not config.get("pool_size") or wanted is None:
+                        continue
+                    image, engine = wanted
+                    if self.engines.get(engine).image_info(image.ref) is None:
+                        continue
+                    warm_start(image_name, spec, os.getcwd())
+                except Exception as exc:  # never in the user's way: the use starts cold
+                    log.warning("nbcontainers: cannot warm the kernel pool for %s: %s", name, exc)
+            if not self._exit_hook:  # the transfer folder kernel_spec() made goes at exit
+                atexit.register(self.shutdown, now=True)
+                self._exit_hook = True
+
+        thread = threading.Thread(target=fill, name="nbc-pool-warm", daemon=True)
+        thread.start()
+        return thread
 
     def relay(self, name: str, overrides: dict[str, Any]) -> Relay:
         """The running kernel for ``name``, or a new one; new limits mean a new kernel."""

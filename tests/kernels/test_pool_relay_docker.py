@@ -18,7 +18,12 @@ CELLS = 25
 def test_every_output_of_every_relayed_cell_reaches_nbclient(
     python_image: str, tmp_path: Path
 ) -> None:
-    cells = ["%load_ext nbcontainers", "%container use python"]
+    cells = [
+        "%load_ext nbcontainers",  # ...which warms python's pool (NBCONTAINERS_POOL_WARM)
+        "from nbcontainers.kernels.pool import kernel_pool\n"
+        "assert kernel_pool().wait_ready(1, timeout=60)",
+        "%container use python",
+    ]
     # Each cell ends printing, displaying and with a value: the last things the container
     # sends arrive after its reply, which is when a cell used to be over.
     cells += [
@@ -28,6 +33,11 @@ def test_every_output_of_every_relayed_cell_reaches_nbclient(
     ]
     cells += [
         "%container local",
+        # The first use took the member the extension's warming made.
+        "import gc\n"
+        "relay, = [o for o in gc.get_objects() if type(o).__name__ == 'Relay']\n"
+        "print(relay.km.provisioner._pooled is not None)\n"
+        "del relay",
         "from nbcontainers.kernels.pool import kernel_pool\n"
         "assert kernel_pool().wait_ready(1, timeout=60)",
         "%container list",
@@ -42,15 +52,15 @@ def test_every_output_of_every_relayed_cell_reaches_nbclient(
     ]
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    env = {"NBCONTAINERS_POOL_SIZE": "1"}
+    env = {"NBCONTAINERS_POOL_SIZE": "1", "NBCONTAINERS_POOL_WARM": "python"}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
         NotebookClient(
             nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}
         ).execute()
-    assert "Cells now run in container kernel 'python'" in nb.cells[1].outputs[0]["text"]
-    for i, cell in enumerate(nb.cells[2 : 2 + CELLS]):
+    assert "Cells now run in container kernel 'python'" in nb.cells[2].outputs[0]["text"]
+    for i, cell in enumerate(nb.cells[3 : 3 + CELLS]):
         text = "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")
         assert text == f"line {i}\ntail {i}", cell.outputs
         shown = [o for o in cell.outputs if o["output_type"] == "display_data"]
@@ -58,7 +68,8 @@ def test_every_output_of_every_relayed_cell_reaches_nbclient(
         results = [o for o in cell.outputs if o["output_type"] == "execute_result"]
         assert [r["data"]["text/plain"] for r in results] == [str(i * 2)]
         assert results[0]["execution_count"] == cell.execution_count
-    listed = nb.cells[4 + CELLS].outputs[0]["text"]
-    assert "warm pool: python 1 idle" in listed, listed  # filled behind the first start
-    assert nb.cells[6 + CELLS].outputs[0]["text"].strip() == "True"
+    assert nb.cells[4 + CELLS].outputs[0]["text"].strip() == "True"  # the first use: pooled
+    listed = nb.cells[6 + CELLS].outputs[0]["text"]
+    assert "warm pool: python 1 idle" in listed, listed  # refilled behind it
+    assert nb.cells[8 + CELLS].outputs[0]["text"].strip() == "True"
     assert nb.cells[-2].outputs[0]["text"].strip() == str(tmp_path)
