@@ -139,13 +139,16 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
     log_path = path.parent / "nbcontainers-service.log"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(path.parent.parent)}
     with log_path.open("ab") as log:
-        # Its own session: the engine outlives the kernel or CLI call that started it.
+        # Its own session: the engine outlives the kernel or CLI call that started it. Not in
+        # the caller's folder either: once that is deleted, conmon fails every container start
+        # ("Failed to get working directory", the client sees "exit status 1").
         proc = subprocess.Popen(
             [podman, "system", "service", "--time=0", f"unix://{path}"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd="/",
             start_new_session=True,
         )
     deadline = time.monotonic() + wait
