@@ -4,9 +4,9 @@
 (:mod:`~nbcontainers.kernels.pooled`) to this start, or returns None for a cold start, and
 from then on keeps the pool for that key full from one background thread. A pool that
 cannot be filled (image missing, engine down) says so once in the log and leaves starts
-cold; idle members are removed at interpreter exit, and by ``nbcontainers gc`` when their
-server died without one. Idle members together stay under a memory cap, measured on the
-first one.
+cold; idle members (and those still starting) are removed at interpreter exit, and by
+``nbcontainers gc`` when their server died without one. Idle members together stay under a
+memory cap, measured on the first one where the engine can measure it.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class _Slot:
     starting: int = 0
     failed_until: float = 0.0
     cost: int = 0  # bytes one idle member uses, measured on the first one
+    measured: bool = False
 
 
 class KernelPool:
@@ -109,6 +110,7 @@ class KernelPool:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._capped_said = False
+        self._unmeasured_said = False
         self._exit_hook = False
 
     def take(self, key: str) -> Pooled | None:
@@ -141,6 +143,11 @@ class KernelPool:
                     self._exit_hook = True
             self._wake.notify()
 
+    @property
+    def closed(self) -> bool:
+        """Has :meth:`drain` stopped this pool (until :meth:`reopen`)?"""
+        return self._closed
+
     def idle(self) -> dict[str, int]:
         """Ready members per image name."""
         with self._lock:
@@ -156,13 +163,16 @@ class KernelPool:
             return any(s.ready and s.recipe.spec.image == image_ref for s in self._slots.values())
 
     def wait_ready(self, count: int, timeout: float, key: str | None = None) -> bool:
-        """Wait until ``count`` members of ``key`` (default: of every pool) are ready."""
+        """Wait until ``count`` members of ``key`` (default: of every pool; true at once when
+        there is none) are ready."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
                 slots = [self._slots[key]] if key in self._slots else []
                 if key is None:
                     slots = list(self._slots.values())
+                    if not slots:
+                        return True
                 if slots and all(len(s.ready) >= count for s in slots):
                     return True
                 left = deadline - time.monotonic()
@@ -172,7 +182,8 @@ class KernelPool:
 
     def drain(self) -> None:
         """Remove every idle member and stop filling (server shutdown; atexit). A member
-        still starting is removed by the filling thread, waited for up to DRAIN_WAIT s."""
+        still starting stops (see :func:`_start`) and is removed by the filling thread,
+        waited for up to DRAIN_WAIT s."""
         with self._lock:
             self._closed = True
             members = [(s.recipe.runtime, m) for s in self._slots.values() for m in s.ready]
@@ -230,16 +241,16 @@ class KernelPool:
             member = None
             try:
                 member = _start(key, slot.recipe)
-                if not slot.cost and slot.recipe.max_memory:
-                    used = slot.recipe.runtime.stats(member.container_id).memory_used
-                    slot.cost = used or 0
+                if not slot.measured and slot.recipe.max_memory:
+                    self._measure(slot, member)
             except Exception as exc:  # any failure leaves starts cold, never failed
-                log.warning(
-                    "nbcontainers: cannot fill the kernel pool for %s (%s); kernels start cold",
-                    slot.recipe.image_name or key,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
-                slot.failed_until = time.monotonic() + RETRY_AFTER
+                if not self._closed:  # else it stopped because the pool closed
+                    log.warning(
+                        "nbcontainers: cannot fill the kernel pool for %s (%s); kernels start cold",
+                        slot.recipe.image_name or key,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    )
+                    slot.failed_until = time.monotonic() + RETRY_AFTER
             with self._lock:
                 slot.starting -= 1
                 keep = not self._closed and self._slots.get(key) is slot
@@ -249,8 +260,20 @@ class KernelPool:
             if member is not None and not keep:  # started for a pool that closed meanwhile
                 discard(slot.recipe.runtime, member)
 
+    def _measure(self, slot: _Slot, member: Pooled) -> None:
+        """What one idle member costs; an engine that cannot tell leaves the pool uncapped."""
+        used = slot.recipe.runtime.stats(member.container_id).memory_used
+        slot.cost, slot.measured = used or 0, True
+        if used is None and not self._unmeasured_said:
+            self._unmeasured_said = True
+            log.warning(
+                "nbcontainers: this engine cannot measure an idle pooled kernel's memory, so "
+                "pool_max_memory is not applied; pool_size alone bounds the pool"
+            )
+
 
 def _start(key: str, request: PoolRequest) -> Pooled:
+    """One member for ``request``; it stops, removed, once the pool closes (a drain)."""
     return start_member(
         request.runtime,
         request.spec,
@@ -259,6 +282,7 @@ def _start(key: str, request: PoolRequest) -> Pooled:
         key,
         request.image_name,
         request.connection,
+        cancelled=lambda: kernel_pool().closed,
     )
 
 

@@ -198,11 +198,12 @@ def start_member(
     key: str,
     image_name: str,
     connection: Mapping[str, Any],
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Pooled:
     """Start one member like the cold start ``spec`` (whose private folder is
     ``cold_private``, whose connection info as the container reads it is ``connection``)
     and wait until its launcher waits on the FIFO; ``prepare`` writes the member's private
-    files first."""
+    files first. Once ``cancelled()`` is true (its pool closed) it is removed instead."""
     private = PrivateDir.open()
     member_id = "pool-" + uuid.uuid4().hex[:12]
     fifo = private.sockets / WAITING
@@ -234,6 +235,9 @@ def start_member(
     deadline = time.monotonic() + READY_TIMEOUT
     next_check = time.monotonic() + 1.0
     while not reader_waiting(fifo):
+        if cancelled():
+            discard(runtime, member)
+            raise RuntimeError("the pool closed while this member started")
         now = time.monotonic()
         state = None
         if now > next_check:  # asking the engine costs a round trip; the probe is free

@@ -31,6 +31,7 @@ from .base import (
     BuildEvent,
     BuildRequest,
     ContainerSpec,
+    ContainerStats,
     EngineFacts,
     ImageInfo,
 )
@@ -139,13 +140,16 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
     log_path = path.parent / "nbcontainers-service.log"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(path.parent.parent)}
     with log_path.open("ab") as log:
-        # Its own session: the engine outlives the kernel or CLI call that started it.
+        # Its own session: the engine outlives the kernel or CLI call that started it. Not in
+        # the caller's folder either: once that is deleted, conmon fails every container start
+        # ("Failed to get working directory", the client sees "exit status 1").
         proc = subprocess.Popen(
             [podman, "system", "service", "--time=0", f"unix://{path}"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd="/",
             start_new_session=True,
         )
     deadline = time.monotonic() + wait
@@ -241,6 +245,18 @@ class PodmanRuntime(DockerRuntime):
         # Podman qualifies short names ("localhost/nbcontainers/python:…"); callers use ours.
         short = tuple(re.sub(r"^(localhost|docker\.io)/", "", t) for t in info.tags)
         return replace(info, tags=short)
+
+    def stats(self, container_id: str) -> ContainerStats:
+        """As Docker's, but unknown where the engine cannot account a container: rootless on
+        cgroup v1 (``podman stats`` refuses there), where its API answers with the figures of
+        a cgroup that is not the container's (1.2 GiB used by an idle ``sleep``, 0% CPU)."""
+        stats = super().stats(container_id)
+        limits = self.ping().limits
+        return replace(
+            stats,
+            cpu_percent=stats.cpu_percent if "cpus" in limits else None,
+            memory_used=stats.memory_used if "memory" in limits else None,
+        )
 
     def logs(self, container_id: str, tail: int = 50) -> str:
         """The last ``tail`` lines. Podman 4.3 counts ``tail`` in its log file's entries, which

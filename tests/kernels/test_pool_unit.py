@@ -1,11 +1,14 @@
 """The warm pool without an engine: what keys a pooled container, the workspace root it
-mounts, a pool the engine refuses to fill, and how doctor counts pooled containers. That a
-pooled kernel equals a cold one is proven on a real engine (test_pool_docker.py)."""
+mounts, a pool the engine refuses to fill, a drain while a member starts, an engine that
+cannot measure memory, and how doctor counts pooled containers. That a pooled kernel equals
+a cold one is proven on real engines (test_pool_docker.py, test_pool_podman.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +27,7 @@ from nbcontainers.kernels.pooled import POOL_ROLE, pool_key, waiting_command
 from nbcontainers.kernels.provisioner import ContainerProvisioner
 from nbcontainers.labels import ROLE
 from nbcontainers.pipsettings import PipSettings
-from nbcontainers.runtimes.base import LIMITS, ContainerSpec, EngineFacts
+from nbcontainers.runtimes.base import LIMITS, ContainerSpec, ContainerStats, EngineFacts
 from nbcontainers.runtimes.fake import FakeRuntime
 
 from .test_launch_unit import HOST
@@ -170,3 +173,72 @@ def test_doctor_counts_pooled_containers(fake_runtime: FakeRuntime, tmp_path: Pa
     check = pool_check(fake_runtime)
     assert check.status == "ok" and check.detail.startswith("1 idle pooled"), check.detail
     assert "1 handed out" in check.detail
+
+
+def _start_with_pool(fake: FakeRuntime, tmp_path: Path, **config: Any) -> None:
+    """One cold kernel start (and its shutdown) with a pool: the pool starts filling."""
+    km = KernelManager(kernel_name="nbc-python")
+    prov = ContainerProvisioner(
+        kernel_id="k-1", kernel_spec=km.kernel_spec, parent=km, image="python",
+        pool_size=1, workspace_root=str(tmp_path), **config,
+    )  # fmt: skip
+    prov.runtime = fake
+
+    async def go() -> None:
+        kw = await prov.pre_launch(cwd=str(tmp_path))
+        await prov.launch_kernel(kw.pop("cmd"), **kw)
+        await prov.cleanup()
+
+    asyncio.run(go())
+
+
+def _pooled(fake: FakeRuntime) -> list[Any]:
+    return [s for s in fake.list({ROLE: POOL_ROLE})]
+
+
+def test_waiting_for_every_pool_when_there_is_none_returns_at_once(fresh_pool: None) -> None:
+    started = time.monotonic()
+    assert kernel_pool().wait_ready(1, timeout=30)
+    assert time.monotonic() - started < 1
+
+
+def test_a_drain_removes_a_member_still_starting(
+    tmp_path: Path, fresh_pool: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The fake's member never opens its FIFO: it stays "starting" until the pool closes.
+    fake = FakeRuntime(images=[i.ref for i in load_catalog(include_user=False).values()])
+    _start_with_pool(fake, tmp_path)
+    deadline = time.monotonic() + 10
+    while not _pooled(fake) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [member] = _pooled(fake)
+    private = Path(member.labels["io.nbcontainers.private-dir"])
+    assert private.is_dir() and not kernel_pool().wait_ready(1, timeout=0.1)
+    with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
+        started = time.monotonic()
+        kernel_pool().drain()  # what a server's exit does
+    assert time.monotonic() - started < 5
+    assert _pooled(fake) == [] and not private.exists()
+    assert not caplog.records  # a member stopped by its pool closing is no failure
+
+
+def test_an_engine_that_cannot_measure_memory_leaves_the_cap_off_and_says_so(
+    tmp_path: Path, fresh_pool: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeRuntime(images=[i.ref for i in load_catalog(include_user=False).values()])
+    real_run = fake.run
+
+    def run(spec: ContainerSpec) -> str:
+        cid = real_run(spec)
+        if spec.labels.get(ROLE) == POOL_ROLE:  # the member's launcher: waits on its FIFO
+            fifo = spec.command[3]
+            threading.Thread(target=lambda: Path(fifo).read_text(), daemon=True).start()
+        return cid
+
+    fake.run = run  # type: ignore[method-assign]
+    fake.stats = lambda cid: ContainerStats(None, None, None)  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
+        _start_with_pool(fake, tmp_path, pool_max_memory="1k")  # any member is over 1 KiB
+        assert kernel_pool().wait_ready(1, timeout=10)  # not capped: nothing was measured
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "pool_max_memory is not applied" in lines[0], lines

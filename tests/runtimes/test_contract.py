@@ -197,6 +197,9 @@ def test_limits_are_enforced_or_refused(engine: Engine) -> None:
     else:
         with pytest.raises(Unsupported, match="memory"):
             engine.run("sleep", "infinity", mem_limit="64m")
+        # What it cannot limit it cannot count either: unknown, not another cgroup's figure.
+        cid = engine.run("sleep", "infinity")
+        assert engine.runtime.stats(cid).memory_used is None
 
 
 def test_unenforceable_limits_are_refused() -> None:

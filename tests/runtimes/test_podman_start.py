@@ -72,3 +72,23 @@ def test_a_planted_runtime_folder_is_refused(monkeypatch: pytest.MonkeyPatch) ->
             podman.runtime_dir()
     finally:
         planted.rmdir()
+
+
+def test_the_engine_does_not_keep_the_callers_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Started in a notebook's folder that is deleted later, conmon fails every container start.
+    seen = tmp_path / "cwd"
+    fake = tmp_path / "podman"
+    fake.write_text(f"#!/bin/sh\npwd > {seen}\nexit 125\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(
+        podman.shutil, "which", lambda name: str(fake) if name == "podman" else "/bin/true"
+    )
+    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    caller = tmp_path / "notebooks"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    with pytest.raises(EngineUnavailable):
+        podman.ensure_service(tmp_path / "run" / "podman" / "podman.sock", wait=10)
+    assert seen.read_text().strip() == "/"
