@@ -62,18 +62,22 @@ def shared_netns(
         return f"container:{runtime.run(spec)}"
     except ContainerConflict:
         # Another kernel start (in this server or another) created it a moment ago: join that.
-        state = _settled(runtime, name)
+        state = _settled(runtime, name, taken=True)
         if state is None or state.status != "running":
             raise
         return f"container:{state.id}"
 
 
-def _settled(runtime: ContainerRuntime, name: str) -> ContainerState | None:
+def _settled(runtime: ContainerRuntime, name: str, taken: bool = False) -> ContainerState | None:
     """The holder's state once it is running or has ended: another start may have created
-    it a moment ago and not started it yet (created is not dead: kernels may be joining)."""
+    it a moment ago and not started it yet (created is not dead: kernels may be joining).
+    ``taken``: the engine refused the name, so the holder exists even while inspecting it
+    still finds nothing (Docker reserves a name before the container can be inspected)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     state = runtime.state(name)
-    while state is not None and state.status == "created" and time.monotonic() < deadline:
+    while (
+        (state is None and taken) or (state is not None and state.status == "created")
+    ) and time.monotonic() < deadline:
         time.sleep(0.02)
         state = runtime.state(name)
     return state

@@ -65,10 +65,35 @@ def test_a_conflict_with_a_holder_that_is_not_running_is_raised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake = _fake()
-    fake.run(_holder_spec(command=("sh", "-c", "exit 1")))  # exits at once
-    monkeypatch.setattr(fake, "state", lambda key: None)  # as if looked before it existed
+    theirs = fake.run(_holder_spec(command=("sh", "-c", "exit 1")))
+    fake.exit(theirs, 1)  # exits at once
+    real_state = fake.state
+    calls: list[str] = []
+
+    def state(key: str) -> ContainerState | None:
+        calls.append(key)
+        return None if len(calls) == 1 else real_state(key)  # looked before it existed
+
+    monkeypatch.setattr(fake, "state", state)
     with pytest.raises(ContainerConflict, match="already in use"):
         shared_netns(fake, "ada", IMAGE, "1000:1000")
+    assert len(calls) == 2  # raised once it was seen ended, not after a timeout
+
+
+def test_a_taken_name_not_yet_inspectable_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Docker reserves the name before the container can be inspected: "in use", yet not found.
+    fake = _fake()
+    theirs = fake.run(_holder_spec())
+    real_state = fake.state
+    calls: list[str] = []
+
+    def state(key: str) -> ContainerState | None:
+        calls.append(key)
+        return None if len(calls) <= 3 else real_state(key)
+
+    monkeypatch.setattr(fake, "state", state)
+    assert shared_netns(fake, "ada", IMAGE, "1000:1000") == f"container:{theirs}"
+    assert len(calls) == 4 and len(fake.specs) == 1
 
 
 def test_holder_limits_follow_what_the_engine_enforces() -> None:
