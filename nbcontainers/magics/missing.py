@@ -111,6 +111,11 @@ def ensure_in_cell(
                 what="pull",
                 undone="the image was not added",
             ) as progress:
-                runtime.pull(image.ref, progress.pulled)
+                try:
+                    runtime.pull(image.ref, progress.pulled)
+                except KeyboardInterrupt:
+                    if runtime.image_info(image.ref) is not None:
+                        runtime.remove_image(image.ref)  # it was done as the interrupt came
+                    raise
     except NbcontainersError as exc:
         raise UsageError(str(exc)) from None
