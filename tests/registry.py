@@ -134,6 +134,21 @@ class Registry:
     def in_flight(self) -> list[Sent]:
         return [s for s in self.sends if not s.done]
 
+    def withdraw(self) -> None:
+        """Stop serving every image and end every send now: an engine still pulling (after a
+        test failed) gets a cut layer, then 404s on retrying, so it never finishes the pull
+        after the test's clean-up."""
+        self._blobs.clear()
+        self._manifests.clear()
+        self._stopping.set()
+        for conn in list(self._open):
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + 5
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stopping.clear()
+
     @contextmanager
     def running(self) -> Iterator[Registry]:
         registry = self

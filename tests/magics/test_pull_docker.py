@@ -74,7 +74,7 @@ def _hung_up(registry: Registry, sends_before: int) -> None:
     assert sent and not registry.in_flight(), sent
     assert any(s.dropped and s.sent < s.size for s in sent), sent
     asked = len(registry.requests)
-    time.sleep(3)
+    time.sleep(6)  # the engine retries a failed layer after 5 s, a cancelled pull never
     assert len(registry.requests) == asked, registry.requests[asked:]
 
 
@@ -108,6 +108,7 @@ def test_use_pulls_a_missing_registry_image_with_text_progress(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     used = _text(nb.cells[1])
+    print(used)  # what the user reads, shown with -rP
     assert f"Image {name} ({ref}) is not on this engine: pulling it now." in used
     # Bytes as the engine downloads them, against the layers' sizes, in MiB.
     # Bytes as the engine downloads them and layers done; the layers the engine already
@@ -175,6 +176,7 @@ def test_an_interrupt_cancels_the_pull_and_leaves_nothing(
         assert {s.id for s in runtime.list({})} <= containers_before  # no container left
     finally:
         registry.rate = 0
+        registry.withdraw()  # before the fixture removes the image
 
 
 def test_an_interrupt_while_progress_is_drawn_stops_the_engine_too(
@@ -198,5 +200,6 @@ def test_an_interrupt_while_progress_is_drawn_stops_the_engine_too(
         assert interrupted.traceback  # alive until here, as IPython keeps sys.last_traceback
     finally:
         registry.rate = 0
+        registry.withdraw()
         runtime.remove_image(ref)
         shutil.rmtree(tmp_path / "saved", ignore_errors=True)
