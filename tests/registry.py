@@ -95,8 +95,8 @@ class Sent:
 
 @dataclass
 class Registry:
-    """Serves :class:`Image` s by ``name:tag``; ``rate`` (bytes a second, 0: no limit)
-    throttles blob bodies. ``requests`` lists ``"METHOD path"`` of each request."""
+    """Serves :class:`Image` s by ``name:tag``; ``rate`` (bytes a second for each blob
+    sent, 0: no limit) throttles blob bodies; ``requests`` lists each ``"METHOD path"``."""
 
     rate: int = 0
     requests: list[str] = field(default_factory=list)

@@ -1,7 +1,8 @@
 """`%container use` of a registry image that is not on the engine, in real notebook kernels on
 real Docker, against a registry the tests run on loopback (:mod:`tests.registry`): nbclient
 gets the pull's progress as text and the next cell runs in the pulled image; an interrupt
-during a throttled pull cancels it, the engine drops its downloads and no image is left.
+during a throttled pull (JupyterLab's request, so a widget bar) cancels it, the engine drops
+its downloads and no image is left.
 
 The registry's images exist only there: the catalog's python image (or the base image) with
 one layer of random bytes on top. Every image pulled is removed, and so is the registry."""
@@ -27,6 +28,8 @@ from ..drive import notebook
 from ..registry import Image, Registry, layer_of, saved_image
 
 pytestmark = pytest.mark.docker
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,14 @@ def test_an_interrupt_cancels_the_pull_and_leaves_nothing(
     registry.rate = 256 << 10  # the random layer alone would take half a minute
     try:
         with notebook(tmp_path) as fe:
-            msg_id = fe.kc.execute(f"%container use {name}")
+            # As JupyterLab sends it (the cell's id in the metadata): a widget bar, not lines.
+            msg = fe.kc.session.msg(
+                "execute_request",
+                {"code": f"%container use {name}", "silent": False, "store_history": True},
+                metadata={"cellId": "cell-1"},
+            )
+            fe.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
             outputs: list[dict[str, Any]] = []
             deadline = time.monotonic() + 60
             interrupted = idle = False
@@ -170,6 +180,9 @@ def test_an_interrupt_cancels_the_pull_and_leaves_nothing(
             assert re.search(
                 r"Cancelled the pull after \d+ s: the image was not added\.", streams
             ), streams
+            assert any(WIDGET_VIEW in m["content"].get("data", {}) for m in outputs)
+            updates = [str(m["content"]["data"]) for m in outputs if m["msg_type"] == "comm_msg"]
+            assert any(re.search(r"layers: \d+/\d+ MiB", u) for u in updates), updates
             assert fe.text("print('still here')") == "still here\n"
         _hung_up(registry, sends_before)
         assert runtime.image_info(ref) is None
