@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -114,8 +114,9 @@ def ensure_in_cell(
                 try:
                     runtime.pull(image.ref, progress.pulled)
                 except KeyboardInterrupt:
-                    if runtime.image_info(image.ref) is not None:
-                        runtime.remove_image(image.ref)  # it was done as the interrupt came
+                    with suppress(NbcontainersError):  # the interrupt is what the cell says
+                        if runtime.image_info(image.ref) is not None:
+                            runtime.remove_image(image.ref)  # done as the interrupt came
                     raise
     except NbcontainersError as exc:
         raise UsageError(str(exc)) from None

@@ -181,7 +181,7 @@ class DockerRuntime:
 
     def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
         repo, tag = repo_and_tag(ref)
-        # Closed, the generator frees its response: the engine sees the hang-up and stops.
+        # Closed at once, not left to a traceback, the SDK's generator frees its connection.
         with (
             self._translate(f"pull {ref}"),
             contextlib.closing(self.api.pull(repo, tag=tag, stream=True, decode=True)) as events,
