@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -111,6 +111,12 @@ def ensure_in_cell(
                 what="pull",
                 undone="the image was not added",
             ) as progress:
-                runtime.pull(image.ref, progress.pulled)
+                try:
+                    runtime.pull(image.ref, progress.pulled)
+                except KeyboardInterrupt:
+                    with suppress(NbcontainersError):  # the interrupt is what the cell says
+                        if runtime.image_info(image.ref) is not None:
+                            runtime.remove_image(image.ref)  # done as the interrupt came
+                    raise
     except NbcontainersError as exc:
         raise UsageError(str(exc)) from None

@@ -83,7 +83,7 @@ class CellProgress:
 
 class TextProgress(CellProgress):
     """One line per build step (each once), a line every half minute of a long step's output,
-    and a line per tenth of a pull."""
+    and a line per tenth of a pull's bytes or per layer done."""
 
     def __init__(self, say: Callable[[str], None] = print) -> None:
         super().__init__(say)
@@ -91,7 +91,7 @@ class TextProgress(CellProgress):
         self._last_line = time.monotonic()
         self._step = ""
         self._step_started = time.monotonic()
-        self._decile = -1
+        self._last: tuple[int, str] | None = None
 
     def build_event(self, event: BuildEvent) -> None:
         now = time.monotonic()
@@ -109,9 +109,11 @@ class TextProgress(CellProgress):
             self._last_line = now
 
     def pulled(self, what: str, done: int, total: int | None) -> None:
-        decile = int(10 * done / total) if total else 0
-        if decile != self._decile:
-            self._decile = decile
+        # ``what`` changes as layers finish: a layer done at 100% of the bytes known so far
+        # (a tiny one, or one the engine had) still gets its line, so the last says "all".
+        key = (int(10 * done / total) if total else 0, what)
+        if key != self._last:
+            self._last = key
             self.say(f"  {what}: {done / 2**20:.0f}/{(total or 0) / 2**20:.0f} MiB")
 
 

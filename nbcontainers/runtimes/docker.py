@@ -181,9 +181,12 @@ class DockerRuntime:
 
     def pull(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
         repo, tag = repo_and_tag(ref)
-        with self._translate(f"pull {ref}"):
-            events = self.api.pull(repo, tag=tag, stream=True, decode=True)
-            follow_events(events, f"pulling {ref}", progress, lambda error: f"pull {ref}: {error}")
+        # Closed at once, not left to a traceback, the SDK's generator frees its connection.
+        with (
+            self._translate(f"pull {ref}"),
+            contextlib.closing(self.api.pull(repo, tag=tag, stream=True, decode=True)) as events,
+        ):
+            follow_events(events, f"pulling {ref}", progress, lambda e: f"pull {ref}: {e}")
         info = self.image_info(ref)
         if info is None:
             raise ImageMissing(f"Pulled {ref} but the engine does not list it afterwards.")

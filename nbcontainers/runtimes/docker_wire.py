@@ -171,24 +171,47 @@ def images_from(rows: Iterable[Mapping[str, Any]], repository: str | None) -> li
     return found
 
 
+_MOVING = {"Downloading", "Pushing"}  # a layer's bytes on the wire, with current and total
+_FINISHED = {"Download complete", "Pull complete", "Already exists", "Pushed"}
+_HAD = ("Layer already exists", "Mounted from")
+
+
 def follow_events(
     events: Iterable[Mapping[str, Any]],
     what: str,
     progress: ProgressCallback | None,
     failure: Callable[[str], str],
 ) -> str:
-    """Follow a pull's or push's event stream: sum the layers' bytes into ``progress``, raise
-    on an error event, return the digest the engine reports (or "")."""
-    layers: dict[str, tuple[int, int]] = {}
+    """Follow a pull's or push's event stream: the bytes its layers move over the wire (not
+    their extraction afterwards, which would count them twice) and how many layers are done
+    go to ``progress``; raise on an error event; return the digest the engine reports."""
+    moved: dict[str, tuple[int, int]] = {}  # layer id -> (bytes moved, its size)
+    layers: set[str] = set()
+    finished: set[str] = set()
     digest = ""
     for event in events:
         if "error" in event:
             raise RuntimeFailure(failure(str(event["error"])))
         digest = str((event.get("aux") or {}).get("Digest") or digest)
+        layer, status = str(event.get("id") or ""), str(event.get("status") or "")
+        if not layer or status.startswith(("Pulling from", "The push refers")):
+            continue  # about the whole image (its id is the tag), not a layer
+        layers.add(layer)
         detail = event.get("progressDetail") or {}
-        if progress and event.get("id") and detail.get("total"):
-            layers[event["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
-            progress(what, sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+        if status in _MOVING and detail.get("total"):
+            moved[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+        elif status in _FINISHED or status.startswith(_HAD):
+            finished.add(layer)
+            if layer in moved:
+                moved[layer] = (moved[layer][1], moved[layer][1])
+        else:
+            continue
+        if progress and moved:
+            progress(
+                f"{what}, {len(finished)}/{len(layers)} layers",
+                sum(c for c, _ in moved.values()),
+                sum(t for _, t in moved.values()),
+            )
     return digest
 
 

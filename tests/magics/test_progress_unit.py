@@ -166,6 +166,40 @@ def test_a_registry_image_is_pulled(capsys: pytest.CaptureFixture[str]) -> None:
     assert engine.image_info(ref) is not None
 
 
+def test_text_pull_lines_per_tenth_and_per_layer_done() -> None:
+    lines: list[str] = []
+    text = TextProgress(lines.append)
+    for what, done in [("1/3 layers", 1), ("1/3 layers", 2), ("1/3 layers", 5), ("2/3 layers", 10)]:
+        text.pulled(f"pulling x, {what}", done << 20, 10 << 20)
+    text.pulled("pulling x, 3/3 layers", 10 << 20, 10 << 20)  # a tiny layer, at 100% already
+    assert lines == [
+        "  pulling x, 1/3 layers: 1/10 MiB",
+        "  pulling x, 1/3 layers: 2/10 MiB",
+        "  pulling x, 1/3 layers: 5/10 MiB",
+        "  pulling x, 2/3 layers: 10/10 MiB",
+        "  pulling x, 3/3 layers: 10/10 MiB",
+    ]
+
+
+class LateInterruptRuntime(FakeRuntime):
+    """An engine that finishes the pull just as the user interrupts it."""
+
+    def pull(self, ref: str, progress: Any = None) -> ImageInfo:
+        super().pull(ref, progress)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_the_pull_ends_leaves_no_image(capsys: pytest.CaptureFixture[str]) -> None:
+    ref = "registry.example/team/img:2"
+    engine = LateInterruptRuntime(registry=[ref])
+    remote = CatalogImage(name="team", ref=ref, display_name="Team")
+    with pytest.raises(KeyboardInterrupt):
+        ensure_in_cell(SimpleNamespace(), remote, engine)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"Cancelled the pull after \d+ s: the image was not added\.", last)
+    assert engine.image_info(ref) is None
+
+
 def test_an_image_no_registry_has_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     remote = CatalogImage(name="team", ref="registry.example/none:1", display_name="Team")
     with pytest.raises(UsageError, match="no registry has it"):
