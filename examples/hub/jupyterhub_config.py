@@ -50,7 +50,7 @@ c.Spawner.environment = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"}
 # started, its kernel started up to the user's code, so opening a notebook on nbc-python takes
 # ~0.025 s instead of ~0.3 s; an idle one costs about 36 MiB. The warmup extension fills
 # nbc-python's pool as the user's server starts, so even the first notebook gets a pooled
-# kernel. %container use in a notebook reads NBCONTAINERS_POOL_SIZE.
+# kernel. %container use in a notebook reads NBCONTAINERS_POOL_SIZE and _WARM.
 c.Spawner.args = [
     "--ContainerProvisioner.runtime_name=auto",
     "--ContainerProvisioner.pool_size=1",
@@ -58,6 +58,7 @@ c.Spawner.args = [
     "--ServerApp.jpserver_extensions=nbcontainers.kernels.warmup=True",
 ]
 c.Spawner.environment["NBCONTAINERS_POOL_SIZE"] = "1"
+c.Spawner.environment["NBCONTAINERS_POOL_WARM"] = "python"  # filled at %load_ext nbcontainers
 
 # -- Housekeeping ------------------------------------------------------------------------------
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops users' servers (and kernels)
