@@ -4,6 +4,7 @@ starts, runs and shuts down a container kernel through its REST and websocket AP
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -92,7 +93,11 @@ def test_server_lists_and_runs_container_kernels(
 
 
 def test_a_server_warms_its_pool_so_the_first_kernel_is_pooled(
-    python_image: str, runtime: Any, tmp_path: Path
+    python_image: str,
+    runtime: Any,
+    tmp_path: Path,
+    kernelspec_prefix: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from nbcontainers.kernels.pooled import POOL_ROLE
     from nbcontainers.labels import PRIVATE_DIR, ROLE
@@ -104,12 +109,19 @@ def test_a_server_warms_its_pool_so_the_first_kernel_is_pooled(
     def pooled() -> list[Any]:
         return [s for s in runtime.list({ROLE: POOL_ROLE}) if s.id not in before and s.running]
 
+    # A kernelspec whose start fails (its image is misspelt): one line in the log, no more.
+    spec = json.loads((kernelspec_prefix / "kernels" / "nbc-python" / "kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["image"] = "pyhton"
+    broken = tmp_path / "data" / "kernels" / "nbc-broken"
+    broken.mkdir(parents=True)
+    (broken / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", f"{tmp_path / 'data'}:{os.environ['JUPYTER_PATH']}")
     config = tmp_path / "config" / "jupyter_server_config.py"
     config.parent.mkdir()
     config.write_text(
         'c.ServerApp.jpserver_extensions = {"nbcontainers.kernels.warmup": True}\n'
         "c.ContainerProvisioner.pool_size = 1\n"
-        'c.ContainerProvisioner.pool_warm = ["nbc-python", "nbc-pyhton"]\n'
+        'c.ContainerProvisioner.pool_warm = ["nbc-broken", "nbc-python", "nbc-pyhton"]\n'
     )
     with jupyter_server(tmp_path, f"--config={config}") as (base, token, root):
         deadline = time.monotonic() + 90
@@ -132,5 +144,6 @@ def test_a_server_warms_its_pool_so_the_first_kernel_is_pooled(
     assert "pool for nbc-pyhton: no such kernelspec. Did you mean 'nbc-python'?" in text, text[
         -3000:
     ]
+    assert "cannot warm the kernel pool for nbc-broken: Unknown image 'pyhton'" in text, text
     assert "Traceback" not in text, text[-3000:]
     assert pooled() == []  # the refilled member went with the server

@@ -47,7 +47,7 @@ async def warm_pools(
                 did_you_mean(name, sorted(known)),
             )
             continue
-        km = AsyncKernelManager(parent=kernel_manager, kernel_name=name)
+        km = AsyncKernelManager(parent=kernel_manager, kernel_name=name, log=_quiet(log))
         try:
             # As a session start does: the server's environment and a session name.
             await km.start_kernel(cwd=root_dir, env={**os.environ, "JPY_SESSION_NAME": ""})
@@ -67,6 +67,22 @@ async def warm_pools(
         if ready:
             log.info("nbcontainers: kernel pool ready for %s", ", ".join(warmed))
     return warmed
+
+
+def _quiet(log: Any) -> logging.Logger:
+    """A logger for the warming starts: their lines go to ``log``, but for a failed start's
+    traceback (jupyter_client logs one): the warning above says what failed, in one line."""
+    quiet = logging.getLogger("nbcontainers.warmup")
+    if isinstance(log, logging.Logger) and quiet.parent is not log:
+        quiet.parent = log
+    if not any(isinstance(f, _NoTraceback) for f in quiet.filters):
+        quiet.addFilter(_NoTraceback())
+    return quiet
+
+
+class _NoTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
