@@ -105,16 +105,19 @@ def wait_for_ready(kc: Any, timeout: float) -> None:
     while time.monotonic() < deadline:
         sent.add(kc.kernel_info())
         try:
-            while not answered:
+            while not answered and time.monotonic() < deadline:
                 answered = kc.get_shell_msg(timeout=1)["parent_header"].get("msg_id") in sent
-            while kc.get_iopub_msg(timeout=0.1)["parent_header"].get("msg_id") not in sent:
-                pass
+            seen = False
+            while not seen and time.monotonic() < deadline:
+                seen = kc.get_iopub_msg(timeout=0.1)["parent_header"].get("msg_id") in sent
+            if not seen:
+                break
         except Empty:  # no answer yet, or a late IOPub subscriber missed it: ask again
             if not kc.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info") from None
             continue
         with contextlib.suppress(Empty):
-            while True:
+            for _ in range(10_000):  # what is queued now, not a kernel that never stops talking
                 kc.get_iopub_msg(timeout=0)
         return
     raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
