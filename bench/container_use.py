@@ -18,6 +18,7 @@ import os
 import statistics
 import tempfile
 from typing import Any
+from unittest import mock
 
 import nbformat
 from nbclient import NotebookClient
@@ -45,24 +46,15 @@ def run(pooled: bool) -> tuple[float, float]:
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     env = {"NBCONTAINERS_POOL_SIZE": "1" if pooled else "0"}
     env["NBCONTAINERS_POOL_WARM"] = "python" if pooled else ""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            client = NotebookClient(
-                nb,
-                kernel_name="python3",
-                timeout=180,
-                record_timing=True,
-                resources={"metadata": {"path": folder}},
-            )
-            client.execute()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with mock.patch.dict(os.environ, env), tempfile.TemporaryDirectory() as folder:
+        client = NotebookClient(
+            nb,
+            kernel_name="python3",
+            timeout=180,
+            record_timing=True,
+            resources={"metadata": {"path": folder}},
+        )
+        client.execute()
     return _seconds(nb.cells[2]), _seconds(nb.cells[3])
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jupyter_client.connect import KernelConnectionInfo, LocalPortCache
+from jupyter_client.connect import KernelConnectionInfo, LocalPortCache, port_names
 
 __all__ = [
     "PrivateDir",
@@ -192,10 +192,7 @@ async def wait_for_sockets(
 ) -> Literal["bound", "exited", "timeout"]:
     """Wait until the kernel has bound every ipc socket of ``info`` (their files appear the
     moment it binds), it has ``exited``, or ``timeout`` seconds have passed."""
-    sockets = [
-        f"{info['ip']}-{info[key]}"
-        for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-    ]
+    sockets = [f"{info['ip']}-{info[key]}" for key in port_names]
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + 0.5
     while not all(os.path.exists(s) for s in sockets):

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.connect import port_names
+
 from ..labels import KERNEL_ID, PRIVATE_DIR, ROLE, SERVER_STARTED
 from ..runtimes.base import ContainerRuntime, ContainerSpec, ContainerState, Mount
 from .connection import PrivateDir, write_private
@@ -50,7 +52,7 @@ WAITING = "wait"  # the FIFO in the member's sockets folder; renamed to TAKEN wh
 TAKEN = "taken"
 LAUNCHER = ("-m", "ipykernel_launcher")
 # What names a kernel's sockets and checks its messages: a member binds these before its start.
-SOCKET_NAMES = ("transport", "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+SOCKET_NAMES = ("transport", *port_names)
 READY_TIMEOUT = 60.0
 
 log = logging.getLogger("nbcontainers.pool")

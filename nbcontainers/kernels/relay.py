@@ -93,6 +93,14 @@ def _finish_before_idle(kernel: Any, relay: Relay) -> bool:
     return True
 
 
+def _manager(name: str, kernel_spec: KernelSpec) -> KernelManager:
+    """The kernel manager of a relay's kernel. The spec is built in memory (the magics make
+    it): no kernelspec install needed."""
+    return KernelManager(
+        kernel_name=kernel_spec.name or name, kernel_spec_manager=_OneSpec(kernel_spec)
+    )
+
+
 def wait_for_ready(kc: Any, timeout: float) -> None:
     """Return once ``kc``'s kernel has answered kernel_info and the request's status has come
     on IOPub (both channels connected), with what IOPub brought until then (the kernel's
@@ -126,9 +134,7 @@ def wait_for_ready(kc: Any, timeout: float) -> None:
 def warm_start(name: str, kernel_spec: KernelSpec, cwd: str) -> None:
     """Start and stop one kernel of ``kernel_spec`` in ``cwd`` exactly as a relay would: its
     pool (if its config has one) learns what to keep, and fills before the first use."""
-    km = KernelManager(
-        kernel_name=kernel_spec.name or name, kernel_spec_manager=_OneSpec(kernel_spec)
-    )
+    km = _manager(name, kernel_spec)
     km.start_kernel(cwd=cwd)
     km.shutdown_kernel(now=True)
 
@@ -153,10 +159,7 @@ class Relay:
         self.kernel = kernel
         self.cwd = cwd
         self._execution_count = execution_count
-        # The spec is built in memory (the magics make it): no kernelspec install needed.
-        self.km = KernelManager(
-            kernel_name=kernel_spec.name or name, kernel_spec_manager=_OneSpec(kernel_spec)
-        )
+        self.km = _manager(name, kernel_spec)
         self.kc: Any = None
         self.started_at = 0.0
         self._stop = threading.Event()
