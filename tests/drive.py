@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,13 @@ def run(kc: BlockingKernelClient, code: str, timeout: float = 60) -> tuple[str, 
 
     reply = kc.execute_interactive(code, output_hook=hook, timeout=timeout)
     return "".join(out), reply["content"]
+
+
+def cell_text(cell: Any) -> str:
+    """A notebook cell's printed output and tracebacks, without terminal colours."""
+    parts = [out.get("text", "") for out in cell.outputs]
+    parts += ["\n".join(out.get("traceback", [])) for out in cell.outputs]
+    return re.sub(r"\x1b\[[0-9;]*m", "", "".join(parts))
 
 
 @contextmanager

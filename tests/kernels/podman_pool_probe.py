@@ -12,57 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import KernelManager
+from pool_alike import SEEN, ipython_dir, made, seen_in  # this folder: run as a script
 
 from nbcontainers.kernels.pool import kernel_pool
 from nbcontainers.kernels.pooled import POOL_ROLE
 from nbcontainers.labels import ROLE
-
-# What a kernel can see of itself: cwd, env, ids, files, import path, mounts, privileges.
-SEEN = textwrap.dedent(
-    """
-    import json, os, sys
-    mounts = sorted(
-        (line.split()[4], line.split()[5].split(",")[0])
-        for line in open("/proc/self/mountinfo")
-    )
-    status = dict(line.split(":\\t", 1) for line in open("/proc/self/status") if ":\\t" in line)
-    print(json.dumps({
-        "cwd": os.getcwd(),
-        "env": dict(os.environ),
-        "ids": [os.getuid(), os.getgid(), os.getgroups()],
-        "files": sorted(os.listdir(".")),
-        "path": sys.path,
-        "argv": sys.argv,
-        "mounts": mounts,
-        "security": {k: status[k].strip() for k in
-                     ("CapEff", "CapBnd", "CapPrm", "NoNewPrivs", "Seccomp")},
-        "ipython": {
-            "dh": [str(d) for d in _dh],
-            "starting_dir": get_ipython().starting_dir,
-            "session": globals().get("__session__"),
-            "extensions": sorted(get_ipython().extension_manager.loaded),
-            "startup": globals().get("STARTUP"),
-        },
-    }))
-    """
-)
-# An IPython startup file: it must run after the hand-over, in the notebook's folder.
-STARTUP = "import os\nSTARTUP = [os.getcwd(), os.environ.get('JPY_SESSION_NAME')]\n"
-# How the engine made a container (Docker-compatible inspect, as Podman's API answers it).
-HOST_KEYS = ("CapDrop", "CapAdd", "SecurityOpt", "Init", "Privileged", "ShmSize", "PidsLimit",
-             "Memory", "NanoCpus", "ReadonlyRootfs", "Tmpfs", "UsernsMode")  # fmt: skip
-
-
-def private(path: str) -> str:
-    """Each container has its own private folder (/tmp/nbc-XXXX): the same kind."""
-    return re.sub(r"/tmp/nbc-[^/]+", "<private>", path)
 
 
 def execute(km: KernelManager, code: str) -> str:
@@ -87,24 +46,11 @@ def execute(km: KernelManager, code: str) -> str:
 
 
 def seen_by(km: KernelManager) -> dict[str, Any]:
-    seen: dict[str, Any] = json.loads(execute(km, SEEN))
-    seen["env"].pop("HOSTNAME", None)
-    seen["mounts"] = [[private(m), o] for m, o in seen["mounts"]]
-    return seen
+    return seen_in(execute(km, SEEN))
 
 
-def made(km: KernelManager) -> dict[str, Any]:
-    data = km.provisioner.runtime.api.inspect_container(km.provisioner.container_id)  # type: ignore[union-attr]
-    host = data["HostConfig"]
-    return {
-        "host": {k: host.get(k) for k in HOST_KEYS},
-        "mounts": sorted(
-            [private(m["Source"]), private(m["Destination"]), m["RW"]] for m in data["Mounts"]
-        ),
-        "user": data["Config"]["User"],
-        "image": data["Config"]["Image"],
-        "network": (host.get("NetworkMode") or "").split(":")[0],
-    }
+def made_by(km: KernelManager) -> dict[str, Any]:
+    return made(km.provisioner.runtime.api.inspect_container(km.provisioner.container_id))  # type: ignore[union-attr]
 
 
 def start(notebook: Path, session: str, config: dict[str, Any]) -> KernelManager:
@@ -122,10 +68,7 @@ def main(work: Path) -> None:
     notebook = work / "project" / "nb"
     notebook.mkdir(parents=True)
     (notebook / "data.csv").write_text("a,b\n")
-    startup = work / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-seen.py").write_text(STARTUP)
-    env = {"IPYTHONDIR": str(work / "ipython")}
+    env = {"IPYTHONDIR": ipython_dir(work)}
     config = {"pool_size": 1, "workspace_root": str(work), "env": env}
     pool = kernel_pool()
     seen: dict[str, Any] = {}
@@ -151,7 +94,7 @@ def main(work: Path) -> None:
         seen["refilled"] = pool.wait_ready(1, timeout=60)
         seen["cold"], seen["warm"] = seen_by(cold), seen_by(warm)
         execute(warm, "open('from-pooled.txt', 'w').write('hi')")
-        seen["cold_made"], seen["warm_made"] = made(cold), made(warm)
+        seen["cold_made"], seen["warm_made"] = made_by(cold), made_by(warm)
         first = warm.provisioner.container_id  # type: ignore[union-attr]
         warm.restart_kernel(now=True)
         seen["restart_pooled"] = warm.provisioner._pooled is not None  # type: ignore[union-attr]

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pwd
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,44 +17,19 @@ from typing import Any
 import docker.errors
 import pytest
 
-from nbcontainers.catalog import load_catalog
-from nbcontainers.kernels.kernelspecs import install_kernelspecs
-from nbcontainers.kernels.netns import holder_name
 from nbcontainers.labels import KERNEL_ID
+
+from .podman_user import as_user
 
 pytestmark = pytest.mark.docker
 PROBE = Path(__file__).with_name("podman_probe.py")
 
 
-@pytest.fixture
-def workspace(podman_runtime: object) -> object:
-    from .. import conftest
-
-    user = pwd.getpwnam(conftest.PODMAN_USER)
-    ref = load_catalog()["python"].ref
-    if podman_runtime.image_info(ref) is None:  # type: ignore[attr-defined]
-        pytest.fail(f"{ref} is not in {user.pw_name}'s image store: run scripts/ensure-podman.sh")
-    work = Path(user.pw_dir) / f"nbc-test-{os.getpid()}"
-    work.mkdir()
-    prefix = work / "jupyter"
-    install_kernelspecs(load_catalog(include_user=False), prefix=str(prefix))
-    for path in [work, *work.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid)
-    yield user, work, prefix / "share" / "jupyter"
-    shutil.rmtree(work, ignore_errors=True)
-    holder = podman_runtime.state(holder_name(user.pw_name))  # type: ignore[attr-defined]
-    if holder is not None:
-        podman_runtime.remove(holder.id)  # type: ignore[attr-defined]
-
-
 def _probe(user: pwd.struct_passwd, work: Path, jupyter_path: Path, *mode: str) -> Any:
     """Run the probe as ``user``, the way that user's Jupyter server would; what it saw."""
     done = subprocess.run(
-        ["runuser", "-u", user.pw_name, "--", "env", "-i", f"HOME={user.pw_dir}",
-         f"USER={user.pw_name}", "PATH=/usr/local/bin:/usr/bin:/bin",
-         f"XDG_RUNTIME_DIR=/run/user/{user.pw_uid}", f"JUPYTER_PATH={jupyter_path}",
-         f"NBCONTAINERS_CONFIG_DIR={work / 'config'}",
-         sys.executable, str(PROBE), *mode, str(work)],
+        as_user(user, sys.executable, str(PROBE), *mode, str(work),
+                JUPYTER_PATH=str(jupyter_path), NBCONTAINERS_CONFIG_DIR=str(work / "config")),
         capture_output=True, text=True, timeout=900, cwd=str(work), check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

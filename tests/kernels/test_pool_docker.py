@@ -5,13 +5,10 @@ fill leaves starts cold, and server exit or `gc` leave no pooled container."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,40 +23,9 @@ from nbcontainers.kernels.pooled import POOL_ROLE
 from nbcontainers.labels import ROLE
 
 from ..drive import connected, run
+from .pool_alike import SEEN, assert_alike, ipython_dir, made, seen_in
 
 pytestmark = pytest.mark.docker
-
-# What a kernel can see of itself: cwd, env, ids, files, import path, mounts, privileges.
-PROBE = textwrap.dedent(
-    """
-    import json, os, sys
-    mounts = sorted(
-        (line.split()[4], line.split()[5].split(",")[0])
-        for line in open("/proc/self/mountinfo")
-    )
-    status = dict(line.split(":\\t", 1) for line in open("/proc/self/status") if ":\\t" in line)
-    print(json.dumps({
-        "cwd": os.getcwd(),
-        "env": dict(os.environ),
-        "ids": [os.getuid(), os.getgid(), os.getgroups()],
-        "files": sorted(os.listdir(".")),
-        "path": sys.path,
-        "argv": sys.argv,
-        "mounts": mounts,
-        "security": {k: status[k].strip() for k in
-                     ("CapEff", "CapBnd", "CapPrm", "NoNewPrivs", "Seccomp")},
-        "ipython": {
-            "dh": [str(d) for d in _dh],
-            "starting_dir": get_ipython().starting_dir,
-            "session": globals().get("__session__"),
-            "extensions": sorted(get_ipython().extension_manager.loaded),
-            "startup": globals().get("STARTUP"),
-        },
-    }))
-    """
-)
-# An IPython startup file: it must run after the hand-over, in the notebook's folder.
-STARTUP = "import os\nSTARTUP = [os.getcwd(), os.environ.get('JPY_SESSION_NAME')]\n"
 
 
 @pytest.fixture
@@ -79,34 +45,9 @@ def _start(cwd: Path, session: str, **config: Any) -> KernelManager:
 
 def _seen(km: KernelManager) -> dict[str, Any]:
     with connected(km) as kc:
-        out, reply = run(kc, PROBE)
+        out, reply = run(kc, SEEN)
     assert reply["status"] == "ok", out
-    seen: dict[str, Any] = json.loads(out)
-    # Each container has its own hostname and private folder (/tmp/nbc-XXXX): the same kind.
-    seen["env"].pop("HOSTNAME")
-    seen["mounts"] = [(_private(m), o) for m, o in seen["mounts"]]
-    return seen
-
-
-def _private(path: str) -> str:
-    return re.sub(r"/tmp/nbc-[^/]+", "<private>", path)
-
-
-def _host_config(runtime: Any, km: KernelManager) -> dict[str, Any]:
-    data = runtime.api.inspect_container(km.provisioner.container_id)
-    host = data["HostConfig"]
-    keep = ("CapDrop", "CapAdd", "SecurityOpt", "Init", "Privileged", "ShmSize", "PidsLimit",
-            "Memory", "NanoCpus", "ReadonlyRootfs", "Tmpfs")  # fmt: skip
-    mounts = sorted(
-        (_private(m["Source"]), _private(m["Destination"]), m["RW"]) for m in data["Mounts"]
-    )
-    return {
-        "host": {k: host.get(k) for k in keep},
-        "mounts": mounts,
-        "user": data["Config"]["User"],
-        "image": data["Config"]["Image"],
-        "network": host["NetworkMode"].split(":")[0],
-    }
+    return seen_in(out)
 
 
 def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
@@ -116,8 +57,8 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
     notebook.mkdir(parents=True)
     (notebook / "data.csv").write_text("a,b\n")
     (tmp_path / "elsewhere").mkdir()
-    ipython_dir = _ipython_dir(tmp_path)
-    config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython_dir}}
+    ipython = ipython_dir(tmp_path)
+    config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython}}
     cold = _start(notebook, "project/nb/a.ipynb", **config)
     pooled = restarted = None
     try:
@@ -129,26 +70,10 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
         assert pooled.provisioner._pooled is not None
         assert pool.wait_ready(1, timeout=60)  # refilled after the take
         a, b = _seen(cold), _seen(pooled)
-        assert b["cwd"] == a["cwd"] == str(notebook)
-        assert b["env"].pop("JPY_SESSION_NAME") == "project/nb/b.ipynb"
-        assert a["env"].pop("JPY_SESSION_NAME") == "project/nb/a.ipynb"
-        assert b["env"] == a["env"]
-        assert b["ids"] == a["ids"] == [os.getuid(), os.getgid(), a["ids"][2]]
-        assert b["files"] == a["files"] == ["data.csv"]
-        assert b["path"] == a["path"]
-        assert b["argv"] == a["argv"]
-        assert b["mounts"] == a["mounts"]
-        assert (str(tmp_path), "rw") in [(m, o) for m, o in b["mounts"]]
-        assert b["security"] == a["security"]
-        assert b["security"]["NoNewPrivs"] == "1" and b["security"]["CapEff"] == "0" * 16
-        # What IPython noted of its start: the folder, the session, the startup file's run.
-        assert a["ipython"].pop("session") == "project/nb/a.ipynb"
-        assert b["ipython"].pop("session") == "project/nb/b.ipynb"
-        assert a["ipython"].pop("startup") == [str(notebook), "project/nb/a.ipynb"]
-        assert b["ipython"].pop("startup") == [str(notebook), "project/nb/b.ipynb"]
-        assert b["ipython"] == a["ipython"]
-        assert b["ipython"]["dh"] == [str(notebook)] and b["ipython"]["extensions"]
-        host_a, host_b = _host_config(runtime, cold), _host_config(runtime, pooled)
+        sessions = ("project/nb/a.ipynb", "project/nb/b.ipynb")
+        assert_alike(a, b, notebook, tmp_path, sessions)
+        assert b["ids"] == [os.getuid(), os.getgid(), a["ids"][2]]
+        host_a, host_b = _made(runtime, cold), _made(runtime, pooled)
         assert host_b["mounts"] == host_a["mounts"]
         assert host_b == host_a
         # A restart takes a fresh pooled kernel: new container, the same socket paths.
@@ -168,14 +93,8 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
     assert not list(tmp_path.glob("nbc-*"))
 
 
-def _ipython_dir(root: Path, config: str = "") -> str:
-    """An IPython folder with a startup file and, given ``config``, ipython_kernel_config.py."""
-    profile = root / "ipython" / "profile_default"
-    (profile / "startup").mkdir(parents=True)
-    (profile / "startup" / "00-seen.py").write_text(STARTUP)
-    if config:
-        (profile / "ipython_kernel_config.py").write_text(config)
-    return str(root / "ipython")
+def _made(runtime: Any, km: KernelManager) -> dict[str, Any]:
+    return made(runtime.api.inspect_container(km.provisioner.container_id))
 
 
 def _bound_early(pool: Any) -> list[str]:
@@ -191,8 +110,8 @@ def test_a_python_config_file_runs_only_after_the_hand_over(pool: Any, tmp_path:
         "c.InteractiveShellApp.exec_lines = ["
         "'CONFIG = %r' % [os.getcwd(), os.environ.get('JPY_SESSION_NAME')]]\n"
     )
-    ipython_dir = _ipython_dir(tmp_path, config_file)
-    config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython_dir}}
+    ipython = ipython_dir(tmp_path, config_file)
+    config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython}}
     _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
     assert pool.wait_ready(1, timeout=60)
     assert _bound_early(pool) == []  # the member waits with its kernel not yet started

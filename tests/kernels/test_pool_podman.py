@@ -8,64 +8,30 @@ container."""
 from __future__ import annotations
 
 import json
-import os
 import pwd
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nbcontainers.catalog import load_catalog
-from nbcontainers.kernels.kernelspecs import install_kernelspecs
-from nbcontainers.kernels.netns import holder_name
 from nbcontainers.kernels.pooled import POOL_ROLE
 from nbcontainers.labels import ROLE
 
+from .podman_user import as_user
+from .pool_alike import assert_alike
+
 pytestmark = pytest.mark.docker
 PROBE = Path(__file__).with_name("podman_pool_probe.py")
-
-
-@pytest.fixture
-def workspace(podman_runtime: Any) -> Iterator[tuple[pwd.struct_passwd, Path, Path]]:
-    """A folder the test user owns, with the nbc-* kernelspecs in it; removed afterwards,
-    with the user's network holder."""
-    from .. import conftest
-
-    user = pwd.getpwnam(conftest.PODMAN_USER)
-    ref = load_catalog()["python"].ref
-    if podman_runtime.image_info(ref) is None:
-        pytest.fail(f"{ref} is not in {user.pw_name}'s image store: run scripts/ensure-podman.sh")
-    work = Path(user.pw_dir) / f"nbc-pool-test-{os.getpid()}"
-    work.mkdir()
-    prefix = work / "jupyter"
-    install_kernelspecs(load_catalog(include_user=False), prefix=str(prefix))
-    for path in [work, *work.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid)
-    yield user, work, prefix / "share" / "jupyter"
-    shutil.rmtree(work, ignore_errors=True)
-    holder = podman_runtime.state(holder_name(user.pw_name))
-    if holder is not None:
-        podman_runtime.remove(holder.id)
-
-
-def _as_user(user: pwd.struct_passwd, *command: str, **env: str) -> list[str]:
-    """``command`` as ``user`` logged in the way their Jupyter server would be."""
-    return ["runuser", "-u", user.pw_name, "--", "env", "-i", f"HOME={user.pw_dir}",
-            f"USER={user.pw_name}", "PATH=/usr/local/bin:/usr/bin:/bin",
-            f"XDG_RUNTIME_DIR=/run/user/{user.pw_uid}",
-            *(f"{k}={v}" for k, v in env.items()), *command]  # fmt: skip
 
 
 def _pooled_containers(user: pwd.struct_passwd) -> set[str]:
     """Every pooled container in the user's engine, running or not, as ``podman ps -a``
     shows them to that user."""
     listed = subprocess.run(
-        _as_user(user, "podman", "ps", "-a", "--format", "{{.ID}}",
-                 "--filter", f"label={ROLE}={POOL_ROLE}"),
+        as_user(user, "podman", "ps", "-a", "--format", "{{.ID}}",
+                "--filter", f"label={ROLE}={POOL_ROLE}"),
         capture_output=True, text=True, timeout=60, cwd="/", check=True,
     )  # fmt: skip
     return set(listed.stdout.split())
@@ -77,7 +43,7 @@ def test_a_pooled_kernel_on_rootless_podman_equals_a_cold_one(
     user, work, jupyter_path = workspace
     before = _pooled_containers(user)
     done = subprocess.run(
-        _as_user(user, sys.executable, str(PROBE), str(work), JUPYTER_PATH=str(jupyter_path),
+        as_user(user, sys.executable, str(PROBE), str(work), JUPYTER_PATH=str(jupyter_path),
                  NBCONTAINERS_CONFIG_DIR=str(work / "config")),
         capture_output=True, text=True, timeout=300, cwd=str(work), check=False,
     )  # fmt: skip
@@ -92,29 +58,13 @@ def test_a_pooled_kernel_on_rootless_podman_equals_a_cold_one(
     # The second start takes that member, and the pool refills.
     assert seen["warm_pooled"] is True and seen["taken"] is True and seen["refilled"] is True
     a, b = seen["cold"], seen["warm"]
-    assert b["cwd"] == a["cwd"] == str(notebook)
-    assert a["env"].pop("JPY_SESSION_NAME") == "project/nb/a.ipynb"
-    assert b["env"].pop("JPY_SESSION_NAME") == "project/nb/b.ipynb"
-    assert b["env"] == a["env"] and b["env"]["container"] == "podman"
+    assert_alike(a, b, notebook, work, ("project/nb/a.ipynb", "project/nb/b.ipynb"))
+    assert b["env"]["container"] == "podman"
     # Root in the user's namespace, in both: that is the user on the host.
-    assert b["ids"] == a["ids"] == [0, 0, [0]]
+    assert b["ids"] == [0, 0, [0]]
     written = notebook / "from-pooled.txt"
     assert written.read_text() == "hi"
     assert (written.stat().st_uid, written.stat().st_gid) == (user.pw_uid, user.pw_gid)
-    assert b["files"] == a["files"] == ["data.csv"]
-    assert b["path"] == a["path"]
-    assert b["argv"] == a["argv"]
-    assert b["mounts"] == a["mounts"]
-    assert [str(work), "rw"] in b["mounts"]
-    assert b["security"] == a["security"]
-    assert b["security"]["NoNewPrivs"] == "1" and b["security"]["CapEff"] == "0" * 16
-    # What IPython noted of its start: the folder, the session, the startup file's run.
-    assert a["ipython"].pop("session") == "project/nb/a.ipynb"
-    assert b["ipython"].pop("session") == "project/nb/b.ipynb"
-    assert a["ipython"].pop("startup") == [str(notebook), "project/nb/a.ipynb"]
-    assert b["ipython"].pop("startup") == [str(notebook), "project/nb/b.ipynb"]
-    assert b["ipython"] == a["ipython"]
-    assert b["ipython"]["dh"] == [str(notebook)] and b["ipython"]["extensions"]
     # The engine made both containers alike: user, image, network, mounts, limits, security.
     assert seen["warm_made"]["mounts"] == seen["cold_made"]["mounts"]
     assert seen["warm_made"] == seen["cold_made"]

@@ -20,17 +20,11 @@ from nbclient import NotebookClient
 
 from nbcontainers.catalog import load_catalog
 
-from ..drive import notebook
+from ..drive import cell_text, notebook
 
 pytestmark = pytest.mark.docker
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def _text(cell: Any) -> str:
-    parts = [out.get("text", "") for out in cell.outputs]
-    parts += ["\n".join(out.get("traceback", [])) for out in cell.outputs]
-    return re.sub(r"\x1b\[[0-9;]*m", "", "".join(parts))
 
 
 def test_use_builds_a_missing_image_with_text_progress_for_nbclient(
@@ -50,13 +44,13 @@ def test_use_builds_a_missing_image_with_text_progress_for_nbclient(
     NotebookClient(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
-    used = _text(nb.cells[1])
+    used = cell_text(nb.cells[1])
     assert f"Image {name} ({ref}) is not built yet: building it now with" in used
     assert re.search(r"^  \[2/\d\] RUN echo built > /dev/null$", used, re.M), used
     assert re.search(rf"^Built {re.escape(ref)} in \d+ s\.$", used, re.M), used
     assert f"Cells now run in container kernel {name!r}" in used
     assert not any(WIDGET_VIEW in out.get("data", {}) for out in nb.cells[1].outputs)
-    assert _text(nb.cells[2]).strip() == name  # the next cell ran in the image just built
+    assert cell_text(nb.cells[2]).strip() == name  # the next cell ran in the image just built
     assert runtime.image_info(ref) is not None
 
 

@@ -24,7 +24,7 @@ from nbclient import NotebookClient
 
 from nbcontainers.catalog import load_catalog, register_user_image
 
-from ..drive import notebook
+from ..drive import cell_text, notebook
 from ..registry import Image, Registry, layer_of, saved_image
 
 pytestmark = pytest.mark.docker
@@ -81,12 +81,6 @@ def _hung_up(registry: Registry, sends_before: int) -> None:
     assert len(registry.requests) == asked, registry.requests[asked:]
 
 
-def _text(cell: Any) -> str:
-    parts = [out.get("text", "") for out in cell.outputs]
-    parts += ["\n".join(out.get("traceback", [])) for out in cell.outputs]
-    return re.sub(r"\x1b\[[0-9;]*m", "", "".join(parts))
-
-
 def test_use_pulls_a_missing_registry_image_with_text_progress(
     registry: Registry,
     python_image: str,
@@ -110,10 +104,9 @@ def test_use_pulls_a_missing_registry_image_with_text_progress(
     NotebookClient(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
-    used = _text(nb.cells[1])
+    used = cell_text(nb.cells[1])
     print(used)  # what the user reads, shown with -rP
     assert f"Image {name} ({ref}) is not on this engine: pulling it now." in used
-    # Bytes as the engine downloads them, against the layers' sizes, in MiB.
     # Bytes as the engine downloads them and layers done; the layers the engine already
     # had (from an earlier run) are done without a byte, so the total is at least the new one.
     layers = len(image.layers)
@@ -123,7 +116,7 @@ def test_use_pulls_a_missing_registry_image_with_text_progress(
     assert lines[-1][3] == lines[-1][4] and int(lines[-1][4]) >= 4, used  # all there
     assert re.search(rf"^Pulled {re.escape(ref)} in \d+ s\.$", used, re.M), used
     assert f"Cells now run in container kernel {name!r}" in used
-    assert _text(nb.cells[2]).strip() == token  # the next cell ran in the image just pulled
+    assert cell_text(nb.cells[2]).strip() == token  # the next cell ran in the image just pulled
     assert runtime.image_info(ref) is not None
     extra = image.layers[-1].stat().st_size  # the new layer came from the registry, whole
     assert any(s.size == s.sent == extra and not s.dropped for s in registry.sends), registry.sends
