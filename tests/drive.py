@@ -27,6 +27,20 @@ def run(kc: BlockingKernelClient, code: str, timeout: float = 60) -> tuple[str, 
     return "".join(out), reply["content"]
 
 
+def executed(sources: list[str], cwd: Path, timeout: float = 180) -> Any:
+    """A notebook of code cells ``sources``, run top to bottom by nbclient on a local
+    ``python3`` kernel in ``cwd`` (as papermill or a CI job would)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
+    client.execute()
+    return nb
+
+
 def cell_text(cell: Any) -> str:
     """A notebook cell's printed output and tracebacks, without terminal colours."""
     parts = [out.get("text", "") for out in cell.outputs]

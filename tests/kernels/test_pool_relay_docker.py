@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from ..drive import executed
 
 pytestmark = pytest.mark.docker
 
@@ -53,15 +53,11 @@ def test_every_output_of_every_relayed_cell_reaches_nbclient(
         "import os\nprint(os.getcwd())",
         "%container stop",
     ]
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     env = {"NBCONTAINERS_POOL_SIZE": "1", "NBCONTAINERS_POOL_WARM": "python"}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        NotebookClient(
-            nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}
-        ).execute()
+        nb = executed(cells, tmp_path, timeout=120)
     assert "Cells now run in container kernel 'python'" in nb.cells[2].outputs[0]["text"]
     for i, cell in enumerate(nb.cells[3 : 3 + CELLS]):
         text = "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")

@@ -14,13 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from nbcontainers.catalog import load_catalog
 
-from ..drive import cell_text, notebook
+from ..drive import cell_text, executed, notebook
 
 pytestmark = pytest.mark.docker
 
@@ -33,17 +31,8 @@ def test_use_builds_a_missing_image_with_text_progress_for_nbclient(
     name, _ = tiny
     ref = load_catalog()[name].ref
     assert runtime.image_info(ref) is None
-    cell = nbformat.v4.new_code_cell
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            cell("%load_ext nbcontainers"),
-            cell(f"%container use {name}"),
-            cell("import os; print(os.environ['NBC_PROGRESS_TEST'])"),
-        ]
-    )
-    NotebookClient(
-        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
+    cells = ["%load_ext nbcontainers", f"%container use {name}"]
+    nb = executed([*cells, "import os; print(os.environ['NBC_PROGRESS_TEST'])"], tmp_path)
     used = cell_text(nb.cells[1])
     assert f"Image {name} ({ref}) is not built yet: building it now with" in used
     assert re.search(r"^  \[2/\d\] RUN echo built > /dev/null$", used, re.M), used

@@ -18,13 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from nbcontainers.catalog import load_catalog, register_user_image
 
-from ..drive import cell_text, notebook
+from ..drive import cell_text, executed, notebook
 from ..registry import Image, Registry, layer_of, saved_image
 
 pytestmark = pytest.mark.docker
@@ -93,17 +91,8 @@ def test_use_pulls_a_missing_registry_image_with_text_progress(
     refs.append(ref)
     register_user_image(name, {"ref": ref})
     assert runtime.image_info(ref) is None
-    cell = nbformat.v4.new_code_cell
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            cell("%load_ext nbcontainers"),
-            cell(f"%container use {name}"),
-            cell("print(open('/nbc-pull/marker').read())"),
-        ]
-    )
-    NotebookClient(
-        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
+    cells = ["%load_ext nbcontainers", f"%container use {name}"]
+    nb = executed([*cells, "print(open('/nbc-pull/marker').read())"], tmp_path)
     used = cell_text(nb.cells[1])
     print(used)  # what the user reads, shown with -rP
     assert f"Image {name} ({ref}) is not on this engine: pulling it now." in used
