@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,44 @@ class Frontend:
                     pass
         assert reply is not None, f"no reply to {code!r}"
         return reply["content"], outputs
+
+    def interrupted(
+        self, code: str, when: Callable[[], bool], timeout: float = 120
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Run ``code`` as JupyterLab sends it (the cell's id in the request's metadata), and
+        interrupt the kernel once ``when()`` is true; return (the reply, or None if there was
+        none within ``timeout``, and the cell's IOPub messages). Interrupting is asserted."""
+        msg = self.kc.session.msg(
+            "execute_request",
+            {"code": code, "silent": False, "store_history": True},
+            metadata={"cellId": "cell-1"},
+        )
+        self.kc.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        outputs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        interrupted = idle = False
+        reply = None
+        while (reply is None or not idle) and time.monotonic() < deadline:
+            try:
+                got = self.kc.get_iopub_msg(timeout=0.1)
+                if got["parent_header"].get("msg_id") == msg_id:
+                    outputs.append(got)
+                    idle = got["content"].get("execution_state") == "idle"
+            except Exception:
+                pass
+            if not interrupted and when():
+                self.km.interrupt_kernel()
+                interrupted = True
+            if interrupted and reply is None:
+                try:
+                    shell = self.kc.get_shell_msg(timeout=0.1)
+                    if shell["parent_header"].get("msg_id") == msg_id:
+                        reply = shell
+                except Exception:
+                    pass
+        assert interrupted, outputs
+        return reply, outputs
 
     def text(self, code: str, **kw: Any) -> str:
         content, outputs = self.run(code, **kw)

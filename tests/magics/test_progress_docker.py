@@ -59,36 +59,11 @@ def test_an_interrupt_cancels_the_build_and_leaves_nothing(
     ref = load_catalog()[name].ref  # the tag follows the Dockerfile
     containers_before = {s.id for s in runtime.list({})}
     with notebook(tmp_path) as fe:
-        # As JupyterLab sends it: the cell's id in the request's metadata.
-        msg = fe.kc.session.msg(
-            "execute_request",
-            {"code": f"%container use {name}", "silent": False, "store_history": True},
-            metadata={"cellId": "cell-1"},
+        # As JupyterLab sends it; interrupted once the slow step runs.
+        reply, outputs = fe.interrupted(
+            f"%container use {name}", when=lambda: bool(_step_processes(marker))
         )
-        fe.kc.shell_channel.send(msg)
-        outputs: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 120
-        interrupted = idle = False
-        reply = None
-        while (reply is None or not idle) and time.monotonic() < deadline:
-            try:
-                got = fe.kc.get_iopub_msg(timeout=0.1)
-                if got["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                    outputs.append(got)
-                    idle = got["content"].get("execution_state") == "idle"
-            except Exception:
-                pass
-            if not interrupted and _step_processes(marker):
-                fe.km.interrupt_kernel()  # the slow step runs: stop the cell
-                interrupted = True
-            if interrupted and reply is None:
-                try:
-                    shell = fe.kc.get_shell_msg(timeout=0.1)
-                    if shell["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                        reply = shell
-                except Exception:
-                    pass
-        assert interrupted and reply is not None, outputs
+        assert reply is not None, outputs
         assert reply["content"]["status"] == "error"
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         streams = "".join(m["content"].get("text", "") for m in outputs)

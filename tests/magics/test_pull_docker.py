@@ -123,38 +123,14 @@ def test_an_interrupt_cancels_the_pull_and_leaves_nothing(
     registry.rate = 256 << 10  # the random layer alone would take half a minute
     try:
         with notebook(tmp_path) as fe:
-            # As JupyterLab sends it (the cell's id in the metadata): a widget bar, not lines.
-            msg = fe.kc.session.msg(
-                "execute_request",
-                {"code": f"%container use {name}", "silent": False, "store_history": True},
-                metadata={"cellId": "cell-1"},
-            )
-            fe.kc.shell_channel.send(msg)
-            msg_id = msg["header"]["msg_id"]
-            outputs: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 60
-            interrupted = idle = False
-            reply = None
-            while (reply is None or not idle) and time.monotonic() < deadline:
-                try:
-                    got = fe.kc.get_iopub_msg(timeout=0.1)
-                    if got["parent_header"].get("msg_id") == msg_id:
-                        outputs.append(got)
-                        idle = got["content"].get("execution_state") == "idle"
-                except Exception:
-                    pass
+            # As JupyterLab sends it (the cell's id in the metadata): a widget bar, not lines;
+            # interrupted while the engine is downloading a layer.
+            def downloading() -> bool:
                 sending = registry.sends[sends_before:]
-                if not interrupted and any(s.sent > 256 << 10 and not s.done for s in sending):
-                    fe.km.interrupt_kernel()  # the engine is downloading a layer: stop the cell
-                    interrupted = True
-                if interrupted and reply is None:
-                    try:
-                        shell = fe.kc.get_shell_msg(timeout=0.1)
-                        if shell["parent_header"].get("msg_id") == msg_id:
-                            reply = shell
-                    except Exception:
-                        pass
-            assert interrupted and reply is not None, outputs
+                return any(s.sent > 256 << 10 and not s.done for s in sending)
+
+            reply, outputs = fe.interrupted(f"%container use {name}", downloading, timeout=60)
+            assert reply is not None, outputs
             assert reply["content"]["status"] == "error"
             assert reply["content"]["ename"] == "KeyboardInterrupt"
             streams = "".join(m["content"].get("text", "") for m in outputs)
