@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from jupyter_client.connect import KernelConnectionInfo, LocalPortCache, port_names
 
@@ -162,10 +162,10 @@ async def wait_for_port(
     """Wait until a kernel on another host accepts TCP on ``address:port``, it has
     ``exited``, or ``timeout`` seconds have passed; "unreachable" when the network says no
     route (or stays silent) for 5 seconds."""
-    deadline = time.monotonic() + timeout
     silent_since: float | None = None
-    next_check = time.monotonic() + 0.5
-    while True:
+
+    async def attempt() -> Literal["open", "unreachable"] | None:
+        nonlocal silent_since
         try:
             await asyncio.to_thread(socket.create_connection, (address, port), 1.0)
             return "open"
@@ -177,14 +177,9 @@ async def wait_for_port(
                     return "unreachable"
             else:
                 silent_since = None
-        now = time.monotonic()
-        if now > deadline:
-            return "timeout"
-        if now > next_check:
-            next_check = now + 0.5
-            if await exited():
-                return "exited"
-        await asyncio.sleep(0.02)
+        return None
+
+    return await _poll(attempt, timeout, exited, 0.02)
 
 
 async def wait_for_sockets(
@@ -193,16 +188,36 @@ async def wait_for_sockets(
     """Wait until the kernel has bound every ipc socket of ``info`` (their files appear the
     moment it binds), it has ``exited``, or ``timeout`` seconds have passed."""
     sockets = [f"{info['ip']}-{info[key]}" for key in port_names]
+
+    async def attempt() -> Literal["bound"] | None:
+        return "bound" if all(os.path.exists(s) for s in sockets) else None
+
+    return await _poll(attempt, timeout, exited, 0.005)
+
+
+_Found = TypeVar("_Found", bound=str)
+
+
+async def _poll(
+    attempt: Callable[[], Awaitable[_Found | None]],
+    timeout: float,
+    exited: Callable[[], Awaitable[bool]],
+    interval: float,
+) -> _Found | Literal["exited", "timeout"]:
+    """Try ``attempt`` every ``interval`` s until it answers (not None), the kernel has
+    ``exited`` or ``timeout`` s have passed. Asking the engine whether it exited costs a
+    round trip: at most every half second, while the attempt itself is nearly free."""
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + 0.5
-    while not all(os.path.exists(s) for s in sockets):
+    while True:
+        found = await attempt()
+        if found is not None:
+            return found
         now = time.monotonic()
         if now > deadline:
             return "timeout"
-        # Asking the engine costs a round trip; the file check is nearly free.
         if now > next_check:
             next_check = now + 0.5
             if await exited():
                 return "exited"
-        await asyncio.sleep(0.005)
-    return "bound"
+        await asyncio.sleep(interval)
