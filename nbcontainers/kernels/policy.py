@@ -25,7 +25,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatch
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..rundir import user_runtime_dir
 from ..runtimes.base import GPURequest
 from .launch import LaunchConfig
 
@@ -217,17 +217,9 @@ class KernelCountLock:
 
     @staticmethod
     def user_folder() -> Path:
-        """``$XDG_RUNTIME_DIR`` (or ``/run/user/UID``) where writable, else a private
-        ``nbc-locks-UID`` folder in the temp dir (refused if someone else owns it)."""
-        uid = os.getuid()
-        for candidate in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{uid}"):
-            if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
-                return Path(candidate)
-        folder = Path(tempfile.gettempdir(), f"nbc-locks-{uid}")
-        folder.mkdir(mode=0o700, exist_ok=True)
-        if folder.lstat().st_uid != uid or not stat.S_ISDIR(folder.lstat().st_mode):
-            raise ConfigError(f"{folder} belongs to another user; set XDG_RUNTIME_DIR.")
-        return folder
+        """The user's private runtime folder (``nbcontainers.rundir``): a folder another user
+        could have planted is refused, never used."""
+        return user_runtime_dir()
 
     def acquire(self) -> None:
         """Wait for the lock (polling, so a stuck holder ends in a clear error, not a hang)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError, ContainerNotFound, EngineUnavailable, Unsupported
+from ..rundir import user_runtime_dir
 from .base import (
     LIMITS,
     BuildCallback,
@@ -49,17 +50,9 @@ _CDI_API = (5, 4)  # the first Podman whose Docker-compatible API honours CDI de
 
 
 def runtime_dir() -> Path:
-    """The user's runtime folder: ``$XDG_RUNTIME_DIR``, else ``/run/user/UID`` where login
-    made one, else a private ``/tmp/nbc-podman-UID`` (a hub's spawner may not log users in)."""
-    uid = os.getuid()
-    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{uid}"):
-        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
-            return Path(candidate)
-    fallback = Path(f"/tmp/nbc-podman-{uid}")
-    fallback.mkdir(mode=0o700, exist_ok=True)
-    if fallback.stat().st_uid != uid:  # someone else planted it: never use their folder
-        raise EngineUnavailable(f"{fallback} belongs to another user; set XDG_RUNTIME_DIR.")
-    return fallback
+    """The user's runtime folder, where only they (or root) can have made it: see
+    ``nbcontainers.rundir``."""
+    return user_runtime_dir()
 
 
 def user_socket() -> Path:
