@@ -4,6 +4,12 @@ Creating a network namespace with its veth pair is about half of a container's s
 on Docker's bridge network. Joining a holder's namespace (`network_mode=container:<id>`)
 skips that, while kernels keep outbound network and stay off the host's loopback. Kernels
 of one owner share the namespace, as local kernels share the host's.
+
+A holder that has exited (a reboot, the OOM killer, an admin ending the user's engine) is
+healed here, on the next kernel start: with it gone, so is the namespace of every container
+joined to it, and the engine refuses to remove the holder while they exist ("has dependent
+containers"). So that owner's ended kernels, pool members and holders, found by their labels,
+are removed first; running containers, and anything of another owner, are never touched.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ import socket
 import time
 from collections.abc import Collection
 
-from ..errors import ContainerConflict
-from ..labels import OWNER, ROLE, SERVER_HOST
+from ..errors import ContainerConflict, RuntimeFailure
+from ..labels import KERNEL_ID, OWNER, ROLE, SERVER_HOST
 from ..runtimes.base import LIMITS, ContainerRuntime, ContainerSpec, ContainerState
 
-__all__ = ["HOLDER_ROLE", "holder_name", "shared_netns"]
+__all__ = ["HOLDER_ROLE", "clear_leftovers", "holder_name", "shared_netns"]
 
 HOLDER_ROLE = "netns"
 SETTLE_TIMEOUT = 10.0
+# What an ended container reports. Never "created": that is a start in flight (another kernel
+# start may be joining the new holder this very moment).
+ENDED = frozenset({"exited", "dead", "stopped", "configured"})
 
 
 def holder_name(owner: str) -> str:
@@ -47,7 +56,8 @@ def shared_netns(
     if state is not None and state.status == "running":
         return f"container:{state.id}"
     if state is not None:  # exited (a reboot, an OOM kill): its namespace is gone with it
-        runtime.remove(state.id)
+        clear_leftovers(runtime, owner)
+        _remove_holder(runtime, state)
     spec = ContainerSpec(
         image=image_ref,
         command=("sleep", "infinity"),
@@ -66,6 +76,39 @@ def shared_netns(
         if state is None or state.status != "running":
             raise
         return f"container:{state.id}"
+
+
+def clear_leftovers(runtime: ContainerRuntime, owner: str) -> list[str]:
+    """Remove ``owner``'s ended kernel containers, pool members and network holders (what a
+    dead engine leaves behind); return their names. Holders go last: the engine refuses to
+    remove one while a container joined to it exists, even an exited one."""
+    ended = [
+        s
+        for s in runtime.list({OWNER: owner})
+        if s.status in ENDED
+        and (KERNEL_ID in s.labels or ROLE in s.labels)
+        and s.labels.get(OWNER) == owner  # the engine filtered; a second look costs nothing
+    ]
+    ended.sort(key=lambda s: s.labels.get(ROLE) == HOLDER_ROLE)
+    for state in ended:
+        if state.labels.get(ROLE) == HOLDER_ROLE:
+            _remove_holder(runtime, state)
+        else:
+            runtime.remove(state.id)  # idempotent: one removed meanwhile by another start
+    return [s.name for s in ended]
+
+
+def _remove_holder(runtime: ContainerRuntime, state: ContainerState) -> None:
+    try:
+        runtime.remove(state.id)
+    except RuntimeFailure as exc:
+        # Something still running was joined to it (the holder alone was killed): that
+        # namespace lives on with them, and the name stays taken until they end.
+        raise RuntimeFailure(
+            f"The shared network holder {state.name} has ended, but containers still joined to "
+            f"it keep it from being replaced ({exc}). Shut down your running container kernels "
+            "(or run `nbcontainers gc`), then start the kernel again."
+        ) from None
 
 
 def _settled(runtime: ContainerRuntime, name: str, taken: bool = False) -> ContainerState | None:

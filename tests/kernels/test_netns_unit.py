@@ -1,5 +1,5 @@
-"""The shared network holder against the in-memory engine: reuse, replacement of a dead one,
-and two kernel starts racing to create it."""
+"""The shared network holder against the in-memory engine: reuse, replacement of a dead one
+(with what a dead engine left joined to it), and two kernel starts racing to create it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from nbcontainers.errors import ContainerConflict, Unsupported
-from nbcontainers.kernels.netns import HOLDER_ROLE, holder_name, shared_netns
-from nbcontainers.labels import OWNER, ROLE
+from nbcontainers.errors import ContainerConflict, RuntimeFailure, Unsupported
+from nbcontainers.kernels.netns import HOLDER_ROLE, clear_leftovers, holder_name, shared_netns
+from nbcontainers.labels import KERNEL_ID, OWNER, ROLE
 from nbcontainers.runtimes.base import ContainerSpec, ContainerState
 from nbcontainers.runtimes.fake import FakeRuntime
 
@@ -125,3 +125,93 @@ def test_a_holder_another_start_has_created_but_not_started_is_waited_for(
     monkeypatch.setattr(fake, "state", state)
     assert shared_netns(fake, "ada", IMAGE, "1000:1000") == f"container:{theirs}"
     assert len(seen) == 3 and len(fake.specs) == 1  # waited, removed nothing, started nothing
+
+
+class _PodmanLike(FakeRuntime):
+    """The fake engine with Podman's rule: a container others joined (``container:<id>``)
+    cannot be removed while they exist, even when all of them have exited."""
+
+    def __init__(self) -> None:
+        super().__init__(images=[IMAGE])
+        self.joined: dict[str, str] = {}  # container id -> the id whose network it joined
+
+    def run(self, spec: ContainerSpec) -> str:
+        cid = super().run(spec)
+        if (spec.network_mode or "").startswith("container:"):
+            self.joined[cid] = (spec.network_mode or "").split(":", 1)[1]
+        return cid
+
+    def remove(self, container_id: str) -> None:
+        target = self.state(container_id)
+        if target is not None and any(
+            self.state(cid) is not None for cid, to in self.joined.items() if to == target.id
+        ):
+            raise RuntimeFailure(
+                f"remove container {container_id[:12]}: container {target.id} has dependent "
+                "containers which must be removed before it"
+            )
+        super().remove(container_id)
+
+
+def _joined(fake: FakeRuntime, mode: str, owner: str, name: str, role: str = "") -> str:
+    labels = {OWNER: owner, KERNEL_ID: name, **({ROLE: role} if role else {})}
+    spec = ContainerSpec(image=IMAGE, command=("sleep", "1"), name=name, labels=labels)
+    return fake.run(replace(spec, network_mode=mode))
+
+
+def _engine_died(fake: FakeRuntime) -> None:
+    for state in fake.list({}):
+        if state.running:
+            fake.exit(state.id, 137)
+
+
+def test_a_dead_engines_leftovers_are_cleared_and_the_start_goes_on() -> None:
+    # A reboot ends the holder, a pool member and a kernel joined to it; another owner's
+    # ended kernel and this owner's running container elsewhere are none of the heal's business.
+    fake = _PodmanLike()
+    mode = shared_netns(fake, "ada", IMAGE, "1000:1000")
+    member = _joined(fake, mode, "ada", "ada-pool", role="pool")
+    kernel = _joined(fake, mode, "ada", "ada-kernel")
+    bob = _joined(fake, shared_netns(fake, "bob", IMAGE, "1001:1001"), "bob", "bob-kernel")
+    _engine_died(fake)
+    alive = fake.run(ContainerSpec(image=IMAGE, command=("sleep", "9"), name="ada-live",
+                                   labels={OWNER: "ada", KERNEL_ID: "live"}))  # fmt: skip
+    healed = shared_netns(fake, "ada", IMAGE, "1000:1000")
+    assert healed != mode and fake.state(healed.split(":", 1)[1]).status == "running"  # type: ignore[union-attr]
+    assert fake.state(member) is None and fake.state(kernel) is None
+    assert fake.state(bob) is not None and fake.state(holder_name("bob")) is not None
+    assert fake.state(alive) is not None and fake.state(alive).running  # type: ignore[union-attr]
+    _joined(fake, healed, "ada", "ada-next")  # and the next kernel joins the new one
+
+
+def test_an_unchanged_start_would_have_failed_on_the_leftovers() -> None:
+    # The finding itself, on this fake: the engine's refusal, raw, as every start got it.
+    fake = _PodmanLike()
+    mode = shared_netns(fake, "ada", IMAGE, "1000:1000")
+    _joined(fake, mode, "ada", "ada-pool", role="pool")
+    _engine_died(fake)
+    with pytest.raises(RuntimeFailure, match="dependent containers"):
+        fake.remove(mode.split(":", 1)[1])
+
+
+def test_a_holder_ended_under_running_kernels_says_what_to_do() -> None:
+    fake = _PodmanLike()
+    mode = shared_netns(fake, "ada", IMAGE, "1000:1000")
+    _joined(fake, mode, "ada", "ada-kernel")
+    fake.exit(mode.split(":", 1)[1], 137)  # the holder alone was killed
+    with pytest.raises(RuntimeFailure, match=r"Shut down your running container kernels"):
+        shared_netns(fake, "ada", IMAGE, "1000:1000")
+    assert fake.state(holder_name("ada")) is not None  # nothing running was touched
+
+
+def test_clear_leftovers_takes_only_ended_labelled_containers_of_the_owner() -> None:
+    fake = _fake()
+    ended = _joined(fake, "bridge", "ada", "a1")
+    running = _joined(fake, "bridge", "ada", "a2")
+    other = _joined(fake, "bridge", "bob", "b1")
+    plain = fake.run(ContainerSpec(image=IMAGE, command=("x",), labels={OWNER: "ada"}))
+    for cid in (ended, other, plain):
+        fake.exit(cid, 0)
+    assert clear_leftovers(fake, "ada") == ["a1"]
+    assert fake.state(ended) is None
+    assert all(fake.state(c) is not None for c in (running, other, plain))
