@@ -1,13 +1,18 @@
 """Rootless Podman through its Docker-compatible API: each user's own engine, started on
 demand, so that nobody needs the root-equivalent Docker socket.
 
-The engine is ``podman system service`` listening on ``$XDG_RUNTIME_DIR/podman/podman.sock``;
-when nothing answers there, the first call starts it for the user (it keeps running, as
-systemd's ``podman.socket`` would). Containers run in the user's own user namespace: the
-container's root is the user on the host, so a kernel runs as root *inside* (capabilities
-dropped, no new privileges) to write files the user owns. What the engine cannot do here
-(limits on cgroup v1, CDI GPUs through the compatible API before Podman 5.4) is refused with
-:class:`~nbcontainers.errors.Unsupported` naming the fix, never ignored.
+The engine is ``podman system service`` listening on ``<runtime folder>/podman/podman.sock``
+(the folder: ``nbcontainers.rundir``); when nothing answers there, a call starts it for the
+user. It exits after ``NBCONTAINERS_PODMAN_IDLE`` seconds with no client (600 by default, 0:
+never), as systemd's socket-activated ``podman.service`` does, so a hub does not keep an engine
+per user who ever started a kernel; every call through :class:`PodmanRuntime` checks first and
+starts it again when it has gone. Containers keep running without it (conmon holds them).
+
+Containers run in the user's own user namespace: the container's root is the user on the
+host, so a kernel runs as root *inside* (capabilities dropped, no new privileges) to write
+files the user owns. What the engine cannot do here (limits on cgroup v1, CDI GPUs through the
+compatible API before Podman 5.4) is refused with :class:`~nbcontainers.errors.Unsupported`
+naming the fix, never ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError, ContainerNotFound, EngineUnavailable, Unsupported
+from ..errors import BuildError, ConfigError, ContainerNotFound, EngineUnavailable, Unsupported
 from ..rundir import user_runtime_dir
 from .base import (
     LIMITS,
@@ -40,9 +45,11 @@ from .buildkit import build_flags, build_tagged
 from .docker import DockerRuntime, device_requests, tagger
 from .podman_build import cancel_on_service
 
-__all__ = ["PodmanRuntime", "cdi_specs", "runtime_dir", "user_socket"]
+__all__ = ["PodmanRuntime", "cdi_specs", "idle_timeout", "runtime_dir", "user_socket"]
 
 SERVICE_WAIT = 15.0  # seconds for a freshly started engine to answer
+IDLE_ENV = "NBCONTAINERS_PODMAN_IDLE"
+DEFAULT_IDLE = 600  # seconds an engine with no client waits before it exits
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 # `podman build` prints "STEP 2/7: RUN pip install ..." when a step starts.
 _STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
@@ -124,10 +131,27 @@ def _preflight() -> str:
     return podman
 
 
+def idle_timeout() -> int:
+    """Seconds the user's engine may sit with no client before it exits (``0``: never), from
+    ``NBCONTAINERS_PODMAN_IDLE``; a value that is not a whole number of seconds is refused."""
+    raw = os.environ.get(IDLE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDLE
+    if not raw.isdigit():
+        raise ConfigError(
+            f"{IDLE_ENV}={raw!r} is not a whole number of seconds. Set it to how long your "
+            f"Podman engine may sit idle before it exits (e.g. {IDLE_ENV}={DEFAULT_IDLE}), or to "
+            "0 to keep it running, or unset it."
+        )
+    return int(raw)
+
+
 def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
-    """Start the user's engine on ``path`` unless something answers there already."""
+    """Start the user's engine on ``path`` unless something answers there already. It exits
+    on its own after :func:`idle_timeout` seconds without a client."""
     if _answers(path):
         return
+    idle = idle_timeout()
     podman = _preflight()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = path.parent / "nbcontainers-service.log"
@@ -137,7 +161,7 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
         # the caller's folder either: once that is deleted, conmon fails every container start
         # ("Failed to get working directory", the client sees "exit status 1").
         proc = subprocess.Popen(
-            [podman, "system", "service", "--time=0", f"unix://{path}"],
+            [podman, "system", "service", f"--time={idle}", f"unix://{path}"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -178,6 +202,15 @@ class PodmanRuntime(DockerRuntime):
     def _connect(self) -> None:
         if self._start:
             ensure_service(Path(self.endpoint.removeprefix("unix://")))
+
+    @property
+    def api(self) -> Any:
+        """As Docker's, but the user's own engine is started again first when it has exited
+        since (its idle timeout, a crash, a reboot): a server keeps this runtime for good, and
+        its kernel starts, pool and gc all come through here. One connect to the socket."""
+        if self._start and self._client is not None:
+            self._connect()
+        return super().api
 
     def _ask_facts(self) -> EngineFacts:
         with self._translate("ask the engine for its version"):

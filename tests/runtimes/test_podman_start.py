@@ -3,13 +3,12 @@ seconds, never a hang. (The real start, as a real user, is in the contract suite
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from nbcontainers.errors import EngineUnavailable
+from nbcontainers.errors import ConfigError, EngineUnavailable
 from nbcontainers.runtimes import podman
 
 
@@ -52,26 +51,73 @@ def test_an_engine_that_dies_at_start_is_reported_with_its_log(
     assert sock.parent.stat().st_mode & 0o777 == 0o700
 
 
-def test_runtime_dir_falls_back_to_a_private_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent")
-    uid = os.getuid()
-    folder = podman.runtime_dir()
-    if folder == Path(f"/run/user/{uid}"):
-        return  # login made one: that is the right answer
-    assert folder == Path(f"/tmp/nbc-podman-{uid}")
-    assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == uid
+def test_the_socket_lives_in_the_users_private_runtime_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    assert podman.runtime_dir() == run
+    assert podman.user_socket() == run / "podman" / "podman.sock"
+    assert podman.PodmanRuntime().endpoint == f"unix://{run}/podman/podman.sock"
 
 
-def test_a_planted_runtime_folder_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent")
+def test_a_planted_runtime_folder_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    planted = tmp_path / "run"
+    planted.mkdir(mode=0o700)  # made by this test's user: someone else's for uid 987654
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(planted))
     monkeypatch.setattr(podman.os, "getuid", lambda: 987654)
-    planted = Path("/tmp/nbc-podman-987654")
-    planted.mkdir(mode=0o700, exist_ok=True)  # made by this (root) test: someone else's
-    try:
-        with pytest.raises(EngineUnavailable, match="belongs to another user"):
-            podman.runtime_dir()
-    finally:
-        planted.rmdir()
+    with pytest.raises(ConfigError, match="not to you"):
+        podman.PodmanRuntime()
+
+
+def test_the_engine_exits_after_its_idle_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen = tmp_path / "argv"
+    fake = tmp_path / "podman"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {seen}\nexit 125\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(
+        podman.shutil, "which", lambda name: str(fake) if name == "podman" else "/bin/true"
+    )
+    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    sock = tmp_path / "run" / "podman" / "podman.sock"
+    for value, flag in (("", "--time=600"), ("30", "--time=30"), ("0", "--time=0")):
+        monkeypatch.setenv("NBCONTAINERS_PODMAN_IDLE", value)
+        with pytest.raises(EngineUnavailable):
+            podman.ensure_service(sock, wait=5)
+        assert seen.read_text().split()[:3] == ["system", "service", flag]
+
+
+@pytest.mark.parametrize("value", ["ten", "-5", "1.5", "10m"])
+def test_a_bad_idle_timeout_is_named_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NBCONTAINERS_PODMAN_IDLE", value)
+    with pytest.raises(ConfigError, match=r"NBCONTAINERS_PODMAN_IDLE=.*whole number of seconds"):
+        podman.idle_timeout()
+
+
+def test_every_call_starts_the_engine_again_once_it_has_gone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A server keeps one runtime for good: after the engine's idle exit, its next kernel start,
+    # pool fill or gc must bring the engine back, not fail on the client made before.
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    started: list[Path] = []
+    monkeypatch.setattr(podman, "ensure_service", lambda path, wait=0: started.append(path))
+    runtime = podman.PodmanRuntime()
+    runtime._client = type("Client", (), {"api": "the-api"})()
+    assert runtime.api == "the-api" and runtime.api == "the-api"
+    assert started == [run / "podman" / "podman.sock"] * 2
+    given = podman.PodmanRuntime(base_url="unix:///elsewhere.sock")  # someone else's engine
+    given._client = type("Client", (), {"api": "theirs"})()
+    assert given.api == "theirs" and len(started) == 2  # never started by us
 
 
 def test_the_engine_does_not_keep_the_callers_folder(
