@@ -14,13 +14,20 @@ __all__ = ["export_command"]
 
 # --name is the CLI's own (in a notebook the variable names the model), listed after --example.
 _NAME = click.option("--name", default=None, help="The model's name in URLs (default: from MODEL).")
+_TRUST = click.option(
+    "--trust",
+    multiple=True,
+    metavar="TYPE",
+    help="A type a .skops MODEL may hold beyond scikit-learn's (repeat; only for a file you "
+    "trust: skops builds what the file names).",
+)
 
 
 @click.command("export")
 @click.argument("model")
-@export_click_options({"example": [_NAME]})
+@export_click_options({"example": [_NAME, _TRUST]})
 @errors_as_messages
-def export_command(model: str, name: str | None, **values: Any) -> None:
+def export_command(model: str, name: str | None, trust: tuple[str, ...], **values: Any) -> None:
     """Export a saved MODEL as a tested serving image.
 
     MODEL is a .pt2 (torch.export.save), a .skops file, a .pkl/.joblib with --format pickle,
@@ -31,7 +38,7 @@ def export_command(model: str, name: str | None, **values: Any) -> None:
     from ..serving.export import export_from_namespace
     from ..serving.saved import load_example, load_model
 
-    var, namespace = load_model(model, values["format"])
+    var, namespace = load_model(model, values["format"], trust)
     namespace["__nbc_example__"] = load_example(values["example"])
     if name:
         namespace[name] = namespace[var]

@@ -31,13 +31,11 @@ def save_sklearn(
         call_on_example(f"{type(obj).__name__}.{method}", getattr(obj, method), inputs)
     )
     if fmt == "pickle":
-        return {
-            **save_pickle(obj, model_dir),
-            "expected": expected,
-            "method": method,
-            "batchable": True,
-            "gpu": False,
-        }
+        saved = save_pickle(obj, model_dir)
+        # A notebook-defined estimator pickles by value but still subclasses scikit-learn's.
+        saved["modules"] = sorted({*saved["modules"], "sklearn"})
+        # batchable: the format takes any batch; serialize.py proves the rows independent.
+        return {**saved, "expected": expected, "method": method, "batchable": True, "gpu": False}
     if fmt not in ("auto", "skops"):
         raise ExportProblem(f"A scikit-learn model can't be saved as {fmt!r}; use skops.")
     try:
@@ -78,12 +76,7 @@ def save_function(
 ) -> dict[str, Any]:
     expected = outputs(call_on_example(fn.__name__, fn, inputs))
     if fmt == "pickle":
-        return {
-            **save_pickle(fn, model_dir),
-            "expected": expected,
-            "batchable": False,
-            "gpu": False,
-        }
+        return {**save_pickle(fn, model_dir), "expected": expected, "batchable": True, "gpu": False}
     if fmt not in ("auto", "source"):
         raise ExportProblem(f"A function is saved as its source; {fmt!r} does not apply.")
     # The server calls the function by name from model_code.py.
@@ -107,7 +100,7 @@ def save_function(
         "format": "source",
         "files": ["model_code.py"],
         "function": fn.__name__,
-        "batchable": False,
+        "batchable": True,  # if serialize.py proves its rows independent on the example
         "gpu": False,
         "expected": expected,
         "modules": sorted(modules),

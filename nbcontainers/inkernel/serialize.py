@@ -12,6 +12,7 @@ the user must fix).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -27,6 +28,7 @@ from .examples import (
     input_data,
 )
 from .other_models import save_function, save_sklearn
+from .rows import rows_independent
 from .torch_model import save_torch, save_torch_program
 
 __all__ = [
@@ -93,6 +95,16 @@ def _export(
     else:
         info = save_function(obj, inputs, model_dir, fmt, ns)
     outputs = info.pop("expected")
+    # The saved form can take a batch dimension: batch requests only if the live model's
+    # rows are independent on this example (a model that normalises across its batch would
+    # mix one client's rows into another's answer).
+    if info.get("batchable"):
+        info["batchable"], info["batching"] = _rows_independent(kind, obj, inputs, frame, opts)
+    else:
+        info["batching"] = info.get("batching") or "the saved model takes a fixed batch shape"
+    # Fixed here, from the files just written from the live object and checked against it:
+    # the image refuses model files that differ (loading.py).
+    info["sha256"] = _digests(model_dir)
     signature = {
         "inputs": describe_inputs(inputs, frame),
         "outputs": [describe(f"output-{i}", o) for i, o in enumerate(outputs)],
@@ -128,6 +140,44 @@ def _export(
         # The image's Python: the saved files may only load in the version that wrote them.
         "python": ".".join(map(str, sys.version_info[:2])),
     }
+
+
+def _rows_independent(
+    kind: str, obj: Any, inputs: Any, frame: bool, opts: dict[str, Any]
+) -> tuple[bool, str]:
+    """The row-independence probe on the live object, called as the server will call it."""
+    if kind == "sklearn":
+        return rows_independent(getattr(obj, opts.get("method") or "predict"), inputs, frame)
+    if kind not in ("torch", "torch-program"):
+        return rows_independent(obj, inputs, frame)
+    import torch
+
+    module = obj.module() if kind == "torch-program" else obj
+    params = list(module.parameters())
+    device = params[0].device if params else torch.device("cpu")
+
+    def call(batch: Any) -> Any:
+        with torch.no_grad():
+            return module(torch.from_numpy(batch).to(device))
+
+    # In eval mode, as it was saved and as the server runs it; the user's mode is restored.
+    was_training = module.training
+    if kind == "torch":
+        module.eval()
+    try:
+        return rows_independent(call, inputs, frame)
+    finally:
+        if kind == "torch":
+            module.train(was_training)
+
+
+def _digests(model_dir: str) -> dict[str, str]:
+    """SHA-256 of every file the saver wrote (``model/``, meta.json is written later)."""
+    digests = {}
+    for name in sorted(os.listdir(model_dir)):
+        with open(os.path.join(model_dir, name), "rb") as f:
+            digests[name] = hashlib.sha256(f.read()).hexdigest()
+    return digests
 
 
 def _kind(obj: Any) -> str | None:

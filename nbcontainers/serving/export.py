@@ -28,6 +28,7 @@ __all__ = [
     "ExportOptions",
     "Exported",
     "base_for",
+    "batching_line",
     "export",
     "export_from_namespace",
     "kernel_capture",
@@ -185,6 +186,7 @@ def export(
         shutil.rmtree(staged, ignore_errors=True)
     result = Exported(name=model, folder=written, runtime=runtime)
     say(f"Exported {name} ({meta['kind']}, {meta['format']}) to {written}")
+    say(batching_line(meta))
     if not options.build:
         return result
     started = time.monotonic()
@@ -270,6 +272,17 @@ def export_from_namespace(
         return export(
             evaluate, name, options, work_dir=work, runtime=runtime, say=say, version=version
         )
+
+
+def batching_line(meta: dict[str, Any]) -> str:
+    """What the export found about batching, as the export's output says it."""
+    why = meta.get("batching", "")
+    if meta.get("batchable"):
+        return f"Batching on: on the example, {why}; concurrent requests share model calls."
+    return (
+        f"Batching off: {why}. The server runs each request in its own model call "
+        "(meta.json: batchable false)."
+    )
 
 
 def _installed_version() -> str:

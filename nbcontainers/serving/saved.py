@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ __all__ = [
 MODEL_KINDS = ".pt2 (torch.export), .skops, .pkl/.joblib (with --format pickle), file.py:function"
 
 
-def load_model(spec: str, fmt: str) -> tuple[str, dict[str, Any]]:
-    """The model's name and a namespace holding it (plus the source the capture reads)."""
+def load_model(spec: str, fmt: str, trust: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+    """The model's name and a namespace holding it (plus the source the capture reads).
+    ``trust``: the types a .skops file may hold beyond skops' defaults and scikit-learn's."""
     path_text, _, attr = spec.partition(":") if spec.count(":") == 1 else (spec, "", "")
     path = Path(path_text).expanduser()
     if not path.is_file():
@@ -36,10 +38,7 @@ def load_model(spec: str, fmt: str) -> tuple[str, dict[str, Any]]:
 
             return name, {name: torch.export.load(str(path))}
         if suffix == ".skops":
-            import skops.io
-
-            untrusted = skops.io.get_untrusted_types(file=str(path))
-            return name, {name: skops.io.load(str(path), trusted=untrusted)}
+            return name, {name: _load_skops(path, trust)}
         if suffix in (".pkl", ".pickle", ".joblib"):
             if fmt != "pickle":
                 raise ExportError(
@@ -53,6 +52,36 @@ def load_model(spec: str, fmt: str) -> tuple[str, dict[str, Any]]:
     except ImportError as exc:
         raise ExportError(f"Loading {path.name} needs {exc.name}: pip install it.") from None
     raise ExportError(f"Don't know how to load {path.name}. Pass one of: {MODEL_KINDS}.")
+
+
+def _load_skops(path: Path, trust: Sequence[str]) -> Any:
+    """A .skops file loaded trusting skops' defaults, scikit-learn's own classes and the
+    types the user named, never what the file itself asks to be trusted: a file may name
+    any importable type or function, and skops would build it."""
+    import skops.io
+
+    named = skops.io.get_untrusted_types(file=str(path))
+    trusted = [t for t in named if t.startswith("sklearn.") and _is_class(t)]
+    trusted += [t for t in named if t in set(trust)]
+    refused = sorted(set(named) - set(trusted))
+    if refused:
+        raise ExportError(
+            f"{path.name} holds types skops does not trust by default: {', '.join(refused)}. "
+            "If you trust this file, name them: " + " ".join(f"--trust {t}" for t in refused) + "."
+        )
+    return skops.io.load(str(path), trusted=trusted)
+
+
+def _is_class(dotted: str) -> bool:
+    """Whether ``dotted`` names a class of its module (not a function, which a model may
+    call on its input)."""
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    try:
+        return isinstance(getattr(importlib.import_module(module), attr), type)
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
 def _from_python(path: Path, attr: str) -> tuple[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from ..sources import bundle
 __all__ = ["FORMATS", "MODULES", "source"]
 
 # In dependency order: each module after those it imports from.
-MODULES = ("examples", "code", "other_models", "torch_model", "serialize")
+MODULES = ("examples", "code", "rows", "other_models", "torch_model", "serialize")
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -10,14 +12,59 @@ import numpy as np
 
 __all__ = [
     "FAST_COPY",
+    "ModelRefused",
     "as_arrays",
     "load_model",
     "read_safetensors",
+    "verify_model_files",
     "write_fast_copy",
 ]
 
 # A skops model's fast-loading copy, made in the image's build stage (write_fast_copy).
 FAST_COPY = "estimator.pkl"
+
+
+class ModelRefused(Exception):
+    """The model files are not those the export wrote and checked against the notebook's
+    model; the message names the file and what to do."""
+
+
+def verify_model_files(model_dir: str, meta: dict[str, Any]) -> bool:
+    """Refuse (:class:`ModelRefused`) unless ``model_dir`` holds exactly the files the export
+    wrote, byte for byte (``meta["sha256"]``, fixed in the notebook's kernel). False when the
+    export predates the digests, so nothing could be checked."""
+    expected = meta.get("sha256")
+    if not isinstance(expected, dict):
+        logging.getLogger("nbcontainers.server").warning(
+            "model files unchecked: meta.json has no SHA-256 of them (exported by an older "
+            "nbcontainers); export the model again to have them checked"
+        )
+        return False
+    again = "Export the model again from the notebook (the folder was changed after export)."
+    present = {n for n in os.listdir(model_dir) if n != "meta.json"}
+    for name in sorted(present - set(expected)):
+        raise ModelRefused(
+            f"Refusing to load the model: model/{name} is not a file the export wrote. {again}"
+        )
+    for name, digest in sorted(expected.items()):
+        path = os.path.join(model_dir, name)
+        if name not in present or not os.path.isfile(path):
+            raise ModelRefused(f"Refusing to load the model: model/{name} is missing. {again}")
+        got = _sha256(path)
+        if got != digest:
+            raise ModelRefused(
+                f"Refusing to load the model: model/{name} changed since export (SHA-256 "
+                f"{got[:16]}..., the export wrote {digest[:16]}...). {again}"
+            )
+    return True
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_safetensors(path: str) -> dict[str, Any]:
@@ -38,7 +85,12 @@ def write_fast_copy(model_dir: str, meta: dict[str, Any], cache_dir: str) -> boo
         return False
     import pickle
 
-    estimator = _load_skops(os.path.join(model_dir, meta["files"][0]), meta)
+    try:
+        verify_model_files(model_dir, meta)
+        estimator = _load_skops(os.path.join(model_dir, meta["files"][0]), meta)
+    except ModelRefused as exc:
+        # The build stops with the reason, not a traceback through our code.
+        raise SystemExit(f"nbcontainers: {exc}") from None
     os.makedirs(cache_dir, exist_ok=True)
     with open(os.path.join(cache_dir, FAST_COPY), "wb") as f:
         pickle.dump(estimator, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -49,14 +101,24 @@ def _load_skops(path: str, meta: dict[str, Any]) -> Any:
     import skops.io
 
     # Exactly the types the export trusted where the model was made, nothing more.
-    return skops.io.load(path, trusted=meta.get("trusted", []))
+    trusted = list(meta.get("trusted", []))
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+    if untrusted:
+        raise ModelRefused(
+            f"Refusing to load the model: model/{os.path.basename(path)} holds types the "
+            f"export did not trust: {', '.join(untrusted)}. Export the model again from the "
+            "notebook."
+        )
+    return skops.io.load(path, trusted=trusted)
 
 
 def load_model(
     model_dir: str, meta: dict[str, Any], cache_dir: str | None = None
 ) -> Callable[[Any], list[Any]]:
     """A callable from a batch (ndarray or DataFrame) to a list of output ndarrays;
-    ``cache_dir`` may hold the build stage's fast copy (:func:`write_fast_copy`)."""
+    ``cache_dir`` may hold the build stage's fast copy (:func:`write_fast_copy`).
+    :class:`ModelRefused` when the model files are not those the export wrote."""
+    verify_model_files(model_dir, meta)
     fmt = meta["format"]
     path = os.path.join(model_dir, meta["files"][0])  # the model file; code, if any, next
     if meta["kind"] in ("torch", "torch-program"):
