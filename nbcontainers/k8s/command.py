@@ -1,9 +1,10 @@
 """The ``nbcontainers k8s`` command group, which the CLI adds: ``k8s manifests`` writes the
-RBAC, the kernels' NetworkPolicies and the Zero to JupyterHub values for the Kubernetes
-runtime."""
+kernel namespaces (one per user or team) with their RBAC, quota and NetworkPolicies, and the
+Zero to JupyterHub values for the Kubernetes runtime."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,28 @@ def _dump(documents: list[Any], header: str) -> str:
         raise click.ClickException(
             "Writing YAML needs pyyaml: pip install 'nbcontainers[kubernetes]'"
         ) from None
-    return header + str(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False))
+
+    class Dumper(yaml.SafeDumper):
+        """Multi-line strings (the hub's hook code) as literal blocks, readable in review."""
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    dumped = yaml.dump_all(documents, Dumper=Dumper, sort_keys=False, default_flow_style=False)
+    return header + str(dumped)
+
+
+def _teams(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    teams: dict[str, tuple[str, ...]] = {}
+    for value in values:
+        team, sep, members = value.partition("=")
+        if not sep or not team.strip():
+            raise click.UsageError(f"--team {value!r}: write TEAM=user1,user2.")
+        names = tuple(filter(None, (m.strip() for m in members.split(","))))
+        teams[team.strip()] = teams.get(team.strip(), ()) + names
+    return teams
 
 
 @k8s.command("manifests")
@@ -40,13 +62,34 @@ def _dump(documents: list[Any], header: str) -> str:
     "-n",
     default="jupyterhub",
     show_default=True,
-    help="Namespace of the notebook pods and their kernel pods.",
+    help="The hub's namespace (its notebook pods); kernels never run there.",
+)
+@click.option(
+    "--per",
+    type=click.Choice(["user", "team"]),
+    default="user",
+    show_default=True,
+    help="A kernel namespace for each user, or for each team.",
+)
+@click.option("--user", "users", multiple=True, metavar="NAME", help="A hub user (--per user).")
+@click.option(
+    "--team",
+    "teams",
+    multiple=True,
+    metavar="TEAM=U1,U2",
+    help="A team and its users (--per team).",
+)
+@click.option(
+    "--namespace-prefix",
+    default="nbc-",
+    show_default=True,
+    help="Kernel namespaces are this prefix and the user or team name.",
 )
 @click.option(
     "--service-account",
     default="nbc-notebook",
     show_default=True,
-    help="Service account the notebook pods run as.",
+    help="Prefix of the notebook pods' service accounts (one per user or team).",
 )
 @click.option(
     "--api-server",
@@ -55,6 +98,18 @@ def _dump(documents: list[Any], header: str) -> str:
     metavar="IP[/CIDR]",
     help="The API server's address, to narrow the notebook pods' egress to it "
     "(`kubectl get endpoints kubernetes -n default`); default: its ports anywhere.",
+)
+@click.option("--quota-pods", default=10, show_default=True, help="Kernel pods per namespace.")
+@click.option("--quota-cpu", default="16", show_default=True, help="CPUs per namespace.")
+@click.option("--quota-memory", default="64Gi", show_default=True, help="Memory per namespace.")
+@click.option("--quota-gpus", default=0, show_default=True, help="nvidia.com/gpu per namespace.")
+@click.option("--max-cpu", default="8", show_default=True, help="CPUs one kernel may have.")
+@click.option("--max-memory", default="32Gi", show_default=True, help="Memory one kernel may have.")
+@click.option(
+    "--pss-version",
+    default="v1.31",
+    show_default=True,
+    help="The Pod Security Standards version enforced (pinned).",
 )
 @click.option(
     "--output",
@@ -66,22 +121,59 @@ def _dump(documents: list[Any], header: str) -> str:
 )
 @click.option("--values", "values_only", is_flag=True, help="With -o -: print the values instead.")
 def manifests(
-    namespace: str, service_account: str, api_server: str, output: str, values_only: bool
+    namespace: str,
+    per: str,
+    users: tuple[str, ...],
+    teams: tuple[str, ...],
+    namespace_prefix: str,
+    service_account: str,
+    api_server: str,
+    quota_pods: int,
+    quota_cpu: str,
+    quota_memory: str,
+    quota_gpus: int,
+    max_cpu: str,
+    max_memory: str,
+    pss_version: str,
+    output: str,
+    values_only: bool,
 ) -> None:
-    """Write DIR/nbcontainers.yaml (ServiceAccount, Role, RoleBinding, NetworkPolicies) and
-    DIR/z2jh-values.yaml (the chart's singleuser values)."""
-    from .manifests import ManifestOptions, cluster_objects, z2jh_values
+    """Write DIR/nbcontainers.yaml (per user or team: a kernel namespace with Pod Security
+    `restricted`, a quota and limits, the Role and its binding, NetworkPolicies; the
+    notebook ServiceAccounts) and DIR/z2jh-values.yaml (the chart's values)."""
+    from .manifests import ManifestOptions, Quota, cluster_objects, z2jh_values
 
     try:
-        options = ManifestOptions(namespace, service_account, api_server)
+        options = ManifestOptions(
+            namespace,
+            service_account,
+            api_server,
+            per=per,
+            users=users,
+            teams=_teams(teams),
+            namespace_prefix=namespace_prefix,
+            quota=Quota(
+                pods=quota_pods,
+                cpu=quota_cpu,
+                memory=quota_memory,
+                gpus=quota_gpus,
+                max_cpu=max_cpu,
+                max_memory=max_memory,
+            ),
+            pss_version=pss_version,
+        )
     except NbcontainersError as exc:
         click.echo(f"Error: {exc}", err=True)
         # Every value checked there came from this command line: a usage error (2), not 9.
         sys.exit(click.UsageError.exit_code)
     if values_only and output != "-":
         raise click.UsageError("--values goes with -o - (the folder gets both files).")
-    args = f" -n {namespace}" + (f" --api-server {api_server}" if api_server else "")
-    header = _HEADER.format(args=args)
+    words = ["-n", namespace, "--per", per]
+    words += [w for user in users for w in ("--user", user)]
+    words += [w for team in teams for w in ("--team", team)]
+    words += ["--api-server", api_server] if api_server else []
+    # One line: a name with a newline must not end the comment.
+    header = _HEADER.format(args=" " + " ".join(shlex.quote(w) for w in words).replace("\n", " "))
     objects = _dump(cluster_objects(options), header)
     values = _dump([z2jh_values(options)], header)
     if output == "-":
@@ -92,12 +184,13 @@ def manifests(
     (folder / MANIFESTS).write_text(objects)
     (folder / VALUES).write_text(values)
     click.echo(f"Wrote {folder / MANIFESTS} and {folder / VALUES}. Next:")
-    click.echo(f"  kubectl apply -n {namespace} -f {folder / MANIFESTS}")
+    click.echo(f"  kubectl apply -f {folder / MANIFESTS}")
     click.echo(
         f"  helm upgrade --reuse-values -n {namespace} <release> jupyterhub/jupyterhub "
         f"-f {folder / VALUES}"
     )
     click.echo(
+        "Run it again with the new list (and apply both files) when users or teams change. "
         "The single-user image needs `pip install 'nbcontainers[kubernetes]'` and its "
         "kernelspecs (`nbcontainers kernelspec install --sys-prefix`)."
     )

@@ -1,6 +1,6 @@
 """The names the Kubernetes runtime and the manifests it needs agree on: kernel pod labels,
-the Role and its rules. No client import here, so ``nbcontainers k8s manifests`` renders
-them on a machine without the ``kubernetes`` package."""
+the kernel namespaces' labels, the Role and its rules. No client import here, so
+``nbcontainers k8s manifests`` renders them on a machine without the ``kubernetes`` package."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ __all__ = [
     "CONTAINER",
     "GPU_RESOURCE",
     "KERNEL_COMPONENT",
+    "KERNEL_NAMESPACE_LABEL",
     "LABELS_ANNOTATION",
     "MANAGED_BY",
     "POD_LABEL",
+    "PSS_LABEL",
     "ROLE",
     "ROLE_RULES",
     "SERVICE_ACCOUNT",
@@ -29,7 +31,10 @@ POD_LABEL = "nbcontainers.io/pod"  # the pod's own name: what its NetworkPolicy 
 CONTAINER = "kernel"  # the one container of a kernel pod
 GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
 ROLE = "nbc-kernels"
-SERVICE_ACCOUNT = "nbc-notebook"
+SERVICE_ACCOUNT = "nbc-notebook"  # the notebook pods' accounts: this, "-", the user or team
+# On every kernel namespace: what the notebook pods' egress policy selects.
+KERNEL_NAMESPACE_LABEL = "nbcontainers.io/kernels"
+PSS_LABEL = "pod-security.kubernetes.io/"  # + enforce, audit, warn (and -version)
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,11 @@ class Rule:
     why: str
 
 
-# Only what KubernetesRuntime calls, in its namespace. Secrets and network policies are
-# created, never read or deleted: each carries an ownerReference to its kernel pod, and the
-# cluster's garbage collector removes it with the pod.
+# Only what KubernetesRuntime calls, and only in the kernel namespace of the notebook's user
+# (or team): the RoleBinding lives there, so none of it reaches the hub's namespace. Secrets
+# and network policies are created, never read or deleted: each carries an ownerReference to
+# its kernel pod, and the cluster's garbage collector removes it with the pod. pods/exec is
+# there because `signal` (SIGINT, the interrupt fallback) runs `kill` in the kernel's pod.
 ROLE_RULES = (
     Rule(
         "", "pods", ("create", "get", "list", "watch", "delete"), "run, state, wait, list, remove"

@@ -1,12 +1,15 @@
-"""`nbcontainers k8s manifests`: the RBAC, the kernels' NetworkPolicy and the Zero to
-JupyterHub values, validated offline against the Kubernetes schemas kubernetes-validate
-ships (no cluster runs here), and the Role holding exactly the verbs the runtime calls."""
+"""`nbcontainers k8s manifests`: the kernel namespaces, their RBAC, quota and NetworkPolicies
+and the Zero to JupyterHub values, validated offline against the Kubernetes schemas
+kubernetes-validate ships (no cluster runs here), and the Role holding exactly the verbs the
+runtime calls. What each account can reach is proven in tests/security/test_k8s_blast_radius.py.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -19,34 +22,45 @@ from nbcontainers.runtimes.k8s_names import ROLE_RULES
 from tests.k8s.fake_api import FakeCluster, runtime_for
 
 VERSIONS = ("1.25.0", "1.31.0", "1.37.0")
-OPTIONS = ManifestOptions(namespace="jhub", api_server_cidr="10.96.0.1")
+OPTIONS = ManifestOptions(namespace="jhub", api_server_cidr="10.96.0.1", users=("alice",))
+KINDS = [
+    "ServiceAccount",
+    "Namespace",
+    "ResourceQuota",
+    "LimitRange",
+    "Role",
+    "RoleBinding",
+    "NetworkPolicy",
+    "NetworkPolicy",
+]
+
+
+def of_kind(kind: str, options: ManifestOptions = OPTIONS) -> list[dict[str, Any]]:
+    return [o for o in cluster_objects(options) if o["kind"] == kind]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_validates(version: str) -> None:
     objects = cluster_objects(OPTIONS)
-    assert [o["kind"] for o in objects] == [
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "NetworkPolicy",
-        "NetworkPolicy",
-    ]
-    for obj in objects:
+    assert [o["kind"] for o in objects] == KINDS
+    teams = ManifestOptions(namespace="jhub", per="team", teams={"ml": ("a", "b"), "cv": ("c",)})
+    assert [o["kind"] for o in cluster_objects(teams)] == KINDS * 2
+    for obj in objects + cluster_objects(teams):
         kubernetes_validate.validate(obj, version, strict=True)
 
 
 def test_a_broken_object_does_fail_validation() -> None:
     """The check above can fail: a misspelt field is caught."""
-    role = cluster_objects(OPTIONS)[1]
+    [role] = of_kind("Role")
     role["rules"][0]["verb"] = role["rules"][0].pop("verbs")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(role, "1.37.0", strict=True)
 
 
 def test_the_role_is_namespaced_and_minimal() -> None:
-    _, role, binding, *_ = cluster_objects(OPTIONS)
-    assert role["kind"] == "Role" and role["metadata"]["namespace"] == "jhub"
+    [role], [binding] = of_kind("Role"), of_kind("RoleBinding")
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == "nbc-alice"
+    assert binding["metadata"]["namespace"] == "nbc-alice"
     verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
     assert verbs == {
         ("pods", "create"), ("pods", "get"), ("pods", "list"), ("pods", "watch"),
@@ -62,8 +76,13 @@ def test_the_role_is_namespaced_and_minimal() -> None:
         "name": "nbc-kernels",
     }
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "nbc-notebook", "namespace": "jhub"}
+        {"kind": "ServiceAccount", "name": "nbc-notebook-alice", "namespace": "jhub"}
     ]
+    # The hub's namespace gets the account and nothing else.
+    in_hub = [
+        o["kind"] for o in cluster_objects(OPTIONS) if o["metadata"].get("namespace") == "jhub"
+    ]
+    assert in_hub == ["ServiceAccount"]
 
 
 def test_the_role_grants_every_call_the_runtime_makes(tmp_path: Path) -> None:
@@ -90,7 +109,8 @@ def test_the_role_grants_every_call_the_runtime_makes(tmp_path: Path) -> None:
 
 
 def test_default_deny_covers_every_kernel_pod() -> None:
-    policy = cluster_objects(OPTIONS)[3]
+    policy = of_kind("NetworkPolicy")[0]
+    assert policy["metadata"]["namespace"] == "nbc-alice"
     assert policy["spec"] == {
         "podSelector": {"matchLabels": {"app.kubernetes.io/component": "nbc-kernel"}},
         "policyTypes": ["Ingress"],
@@ -99,7 +119,7 @@ def test_default_deny_covers_every_kernel_pod() -> None:
 
 
 def test_kernels_reach_dns_and_public_addresses_only() -> None:
-    policy = cluster_objects(OPTIONS)[4]
+    policy = of_kind("NetworkPolicy")[1]
     assert policy["spec"]["policyTypes"] == ["Egress"]
     dns, public = policy["spec"]["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
@@ -110,18 +130,23 @@ def test_kernels_reach_dns_and_public_addresses_only() -> None:
 
 
 def test_z2jh_values() -> None:
-    single = z2jh_values(OPTIONS)["singleuser"]
-    assert single["serviceAccountName"] == "nbc-notebook"
+    values = z2jh_values(OPTIONS)
+    single = values["singleuser"]
+    # No one account for every notebook pod: the hub's hook picks each user's.
+    assert "serviceAccountName" not in single and "extraEnv" not in single
+    assert "nbc-notebook-alice" in values["hub"]["extraConfig"]["nbcontainers-kernel-namespaces"]
     kernels, api = single["networkPolicy"]["egress"]
-    assert kernels["to"][0]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/component": "nbc-kernel"
-    }
+    assert kernels["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"nbcontainers.io/kernels": "true"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "nbc-kernel"}},
+        }
+    ]
     assert api["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}]
     assert {p["port"] for p in api["ports"]} == {443, 6443}
     config = single["extraFiles"]["nbcontainers-kubernetes"]
     assert config["mountPath"].startswith("/etc/jupyter/jupyter_server_config.d/")
     assert config["data"]["ContainerProvisioner"]["runtime_name"] == "kubernetes"
-    assert single["extraEnv"] == {"NBC_K8S_NAMESPACE": "jhub"}
     # The egress rules are NetworkPolicy egress rules: they validate as one.
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
               "metadata": {"name": "x"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"],
@@ -131,26 +156,82 @@ def test_z2jh_values() -> None:
 
 def test_command_writes_both_files(tmp_path: Path) -> None:
     out = tmp_path / "k8s"
-    result = CliRunner().invoke(main, ["k8s", "manifests", "-n", "jhub", "-o", str(out)])
+    result = CliRunner().invoke(
+        main, ["k8s", "manifests", "-n", "jhub", "--user", "alice", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
-    assert "kubectl apply -n jhub" in result.output
+    assert "kubectl apply -f" in result.output
+    options = ManifestOptions(namespace="jhub", users=("alice",))
     documents = list(yaml.safe_load_all((out / "nbcontainers.yaml").read_text()))
-    assert documents == cluster_objects(ManifestOptions(namespace="jhub"))
+    assert documents == cluster_objects(options)
     values = yaml.safe_load((out / "z2jh-values.yaml").read_text())
-    assert values == z2jh_values(ManifestOptions(namespace="jhub"))
+    assert values == z2jh_values(options)
+    assert "nbcontainers-kernel-namespaces: |\n" in (out / "z2jh-values.yaml").read_text()
     assert "to" not in values["singleuser"]["networkPolicy"]["egress"][1]  # ports, anywhere
 
 
 def test_command_prints_for_kubectl_and_helm() -> None:
-    printed = CliRunner().invoke(main, ["k8s", "manifests", "-o", "-"])
+    args = ["k8s", "manifests", "--per", "team", "--team", "ml=alice,bob", "-o", "-"]
+    printed = CliRunner().invoke(main, args)
     assert printed.exit_code == 0, printed.output
-    assert list(yaml.safe_load_all(printed.output)) == cluster_objects(ManifestOptions())
-    values = CliRunner().invoke(main, ["k8s", "manifests", "-o", "-", "--values"])
-    assert yaml.safe_load(values.output) == z2jh_values(ManifestOptions())
+    options = ManifestOptions(per="team", teams={"ml": ("alice", "bob")})
+    assert list(yaml.safe_load_all(printed.output)) == cluster_objects(options)
+    values = CliRunner().invoke(main, [*args, "--values"])
+    assert yaml.safe_load(values.output) == z2jh_values(options)
 
 
 def test_command_refuses_a_bad_namespace(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["k8s", "manifests", "-n", "Team_A", "-o", str(tmp_path)])
+    result = CliRunner().invoke(
+        main, ["k8s", "manifests", "-n", "Team_A", "--user", "a", "-o", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "Error: namespace 'Team_A' is not a valid Kubernetes name" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Name the hub users who may start kernels: --user NAME"),
+        (["--per", "team"], "Name the teams: --team TEAM=user1,user2"),
+        (["--per", "team", "--team", "a=x", "--team", "b=x"], "'x' is in teams 'a' and 'b'"),
+        (["--per", "team", "--team", "a"], "--team 'a': write TEAM=user1,user2"),
+        (["--user", "a", "--team", "b=c"], "--team goes with --per team"),
+        (["--user", "jhub", "--namespace-prefix", ""], "the hub's or the cluster's own"),
+        (["--user", "system", "--namespace-prefix", "kube-"], "the hub's or the cluster's own"),
+        (["--user", "a", "--pss-version", "latest"], "pin a Kubernetes minor version"),
+        (["--user", "a", "--quota-memory", "lots"], "is not a Kubernetes quantity"),
+    ],
+)
+def test_command_refuses_what_would_not_confine(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(
+        main, ["k8s", "manifests", "-n", "jhub", *args, "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_names_become_distinct_namespaces() -> None:
+    options = ManifestOptions(users=("alice", "Alice", "bob smith", "x" * 70))
+    spaces = [o["metadata"]["name"] for o in of_kind("Namespace", options)]
+    assert spaces[0] == "nbc-alice" and len(set(spaces)) == 4
+    assert all(len(name) <= 63 for name in spaces)
+    assert spaces[1].startswith("nbc-alice-") and spaces[2].startswith("nbc-bob-smith-")
+
+
+def test_kernel_namespaces_are_restricted_with_a_quota() -> None:
+    [namespace] = of_kind("Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.31"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+    [quota] = of_kind("ResourceQuota")
+    hard = quota["spec"]["hard"]
+    assert hard["pods"] == "10" and hard["limits.memory"] == "64Gi"
+    assert hard["requests.nvidia.com/gpu"] == "0" and hard["services"] == "0"
+    [limits] = of_kind("LimitRange")
+    assert limits["spec"]["limits"][0]["max"] == {"cpu": "8", "memory": "32Gi"}
