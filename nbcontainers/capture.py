@@ -2,8 +2,9 @@
 kernel or a Python executable, and parse its answer into a :class:`Snapshot` (how each
 distribution was installed, conda records, GPU and torch facts).
 
-Nothing from the environment (variables, pip credentials) is captured, so nothing secret can
-reach a snapshot.
+Nothing from the environment (variables, pip credentials) is captured, and credentials in the
+URLs it does capture (install sources, `%pip` lines of the history) are redacted here, on the
+host side: the capture itself runs in the kernel and imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .errors import SnapshotError
 from .evaluate import Evaluate
 from .recipe.environment import Package, Snapshot
+from .recipe.redact import redact, redact_url
 from .sources import bundle, kernel_function
 
 __all__ = [
@@ -42,16 +43,6 @@ def capture_source() -> str:
     return kernel_function(source, "capture", "__nbc_capture")
 
 
-def _strip_credentials(url: str) -> str:
-    """``url`` without a user or password: a private index's token must not reach a lock."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = host + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
-
-
 def _conda_spec(record: Mapping[str, Any] | None, name: str, version: str) -> str:
     """``channel::name=version=build`` as `conda install` takes it, from a conda-meta record."""
     record = record or {}
@@ -66,7 +57,9 @@ def _classify(dist: Mapping[str, Any]) -> Package:
     """How one distribution was installed (PEP 610's direct_url.json, INSTALLER, conda),
     which says how the lock can get it back."""
     direct = dist.get("direct_url") or {}
-    url = _strip_credentials(str(direct.get("url", "")))
+    # No token, password or URL signature goes further than this: a private index's or a
+    # presigned URL's credential must not reach a lock, environment.json or a message.
+    url = redact_url(str(direct.get("url", "")))
     kind, source = "index", ""
     # conda first: conda-built packages may carry a direct_url.json pointing at the build
     # machine's source folder, which would read as an unreproducible local install.
@@ -145,7 +138,8 @@ def parse_capture(text: str) -> Snapshot:
         packages=tuple(packages),
         image=data.get("image"),
         apt=tuple(data.get("apt") or ()),
-        history=tuple(data.get("history") or ()),
+        # `%pip install --index-url https://user:TOKEN@…` is what a history holds.
+        history=tuple(redact(str(line)) for line in data.get("history") or ()),
         modules=tuple(data.get("modules") or ()),
         torch=data.get("torch") or {},
         facts=facts,

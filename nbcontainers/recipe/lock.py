@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..catalog import canonical_name
 from .environment import Package, Snapshot
+from .redact import redact
 
 __all__ = [
     "FROM_INDEX",
@@ -159,7 +160,8 @@ def render_lock(
     no_hash_reason: str = "",
 ) -> str:
     """The lock's text: ``header`` comment lines, a line saying whether pip installs in hash
-    mode (and, if not, ``no_hash_reason``), then one requirement per distribution."""
+    mode (and, if not, ``no_hash_reason``), then one requirement per distribution; credentials
+    in its URLs redacted (:func:`~nbcontainers.recipe.redact.redact`)."""
     wheel_files = wheel_files or {}
     found = line_hashes(lock, hashes, wheel_files)
     lines = list(header)
@@ -171,7 +173,9 @@ def render_lock(
     for p in lock:
         wheel = wheel_files[p.key].name if p.key in wheel_files else None
         lines.append(lock_line(p, wheel, (found or {}).get(p.key, [])))
-    return "\n".join(lines) + "\n"
+    # The lock is copied into the image: a presigned URL's signature or an index token in a
+    # source URL must not be (the --hash lines still pin the very file).
+    return redact("\n".join(lines) + "\n")
 
 
 def read_lock(text: str) -> tuple[list[Package], dict[tuple[str, str], list[str]]]:

@@ -2,7 +2,9 @@
 and project files, written all at once and only over an earlier snapshot.
 
 The lock and the shared Dockerfile lines come from ``nbcontainers/recipe/``, the same code
-serving exports use.
+serving exports use. Everything written passes through the one URL redaction
+(``recipe/redact.py``), and what is copied into the image is scanned for secrets first
+(``secrets.py``): a hit writes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import SnapshotError
 from ..folders import replace_atomically
@@ -27,6 +30,8 @@ from ..recipe.lock import (
     pytorch_index,
     render_lock,
 )
+from ..recipe.redact import redact
+from .secrets import ignore_patterns, is_ignored, refuse, scan_project
 
 __all__ = [
     "DOCKERIGNORE",
@@ -152,6 +157,13 @@ def write_snapshot(
     apt_extra = sorted(
         line.split("=", 1)[0] for line in snap.apt if apt_base is not None and line not in apt_base
     )
+    # What goes into the image is scanned before anything is written: a hit writes nothing.
+    files = _project_files(project, exclude=folder) if project is not None else []
+    built_here = {p.key for p in packages if p.kind in ("local", "editable")}
+    refuse(
+        scan_project(files, [w for key, w in wheels.items() if key in built_here]),
+        project,
+    )
     with replace_atomically(folder, ".nbc-snapshot-") as staging:
         # .nbc/wheels is the build context's find-links mount (build_image fills it);
         # wheels/ holds what the lock names by file, so the folder builds on its own.
@@ -179,28 +191,30 @@ def write_snapshot(
             )
         )
         (staging / "Dockerfile").write_text(
-            render_dockerfile(snap, base, extra_index, bool(wheel_files), apt_extra)
+            redact(render_dockerfile(snap, base, extra_index, bool(wheel_files), apt_extra))
         )
         (staging / ".dockerignore").write_text(DOCKERIGNORE)
         (staging / "project").mkdir()
-        if project is not None:
-            _copy_project(project, staging / "project", exclude=folder)
+        for name, path in files:
+            shutil.copy2(path, staging / "project" / name)
         (staging / "environment.json").write_text(
             json.dumps(
-                {
-                    "kind": MARKER,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "python": snap.python,
-                    "image": snap.image,
-                    "base": base,
-                    "minimal": minimal,
-                    "packages": [_package_record(p) for p in packages],
-                    "apt_added": apt_extra,
-                    "history": list(snap.history),
-                    "torch": dict(snap.torch),
-                    # Not cwd: a path on the user's machine says nothing about the image.
-                    **{k: v for k, v in snap.facts.items() if k != "cwd"},
-                },
+                _redacted(
+                    {
+                        "kind": MARKER,
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        "python": snap.python,
+                        "image": snap.image,
+                        "base": base,
+                        "minimal": minimal,
+                        "packages": [_package_record(p) for p in packages],
+                        "apt_added": apt_extra,
+                        "history": list(snap.history),
+                        "torch": dict(snap.torch),
+                        # Not cwd: a path on the user's machine says nothing about the image.
+                        **{k: v for k, v in snap.facts.items() if k != "cwd"},
+                    }
+                ),
                 indent=2,
             )
             + "\n"
@@ -249,14 +263,30 @@ def _package_record(p: Package) -> dict[str, str]:
     return record
 
 
-def _copy_project(source: Path, dest: Path, exclude: Path) -> None:
-    """Notebooks, code and declared requirements of the notebook's folder (top level only),
-    never files whose names look like secrets."""
+def _redacted(value: Any) -> Any:
+    """``value`` (JSON data) with credentials in every string's URLs redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
+
+
+def _project_files(source: Path, exclude: Path) -> list[tuple[str, Path]]:
+    """(name, path) of what the snapshot copies from the notebook's folder: notebooks, code
+    and declared requirements (top level only), never files whose names look like secrets,
+    nor those its ``.nbcignore`` names."""
+    patterns = ignore_patterns(source)
+    files: dict[str, Path] = {}
     for pattern in PROJECT_GLOBS:
-        for path in source.glob(pattern):
+        for path in sorted(source.glob(pattern)):
             if (
                 path.is_file()
                 and not _SECRET_NAMES.search(path.name)
                 and exclude not in path.parents
+                and not is_ignored(path.name, patterns)
             ):
-                shutil.copy2(path, dest / path.name)
+                files[path.name] = path
+    return list(files.items())
