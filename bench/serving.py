@@ -5,9 +5,12 @@ concurrent, one in ten malformed (bad JSON, deep nesting, wrong names, wrong sha
 oversized), once with the good ones in JSON and once with the binary tensor extension.
 Every good request must get 200, every bad one a 4xx, and the server must be live after;
 throughput and p50/p99 of the good ones are printed against the in-process model call
-measured in the same run.
+measured in the same run. Then a CPU-heavy model (a random forest of 300 trees) served by 1
+and by N worker processes (``NBC_WORKERS``, N = this machine's CPUs) from the same image:
+throughput and p50/p99 at the same concurrency, in the same run.
 
 Usage: python bench/serving.py [--requests N] [--clients C] [--starts K] [--grpc]
+                               [--forest-requests N] [--workers N]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -25,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_iris, make_classification
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from nbcontainers import __version__
@@ -215,12 +220,113 @@ def cold_starts(runtime: Any, ref: str, count: int) -> list[float]:
     return times
 
 
+def serve_with_workers(ref: str, workers: int) -> tuple[str, int]:
+    """Start ``ref`` with ``NBC_WORKERS=workers`` as the manifests run it (read-only root,
+    loopback port); its container id and port once ready."""
+    port = smoke.free_port()
+    cid = docker(
+        "run", "-d", "--read-only", "--tmpfs", "/tmp:rw,size=256m", "--cap-drop", "ALL",
+        "-e", f"NBC_WORKERS={workers}", "-p", f"127.0.0.1:{port}:8080", ref,
+    ).strip()  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            smoke.request(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+            return cid, port
+        except Exception:
+            if time.monotonic() > deadline:
+                logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
+                docker("rm", "-f", cid)
+                raise RuntimeError(
+                    f"not ready with {workers} workers: {logs.stderr[-2000:]}"
+                ) from None
+            time.sleep(0.2)
+
+
+def server_processes(cid: str) -> int:
+    """Python processes in the container: the workers (and a supervisor when there are
+    several), as ``docker top`` lists them."""
+    return sum("python" in line for line in docker("top", cid).splitlines()[1:])
+
+
+def throughput(
+    port: int, path: str, bodies: list[bytes], n: int, clients: int
+) -> tuple[list[float], float, list[str]]:
+    """Latencies, requests per second and failures of ``n`` good requests at ``clients``."""
+    lat: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def worker(count: int, offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine, wrong = [], []
+        for i in range(count):
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, bodies[(offset + i) % len(bodies)])
+                reply = conn.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    wrong.append(str(reply.status))
+            except (OSError, http.client.HTTPException) as exc:
+                wrong.append(type(exc).__name__)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            lat.extend(mine)
+            failures.extend(wrong)
+
+    threads = [threading.Thread(target=worker, args=(n // clients, c)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, len(lat) / (time.perf_counter() - t0), failures
+
+
+def forest_workers(
+    runtime: Any, tmp: str, requests: int, clients: int, workers: int
+) -> tuple[dict[int, tuple[list[float], float, list[str], int]], Any, float, str]:
+    """The forest served by 1 and by ``workers`` processes, and in process; its image ref."""
+    X, y = make_classification(n_samples=2000, n_features=20, random_state=0)
+    forest = RandomForestClassifier(n_estimators=300, random_state=0).fit(X, y)
+    options = ExportOptions(example="X[:4]", folder=Path(tmp) / "forest")
+    result = export_from_namespace(
+        {"forest": forest, "X": X}, "forest", options, runtime=runtime, version=__version__
+    )
+    assert result.image is not None
+    tensors = [
+        {"name": "input-0", "shape": [1, 20], "datatype": "FP64", "data": list(r)} for r in X
+    ]
+    bodies = [json.dumps({"inputs": [t]}).encode() for t in tensors[:200]]
+    runs = {}
+    try:
+        for count in (1, workers):
+            cid, port = serve_with_workers(result.image, count)
+            try:
+                seen = server_processes(cid)
+                throughput(port, "/v2/models/forest/infer", bodies, 200, clients)  # warm up
+                runs[count] = (
+                    *throughput(port, "/v2/models/forest/infer", bodies, requests, clients),
+                    seen,
+                )
+            finally:
+                docker("rm", "-f", cid)
+    finally:
+        runtime.remove_image(result.image)
+    local = in_process(lambda: forest.predict(X[:1]), 400, 1)
+    return runs, local, result.build_seconds, result.image
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--grpc", action="store_true")
+    parser.add_argument("--forest-requests", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     X, y = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=500).fit(X, y)
@@ -266,6 +372,8 @@ def main() -> None:
             runtime.remove(served.container_id)
     finally:
         runtime.remove_image(result.image)
+    with tempfile.TemporaryDirectory() as tmp:
+        forest = forest_workers(runtime, tmp, args.forest_requests, args.clients, args.workers)
 
     print(
         f"export (capture + lock + build + smoke test): {t_export:.1f} s; "
@@ -305,6 +413,22 @@ def main() -> None:
         f"p50 served JSON / in-process at c={args.clients}: {json_p50 / local_p50:.1f}x; "
         f"every good request 200 and every bad one 4xx: {ok}; live after: {live}"
     )
+    runs_w, (local_lat, local_rps), build_s, _ = forest
+    print(
+        f"random forest, 300 trees, 20 features (build {build_s:.0f} s): "
+        f"{args.forest_requests} one-row JSON requests at {args.clients} concurrent"
+    )
+    print(f"{'':22} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>11}  python processes")
+    for count, (lat, rps, failures, seen) in runs_w.items():
+        label = f"served NBC_WORKERS={count}"
+        print(f"{label:<22} {pct(lat, 0.5):8.3f} {pct(lat, 0.99):8.3f} {rps:11.0f}  {seen}")
+        if failures:
+            print(f"  FAILURES ({len(failures)}): {sorted(set(failures))[:10]}")
+    print(f"{'in-process c=1':<22} {pct(local_lat, 0.5):8.3f} {pct(local_lat, 0.99):8.3f} "
+          f"{local_rps:11.0f}")  # fmt: skip
+    if len(runs_w) == 2:
+        one, many = (runs_w[c][1] for c in sorted(runs_w))
+        print(f"{max(runs_w)} workers / 1 worker: {many / one:.2f}x on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
