@@ -22,21 +22,26 @@ import stat
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Protocol
 
 __all__ = [
     "DEFAULT_STORE",
     "HUB_MARK",
+    "KNOWN_DRIVERS",
     "STORAGE_CONF",
+    "Sealed",
     "SharedStore",
+    "UserCommand",
     "add_store",
     "configured_stores",
     "drop_store",
     "load_for_user",
-    "make_readable",
     "missing_image_message",
     "native_overlay_works",
+    "seal_store",
+    "unreachable_parents",
     "user_image_id",
     "user_storage_conf",
     "user_storage_driver",
@@ -210,50 +215,72 @@ def _stores_in(storage: dict[object, object]) -> list[str]:
     return [str(s) for s in stores] if isinstance(stores, list) else []
 
 
-def native_overlay_works(as_user: Sequence[str], scratch: Path) -> bool:
-    """Whether rootless native overlay works on this kernel for the user whose argv prefix is
-    ``as_user`` (``runuser ... env ...``): ``podman info`` on a throw-away store in
-    ``scratch`` (a folder the user owns) reports "Native Overlay Diff: true"."""
-    probe = subprocess.run(
-        [*as_user, "podman", "--storage-driver", "overlay", "--root", str(scratch / "root"),
-         "--runroot", str(scratch / "run"), "info", "--format", "{{.Store.GraphStatus}}"],
-        capture_output=True, text=True, timeout=120, cwd="/", check=False,
+class UserCommand(Protocol):
+    """Runs a command as one user (``hub setup`` passes ``AsUser.run``: no terminal, a new
+    session, root-owned engine configuration)."""
+
+    def __call__(
+        self, *command: str, timeout: float = ..., stdin: int | IO[bytes] | None = ...,
+        check: bool = ...,
+    ) -> subprocess.CompletedProcess[str]: ...  # fmt: skip
+
+
+def native_overlay_works(run: UserCommand, scratch: Path) -> bool:
+    """Whether rootless native overlay works on this kernel for the user ``run`` runs as:
+    ``podman info`` on a throw-away store in ``scratch`` (a folder the user owns) reports
+    "Native Overlay Diff: true"."""
+    probe = run(
+        "podman", "--storage-driver", "overlay", "--root", str(scratch / "root"),
+        "--runroot", str(scratch / "run"), "info", "--format", "{{.Store.GraphStatus}}",
     )  # fmt: skip
     return probe.returncode == 0 and "Native Overlay Diff:true" in probe.stdout
 
 
-def user_storage_driver(as_user: Sequence[str], home: str) -> str | None:
+KNOWN_DRIVERS = ("vfs", "overlay", "btrfs", "zfs")
+
+
+def user_storage_driver(run: UserCommand, layer_dirs: Sequence[str]) -> str | None:
     """The storage driver of the user's existing rootless store, ``None`` when the user has
-    none yet (Podman makes ``<driver>-layers`` at a user's first command; changing the driver
-    of a store that exists would hide its images, so callers keep it)."""
-    graph = Path(home, ".local", "share", "containers", "storage")
-    if not any(graph.glob("*-layers")):
+    none yet. ``layer_dirs`` are the ``<driver>-layers`` folders in the user's graph root
+    (Podman makes one at a user's first command; changing the driver of a store that exists
+    would hide its images, so callers keep it). Only a driver Podman knows is returned: the
+    answer comes from a process the user controls."""
+    if not layer_dirs:
         return None
-    info = subprocess.run(
-        [*as_user, "podman", "info", "--format", "{{.Store.GraphDriverName}}"],
-        capture_output=True, text=True, timeout=120, cwd="/", check=False,
-    )  # fmt: skip
-    if info.returncode == 0 and info.stdout.strip():
-        return info.stdout.strip()
-    return next(iter(graph.glob("*-layers"))).name.removesuffix("-layers")
+    info = run("podman", "info", "--format", "{{.Store.GraphDriverName}}")
+    said = info.stdout.strip()
+    if info.returncode == 0 and said in KNOWN_DRIVERS:
+        return said
+    found = layer_dirs[0].removesuffix("-layers")
+    return found if found in KNOWN_DRIVERS else None
 
 
-def user_image_id(as_user: Sequence[str], ref: str) -> str | None:
+def user_image_id(run: UserCommand, ref: str) -> str | None:
     """The id of ``ref`` in the user's engine (its own storage or a store it reads)."""
-    done = subprocess.run(
-        [*as_user, "podman", "image", "inspect", "--format", "{{.ID}}", ref],
-        capture_output=True, text=True, timeout=60, cwd="/", check=False,
-    )  # fmt: skip
+    done = run("podman", "image", "inspect", "--format", "{{.ID}}", ref, timeout=60)
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def load_for_user(as_user: Sequence[str], source_cli: str, ref: str) -> None:
+def load_for_user(run: UserCommand, source_cli: str, ref: str) -> None:
     """Copy ``ref`` from the engine behind ``source_cli`` into the user's own storage."""
-    _pipe([source_cli, "save", ref], [*as_user, "podman", "load", "-q"], ref, "the user's storage")
+    saver = subprocess.Popen([source_cli, "save", ref], stdout=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, cwd="/")  # fmt: skip
+    try:
+        assert saver.stdout is not None
+        loaded = run("podman", "load", "-q", timeout=LOAD_TIMEOUT, stdin=saver.stdout)
+    finally:
+        if saver.stdout is not None:
+            saver.stdout.close()
+        saved = saver.wait(timeout=60)
+    if saved != 0 or loaded.returncode != 0:
+        raise RuntimeError(
+            f"loading {ref} into the user's storage failed ({source_cli} save exited {saved}, "
+            f"podman load exited {loaded.returncode}): {loaded.stderr.strip()[-800:]}"
+        )
 
 
 def _pipe(save: list[str], load: list[str], ref: str, where: object) -> None:
-    saver = subprocess.Popen(save, stdout=subprocess.PIPE)
+    saver = subprocess.Popen(save, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd="/")
     try:
         loaded = subprocess.run(
             load,
@@ -263,6 +290,7 @@ def _pipe(save: list[str], load: list[str], ref: str, where: object) -> None:
             timeout=LOAD_TIMEOUT,
             check=False,
             cwd="/",
+            start_new_session=True,
         )
     finally:
         if saver.stdout is not None:
@@ -275,24 +303,75 @@ def _pipe(save: list[str], load: list[str], ref: str, where: object) -> None:
         )
 
 
-def make_readable(root: Path) -> int:
-    """``chmod -R a+rX`` on the store's image and layer folders (what users' engines read);
-    returns how many modes changed. Podman's own folders (``libpod``, ``tmp``) stay private."""
-    changed = 0
+@dataclass
+class Sealed:
+    """What :func:`seal_store` changed."""
+
+    modes: int = 0
+    setid_removed: list[str] = field(default_factory=list)
+    caps_removed: list[str] = field(default_factory=list)
+
+
+_SETID = stat.S_ISUID | stat.S_ISGID
+_CAPS = "security.capability"
+
+
+def seal_store(root: Path, gid: int) -> Sealed:
+    """Make the store readable by the group ``gid`` and nobody else, with nothing in it that
+    runs with more rights than its caller.
+
+    - the top folder is ``root:gid 0750``: the one gate; other host users reach nothing below;
+    - below it, image and layer folders are ``a+rX`` as before (users' rootless engines read
+      every file, whichever image uid owns it, and copy it into their containers; only group
+      members get this far), Podman's own folders (``libpod``, ``tmp``) stay private;
+    - no regular file keeps a setuid/setgid bit or a file capability (``security.capability``):
+      a hub user could otherwise run an image's ``su`` or ``mount``, from a base that is never
+      patched, as host root. Kernels run with ``no-new-privileges`` and no capabilities, so
+      containers lose nothing they used.
+
+    The folders above ``root`` are never touched (see :func:`unreachable_parents`)."""
+    done = Sealed()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) != (0, gid, 0o750):
+            os.fchown(fd, 0, gid)
+            os.fchmod(fd, 0o750)
+            done.modes += 1
+    finally:
+        os.close(fd)
     for top in sorted(root.iterdir()):
-        if top.name in ("libpod", "tmp", "mounts") or top.is_symlink():
+        if top.is_symlink():
             continue
+        private = top.name in ("libpod", "tmp", "mounts")
         for path in [top, *_walk(top)]:
             mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
+            if stat.S_ISREG(mode):
+                _strip(path, mode, done)
+                mode = path.lstat().st_mode
+            if private or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 continue
             want = mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
             if stat.S_ISDIR(mode) or mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
                 want |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
-            if want != mode and (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                os.chmod(path, stat.S_IMODE(want))
-                changed += 1
-    return changed
+            if want != mode:
+                os.chmod(path, stat.S_IMODE(want), follow_symlinks=False)
+                done.modes += 1
+    return done
+
+
+def _strip(path: Path, mode: int, done: Sealed) -> None:
+    """Remove a setuid/setgid bit and file capabilities from one regular file."""
+    if mode & _SETID:
+        os.chmod(path, stat.S_IMODE(mode) & ~_SETID, follow_symlinks=False)
+        done.setid_removed.append(str(path))
+    try:
+        has_caps = _CAPS in os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        has_caps = False
+    if has_caps:
+        os.removexattr(path, _CAPS, follow_symlinks=False)
+        done.caps_removed.append(str(path))
 
 
 def _walk(top: Path) -> list[Path]:
@@ -302,6 +381,19 @@ def _walk(top: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(top):
         found += [Path(dirpath, n) for n in dirnames + filenames]
     return found
+
+
+def unreachable_parents(root: Path, gid: int) -> list[str]:
+    """The folders above ``root`` that a member of ``gid`` cannot pass through (no search
+    bit for others, nor for the group when the folder is that group's): ``hub setup`` reports
+    them, it never widens a folder it did not make."""
+    blocked = []
+    for folder in root.parents:
+        info = folder.stat()
+        ok = info.st_mode & stat.S_IXOTH or (info.st_gid == gid and info.st_mode & stat.S_IXGRP)
+        if not ok:
+            blocked.append(f"{folder} ({stat.S_IMODE(info.st_mode):04o})")
+    return blocked
 
 
 @dataclass(frozen=True)
@@ -346,15 +438,19 @@ class SharedStore:
         )
         return [line for line in done.stdout.splitlines() if line.strip()]
 
+    def make_root(self) -> None:
+        """Make the store's missing folders before Podman does (it makes them 0700, which
+        stops users' engines): each missing parent 0755, the store itself 0700 until
+        :func:`seal_store` opens it to the hub's group. Folders that exist are left as
+        they are: setup never widens a folder it did not make."""
+        missing = [p for p in [self.root, *self.root.parents] if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700 if folder == self.root else 0o755)
+            folder.chmod(0o700 if folder == self.root else 0o755)  # whatever the umask
+
     def load_from(self, source_cli: str, ref: str) -> None:
         """Copy ``ref`` from the engine behind ``source_cli`` (``docker save``) into the store."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        # Users' engines must reach the store: Podman makes the folders it creates 0700 (the
-        # first `image inspect` of a fresh store left /var/lib/nbcontainers so).
-        for folder in [self.root, *self.root.parents]:
-            if folder == Path("/"):
-                break
-            folder.chmod(folder.stat().st_mode | 0o755)
+        self.make_root()
         _pipe([source_cli, "save", ref], self._podman("load", "-q"), ref, self.root)
         # Listing as root creates the store's images.lock and layers.lock: a user's engine
         # only opens them (it can't create files in the store) and fails on a fresh store.

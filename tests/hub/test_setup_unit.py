@@ -3,6 +3,7 @@ never overlap, what a user reads when an image is missing from the shared store.
 
 from __future__ import annotations
 
+import os
 import pwd
 import stat
 import sys
@@ -17,8 +18,9 @@ from nbcontainers.runtimes.podman_store import (
     add_store,
     configured_stores,
     drop_store,
-    make_readable,
     missing_image_message,
+    seal_store,
+    unreachable_parents,
 )
 
 needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is 3.11+")
@@ -81,20 +83,38 @@ def test_a_missing_shared_image_says_ask_your_admin(tmp_path: Path) -> None:
         assert "/var/lib/nbcontainers/storage" in msg
 
 
-def test_the_store_becomes_readable_but_podmans_own_folders_stay_private(tmp_path: Path) -> None:
-    layer = tmp_path / "vfs" / "dir" / "abc"
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to a group needs root")
+def test_the_store_opens_to_the_group_only_and_loses_setuid_bits(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    layer = store / "vfs" / "dir" / "abc"
     layer.mkdir(parents=True, mode=0o700)
+    store.chmod(0o700)
     (layer / "shadow").write_text("secret")
     (layer / "shadow").chmod(0o600)
-    (layer / "tool").write_text("#!/bin/sh")
-    (layer / "tool").chmod(0o700)
-    (tmp_path / "libpod").mkdir(mode=0o700)
-    assert make_readable(tmp_path) > 0
-    assert stat.S_IMODE((layer / "shadow").stat().st_mode) == 0o644
-    assert stat.S_IMODE((layer / "tool").stat().st_mode) == 0o755
-    assert stat.S_IMODE(layer.stat().st_mode) == 0o755
-    assert stat.S_IMODE((tmp_path / "libpod").stat().st_mode) == 0o700
-    assert make_readable(tmp_path) == 0  # idempotent
+    (layer / "su").write_text("#!/bin/sh")
+    (layer / "su").chmod(0o4755)
+    (layer / "wall").write_text("#!/bin/sh")
+    (layer / "wall").chmod(0o2755)
+    (store / "libpod").mkdir(mode=0o700)
+    done = seal_store(store, 4242)
+    info = store.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 4242, 0o750)
+    assert stat.S_IMODE((layer / "shadow").stat().st_mode) == 0o644  # behind the 0750 gate
+    assert stat.S_IMODE((layer / "su").stat().st_mode) == 0o755
+    assert stat.S_IMODE((layer / "wall").stat().st_mode) == 0o755
+    assert sorted(Path(p).name for p in done.setid_removed) == ["su", "wall"]
+    assert stat.S_IMODE((store / "libpod").stat().st_mode) == 0o700
+    again = seal_store(store, 4242)
+    assert (again.modes, again.setid_removed) == (0, [])  # idempotent
+
+
+def test_a_parent_users_cannot_pass_is_reported_not_widened(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    blocked = unreachable_parents(private / "store", 4242)
+    assert any(b.startswith(f"{private} (0700)") for b in blocked)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
 
 
 def test_setup_needs_root_and_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
