@@ -4,8 +4,10 @@ plain `docker build` turns back into it, and optionally verify that by rebuildin
 ``live.py`` captures a kernel (the capture itself is ``capture.py``, which runs
 ``inkernel/environment.py`` inside the live kernel, local or container, or one reached by its
 connection file), ``folder.py`` writes the folder, ``verify.py`` rebuilds and compares.
-Nothing from the environment (variables, pip credentials) is captured, so nothing secret can
-be written.
+Nothing from the environment (variables, pip credentials) is captured; credentials in the URLs
+that are (install sources, `%pip` history) are redacted in everything written
+(``recipe/redact.py``), and the files copied into the image are scanned for secrets first
+(``secrets.py``): a hit stops the snapshot, naming file and line.
 """
 
 from __future__ import annotations

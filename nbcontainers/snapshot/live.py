@@ -22,6 +22,7 @@ from ..evaluate import Evaluate, kernel_evaluator
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..recipe.environment import Snapshot
 from ..recipe.lock import index_pins, minimal_packages
+from ..recipe.redact import redact
 from ..runtimes.base import ContainerRuntime
 from ..sources import bundle, call_in_kernel
 from .folder import check_target, write_snapshot
@@ -125,7 +126,8 @@ def _download_all(
     )
     if code != 0:
         raise SnapshotError(
-            f"Could not download every distribution for --wheels: {err.strip()}; "
+            # pip's message may quote the URL it failed on: its credentials stay out of it.
+            f"Could not download every distribution for --wheels: {redact(err.strip())}; "
             "nothing was written."
         )
     files: dict[str, Path] = {}

@@ -66,8 +66,8 @@ def _detect_secrets() -> Iterator[Any]:
 
     Imported here, not at module level: it costs half a second and only a snapshot needs it.
     """
-    from detect_secrets import SecretsCollection
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.core.secrets_collection import SecretsCollection
     from detect_secrets.settings import transient_settings
 
     plugins = [
@@ -158,17 +158,21 @@ def scan_project(files: Iterable[tuple[str, Path]], wheels: Iterable[Path]) -> l
         scratch = Path(scratch_dir)
         for name, path in files:
             if path.suffix == ".ipynb":
-                parts, places = _notebook_text(path, scratch)
-                for part, place in zip(parts, places, strict=True):
-                    found = _scan_file(collection_class, part)
-                    findings += [
-                        Finding(f"{name}: {place[line - 1]}" if place else f"{name}:{line}", kinds)
-                        for line, kinds in ((n, tuple(dict.fromkeys(k))) for n, k in found.items())
-                    ]
+                findings += _scan_notebook(collection_class, name, path, scratch)
             else:
                 findings += _findings(name, _scan_file(collection_class, path))
         for wheel in wheels:
             findings += _scan_wheel(collection_class, wheel, scratch)
+    return findings
+
+
+def _scan_notebook(collection_class: Any, name: str, path: Path, scratch: Path) -> list[Finding]:
+    """A notebook's findings, each named by cell and line ("cell 2, output line 1")."""
+    findings = []
+    for part, places in zip(*_notebook_text(path, scratch), strict=True):
+        for line, kinds in sorted(_scan_file(collection_class, part).items()):
+            where = f"{name}: {places[line - 1]}" if places else f"{name}:{line}"
+            findings.append(Finding(where, tuple(dict.fromkeys(kinds))))
     return findings
 
 

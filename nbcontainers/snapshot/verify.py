@@ -13,6 +13,7 @@ from ..errors import SnapshotError
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..recipe.environment import Snapshot
 from ..recipe.lock import SYSTEM_DISTS
+from ..recipe.redact import redact
 from ..runtimes.base import BuildCallback, ContainerRuntime
 
 __all__ = ["build_and_verify", "compare_packages", "image_packages", "snapshot_image"]
@@ -59,7 +60,7 @@ def image_packages(runtime: ContainerRuntime, ref: str) -> Snapshot:
     finally:
         runtime.remove(cid)
     if code != 0 or marker not in output:
-        raise SnapshotError(f"Could not inspect image {ref} (exit {code}): {output[-500:]}")
+        raise SnapshotError(f"Could not inspect image {ref} (exit {code}): {redact(output[-500:])}")
     return parse_capture(output.split(marker, 1)[1].replace("\n", ""))
 
 
@@ -92,6 +93,8 @@ def build_and_verify(
     from ..build import build_image
 
     image = snapshot_image(folder)
-    build_image(image, runtime, on_line=on_line, on_event=on_event)
+    # pip's log lines may quote a URL it fetched; what the user sees is redacted like the rest.
+    said = (lambda line: on_line(redact(line))) if on_line is not None else None
+    build_image(image, runtime, on_line=said, on_event=on_event)
     rebuilt = image_packages(runtime, image.ref)
     return image.ref, compare_packages(live, rebuilt)

@@ -205,3 +205,17 @@ def test_cli_refusal_prints_file_and_line_but_never_the_secret(tmp_path: Path) -
     assert done.returncode != 0
     assert "settings.py:2" in done.stderr and "Traceback" not in done.stderr
     assert KEY not in done.stdout + done.stderr
+
+
+def test_a_line_marked_as_no_secret_is_copied(tmp_path: Path) -> None:
+    project = tmp_path / "nb"
+    project.mkdir()
+    marked = f'SECRET_KEY = "{KEY}"  # pragma: allowlist secret\n'
+    (project / "settings.py").write_text(marked)
+    (project / "requirements.txt").write_text(
+        f"https://h.example/w.whl?sig={TOKEN}  # pragma: allowlist secret\n"
+    )
+    folder = write_snapshot(
+        parse_capture(_plain_snapshot(project)), tmp_path / "env", project=project
+    )
+    assert (folder / "project" / "settings.py").read_text() == marked
