@@ -102,18 +102,19 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         # Compiled once here: the root filesystem is read-only, so a start can't cache it.
         'RUN ["/opt/venv/bin/python", "-m", "compileall", "-q", "/opt/nbc/server"]',
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\",
-        "    NBC_MODEL_DIR=/opt/nbc/model NBC_MODEL_CACHE=/opt/nbc/cache HOME=/tmp"
+        "    NBC_MODEL_DIR=/opt/nbc/model NBC_MODEL_CACHE=/opt/nbc/cache HOME=/tmp \\",
+        f"    NBC_PORT={manifests.PORT}"
         + (f" NBC_GRPC_PORT={manifests.GRPC_PORT}" if plan.grpc else ""),
         "USER 1000:1000",
         f"EXPOSE {manifests.PORT}" + (f" {manifests.GRPC_PORT}" if plan.grpc else ""),
         "HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\",
         '    CMD ["/opt/venv/bin/python", "-c", "import urllib.request as u; '
         f"u.urlopen('http://127.0.0.1:{manifests.PORT}/v2/health/ready', timeout=2)\"]",
+        "# server.main(): uvicorn on the port from NBC_WORKERS processes (default: the CPUs",
+        "# the container may use), every limit from its NBC_* variable (README: limits).",
         'ENTRYPOINT ["/usr/bin/tini", "--"]',
-        'CMD ["/opt/venv/bin/python", "-m", "uvicorn", "server:app", \\',
-        '     "--app-dir", "/opt/nbc/server", \\',
-        f'     "--host", "0.0.0.0", "--port", "{manifests.PORT}", "--no-access-log", '
-        '"--timeout-graceful-shutdown", "10"]',
+        'CMD ["/opt/venv/bin/python", "-c", \\',
+        "     \"import sys; sys.path.insert(0, '/opt/nbc/server'); import server; server.main()\"]",
         "",
         "# model files last, in their own layer: a retrained model rebuilds only this",
         "COPY model/ /opt/nbc/model/",

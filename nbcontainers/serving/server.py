@@ -1,5 +1,6 @@
 """The model server as an export folder ships it: the modules of ``serving/image/`` joined
-into one ``server/server.py``, the module ``uvicorn server:app`` runs in the image.
+into one ``server/server.py``, the module the image runs (``server.main()``: uvicorn's
+workers on ``server:app``).
 
 One file because the image runs it from a plain folder (``--app-dir /opt/nbc/server``), not
 as an installed package; it is read here, never imported (the host need not have numpy).
@@ -26,6 +27,7 @@ MODULES = (
     "grpc_service",
     "openapi",
     "app",
+    "serve",
 )
 
 

@@ -21,31 +21,11 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from nbcontainers.serving import smoke
-from nbcontainers.serving.export import ExportOptions, export_from_namespace
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="session")
-def iris(runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    X, y = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=500).fit(X, y)
-    folder = tmp_path_factory.mktemp("iris") / "iris"
-    result = export_from_namespace(
-        {"iris": model, "X": X},
-        "iris",
-        ExportOptions(example="X[:4]", folder=folder, grpc=True),
-        runtime=runtime,
-        say=lambda _: None,
-    )
-    assert result.image is not None
-    try:
-        yield {"image": result.image, "folder": folder, "model": model, "X": X}
-    finally:
-        runtime.remove_image(result.image)
+# `iris` (the image, built once per session) is in conftest.py.
 
 
 @pytest.fixture(scope="module")

@@ -233,7 +233,9 @@ def test_model_errors_are_422_and_the_server_keeps_serving(tmp_path: Path) -> No
     async def scenario() -> None:
         await started(app)
         status, body = await request(app, "POST", "/predict", [[-1, 1]])
-        assert status == 422 and "ValueError: negative" in body["error"]
+        # The model's own words stay in the server's log: they may name its code and files.
+        assert status == 422 and "model failed on this input" in body["error"]
+        assert "negative" not in body["error"] and "ValueError" not in body["error"]
         assert await request(app, "POST", "/predict", [[1, 1]]) == (200, {"predictions": [2.0]})
 
     asyncio.run(scenario())
@@ -245,7 +247,8 @@ def test_load_failure_keeps_ready_at_503_with_the_reason(tmp_path: Path) -> None
     async def scenario() -> None:
         await started(app)
         status, body = await request(app, "GET", "/v2/health/ready")
-        assert status == 503 and "no such lib" in body["error"]
+        assert status == 503 and "failed to load" in body["error"]
+        assert "no such lib" not in body["error"]  # in the log, never to any client
         assert (await request(app, "GET", "/v2/health/live"))[0] == 200
 
     asyncio.run(scenario())

@@ -1,5 +1,7 @@
 """Request batching: one worker thread runs the model; requests that queue meanwhile share its
-next call when the model takes a batch dimension (no added wait at low load).
+next call when the model's rows are independent (``meta["batchable"]``, proven at export; no
+added wait at low load). The queue is bounded: a full one is a 503 with Retry-After, so a
+flood makes some clients retry instead of making every client wait longer.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .limits import BadRequest
 from .metrics import Metrics
 
 __all__ = [
@@ -19,7 +22,8 @@ __all__ = [
 
 class Batcher:
     """Runs the model in one worker thread; requests that arrive while it is busy are
-    concatenated into the next call when the model takes a batch dimension."""
+    concatenated into the next call when ``batchable`` (the model's rows are independent),
+    else each is a call of its own. At most ``max_queue`` requests wait."""
 
     def __init__(
         self,
@@ -28,20 +32,29 @@ class Batcher:
         frame: bool,
         max_rows: int,
         metrics: Metrics,
+        max_queue: int = 128,
     ) -> None:
         self.predict = predict
         self.batchable = batchable
         self.frame = frame
         self.max_rows = max_rows
         self.metrics = metrics
+        self.max_queue = max_queue
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future[list[Any]]]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
     async def submit(self, batch: Any) -> list[Any]:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._run())
+        if self.queue.qsize() >= self.max_queue:
+            raise BadRequest(
+                f"The server is busy: {self.max_queue} requests wait for the model "
+                "(NBC_MAX_QUEUE); retry shortly.",
+                status=503,
+                retry_after=1,
+            )
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        await self.queue.put((batch, future))
+        self.queue.put_nowait((batch, future))
         return await future
 
     async def _run(self) -> None:

@@ -11,17 +11,23 @@ starts one, never at import.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-from .limits import BadRequest
+from .limits import BadRequest, Limits
+from .protocol import InferRequest, decode_infer
 from .tensors import NUMPY_TYPES, array_to_bytes
 
 __all__ = [
     "MESSAGES",
     "SERVICE",
+    "decode_grpc_infer",
     "serve_grpc",
 ]
+
+grpc_log = logging.getLogger("nbcontainers.server.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -126,6 +132,7 @@ _CONTENTS = {
 }
 
 
+@lru_cache(maxsize=1)
 def message_classes() -> dict[str, Any]:
     """The protocol's message classes, from :data:`MESSAGES`."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -194,17 +201,48 @@ def infer_body(request: Any) -> tuple[bytes, int]:
     return header + b"".join(raw), len(header)
 
 
-_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+def decode_grpc_infer(raw: bytes, meta: dict[str, Any], max_elements: int) -> InferRequest:
+    """A serialized ModelInferRequest -> the decoded request (its id the request's), through
+    the REST checks; here or in the decoding process, like a REST body."""
+    try:
+        request = message_classes()["ModelInferRequest"].FromString(raw)
+    except Exception:  # protobuf's DecodeError, or a message nested past its limit
+        raise BadRequest("The message is not a ModelInferRequest.") from None
+    check_model(meta["name"], request.model_name, request.model_version)
+    body, header_length = infer_body(request)
+    decoded = decode_infer(body, header_length, meta, max_elements)
+    decoded.id = request.id
+    return decoded
+
+
+def check_model(name: str, asked: str, version: str) -> None:
+    """A 404 unless ``asked`` (and ``version``) names the model ``name`` this server has."""
+    if asked != name:
+        raise BadRequest(f"No model {asked[:100]!r} here; this server has {name!r}.", 404)
+    if version not in ("", "1"):
+        raise BadRequest(f"Model {name} has version 1 only, not {version[:100]!r}.", 404)
+
+
+_CODES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    413: "RESOURCE_EXHAUSTED",
+    422: "INVALID_ARGUMENT",
+    503: "UNAVAILABLE",
+}
 
 
 def serve_grpc(
     port: int,
     server: Any,
-    infer: Callable[[bytes, int], tuple[list[Any], Any]],
-    max_message: int,
+    infer: Callable[[bytes], tuple[list[Any], Any]],
+    limits: Limits,
 ) -> Any:
-    """Start the gRPC service on ``port`` (all interfaces) in threads; ``infer`` takes a REST
-    body and header length and gives the outputs and the decoded request. The grpc server."""
+    """Start the gRPC service on ``port`` (all interfaces) in threads; ``infer`` takes a
+    serialized ModelInferRequest and gives the outputs and the decoded request. The grpc
+    server: messages up to ``limits.grpc_max_message``, ``limits.max_concurrency`` calls at
+    once (more are RESOURCE_EXHAUSTED)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
@@ -220,23 +258,24 @@ def serve_grpc(
                 context.abort(
                     getattr(grpc.StatusCode, _CODES.get(exc.status, "INVALID_ARGUMENT")), str(exc)
                 )
-            except Exception as exc:  # the model's own failure: the client's input, as REST's 422
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
+            except Exception:
+                # The server's fault: the log has the details, the client none of them.
+                grpc_log.exception("gRPC call failed")
+                context.abort(
+                    grpc.StatusCode.INTERNAL, "Internal server error; the server's log has it."
+                )
 
         return run
 
-    def check_model(name: str, version: str) -> None:
-        if name != server.name:
-            raise BadRequest(f"No model {name!r} here; this server has {server.name!r}.", 404)
-        if version not in ("", "1"):
-            raise BadRequest(f"Model {server.name} has version 1 only, not {version!r}.", 404)
+    def check_model_(name: str, version: str) -> None:
+        check_model(server.name, name, version)
 
     def model_ready(request: Any, context: Any) -> Any:
-        check_model(request.name, request.version)
+        check_model_(request.name, request.version)
         return types["ModelReadyResponse"](ready=server.predict is not None)
 
     def model_metadata(request: Any, context: Any) -> Any:
-        check_model(request.name, request.version)
+        check_model_(request.name, request.version)
         tensor = types["TensorMetadata"]
         signature = meta["signature"]
         return types["ModelMetadataResponse"](
@@ -247,11 +286,11 @@ def serve_grpc(
             outputs=[tensor(**s) for s in signature["outputs"]],
         )
 
-    def model_infer(request: Any, context: Any) -> Any:
-        check_model(request.model_name, request.model_version)
-        outputs, decoded = infer(*infer_body(request))
+    def model_infer(raw: bytes, context: Any) -> Any:
+        # Parsed with the rest of the decoding (in the decoding process when large).
+        outputs, decoded = infer(raw)
         reply = types["ModelInferResponse"](
-            model_name=server.name, model_version="1", id=request.id
+            model_name=server.name, model_version="1", id=decoded.id or ""
         )
         specs = meta["signature"]["outputs"]
         for i, array in enumerate(outputs):
@@ -284,7 +323,10 @@ def serve_grpc(
     methods = {
         name: grpc.unary_unary_rpc_method_handler(
             guarded(fn),
-            request_deserializer=types[f"{kind}Request"].FromString,
+            # ModelInfer's bytes stay bytes here: decoding is the bridge's (off this thread).
+            request_deserializer=(
+                bytes if name == "ModelInfer" else types[f"{kind}Request"].FromString
+            ),
             response_serializer=types[f"{kind}Response"].SerializeToString,
         )
         for name, (fn, kind) in handlers.items()
@@ -292,9 +334,12 @@ def serve_grpc(
     grpc_server = grpc.server(
         ThreadPoolExecutor(max_workers=8, thread_name_prefix="nbc-grpc"),
         options=[
-            ("grpc.max_receive_message_length", max_message),
-            ("grpc.max_send_message_length", max_message),
+            ("grpc.max_receive_message_length", limits.grpc_max_message),
+            ("grpc.max_send_message_length", limits.grpc_max_message),
+            # Header lists are bounded like REST's (NBC_MAX_HEADER_BYTES).
+            ("grpc.max_metadata_size", limits.max_header_bytes),
         ],
+        maximum_concurrent_rpcs=limits.max_concurrency,
     )
     grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
     grpc_server.add_insecure_port(f"0.0.0.0:{port}")

@@ -1,15 +1,18 @@
 """What a request may be, checked before anything decodes it: :class:`BadRequest` for what the
 client must fix, and a scan of a JSON body's nesting depth and value count.
 
-The scan runs on the raw bytes (a regex and numpy, no Python loop per byte), so a body of
-``[`` x 10,000 or a million tiny arrays is refused in milliseconds instead of reaching
-``json.loads``'s recursion or numpy's object arrays.
+The scan runs on the raw bytes (a regex and numpy, no Python loop per byte) and is linear in
+the body's size whatever it holds, so a body of ``[`` x 10,000, a million tiny arrays or an
+unterminated string of escaped quotes is refused in milliseconds instead of reaching
+``json.loads``'s recursion, numpy's object arrays or a regex's backtracking.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,7 @@ import numpy as np
 __all__ = [
     "MAX_DEPTH",
     "BadRequest",
+    "Limits",
     "check_json",
     "parse_json",
 ]
@@ -25,17 +29,77 @@ __all__ = [
 # [[...]]}]}), a /predict body 2 plus a row's; 32 leaves room for any real tensor's rank.
 MAX_DEPTH = 32
 
-# A JSON string with its escapes: its contents are not structure, whatever they hold.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string with its escapes: its contents are not structure, whatever they hold. An
+# unterminated one runs to the end of the body (a lone trailing backslash included), so every
+# quote is consumed by the first match that reaches it: without that, each quote of
+# '"\\"\\"\\"...' would start a match that scans to the end and fails (quadratic: 32 KB took
+# 4.8 s). Possessive quantifiers: no backtracking either.
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class BadRequest(Exception):
-    """The client's fault: answered with ``status`` and the message, the server keeps going."""
+    """The client's fault (or the server's load, with a 503): answered with ``status`` and
+    the message, the server keeps going. ``retry_after``: seconds for a Retry-After header."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in the decoding process too: its status must survive the trip back.
+        return (BadRequest, (str(self), self.status, self.retry_after))
+
+
+def _env(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number; unset it for {default:g}.") from None
+    if value <= 0:
+        raise ValueError(f"{name}={text!r} must be above 0; unset it for {default:g}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound the server holds a request to, each from an environment variable of the
+    image (the README's limits table lists them); the defaults are safe for a server on an
+    untrusted network."""
+
+    max_body: int = 8 << 20  # NBC_MAX_BODY_BYTES: one request's body
+    max_rows: int = 4096  # NBC_MAX_ROWS: rows of one request
+    max_elements: int = 1 << 21  # NBC_MAX_ELEMENTS: values of one request
+    max_concurrency: int = 256  # NBC_MAX_CONCURRENCY: connections + requests, per worker
+    max_queue: int = 128  # NBC_MAX_QUEUE: requests waiting for the model, per worker
+    max_buffered: int = 64 << 20  # NBC_MAX_BUFFERED_BYTES: request bytes held, per worker
+    header_timeout: float = 10.0  # NBC_HEADER_TIMEOUT: seconds to send a request's headers
+    body_timeout: float = 30.0  # NBC_BODY_TIMEOUT: seconds to send a request's body
+    max_header_bytes: int = 64 << 10  # NBC_MAX_HEADER_BYTES: request line + headers
+    grpc_max_message: int = 8 << 20  # NBC_GRPC_MAX_MESSAGE_BYTES: one gRPC message
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        """The limits the environment sets; a value that is no number says which and why."""
+        d = cls()
+        body = int(_env("NBC_MAX_BODY_BYTES", d.max_body))
+        return cls(
+            max_body=body,
+            max_rows=int(_env("NBC_MAX_ROWS", d.max_rows)),
+            max_elements=int(_env("NBC_MAX_ELEMENTS", d.max_elements)),
+            max_concurrency=int(_env("NBC_MAX_CONCURRENCY", d.max_concurrency)),
+            max_queue=int(_env("NBC_MAX_QUEUE", d.max_queue)),
+            # At least one body's worth, or no request of the allowed size could be read.
+            max_buffered=max(body, int(_env("NBC_MAX_BUFFERED_BYTES", d.max_buffered))),
+            header_timeout=_env("NBC_HEADER_TIMEOUT", d.header_timeout),
+            body_timeout=_env("NBC_BODY_TIMEOUT", d.body_timeout),
+            max_header_bytes=int(_env("NBC_MAX_HEADER_BYTES", d.max_header_bytes)),
+            grpc_max_message=int(_env("NBC_GRPC_MAX_MESSAGE_BYTES", body)),
+        )
 
 
 def check_json(raw: bytes, max_elements: int) -> None:
@@ -63,7 +127,14 @@ def parse_json(raw: bytes, max_elements: int) -> Any:
     check_json(raw, max_elements)
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The body is not JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"The body is not JSON: not UTF-8 text at byte {exc.start}.") from None
+    except json.JSONDecodeError as exc:
+        # Where, not the decoder's own words: a message names the problem, nothing else.
+        raise BadRequest(
+            f"The body is not JSON: invalid at line {exc.lineno} column {exc.colno}."
+        ) from None
+    except ValueError:
+        raise BadRequest("The body is not JSON.") from None
     except RecursionError:  # cannot pass the depth check; kept so it can never be a 500
         raise BadRequest(f"The JSON nests deeper than {MAX_DEPTH} levels.") from None

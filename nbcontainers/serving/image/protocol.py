@@ -19,6 +19,7 @@ from .limits import BadRequest, parse_json
 from .tensors import NUMPY_TYPES, array_from_bytes, array_from_data, array_to_bytes, array_to_data
 
 __all__ = [
+    "MAX_DIMS",
     "InferRequest",
     "decode_infer",
     "decode_predict",
@@ -37,6 +38,17 @@ class InferRequest:
     outputs: dict[str, bool] | None = None
     binary: bool = False  # binary_data_output: the default for outputs not listed
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+# The most dimensions a request's tensor may have (numpy's own limit is 32 or 64 by version;
+# a model's signature has a handful).
+MAX_DIMS = 32
+
+
+def _show(value: Any) -> str:
+    """A client's value, as JSON, cut short: messages name it without echoing megabytes."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _takes(specs: list[dict[str, Any]]) -> str:
@@ -73,8 +85,8 @@ def decode_infer(
     for item in body["inputs"]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("Each input is an object with name, shape, datatype and data.")
-        name = item["name"]
-        spec = by_name.get(name)
+        name = item["name"][:100]  # echoed in messages: never the client's megabytes back
+        spec = by_name.get(item["name"])
         if spec is None:
             raise BadRequest(f"No input {name!r} in this model; it takes {_takes(specs)}.")
         if name in arrays:
@@ -86,12 +98,23 @@ def decode_infer(
         ):
             raise BadRequest(
                 f"Input {name!r}: shape must be a list of concrete sizes (integers >= 0), "
-                f"got {json.dumps(shape)}; -1 is for signatures, a request says how many."
+                f"got {_show(shape)}; -1 is for signatures, a request says how many."
+            )
+        if len(shape) > MAX_DIMS:
+            raise BadRequest(
+                f"Input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS}."
+            )
+        # Each size on its own too: [0, 2**62] holds no value, yet no array has that shape.
+        if any(s > max_elements for s in shape):
+            raise BadRequest(
+                f"Input {name!r}: shape {_show(shape)} has a size over {max_elements} "
+                "(NBC_MAX_ELEMENTS).",
+                status=413,
             )
         if item.get("datatype") != spec["datatype"]:
             raise BadRequest(
                 f"Input {name!r} is {spec['datatype']} in this model, got datatype "
-                f"{json.dumps(item.get('datatype'))}."
+                f"{_show(item.get('datatype'))}."
             )
         count = math.prod(shape)
         if count > max_elements:
@@ -161,7 +184,7 @@ def _requested(body: dict[str, Any], meta: dict[str, Any], binary: bool) -> dict
         if not isinstance(item, dict) or item.get("name") not in names:
             got = item.get("name") if isinstance(item, dict) else item
             raise BadRequest(
-                f"No output {json.dumps(got)} in this model; it gives "
+                f"No output {_show(got)} in this model; it gives "
                 + ", ".join(repr(n) for n in names)
                 + "."
             )
@@ -188,7 +211,7 @@ def decode_predict(raw: bytes, meta: dict[str, Any], max_elements: int) -> Any:
             ) from None
         unknown = {k for r in records for k in r} - set(names)
         if unknown:
-            raise BadRequest(f"No column {sorted(unknown)[0]!r}; this model takes {names}.")
+            raise BadRequest(f"No column {_show(sorted(unknown)[0])}; this model takes {names}.")
         frame = __import__("pandas").DataFrame.from_records(records, columns=names)
         for spec in specs:
             frame[spec["name"]] = _cast(frame[spec["name"]].to_numpy(), spec)
@@ -202,8 +225,16 @@ def decode_predict(raw: bytes, meta: dict[str, Any], max_elements: int) -> Any:
 def _cast(data: Any, spec: dict[str, Any]) -> Any:
     try:
         return np.asarray(data, dtype=NUMPY_TYPES.get(spec["datatype"], "object"))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadRequest(f"Input {spec['name']!r} must be {spec['datatype']}: {exc}") from None
+    except OverflowError:
+        raise BadRequest(
+            f"Input {spec['name']!r} is {spec['datatype']}: a value is out of its range."
+        ) from None
+    except (TypeError, ValueError):
+        # numpy's words would name its internals; the rule is what the client needs.
+        raise BadRequest(
+            f"Input {spec['name']!r} must be {spec['datatype']}: rows of equal length holding "
+            "values of that type."
+        ) from None
 
 
 def _check_shape(shape: tuple[int, ...], spec: dict[str, Any]) -> None:

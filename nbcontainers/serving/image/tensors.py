@@ -49,8 +49,14 @@ def array_from_data(data: Any, datatype: str, name: str) -> Any:
         return flat
     try:
         return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(-1)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadRequest(f"Input {name!r} must be {datatype}: {exc}") from None
+    except OverflowError:
+        raise BadRequest(f"Input {name!r} is {datatype}: a value is out of its range.") from None
+    except (TypeError, ValueError):
+        # numpy's words would name its internals; the rule is what the client needs.
+        raise BadRequest(
+            f"Input {name!r} must be {datatype}: a list (or nested lists of equal length) of "
+            "values of that type."
+        ) from None
 
 
 def array_from_bytes(raw: bytes, datatype: str, count: int, name: str) -> Any:

@@ -2,7 +2,7 @@
 
 Usage: python trim.py VENV SERVER_DIR MODEL_DIR EXAMPLE_JSON [--grpc]
 
-It runs the server exactly as the image does (``python -m uvicorn server:app``) under an
+It runs the server exactly as the image does (``server.main()``, one worker) under an
 audit hook, sends it the notebook's example (and asks health, metadata, /metrics, OpenAPI,
 gRPC's ServerLive with --grpc), and records every module loaded and file opened. Kept, as a
 margin for code paths the example did not take: every file of a package directory that
@@ -36,10 +36,10 @@ from pathlib import Path
 
 __all__ = ["keep_paths", "main", "trace"]
 
-# Run as `python -c HOOK OUT uvicorn-args...`: uvicorn under an audit hook that writes, at
-# exit, every module file loaded and every file opened.
+# Run as `python -c HOOK OUT SERVER_DIR`: the server's main() (uvicorn) under an audit hook
+# that writes, at exit, every module file loaded and every file opened.
 HOOK = """
-import atexit, runpy, signal, sys
+import atexit, signal, sys
 out = sys.argv.pop(1)
 seen = set()
 def hook(event, args):
@@ -54,8 +54,9 @@ atexit.register(dump)
 # uvicorn restores the handler it found and raises the signal again once it has shut down:
 # this one, so the process exits normally and the list is written.
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-sys.argv = ["uvicorn", *sys.argv[1:]]
-runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+sys.path.insert(0, sys.argv.pop(1))
+import server
+server.main()
 """
 
 # Folders whose name says they are never needed to serve, unless something was loaded there.
@@ -81,7 +82,15 @@ def trace(
 ) -> tuple[set[str], bytes]:
     """Run the server, send it the example; the files it used and its answer."""
     port, grpc_port = _free_port(), _free_port()
-    env = {**os.environ, "NBC_MODEL_DIR": str(model), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "NBC_MODEL_DIR": str(model),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # One worker: the hook sees one process (workers run the same code).
+        "NBC_WORKERS": "1",
+        "NBC_HOST": "127.0.0.1",
+        "NBC_PORT": str(port),
+    }
     if os.environ.get("NBC_MODEL_CACHE"):
         env["NBC_MODEL_CACHE"] = os.environ["NBC_MODEL_CACHE"]
     if grpc:
@@ -89,8 +98,7 @@ def trace(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "used.txt"
         python = str(venv / "bin" / "python")
-        argv = [python, "-c", HOOK, str(out), "server:app", "--app-dir", str(server)]
-        argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        argv = [python, "-c", HOOK, str(out), str(server)]
         proc = subprocess.Popen(argv, env=env)
         base = f"http://127.0.0.1:{port}"
         try:
