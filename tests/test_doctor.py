@@ -1,14 +1,29 @@
 """`nbcontainers doctor` against the in-memory engine: what it says about the engine, and that
-every fix line is right on the host it is shown on (GPU or not, checkout or not)."""
+every fix line is right on the host it is shown on (GPU or not, checkout or not). On a host with
+several users it names each risk it can see: kernels on TCP (a real kernel is started for it),
+a world-readable shared store, a runtime folder open to others, a kernel policy a user could
+rewrite; and stays quiet where there is none."""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from jupyter_client.manager import KernelManager
 
 from nbcontainers.catalog import load_catalog
-from nbcontainers.doctor import Check, HostFacts, engine_fix, exit_code, run_checks
+from nbcontainers.doctor import (
+    Check,
+    HostFacts,
+    SecurityFacts,
+    engine_fix,
+    exit_code,
+    run_checks,
+)
+from nbcontainers.doctor.security import security_checks, tcp_listeners
 from nbcontainers.gpu import GPU, HostGPUs
 from nbcontainers.runtimes.fake import FakeRuntime
 
@@ -53,10 +68,12 @@ def test_root_on_the_system_engine_gets_no_access_warning(
 
 def test_a_dead_engine_fails_the_first_check(fake_runtime: FakeRuntime) -> None:
     fake_runtime.available = False
-    (only,) = run_checks(fake_runtime)
+    only, alone = run_checks(fake_runtime, security=ALONE)
     assert only.name == "engine" and only.status == "fail"
+    assert alone.name == "other users" and alone.status == "skip"  # host checks still run
 
 
+ALONE = SecurityFacts(uid=1000, others=[], runtime_dirs=[], stores=[])
 DEBIAN = HostFacts(None, "Linux", systemd=True, docker_installed=False, podman_installed=False)
 CHECKOUT = HostFacts(Path("/src/nbc"), "Linux", True, True, False)
 
@@ -108,7 +125,7 @@ def test_the_engine_fix_fits_the_host(host: HostFacts, engine: str, fix: str) ->
 
 def test_engine_down_outside_a_checkout(fake_runtime: FakeRuntime) -> None:
     fake_runtime.available = False
-    (only,) = run_checks(fake_runtime, host=DEBIAN)
+    only, _ = run_checks(fake_runtime, host=DEBIAN, security=ALONE)
     assert "make" not in only.fix and "scripts/" not in only.fix and "make" not in only.detail
     assert only.code == 3
 
@@ -122,3 +139,141 @@ def test_a_user_image_whose_folder_is_missing(
     assert dev.status == "fail" and "pull" not in dev.fix
     assert "no/such/dir does not exist" in dev.detail and "e3b0c44298fc" not in dev.detail
     assert dev.code == 9
+
+
+# -- a host with several users --------------------------------------------------------------
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> SecurityFacts:
+    """A multi-user host with nothing wrong: a private runtime folder, a root-owned policy."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    policy_dir = tmp_path / "etc"
+    policy_dir.mkdir(mode=0o755)
+    (policy_dir / "policy.json").write_text("{}")
+    (policy_dir / "policy.json").chmod(0o644)
+    return SecurityFacts(
+        uid=0, others=["alice", "bob"], runtime_dirs=[runtime], stores=[],
+        policy=policy_dir / "policy.json",
+    )  # fmt: skip
+
+
+def test_a_host_with_one_user_skips_them() -> None:
+    (only,) = security_checks(SecurityFacts(uid=1000, others=[], runtime_dirs=[], stores=[]))
+    assert only.status == "skip" and "no other login users" in only.detail
+
+
+def test_a_sound_multi_user_host_is_ok(host: SecurityFacts) -> None:
+    checks = _by_name(security_checks(host))
+    assert checks["other users"].detail.startswith("2 other login user(s)")
+    assert checks["kernel transport"].status == "ok"
+    assert checks["kernel policy"].status == "ok"
+    assert checks["shared store"].status == "skip"
+
+
+def _kernel(runtime: Path, transport: str) -> KernelManager:
+    km = KernelManager(
+        kernel_name="python3", transport=transport,
+        connection_file=str(runtime / f"kernel-{transport}.json"),
+    )  # fmt: skip
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)  # its sockets are bound from here on
+    finally:
+        kc.stop_channels()
+    return km
+
+
+def test_a_running_tcp_kernel_is_named(host: SecurityFacts) -> None:
+    (runtime,) = host.runtime_dirs
+    km = _kernel(runtime, "tcp")
+    try:
+        checks = _by_name(security_checks(replace(host, listening=tcp_listeners())))
+    finally:
+        km.shutdown_kernel(now=True)
+    found = checks["kernel transport"]
+    assert found.status == "warn", found
+    assert f"kernel-tcp.json (iopub {km.iopub_port})" in found.detail
+    assert "every user of this host can subscribe" in found.detail
+    assert "c.KernelManager.transport = 'ipc'" in found.fix
+    # The same file once its kernel is gone is stale, not a risk.
+    checks = _by_name(security_checks(replace(host, listening=tcp_listeners())))
+    assert checks["kernel transport"].status == "ok"
+
+
+def test_an_ipc_kernel_in_a_private_folder_is_fine_and_in_an_open_one_is_not(
+    host: SecurityFacts,
+) -> None:
+    (runtime,) = host.runtime_dirs
+    km = _kernel(runtime, "ipc")
+    try:
+        assert _by_name(security_checks(host))["kernel transport"].status == "ok"
+        runtime.chmod(0o755)
+        found = _by_name(security_checks(host))["kernel transport"]
+    finally:
+        km.shutdown_kernel(now=True)
+    assert found.status == "warn" and str(runtime) in found.detail
+    assert found.fix == f"chmod 700 {runtime}"
+
+
+def test_a_world_readable_store_is_named(host: SecurityFacts, tmp_path: Path) -> None:
+    store = tmp_path / "storage"
+    (store / "vfs").mkdir(parents=True)
+    store.chmod(0o750)
+    (store / "vfs").chmod(0o750)
+    assert _by_name(security_checks(replace(host, stores=[store])))["shared store"].status == "ok"
+    store.chmod(0o755)
+    found = _by_name(security_checks(replace(host, stores=[store])))["shared store"]
+    assert found.status == "warn" and f"{store} (755)" in found.detail
+    assert "hub setup" in found.fix
+
+
+def test_a_policy_a_user_could_rewrite_is_named(host: SecurityFacts) -> None:
+    assert host.policy is not None
+    os.chown(host.policy, NOBODY, -1)
+    found = _by_name(security_checks(host))["kernel policy"]
+    assert found.status == "warn" and f"belongs to uid {NOBODY}" in found.detail
+    os.chown(host.policy, 0, -1)
+    host.policy.parent.chmod(0o777)
+    found = _by_name(security_checks(host))["kernel policy"]
+    assert found.status == "warn" and "writable by others (777)" in found.detail
+    assert "sudo chown root:root" in found.fix
+
+
+def test_a_missing_policy_is_named(host: SecurityFacts, tmp_path: Path) -> None:
+    found = _by_name(security_checks(replace(host, policy=tmp_path / "none.json")))
+    assert found["kernel policy"].status == "warn"
+    assert "nothing caps" in found["kernel policy"].detail
+
+
+def test_a_users_runtime_folder_open_to_others_is_named(
+    host: SecurityFacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "xdg"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    monkeypatch.setattr("os.getuid", lambda: 0)
+    found = _by_name(security_checks(replace(host, uid=os.getuid() or 1)))["runtime folder"]
+    assert found.status == "warn" and "chmod 700" in found.detail
+
+
+def test_root_sees_each_users_missing_runtime_folder(host: SecurityFacts) -> None:
+    import pwd
+
+    ghost = pwd.struct_passwd(("ghost", "x", 4242421, 4242421, "", "/nonexistent", "/bin/sh"))
+    found = _by_name(security_checks(replace(host, run_users=[ghost])))["runtime folders"]
+    assert found.status == "warn" and "ghost: /run/nbcontainers/4242421 is missing" in found.detail
+    assert found.fix == "sudo nbcontainers hub setup"
+
+
+def test_connection_files_that_are_not_json_are_ignored(host: SecurityFacts) -> None:
+    (runtime,) = host.runtime_dirs
+    (runtime / "kernel-x.json").write_text("not json")
+    (runtime / "kernel-y.json").write_text(json.dumps([1]))
+    assert _by_name(security_checks(host))["kernel transport"].status == "ok"

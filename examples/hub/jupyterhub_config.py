@@ -52,6 +52,14 @@ c.Spawner.environment = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"}
 # nbc-python's pool as the user's server starts, so even the first notebook gets a pooled
 # kernel. %container use in a notebook reads NBCONTAINERS_POOL_SIZE and _WARM.
 c.Spawner.args = [
+    # Kernels on ipc: their ZeroMQ sockets are files in the user's 0700 Jupyter runtime folder
+    # (~/.local/share/jupyter/runtime, made 0700 by Jupyter), which no other user can open.
+    # On TCP (Jupyter's default) every user of this host could subscribe to 127.0.0.1:<port>
+    # and read every output of every notebook (the connection key signs, it doesn't hide),
+    # those `%container use` relays included. Container kernels are on ipc too
+    # (ContainerProvisioner.transport's default, in a 0700 folder of their own).
+    "--KernelManager.transport=ipc",
+    "--ContainerProvisioner.transport=ipc",
     "--ContainerProvisioner.runtime_name=auto",
     "--ContainerProvisioner.pool_size=1",
     "--ContainerProvisioner.pool_warm=nbc-python",

@@ -1,4 +1,5 @@
-"""`nbcontainers doctor`: check engine, builder, images, GPUs and kernelspecs; say what to fix.
+"""`nbcontainers doctor`: check engine, builder, images, GPUs and kernelspecs, and on a host
+with several users what they could reach of each other (:mod:`.security`); say what to fix.
 
 Every ``fix`` is a command that works on this host: no GPU image advice without a GPU, no
 ``make`` outside a checkout (:mod:`.advice` decides).
@@ -9,12 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..catalog import CatalogImage, load_catalog
 from ..errors import ConfigError, EngineUnavailable, ImageMissing, NbcontainersError
 from ..gpu import detect_gpus
 from ..runtimes.base import LIMITS, ContainerRuntime
 from .advice import HostFacts, engine_fix, host_facts, image_problem
+
+if TYPE_CHECKING:
+    from .security import SecurityFacts
 
 __all__ = ["Check", "exit_code", "pool_check", "run_checks"]
 
@@ -61,11 +66,21 @@ def run_checks(
     engine_name: str = "docker",
     endpoint: str | None = None,
     host: HostFacts | None = None,
+    security: SecurityFacts | None = None,
 ) -> list[Check]:
     """Every check, in the order a user fixes things; ``why`` says how the engine was chosen,
     ``engine_name`` which kind it is ("docker" or "podman") and ``endpoint`` where it was
-    looked for (None: the engine's default)."""
-    host = host or host_facts()
+    looked for (None: the engine's default). The multi-user checks (:mod:`.security`, on
+    ``security``'s facts, else this host's) come last, engine or not."""
+    checks = _engine_checks(runtime, why, engine_name, endpoint, host or host_facts())
+    from .security import security_checks
+
+    return checks + security_checks(security)
+
+
+def _engine_checks(
+    runtime: ContainerRuntime, why: str, engine_name: str, endpoint: str | None, host: HostFacts
+) -> list[Check]:
     checks: list[Check] = []
     try:
         engine = runtime.ping()

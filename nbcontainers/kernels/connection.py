@@ -21,6 +21,7 @@ __all__ = [
     "PrivateDir",
     "connection_for_container",
     "hand_to_user",
+    "other_login_users",
     "point_at",
     "release_ports",
     "reserve_ports",
@@ -65,6 +66,26 @@ class PrivateDir:
     @property
     def pip_conf(self) -> Path:
         return self.path / "pip.conf"
+
+
+# Shells that mean "no login": such accounts (daemons) have no shell to read sockets from.
+_NO_LOGIN = ("nologin", "false", "sync", "halt", "shutdown")
+
+
+def other_login_users(uid: int | None = None) -> list[str]:
+    """Accounts on this host, other than ``uid`` (default: ours), that a person can log in
+    to: uid 1000 or above (not nobody) with a real shell. Anyone of them can reach a TCP
+    port on 127.0.0.1."""
+    import pwd
+
+    uid = os.getuid() if uid is None else uid
+    return sorted(
+        entry.pw_name
+        for entry in pwd.getpwall()
+        if entry.pw_uid >= 1000
+        and entry.pw_uid not in (uid, 65534)
+        and not os.path.basename(entry.pw_shell or "/bin/sh").startswith(_NO_LOGIN)
+    )
 
 
 def write_private(path: Path, text: str) -> None:

@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
+import shutil
 import threading
 import time
 import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from ..errors import ContainerCrashed
+from ..errors import ConfigError, ContainerCrashed
+from ..rundir import check_private
+from .connection import PrivateDir, other_login_users
 
-__all__ = ["Relay", "RemoteError", "remote_error", "warm_start"]
+__all__ = ["Relay", "RemoteError", "exposure", "remote_error", "warm_start"]
 
 # IOPub messages the local kernel already sends for the cell itself (status, execute_input)
 # or that become the local exception (error): relaying them would show things twice.
@@ -95,9 +100,58 @@ def _finish_before_idle(kernel: Any, relay: Relay) -> bool:
 
 def _manager(name: str, kernel_spec: KernelSpec) -> KernelManager:
     """The kernel manager of a relay's kernel. The spec is built in memory (the magics make
-    it): no kernelspec install needed."""
-    return KernelManager(
+    it): no kernelspec install needed.
+
+    Its sockets are ipc files in a 0700 folder: a TCP port on 127.0.0.1 would let any user of
+    the host subscribe to the kernel's IOPub and read every output (the key only signs).
+    The nbcontainers provisioner places them itself (ipc in its private folder, or TCP with
+    CurveZMQ for a kernel on another host); any other kernelspec gets a folder here.
+    """
+    km = KernelManager(
         kernel_name=kernel_spec.name or name, kernel_spec_manager=_OneSpec(kernel_spec)
+    )
+    provisioner = (kernel_spec.metadata or {}).get("kernel_provisioner", {})
+    if provisioner.get("provisioner_name") != "nbcontainers":
+        private = PrivateDir.open()
+        km.transport, km.ip = "ipc", private.ipc_ip
+        _SOCKET_FOLDERS[km] = private.path
+    return km
+
+
+# The folders _manager made (a kernel manager's own, removed with it).
+_SOCKET_FOLDERS: weakref.WeakKeyDictionary[KernelManager, Path] = weakref.WeakKeyDictionary()
+
+
+def _remove_socket_folder(km: KernelManager) -> None:
+    """Remove the private folder :func:`_manager` made for a plain kernelspec's sockets."""
+    folder = _SOCKET_FOLDERS.pop(km, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def exposure(kernel: Any) -> str | None:
+    """Why other users of this host could read what the local kernel ``kernel`` publishes
+    (the relay re-publishes container outputs there), or None when they can't."""
+    app = getattr(kernel, "parent", None)
+    transport, ip = getattr(app, "transport", None), getattr(app, "ip", None)
+    if transport is None or ip is None:
+        return None  # not an ipykernel started from a connection file: nothing to judge
+    others = other_login_users()
+    if not others:
+        return None
+    if transport == "tcp":
+        where = f"TCP {ip}"
+    else:
+        try:
+            check_private(Path(ip).parent, os.getuid(), "")
+            return None
+        except (ConfigError, OSError):
+            where = f"ipc sockets in {Path(ip).parent}, a folder other users can open,"
+    return (
+        f"this notebook's kernel publishes its outputs (and those relayed from the container) "
+        f"on {where} where {len(others)} other user(s) of this host can subscribe and read "
+        "them. Run kernels on ipc in private folders: c.KernelManager.transport = 'ipc' "
+        "(examples/hub/jupyterhub_config.py does)."
     )
 
 
@@ -135,8 +189,11 @@ def warm_start(name: str, kernel_spec: KernelSpec, cwd: str) -> None:
     """Start and stop one kernel of ``kernel_spec`` in ``cwd`` exactly as a relay would: its
     pool (if its config has one) learns what to keep, and fills before the first use."""
     km = _manager(name, kernel_spec)
-    km.start_kernel(cwd=cwd)
-    km.shutdown_kernel(now=True)
+    try:
+        km.start_kernel(cwd=cwd)
+        km.shutdown_kernel(now=True)
+    finally:
+        _remove_socket_folder(km)
 
 
 class Relay:
@@ -214,6 +271,7 @@ class Relay:
             self.kc.stop_channels()
         if self.km.has_kernel:
             self.km.shutdown_kernel(now=now)
+        _remove_socket_folder(self.km)
 
     def restart(self) -> None:
         self._stop_pump()

@@ -12,7 +12,14 @@ from IPython.core.error import UsageError
 
 from ..errors import NbcontainersError
 
-__all__ = ["SUBCOMMANDS", "Dispatcher", "Handler", "UsageParser", "container_parser"]
+__all__ = [
+    "PICKLE_WARNING",
+    "SUBCOMMANDS",
+    "Dispatcher",
+    "Handler",
+    "UsageParser",
+    "container_parser",
+]
 
 # In the order `%container` and its tab completion list them.
 SUBCOMMANDS = [
@@ -29,6 +36,13 @@ SUBCOMMANDS = [
 ]
 
 Handler = Callable[[argparse.Namespace], Any]
+
+# What `--pickle` risks, said wherever pull refuses a value or its help mentions the flag.
+PICKLE_WARNING = (
+    "`%container pull NAME --pickle` moves it by pickle instead, and unpickling runs whatever "
+    "code the container put in it, in this notebook, as you: use it only for images and code "
+    "you trust."
+)
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -59,8 +73,11 @@ def container_parser() -> UsageParser:
     logs = sub.add_parser("logs")
     logs.add_argument("name", nargs="?")
     logs.add_argument("--tail", type=int, default=50)
-    for name in ("push", "pull"):
-        sub.add_parser(name).add_argument("names", nargs="+")
+    sub.add_parser("push").add_argument("names", nargs="+")
+    pull = sub.add_parser("pull")
+    pull.add_argument("names", nargs="+")
+    # Off by default: a pickle from the container runs the container's code in the notebook.
+    pull.add_argument("--pickle", action="store_true")
     snap = sub.add_parser("snapshot")
     snap.add_argument("dir", nargs="?", default="snapshot")
     snap.add_argument("--minimal", action="store_true")

@@ -1,9 +1,11 @@
-"""The files `%container push/pull` move variables through, written and read on both sides.
+"""The files `%container push` moves variables through: the notebook pickles, the container
+unpickles (:func:`load_from` runs there only). Pull comes back as data, see :mod:`.pulldata`.
 
 Pickle protocol 5 keeps large buffers (numpy, pandas, Arrow) out of band: they are written
 as raw files to a folder both sides mount (tmpfs where there is one) and memory-mapped by
 the reader, so a 1 GiB array costs one write and no copy through the messaging layer.
-Nothing is ever eval'ed from printed text.
+Pickling into the container is safe for the notebook: the container runs the user's code
+anyway, and the notebook's objects are the user's own. Nothing is ever eval'ed from text.
 """
 
 from __future__ import annotations
@@ -83,8 +85,19 @@ def remove_files(base: str) -> None:
 
 
 def remote_helpers() -> str:
-    """Source that defines :func:`dump_to` and :func:`load_from` in a kernel without
-    nbcontainers."""
+    """Source that defines, in a kernel without nbcontainers, :func:`load_from` (push) and
+    :func:`~.pulldata.encode_to` (pull), and the helpers' ``VERSION``."""
+    from ..inkernel.pullencode import encoder_source
+    from .transfer import VERSION
+
     # Sent as source, so they must only use the standard library and import nothing of ours.
     header = "from __future__ import annotations\nimport contextlib, glob, os, pickle, uuid\n"
-    return header + inspect.getsource(dump_to) + "\n" + inspect.getsource(load_from)
+    return (
+        header
+        + f"VERSION = {VERSION}\n"
+        + inspect.getsource(dump_to)
+        + "\n"
+        + inspect.getsource(load_from)
+        + "\n"
+        + encoder_source()
+    )

@@ -9,6 +9,7 @@ import atexit
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from ..errors import NbcontainersError, UnknownImage, did_you_mean
 from ..kernels.gpus import gpu_request
 from ..kernels.kernelspecs import kernel_json
 from ..kernels.pool import kernel_pool
-from ..kernels.relay import Relay, warm_start
+from ..kernels.relay import Relay, exposure, warm_start
 from .missing import Engines, ensure_in_cell, image_of_spec
 from .parser import Dispatcher, Handler
 from .snapshot import snapshot_folder_image
@@ -62,6 +63,7 @@ class SessionMagics(Magics):
         self.state = state
         self.dispatch: Dispatcher | None = None
         self._exit_hook = False
+        self._exposure_said = False
         self.engines = Engines()
 
     def subcommands(self) -> dict[str, Handler]:
@@ -91,7 +93,12 @@ class SessionMagics(Magics):
         %container restart [NAME] a fresh kernel in a fresh container
         %container logs [NAME] [--tail N]
         %container push VAR...    copy notebook variables into the container kernel
-        %container pull VAR...    copy container variables into the notebook
+        %container pull VAR... [--pickle]
+            copy container variables into the notebook, as data only: numpy arrays and
+            scalars, pandas DataFrames/Series/Index, str, int, float, complex, bool, None,
+            bytes and lists/tuples/sets/dicts of them (npy and JSON files; nothing the
+            container sends is run). --pickle also moves other objects by pickle, which runs
+            any code the container chose in this notebook, as you: only for trusted images.
         %container snapshot [DIR] [--minimal] [--wheels] [--build] [--verify]
             write DIR (default ./snapshot): a Dockerfile, lock, environment.json and project
             files that plain `docker build DIR` turns back into the active container kernel's
@@ -103,8 +110,8 @@ class SessionMagics(Magics):
             environment.json also records GPUs (nvidia-smi) and torch/CUDA/cuDNN facts.
         %%container [NAME]        run just this cell in the active (or NAME's) container
 
-        Variables move as pickles (protocol 5) through a shared tmpfs folder: large arrays
-        are memory-mapped, not copied through the messaging layer.
+        Variables move through a private shared tmpfs folder: push as pickles (protocol 5),
+        pull as data; large arrays are memory-mapped, not copied through the messaging layer.
         """
         if cell is not None:
             return self.run_cell(line.strip() or None, cell)
@@ -284,6 +291,12 @@ class SessionMagics(Magics):
             execution_count=lambda: int(shell.displayhook.prompt_count),
         )
         relay.start()
+        if not self._exposure_said:
+            # Said once per notebook: the fix is the server's setting, not this cell's.
+            self._exposure_said = True
+            why = exposure(shell.kernel)
+            if why:
+                print(f"Warning: {why}", file=sys.stderr)
         if not self._exit_hook:
             # Registered after the first start, so it runs before the provisioner's own exit
             # hook (atexit is last-in, first-out): the local kernel's exit ends its containers.

@@ -1,22 +1,31 @@
 """The transfer theme: `%container push/pull` copy variables between the notebook and its
-container kernel, all or nothing, through the files of :mod:`.pickles`."""
+container kernel, all or nothing. Push sends pickles (:mod:`.pickles`: the notebook's own
+objects, into a container it started); pull brings data back (:mod:`.pulldata`: npy/JSON,
+never a pickle unless the user says ``--pickle``), because the container is not trusted."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
-from .parser import Handler
-from .pickles import dump_to, load_from, remote_helpers, remove_files
+from ..errors import ConfigError
+from ..rundir import check_private
+from .parser import PICKLE_WARNING, Handler
+from .pickles import dump_to, remote_helpers, remove_files
+from .pulldata import PULL_TYPES, BadTransfer, decode_from, new_base, remove_base
 from .state import NotebookState
 
 __all__ = ["TRANSFER_MODULE", "TransferMagics", "helpers_code"]
 
 # The container kernel holds the helpers as this module, outside the user's namespace.
 TRANSFER_MODULE = "_nbc_transfer"
+# Bumped when the helpers change: a container that holds older ones gets these.
+VERSION = 2
 
 
 @magics_class
@@ -73,42 +82,70 @@ class TransferMagics(Magics):
                 remove_files(base)
 
     def pull(self, args: argparse.Namespace) -> None:
+        """Bring container variables back as data (npy/JSON): nothing the container sends is
+        run here, and only files this notebook named in its own transfer folder are read."""
         relay = self.state.existing(None)
+        xfer = self.state.transfer_dir()
+        try:  # the container can chmod the folder it shares: refuse one opened up to others
+            check_private(Path(xfer), os.getuid(), "Pull again after `%container restart`.")
+        except ConfigError as exc:
+            raise UsageError(f"Cannot pull: {exc}") from None
+        # Our names, not the container's: it never names a path the notebook opens.
+        bases = {name: new_base() for name in args.names}
         code = helpers_code() + (
             f"__nbc_missing = [n for n in {args.names!r} if n not in globals()]\n"
             "if __nbc_missing: raise NameError(', '.join(map(repr, __nbc_missing)))\n"
             f"__nbc_t = __import__('sys').modules[{TRANSFER_MODULE!r}]\n"
-            f"__nbc_bases = {{n: __nbc_t.dump_to(globals()[n], {self.state.transfer_dir()!r}) "
-            f"for n in {args.names!r}}}"
+            f"for __nbc_n, __nbc_b in {bases!r}.items(): "
+            f"__nbc_t.encode_to(globals()[__nbc_n], {xfer!r}, __nbc_b, {bool(args.pickle)!r})"
         )
         # The names above live in the user's namespace there for a moment; never longer.
         cleanup = (
-            "for __nbc_n in ('__nbc_missing', '__nbc_t', '__nbc_bases', '__nbc_n'): "
+            "for __nbc_n in ('__nbc_missing', '__nbc_t', '__nbc_b', '__nbc_n'): "
             "globals().pop(__nbc_n, None)"
         )
         try:
-            bases = relay.run_internal(code, user_expressions={"bases": "__nbc_bases"})
-        except Exception as exc:
+            try:
+                relay.run_internal(code)
+            except Exception as exc:
+                relay.run_internal(cleanup)
+                raise UsageError(_pull_failure(args.names, exc)) from None
             relay.run_internal(cleanup)
-            if type(exc).__name__ == "NameError":
+            try:
+                loaded = {
+                    name: decode_from(xfer, base, allow_pickle=bool(args.pickle))
+                    for name, base in bases.items()
+                }
+            except BadTransfer as exc:
                 raise UsageError(
-                    f"No variable named {exc} in the container kernel; nothing was pulled."
+                    f"The container's answer for {', '.join(args.names)} is not a valid "
+                    f"transfer ({exc}); nothing was pulled, nothing of it was run here."
                 ) from None
-            raise UsageError(
-                f"Cannot pull {', '.join(args.names)}: {type(exc).__name__}: {exc}"
-            ) from None
-        relay.run_internal(cleanup)
-        try:
-            loaded = {name: load_from(base) for name, base in bases["bases"].items()}
-        except Exception as exc:
-            for base in bases["bases"].values():
-                remove_files(base)
-            raise UsageError(
-                f"The notebook could not unpickle {', '.join(args.names)} "
-                f"({type(exc).__name__}: {exc}); nothing was pulled. Install what it needs "
-                "locally and pull again."
-            ) from None
+            except Exception as exc:  # --pickle: whatever unpickling raised
+                raise UsageError(
+                    f"The notebook could not unpickle {', '.join(args.names)} "
+                    f"({type(exc).__name__}: {exc}); nothing was pulled. Install what it "
+                    "needs locally and pull again."
+                ) from None
+        finally:
+            # Only names we chose, in our folder; links are removed, never followed.
+            for base in bases.values():
+                remove_base(xfer, base)
         self.state.shell.user_ns.update(loaded)  # only once every variable has arrived
+
+
+def _pull_failure(names: list[str], exc: Exception) -> str:
+    """The message for a pull the container refused (the text comes from the container:
+    shown, never run)."""
+    kind = type(exc).__name__
+    if kind == "NameError":
+        return f"No variable named {exc} in the container kernel; nothing was pulled."
+    if kind == "NotData":
+        return (
+            f"Cannot pull {', '.join(names)}: {exc} is not data that `%container pull` moves "
+            f"safely ({PULL_TYPES}). {PICKLE_WARNING}"
+        )
+    return f"Cannot pull {', '.join(names)}: {kind}: {exc}"
 
 
 def helpers_code() -> str:
@@ -116,7 +153,7 @@ def helpers_code() -> str:
     restart), as a module outside the user's namespace."""
     return (
         "import sys as __nbc_sys\n"
-        f"if {TRANSFER_MODULE!r} not in __nbc_sys.modules:\n"
+        f"if getattr(__nbc_sys.modules.get({TRANSFER_MODULE!r}), 'VERSION', 0) != {VERSION}:\n"
         "    import types as __nbc_types\n"
         f"    __nbc_m = __nbc_types.ModuleType({TRANSFER_MODULE!r})\n"
         f"    exec({remote_helpers()!r}, __nbc_m.__dict__)\n"
