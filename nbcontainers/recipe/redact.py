@@ -19,18 +19,19 @@ REDACTED = "REDACTED"
 
 # A URL in running text: a scheme, "://", then up to whitespace, a quote or a bracket.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
-# Parameter names that carry a signature, a credential or a session token. Azure's SAS
-# fields are all listed (sig signs; se/sp/sv/... scope it, and say which account granted what).
+# Parameter names that carry a signature, a credential or a session token.
 _SECRET_PARAM = re.compile(
     r"""(?ix)^(?:
         x-amz-(?:signature|credential|security-token)
       | x-goog-(?:signature|credential)
       | x-ms-.* | googleaccessid | signature | sig | policy | key-pair-id
-      | se | sp | sv | st | sr | spr | srt | ss | sip | si | skoid | sktid | skt | ske | sks | skv
       | .*token.* | .*secret.* | .*passw(?:or)?d.* | pwd | .*api[-_]?key.* | key | auth
-      | authorization | .*credential.* | session | sessionid | code
+      | authorization | .*credential.*
     )$""",
 )
+# An Azure SAS's other fields say which account granted what, until when: redacted beside its
+# `sig`, and only there (a plain `?sp=2` elsewhere is no SAS).
+_SAS_FIELD = re.compile(r"(?i)^(?:se|sp|sv|st|sr|spr|srt|ss|sip|si|skoid|sktid|skt|ske|sks|skv)$")
 
 
 def is_secret_param(name: str) -> bool:
@@ -40,10 +41,11 @@ def is_secret_param(name: str) -> bool:
 
 def _redact_params(params: str) -> str:
     """``a=1&sig=x`` -> ``a=1&sig=REDACTED``, every other byte kept."""
+    split = [pair.partition("=") for pair in params.split("&")]
+    sas = any(unquote(name).lower() == "sig" for name, _, _ in split)
     pairs = []
-    for pair in params.split("&"):
-        name, eq, value = pair.partition("=")
-        if eq and value and is_secret_param(name):
+    for name, eq, value in split:
+        if eq and value and (is_secret_param(name) or (sas and _SAS_FIELD.match(unquote(name)))):
             value = REDACTED
         pairs.append(name + eq + value)
     return "&".join(pairs)

@@ -39,6 +39,8 @@ plain_names = st.sampled_from(
         "response-content-type",
         "sha256",
         "q",
+        "sp",  # an Azure SAS field, but alone (no sig) it is an ordinary parameter
+        "se",
     ]
 )
 plain_values = st.text(_UNRESERVED, min_size=0, max_size=12)
@@ -53,10 +55,6 @@ secret_names = st.sampled_from(
         "GoogleAccessId",
         "Signature",
         "sig",
-        "se",
-        "sp",
-        "sv",
-        "skoid",
         "token",
         "access_token",
         "id_token",
@@ -94,7 +92,7 @@ def leaky_urls(draw: st.DrawFn) -> tuple[str, str]:
     secret = draw(st.one_of(secrets, escaped_secrets))
     host, path = draw(hosts), draw(paths)
     plain = draw(st.lists(st.tuples(plain_names, plain_values), max_size=3))
-    where = draw(st.sampled_from(["user", "password", "user-only", "query", "fragment"]))
+    where = draw(st.sampled_from(["user", "password", "user-only", "query", "fragment", "sas"]))
     scheme = draw(ssh if where == "password" and draw(st.booleans()) else web)
     user = draw(st.sampled_from(["user", "__token__", "oauth2", "x"]))
     if where == "user-only":
@@ -102,12 +100,17 @@ def leaky_urls(draw: st.DrawFn) -> tuple[str, str]:
     elif where in ("user", "password"):
         userinfo = f"{secret}:{user}" if where == "user" else f"{user}:{secret}"
         url = f"{scheme}://{userinfo}@{host}{path}"
+    elif where == "sas":
+        # The secret in a field that only scopes a SAS: still redacted beside its signature.
+        field = draw(st.sampled_from(["se", "sp", "sv", "st", "skoid", "sktid", "SE"]))
+        pairs = [(field, secret), ("sig", draw(plain_values) + "x")]
+        url = f"https://{host}{path}?{_query(draw(st.permutations(pairs)))}"
     else:
         pairs = [*plain]
         pairs.insert(draw(st.integers(0, len(pairs))), (draw(secret_names), secret))
         url = f"{scheme}://{host}{path}"
         url += f"?{_query(pairs)}" if where == "query" else f"#{_query(pairs)}"
-    if plain and where != "query":
+    if plain and where in ("user", "password", "user-only"):
         url = url.split("#")[0] + f"?{_query(plain)}" + (url[len(url.split("#")[0]) :])
     return url, secret
 
@@ -164,8 +167,13 @@ def test_any_text_is_redacted_without_error_and_idempotently(text: str) -> None:
 
 
 def test_the_parameters_that_sign_or_authorise() -> None:
-    for name in ("X-Amz-Signature", "sig", "se", "sp", "sv", "token", "access_token"):
+    for name in ("X-Amz-Signature", "sig", "Signature", "token", "access_token", "api_key"):
         assert is_secret_param(name)
     for name in ("X-Amz-Date", "X-Amz-Expires", "Expires", "page", "egg", "sha256", "format"):
         assert not is_secret_param(name)
     assert redact("s3://b/k?X-Amz-Signature=abc&x=1") == f"s3://b/k?X-Amz-Signature={REDACTED}&x=1"
+    sas = "https://a.blob.core.windows.net/c/w.whl?sv=2022-11-02&se=2026-01-01&sp=r&sig=abc"
+    assert redact(sas) == f"https://a.blob.core.windows.net/c/w.whl?sv={REDACTED}&se={REDACTED}" + (
+        f"&sp={REDACTED}&sig={REDACTED}"
+    )
+    assert redact("https://example.org/page?sp=2&se=x") == "https://example.org/page?sp=2&se=x"
