@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import re
 import socket
 import subprocess
@@ -114,8 +115,13 @@ def test_a_large_valid_body_leaves_health_answering(one_worker: Any) -> None:
 def test_hostile_shapes_are_4xx_without_internals(one_worker: Any, shape: list[int]) -> None:
     url = f"{one_worker.url}/v2/models/iris/infer"
     for body, headers in (
-        (json.dumps({"inputs": [GOOD | {"shape": shape, "data": []}]}).encode(), {}),
-        binary_body(shape, b""),
+        (
+            json.dumps(
+                {"inputs": [GOOD | {"shape": shape, "data": [0.0] * math.prod(shape)}]}
+            ).encode(),
+            {},
+        ),
+        binary_body(shape, b"\0" * 8 * math.prod(shape)),
     ):
         status, text, _ = post(url, body, headers)
         assert 400 <= status < 500, (status, text)

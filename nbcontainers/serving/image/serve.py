@@ -24,24 +24,24 @@ __all__ = [
 ]
 
 
-def available_cpus() -> int:
+def available_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
     """The CPUs this process may use: its affinity, lowered by a cgroup CPU quota (what
-    ``docker run --cpus`` and a Kubernetes CPU limit set), at least 1."""
+    ``docker run --cpus`` and a Kubernetes CPU limit set; rounded up), at least 1."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     quota = None
     try:  # cgroup v2: "max 100000" or "150000 100000"
-        with open("/sys/fs/cgroup/cpu.max") as f:
+        with open(f"{cgroup}/cpu.max") as f:
             limit, period = f.read().split()[:2]
         if limit != "max":
             quota = int(limit) / int(period)
     except (OSError, ValueError):
         try:  # cgroup v1
-            with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            with open(f"{cgroup}/cpu/cpu.cfs_quota_us") as f:
                 limit_us = int(f.read())
-            with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            with open(f"{cgroup}/cpu/cpu.cfs_period_us") as f:
                 period_us = int(f.read())
             if limit_us > 0:
                 quota = limit_us / period_us
@@ -96,7 +96,6 @@ def guarded_protocol(limits: Limits) -> Any:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
         nbc_timer: Any = None
         nbc_header_bytes = 0
-        nbc_refusal: bytes | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -111,13 +110,24 @@ def guarded_protocol(limits: Limits) -> Any:
             self.nbc_header_bytes = 0
             self.nbc_arm()
 
-        def on_url(self, url: bytes) -> None:
-            self.nbc_count(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self.nbc_count(len(name) + len(value) + 4)
-            super().on_header(name, value)
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # Still before the blank line (the deadline is armed): all of it was headers. The
+            # parser keeps every header byte until then, so they are what is bounded here.
+            if self.nbc_timer is None or self.transport.is_closing():
+                return
+            self.nbc_header_bytes += len(data)
+            if self.nbc_header_bytes > limits.max_header_bytes:
+                self.nbc_disarm()
+                self.transport.write(
+                    _refusal(
+                        431,
+                        "Request Header Fields Too Large",
+                        f"The request line and headers are over {limits.max_header_bytes} "
+                        "bytes (NBC_MAX_HEADER_BYTES).",
+                    )
+                )
+                self.transport.close()
 
         def on_headers_complete(self) -> None:
             self.nbc_disarm()
@@ -133,25 +143,6 @@ def guarded_protocol(limits: Limits) -> Any:
                     self.app = app
                 return
             super().on_headers_complete()
-
-        def send_400_response(self, msg: str) -> None:
-            if self.nbc_refusal is None:
-                super().send_400_response(msg)
-                return
-            # Raised from a parser callback, so uvicorn answers it as a bad request: say why.
-            self.transport.write(self.nbc_refusal)
-            self.transport.close()
-
-        def nbc_count(self, size: int) -> None:
-            self.nbc_header_bytes += size
-            if self.nbc_header_bytes > limits.max_header_bytes:
-                self.nbc_refusal = _refusal(
-                    431,
-                    "Request Header Fields Too Large",
-                    f"The request line and headers are over {limits.max_header_bytes} bytes "
-                    "(NBC_MAX_HEADER_BYTES).",
-                )
-                raise ValueError("headers over the limit")  # stops the parser
 
         def nbc_arm(self) -> None:
             if self.nbc_timer is None:

@@ -1,0 +1,367 @@
+"""The serving app in-process under hostile input (issue 22), beside the real-image attacks of
+test_attack_image.py: the JSON pre-check is linear whatever the body holds, hostile shapes
+and values are 4xx that leak nothing, the batch queue and the bytes held are bounded (503
+with Retry-After), a body that never finishes is a 408, a non-batchable model is called per
+request, metrics labels stay bounded, and health answers while a large body is decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nbcontainers.serving.image import BadRequest, Limits, Server, check_json, decode_infer
+from nbcontainers.serving.image.grpc_service import decode_grpc_infer
+from nbcontainers.serving.image.serve import available_cpus
+from nbcontainers.serving.server import server_source
+from tests.serving.test_serving_unit import started, write_model
+
+LEAKS = re.compile(
+    r"Traceback|Error:|Exception|/opt/|/usr/|site-packages|\.py\b|numpy|dtype\(", re.IGNORECASE
+)
+META: dict[str, Any] = {
+    "name": "m",
+    "signature": {
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 2]}],
+        "outputs": [{"name": "output-0", "datatype": "FP32", "shape": [-1]}],
+    },
+}
+
+
+async def call(
+    app: Server, method: str, path: str, body: bytes = b"", headers: Any = (), receive: Any = None
+) -> tuple[int, dict[bytes, bytes], Any]:
+    sent: list[dict[str, Any]] = []
+
+    async def whole() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
+    await app(scope, receive or whole, send)
+    text = sent[1]["body"].decode()
+    return (
+        sent[0]["status"],
+        dict(sent[0]["headers"]),
+        text if path == "/metrics" else json.loads(text),
+    )
+
+
+ATTACKS = {
+    "escaped quotes, unterminated": lambda n: b'{"a": "' + b'\\"' * (n // 2),
+    "bare quotes": lambda n: b'"' * n,
+    "quote backslash pairs": lambda n: b'"\\' * (n // 2),
+    "strings with escapes": lambda n: b'["' + b'a\\"' * (n // 3) + b'"]',
+    "brackets": lambda n: b"[" * n,
+    "commas": lambda n: b"[" + b"1," * (n // 2) + b"1]",
+}
+
+
+@pytest.mark.parametrize("make", ATTACKS.values(), ids=list(ATTACKS))
+def test_the_json_precheck_is_linear_in_the_body(make: Any) -> None:
+    def seconds(size: int) -> float:
+        body, best = make(size), float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            with contextlib.suppress(BadRequest):
+                check_json(body, 1 << 30)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    # The quadratic regex took 4.8 s on 32 KB of escaped quotes.
+    assert seconds(32 << 10) < 0.05
+    small, large = seconds(256 << 10), seconds(2 << 20)
+    assert large < 1.0, f"2 MiB took {large:.2f} s"
+    # 8x the bytes: linear is ~8x the time, quadratic 64x (a floor for timer noise).
+    assert large / max(small, 2e-3) < 20, (small, large)
+
+
+HOSTILE_SHAPES = [[1] * 65, [0, 1 << 62], [1 << 62, 0], [0, 1 << 62, 1 << 62], [0] * 33]
+
+
+@pytest.mark.parametrize("shape", HOSTILE_SHAPES, ids=str)
+def test_hostile_shapes_are_4xx_that_name_the_shape(shape: list[int]) -> None:
+    tensor = {"name": "input-0", "shape": shape, "datatype": "FP32"}
+    size = 4 * math.prod(shape)  # FP32
+    header = json.dumps({"inputs": [tensor | {"parameters": {"binary_data_size": size}}]})
+    for raw, header_length in (
+        (json.dumps({"inputs": [tensor | {"data": [0.0] * math.prod(shape)}]}).encode(), None),
+        (header.encode() + b"\0" * size, len(header)),
+    ):
+        with pytest.raises(BadRequest) as caught:
+            decode_infer(raw, header_length, META, 1 << 21)
+        assert 400 <= caught.value.status < 500 and "shape" in str(caught.value)
+        assert not LEAKS.search(str(caught.value)), caught.value
+
+
+def test_bad_values_and_model_failures_leak_nothing(tmp_path: Path) -> None:
+    code = "import numpy as np\ndef f(x):\n    raise OSError('/secret/path/model.bin is gone')\n"
+    app = Server(str(write_model(tmp_path, {}, code)))
+
+    async def scenario() -> None:
+        await started(app)
+        bodies = [
+            {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP32", "data": d}]}
+            for d in (["a", "b"], [[1], [2, 3]], [1e40, 1], [{"x": 1}, 2])
+        ]
+        for body in bodies:
+            status, _, reply = await call(
+                app, "POST", "/v2/models/m/infer", json.dumps(body).encode()
+            )
+            assert 400 <= status < 500 and not LEAKS.search(reply["error"]), reply
+        for raw in (b'[[1, "x"]]', b"[[1, 2], [3]]", b"[[1e999999, 2]]", b"\xff\xfe"):
+            status, _, reply = await call(app, "POST", "/predict", raw)
+            assert 400 <= status < 500 and not LEAKS.search(reply["error"]), (raw, reply)
+        # The model's own failure: its words (a path here) stay in the log.
+        status, _, reply = await call(app, "POST", "/predict", b"[[1, 2]]")
+        assert status == 422 and "/secret" not in reply["error"], reply
+
+    asyncio.run(scenario())
+
+
+def test_metrics_labels_name_only_routes_that_exist(tmp_path: Path) -> None:
+    app = Server(str(write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")))
+
+    async def scenario() -> None:
+        await started(app)
+        for i in range(1, 150):
+            await call(app, "POST", "/predict" + "/" * i, b"not json")
+            await call(app, "POST", f"/v2/models/m/versions/{i}/infer", b"{}")
+            await call(app, "GET", f"/x{i}")
+            await call(app, "POST", f"/v2/models/m/infer/{'/' * i}", b"[")
+        _, _, metrics = await call(app, "GET", "/metrics")
+        series = [line for line in metrics.splitlines() if line.startswith("nbc_requests_total{")]
+        assert len(series) < 12, series
+        assert 'route="/predict",status="400"' in metrics and 'route="(other)"' in metrics
+
+    asyncio.run(scenario())
+
+
+SLOW = (
+    "import time, numpy as np\ndef f(x):\n    time.sleep(0.2)\n"
+    "    return np.full(len(x), len(x), dtype='float32')\n"
+)
+
+
+def test_a_full_queue_is_503_with_retry_after(tmp_path: Path) -> None:
+    app = Server(str(write_model(tmp_path, {"batchable": False}, SLOW)), limits=Limits(max_queue=2))
+
+    async def scenario() -> None:
+        await started(app)
+        answers = await asyncio.gather(
+            *(call(app, "POST", "/predict", b"[[1, 2]]") for _ in range(8))
+        )
+        statuses = sorted(status for status, _, _ in answers)
+        # At most two wait (the third arrives before the model has taken the first): the
+        # rest are told to come back instead of waiting longer.
+        assert statuses.count(200) in (2, 3) and statuses.count(503) >= 5, statuses
+        busy = next(a for a in answers if a[0] == 503)
+        assert busy[1][b"retry-after"] == b"1" and "NBC_MAX_QUEUE" in busy[2]["error"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("batchable", [False, True])
+def test_batches_honour_batchable(tmp_path: Path, batchable: bool) -> None:
+    # The model answers each row with the size of the batch it was called with.
+    app = Server(str(write_model(tmp_path, {"batchable": batchable}, SLOW)))
+
+    async def scenario() -> None:
+        await started(app)
+        answers = await asyncio.gather(
+            *(call(app, "POST", "/predict", b"[[1, 2]]") for _ in range(5))
+        )
+        sizes = [reply["predictions"][0] for _, _, reply in answers]
+        if batchable:
+            assert max(sizes) > 1, sizes  # requests that queued shared a call
+        else:
+            assert sizes == [1.0] * 5, sizes  # never another client's rows beside its own
+
+    asyncio.run(scenario())
+
+
+def test_a_body_that_never_finishes_is_408(tmp_path: Path) -> None:
+    app = Server(
+        str(write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")),
+        limits=Limits(body_timeout=0.3),
+    )
+    parts = [{"type": "http.request", "body": b"[[1, ", "more_body": True}]
+
+    async def trickle() -> dict[str, Any]:
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(3600)  # slowloris: the rest never comes
+        raise AssertionError
+
+    async def scenario() -> None:
+        await started(app)
+        begun = time.monotonic()
+        status, headers, reply = await call(app, "POST", "/predict", receive=trickle)
+        assert status == 408 and "NBC_BODY_TIMEOUT" in reply["error"]
+        assert headers[b"connection"] == b"close" and time.monotonic() - begun < 2
+        assert app.buffered == 0  # what it had read is released
+
+    asyncio.run(scenario())
+
+
+def test_bytes_held_across_requests_are_bounded(tmp_path: Path) -> None:
+    app = Server(
+        str(write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")),
+        limits=Limits(max_body=1000, max_buffered=1000),
+    )
+    gate = asyncio.Event()
+
+    def slow_body() -> Any:
+        chunks = [b"[[1, 2]" + b" " * 590, b"]"]
+
+        async def receive() -> dict[str, Any]:
+            chunk = chunks.pop(0)
+            if not chunks:
+                await gate.wait()
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        return receive
+
+    async def scenario() -> None:
+        await started(app)
+        first = asyncio.ensure_future(call(app, "POST", "/predict", receive=slow_body()))
+        await asyncio.sleep(0.05)
+        status, headers, reply = await call(app, "POST", "/predict", receive=slow_body())
+        assert status == 503 and "NBC_MAX_BUFFERED_BYTES" in reply["error"], reply
+        assert headers[b"retry-after"] == b"1"
+        gate.set()
+        assert (await first)[0] == 200
+        assert app.buffered == 0
+
+    asyncio.run(scenario())
+
+
+def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
+    app = Server(str(write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")))
+    rows = np.random.default_rng(0).random((300_000, 2)).round(6).tolist()
+    body = json.dumps({"instances": rows}).encode()  # ~6 MB: hundreds of ms to decode
+    latencies: list[float] = []
+
+    async def probe(done: asyncio.Event) -> None:
+        while not done.is_set():
+            begun = time.perf_counter()
+            assert (await call(app, "GET", "/v2/health/live"))[0] == 200
+            latencies.append(time.perf_counter() - begun)
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        await started(app)
+        done = asyncio.Event()
+        prober = asyncio.ensure_future(probe(done))
+        for _ in range(2):  # the first starts the decoding process
+            status, _, reply = await call(app, "POST", "/predict", body)
+            assert status == 413 and "NBC_MAX_ROWS" in reply["error"], reply
+        done.set()
+        await prober
+        await call(app, "GET", "/metrics")
+        app.decoder.shutdown() if app.decoder else None
+
+    asyncio.run(scenario())
+    latencies.sort()
+    assert len(latencies) > 20 and latencies[-1] < 0.05, latencies[-5:]
+
+
+def test_grpc_messages_that_are_not_requests_are_400(tmp_path: Path) -> None:
+    pytest.importorskip("google.protobuf")
+    for raw in (b"\xff" * 10, b"\x0a\x05hello", b"\x2a\x03\x1a\x01\xff", b"\x0a\x01m" + b"\x2a"):
+        with pytest.raises(BadRequest) as caught:
+            decode_grpc_infer(raw, META, 1 << 21)
+        assert 400 <= caught.value.status < 500 and not LEAKS.search(str(caught.value))
+
+
+def test_available_cpus_honours_the_cgroup_quota(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    assert available_cpus(str(tmp_path)) == mine  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(str(tmp_path)) == mine
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(str(tmp_path)) == 1  # half a CPU is still one worker
+    (tmp_path / "cpu.max").write_text(f"{mine * 300000} 100000\n")
+    assert available_cpus(str(tmp_path)) == mine  # a quota over the affinity: the affinity
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(str(tmp_path)) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Path) -> None:
+    # server.main() as the image's CMD runs it, from the shipped one-file server.
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("httptools")
+    model = write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "server.py").write_text(server_source())
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NBC_MODEL_DIR": str(model),
+        "NBC_WORKERS": "2",
+        "NBC_HOST": "127.0.0.1",
+        "NBC_PORT": str(port),
+        "NBC_HEADER_TIMEOUT": "1",
+        "NBC_MAX_CONCURRENCY": "3",
+    }
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path / 'srv')!r}); import server; server.main()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+        for _ in range(100):  # the first worker may answer before the second is up
+            names = subprocess.run(
+                ["ps", "-o", "comm=", "--ppid", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+            if names.count("nbc-worker") == 2:
+                break
+            time.sleep(0.2)
+        assert names.count("nbc-worker") == 2, names
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+            s.settimeout(5)
+            begun = time.monotonic()
+            reply = s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408") and time.monotonic() - begun < 3, reply
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-pad: " + b"a" * 70_000 + b"\r\n")
+            s.settimeout(5)
+            assert s.recv(4096).startswith(b"HTTP/1.1 431")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
