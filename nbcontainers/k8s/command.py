@@ -33,15 +33,16 @@ def _dump(documents: list[Any], header: str) -> str:
             "Writing YAML needs pyyaml: pip install 'nbcontainers[kubernetes]'"
         ) from None
 
-    class Dumper(yaml.SafeDumper):
-        """Multi-line strings (the hub's hook code) as literal blocks, readable in review."""
+    # Multi-line strings (the hub's hook code) as literal blocks, readable in review; a
+    # Dumper of our own, so yaml's global SafeDumper is left as it was.
+    dumper: Any = type("Dumper", (yaml.SafeDumper,), {})
 
-    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    def text(dumper: Any, value: str) -> Any:
         style = "|" if "\n" in value else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-    Dumper.add_representer(str, text)
-    dumped = yaml.dump_all(documents, Dumper=Dumper, sort_keys=False, default_flow_style=False)
+    dumper.add_representer(str, text)
+    dumped = yaml.dump_all(documents, Dumper=dumper, sort_keys=False, default_flow_style=False)
     return header + str(dumped)
 
 

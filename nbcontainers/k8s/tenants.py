@@ -64,6 +64,7 @@ def tenants(
     namespace a valid name that is neither the hub's nor one of the cluster's own."""
     if per not in PER:
         raise ConfigError(f"--per {per!r}: choose 'user' (a namespace each) or 'team'.")
+    groups: dict[str, tuple[str, ...]]
     if per == "user":
         if teams:
             raise ConfigError("--team goes with --per team; with --per user name --user.")

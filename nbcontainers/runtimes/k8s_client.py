@@ -56,9 +56,10 @@ def _pairs(text: str, what: str) -> dict[str, str]:
 def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[PodSettings, float]:
     """The pod settings and start timeout the ``NBC_K8S_*`` variables ask for."""
     env = os.environ if env is None else env
-    namespace = env.get("NBC_K8S_NAMESPACE", "")
-    if not namespace and (SA_DIR / "namespace").is_file():
-        namespace = (SA_DIR / "namespace").read_text().strip()
+    own = ""  # the notebook pod's own namespace, where the runtime runs in a cluster
+    if (SA_DIR / "namespace").is_file():
+        own = (SA_DIR / "namespace").read_text().strip()
+    namespace = env.get("NBC_K8S_NAMESPACE", "") or own
     try:
         timeout = float(env.get("NBC_K8S_START_TIMEOUT") or DEFAULT_START_TIMEOUT)
     except ValueError:
@@ -73,6 +74,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[PodSettings
         template=load_template(env["NBC_K8S_POD_TEMPLATE"])
         if env.get("NBC_K8S_POD_TEMPLATE")
         else {},
+        owner_namespace=env.get("NBC_K8S_OWNER_NAMESPACE", "") or own,
     )
     return settings, timeout
 
@@ -135,12 +137,15 @@ def translate(
         raise
     except ApiException as exc:
         detail = _reason(exc)
+        if exc.status == 403 and (refused := _admission(detail, namespace)):
+            raise RuntimeFailure(f"The cluster refused to {what}: {refused}") from None
         if exc.status == 403:
             raise RuntimeFailure(
                 f"The cluster refused to {what} (403 Forbidden: {detail}). The notebook "
-                f"server's service account needs the verb {verb!r} on {resource!r}: apply the "
-                f"Role {ROLE!r} from `nbcontainers k8s manifests --namespace {namespace}` and "
-                "its RoleBinding to this service account."
+                f"server's service account needs the verb {verb!r} on {resource!r} in its "
+                f"kernel namespace ({namespace}), from the Role {ROLE!r}: the admin names this "
+                "server's user in `nbcontainers k8s manifests --user` (or `--team`) and "
+                "applies both files it writes."
             ) from None
         if exc.status == 401:
             raise EngineUnavailable(
@@ -158,6 +163,28 @@ def translate(
             "the cluster is up and the notebook pod may reach the API server (the Zero to "
             "JupyterHub snippet from `nbcontainers k8s manifests` allows it)."
         ) from None
+
+
+def _admission(detail: str, namespace: str) -> str:
+    """What an admission controller's 403 means and what fixes it ("" for RBAC's 403): the
+    kernel namespace's quota, its limits, or its Pod Security level."""
+    if "exceeded quota" in detail:
+        return (
+            f"{detail}. Namespace {namespace} has reached its quota: stop a kernel, or ask the "
+            "admin to raise it (`nbcontainers k8s manifests --quota-pods/--quota-cpu/"
+            "--quota-memory/--quota-gpus`)."
+        )
+    if "maximum" in detail and "per Container" in detail:
+        return (
+            f"{detail}. Ask for less (c.ContainerProvisioner.mem_limit / cpus), or ask the "
+            "admin to raise `--max-memory`/`--max-cpu`."
+        )
+    if "violates PodSecurity" in detail:
+        return (
+            f"{detail}. Kernel namespaces enforce Pod Security 'restricted': remove what the "
+            "message names from NBC_K8S_POD_TEMPLATE."
+        )
+    return ""
 
 
 def _reason(exc: Any) -> str:
@@ -187,8 +214,9 @@ def check_role(authorization: Any, endpoint: str, namespace: str) -> None:
     if missing:
         raise RuntimeFailure(
             f"The notebook server's service account may not {', '.join(missing)} in namespace "
-            f"{namespace}, which kernel pods need. Apply the Role {ROLE!r} and its RoleBinding "
-            f"from `nbcontainers k8s manifests --namespace {namespace}`."
+            f"{namespace}, which kernel pods need. The Role {ROLE!r} there and its RoleBinding "
+            "come from `nbcontainers k8s manifests --user` (or `--team`) naming this server's "
+            "user: ask the admin to list it and apply both files."
         )
 
 

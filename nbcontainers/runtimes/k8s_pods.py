@@ -60,6 +60,9 @@ class PodSettings:
     image_pull_policy: str = "IfNotPresent"
     owner_selector: Mapping[str, str] = field(default_factory=dict)  # the notebook pod
     template: Mapping[str, Any] = field(default_factory=dict)  # a Pod manifest to start from
+    # The notebook pod's namespace, when kernels run in another (their own, per user or
+    # team): their policies then let that namespace's owner pod in, and no other.
+    owner_namespace: str = ""
 
 
 def pod_name(name: str) -> str:
@@ -348,12 +351,24 @@ def files_secret(pod: Any, contents: Mapping[str, bytes]) -> Any:
     )
 
 
-def kernel_policy(pod: Any, ports: Sequence[int], owner: Mapping[str, str]) -> Any:
-    """A NetworkPolicy that lets only the owning notebook pod reach the kernel's ports."""
+def kernel_policy(
+    pod: Any, ports: Sequence[int], owner: Mapping[str, str], owner_namespace: str = ""
+) -> Any:
+    """A NetworkPolicy that lets only the owning notebook pod reach the kernel's ports: in
+    ``owner_namespace`` when the kernel runs in a namespace of its own (a pod selector alone
+    would select pods of the kernel's namespace)."""
     from kubernetes import client as k
 
     selector = {COMPONENT: KERNEL_COMPONENT, POD_LABEL: pod.metadata.name}
-    peer = k.V1NetworkPolicyPeer(pod_selector=k.V1LabelSelector(match_labels=dict(owner)))
+    elsewhere = owner_namespace and owner_namespace != pod.metadata.namespace
+    peer = k.V1NetworkPolicyPeer(
+        pod_selector=k.V1LabelSelector(match_labels=dict(owner)),
+        namespace_selector=k.V1LabelSelector(
+            match_labels={"kubernetes.io/metadata.name": owner_namespace}
+        )
+        if elsewhere
+        else None,
+    )
     rule = k.V1NetworkPolicyIngressRule(
         _from=[peer],
         ports=[k.V1NetworkPolicyPort(port=p, protocol="TCP") for p in sorted(ports)],

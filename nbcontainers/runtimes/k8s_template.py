@@ -3,9 +3,12 @@ every kernel pod starts from, such as tolerations, affinity, a priority class, a
 class, labels or annotations.
 
 What nbcontainers sets wins over the template, and the security settings are never the
-template's: both security contexts, the service-account token, the host namespaces and the
-restart policy are always nbcontainers' own. A template that adds a container or a hostPath
-volume is refused, since a kernel pod has one container and no host files.
+template's: both security contexts (the init containers' too), the service-account token,
+the host namespaces and the restart policy are always nbcontainers' own. Kernel namespaces
+enforce Pod Security ``restricted``, so a template that would break it is refused here, with
+the field, rather than by the cluster at every kernel start: another container, a volume of a
+type ``restricted`` forbids (hostPath, nfs, ...), a host port, an AppArmor or seccomp
+annotation that turns confinement off.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 from .k8s_names import CONTAINER
 
-__all__ = ["apply_template", "load_template"]
+__all__ = ["RESTRICTED_VOLUMES", "apply_template", "load_template"]
 
 # Lists that the template extends (its items first), matched by this key; other lists and
 # all scalars are nbcontainers' own where it sets them.
@@ -29,6 +32,17 @@ _JOINED = {
     "imagePullSecrets": "name",
     "ports": "containerPort",
 }
+# The volume types Pod Security "restricted" admits.
+RESTRICTED_VOLUMES = (
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+)
 _POD_OWN = (
     "securityContext",
     "automountServiceAccountToken",
@@ -62,7 +76,40 @@ def load_template(path: str) -> dict[str, Any]:
             f"NBC_K8S_POD_TEMPLATE={path}: hostPath volumes would give kernels the node's "
             "files; use a PersistentVolumeClaim or a CSI volume instead."
         )
+    _check_restricted(path, data, spec)
     return data
+
+
+def _check_restricted(path: str, data: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Refuse what Pod Security ``restricted`` refuses and nbcontainers would not override."""
+    for volume in spec.get("volumes") or ():
+        kinds = sorted(set(volume or {}) - {"name"} - set(RESTRICTED_VOLUMES))
+        if kinds:
+            raise ConfigError(
+                f"NBC_K8S_POD_TEMPLATE={path}: volume {volume.get('name')!r} is {kinds[0]}, "
+                "which Pod Security 'restricted' (enforced in kernel namespaces) refuses; use "
+                f"one of {', '.join(RESTRICTED_VOLUMES)}."
+            )
+    if spec.get("ephemeralContainers"):
+        raise ConfigError(f"NBC_K8S_POD_TEMPLATE={path}: remove ephemeralContainers.")
+    for container in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]:
+        if any((port or {}).get("hostPort") for port in container.get("ports") or ()):
+            raise ConfigError(
+                f"NBC_K8S_POD_TEMPLATE={path}: container {container.get('name')!r} asks for a "
+                "hostPort, which Pod Security refuses; remove it (kernels are reached through "
+                "the pod network)."
+            )
+    annotations = (data.get("metadata") or {}).get("annotations") or {}
+    for key, value in annotations.items():
+        apparmor = key.startswith("container.apparmor.security.beta.kubernetes.io/")
+        seccomp = key.startswith(("seccomp.security.alpha.kubernetes.io/", "container.seccomp"))
+        if (apparmor and value != "runtime/default" and not value.startswith("localhost/")) or (
+            seccomp and value not in ("runtime/default", "docker/default")
+        ):
+            raise ConfigError(
+                f"NBC_K8S_POD_TEMPLATE={path}: annotation {key}={value} turns confinement "
+                "off, which Pod Security refuses; remove it."
+            )
 
 
 def _merge(template: Any, ours: Any, key: str = "") -> Any:
@@ -99,6 +146,13 @@ def apply_template(pod: Mapping[str, Any], template: Mapping[str, Any]) -> dict[
     ours = pod["spec"]["containers"][0]
     container = _merge({k: v for k, v in kernel.items() if k != "securityContext"}, ours)
     spec["containers"] = [container]
+    # Init containers run in the kernel's pod, under the same rules as the kernel.
+    inits = [
+        {**init, "securityContext": dict(ours.get("securityContext") or {})}
+        for init in spec.pop("initContainers", None) or ()
+    ]
+    if inits:
+        spec["initContainers"] = inits
     merged["metadata"].pop("name", None)
     merged["metadata"].pop("generateName", None)
     merged["metadata"].update({k: pod["metadata"][k] for k in ("name", "namespace")})

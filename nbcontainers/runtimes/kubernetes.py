@@ -2,9 +2,12 @@
 official ``kubernetes`` client (the only module that calls it; it translates its errors).
 
 Where it runs: inside the notebook server's pod, with the service account and Role that
-``nbcontainers k8s manifests`` writes (or with a kubeconfig, for an admin's checks). Settings
-come from the environment, read when the runtime is made: ``NBC_K8S_NAMESPACE`` (default:
-the pod's own namespace), ``NBC_K8S_NODE_SELECTOR`` and ``NBC_K8S_OWNER_SELECTOR``
+``nbcontainers k8s manifests`` writes (or with a kubeconfig, for an admin's checks); kernels
+go to the kernel namespace of the server's user or team, where that account has its only
+rights. Settings come from the environment (the hub's hook sets the first three), read when
+the runtime is made: ``NBC_K8S_NAMESPACE`` (the kernel namespace; default: the pod's own
+namespace), ``NBC_K8S_OWNER_NAMESPACE`` (the notebook pod's; default: the pod's own),
+``NBC_K8S_OWNER_SELECTOR`` and ``NBC_K8S_NODE_SELECTOR``
 (``key=value,...``), ``NBC_K8S_IMAGE_PULL_SECRET`` (names, comma-separated),
 ``NBC_K8S_POD_TEMPLATE`` (a Pod manifest kernel pods start from),
 ``NBC_K8S_START_TIMEOUT`` (seconds, default 600). Images are built elsewhere and pulled by
@@ -180,7 +183,11 @@ class KubernetesRuntime(ClusterImages):
     def _owner_selector(self) -> dict[str, str]:
         if self.settings.owner_selector:
             return dict(self.settings.owner_selector)
-        own = self._pod(self._own_pod) if self._own_pod else None
+        # Read from the server's own pod only where the kernels share its namespace: in a
+        # kernel namespace of their own, the account has no right where the server runs
+        # (the hub's hook sets NBC_K8S_OWNER_SELECTOR instead).
+        elsewhere = self.settings.owner_namespace not in ("", self.settings.namespace)
+        own = self._pod(self._own_pod) if self._own_pod and not elsewhere else None
         return owner_selector(dict((own and own.metadata.labels) or {}))
 
     def run(self, spec: ContainerSpec) -> str:
@@ -199,7 +206,8 @@ class KubernetesRuntime(ClusterImages):
                     self.apis.core.create_namespaced_secret(ns, files_secret(created, contents))
             with self._translate("create", "networkpolicies", name):
                 self.apis.networking.create_namespaced_network_policy(
-                    ns, kernel_policy(created, list(spec.ports), owner)
+                    ns,
+                    kernel_policy(created, list(spec.ports), owner, self.settings.owner_namespace),
                 )
             self._wait_started(name)
         except BaseException:

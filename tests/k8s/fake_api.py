@@ -29,8 +29,18 @@ from .fake_core import Core, Networking, copy_model, now, status
 class FakeCluster:
     """One namespace's worth of API server, scheduler and kubelet, in memory."""
 
-    def __init__(self, images: tuple[str, ...] = ("img:ok",), gpus: int = 0) -> None:
+    def __init__(
+        self, images: tuple[str, ...] = ("img:ok",), gpus: int = 0, namespace: str = "nbc"
+    ) -> None:
         self.lock = threading.Condition()
+        # The one namespace the account may use (its Role's), and its Pod Security labels:
+        # a pod elsewhere is refused as RBAC refuses it, one that breaks the level as the
+        # Pod Security admission controller does (tests/k8s/pss.py).
+        self.namespace = namespace
+        self.namespace_labels = {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "v1.31",
+        }
         self.pods: dict[str, Any] = {}
         self.secrets: dict[str, Any] = {}
         self.policies: dict[str, Any] = {}
@@ -101,13 +111,15 @@ class FakeCluster:
 
     # -- the API server's and kubelet's side ------------------------------------------------
 
-    def check(self, verb: str, resource: str, name: str = "") -> None:
-        if (verb, resource) in self.forbidden:
+    def check(self, verb: str, resource: str, name: str = "", namespace: str | None = None) -> None:
+        ns = self.namespace if namespace is None else namespace
+        if (verb, resource) in self.forbidden or ns != self.namespace:
             raise status(
                 403,
                 "Forbidden",
-                f'{resource} "{name}" is forbidden: User "system:serviceaccount:nbc:nbc-notebook" '
-                f'cannot {verb} resource "{resource}" in API group "" in the namespace "nbc"',
+                f'{resource} "{name}" is forbidden: User "system:serviceaccount:jhub:nbc-notebook-'
+                f'alice" cannot {verb} resource "{resource}" in API group "" in the namespace '
+                f'"{ns}"',
             )
 
     def _changed(self, pod: Any, kind: str = "MODIFIED") -> None:
@@ -221,13 +233,13 @@ class FakeCluster:
 
 
 def runtime_for(cluster: FakeCluster, **kw: Any) -> Any:
-    """A KubernetesRuntime over ``cluster`` in namespace nbc, owned by a Z2JH-like pod."""
+    """A KubernetesRuntime over ``cluster`` in its namespace, owned by a Z2JH-like pod."""
     from nbcontainers.runtimes.k8s_client import Apis
     from nbcontainers.runtimes.k8s_pods import PodSettings
     from nbcontainers.runtimes.kubernetes import KubernetesRuntime
 
     owner = {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}
-    settings = PodSettings(namespace="nbc", owner_selector=kw.pop("owner", owner))
+    settings = PodSettings(namespace=cluster.namespace, owner_selector=kw.pop("owner", owner))
     return KubernetesRuntime(
         apis=Apis(
             "https://fake.cluster:6443",

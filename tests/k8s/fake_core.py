@@ -114,8 +114,27 @@ class Core:
         self.api_client = k.ApiClient()  # the exec stream swaps its call_api; we answer first
 
     def create_namespaced_pod(self, namespace: str, body: Any) -> Any:
+        from .pss import admission
+
         c, name = self.c, body.metadata.name
-        c.check("create", "pods", name)
+        c.check("create", "pods", name, namespace)
+        if body.metadata.namespace not in (None, namespace):
+            raise status(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request",
+            )
+        broken = admission(c.namespace_labels, _API.sanitize_for_serialization(body))
+        if broken:
+            level = c.namespace_labels.get("pod-security.kubernetes.io/enforce")
+            version = c.namespace_labels.get("pod-security.kubernetes.io/enforce-version")
+            raise status(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: violates PodSecurity "{level}:{version}": '
+                + "; ".join(broken),
+            )
         if not _DNS_LABEL.match(name):
             raise status(422, "Invalid", f'Pod "{name}" is invalid: metadata.name')
         for key, value in (body.metadata.labels or {}).items():
@@ -138,7 +157,7 @@ class Core:
             return pod
 
     def read_namespaced_pod(self, name: str, namespace: str) -> Any:
-        self.c.check("get", "pods", name)
+        self.c.check("get", "pods", name, namespace)
         with self.c.lock:
             if name not in self.c.pods:
                 raise status(404, "NotFound", f'pods "{name}" not found')
@@ -159,7 +178,7 @@ class Core:
         :rtype: V1PodList
         """
         c = self.c
-        c.check("watch" if watch else "list", "pods")
+        c.check("watch" if watch else "list", "pods", "", namespace)
         wanted = field_selector.partition("=")[2] if field_selector else None
         if watch:
             return WatchResponse(c, wanted, timeout_seconds or 5)  # type: ignore[return-value]
@@ -173,7 +192,7 @@ class Core:
 
     def delete_namespaced_pod(self, name: str, namespace: str, body: Any = None) -> Any:
         c = self.c
-        c.check("delete", "pods", name)
+        c.check("delete", "pods", name, namespace)
         grace = body.grace_period_seconds if body else 30
         with c.lock:
             pod = c.pods.get(name)
@@ -195,7 +214,7 @@ class Core:
         self, name: str, namespace: str, container: str = "", tail_lines: int | None = None
     ) -> str:
         c = self.c
-        c.check("get", "pods/log", name)
+        c.check("get", "pods/log", name, namespace)
         with c.lock:
             if name not in c.pods:
                 raise status(404, "NotFound", f'pods "{name}" not found')
@@ -204,7 +223,7 @@ class Core:
         return "".join(line + "\n" for line in lines)
 
     def list_namespaced_event(self, namespace: str, field_selector: str = "") -> Any:
-        self.c.check("list", "events")
+        self.c.check("list", "events", "", namespace)
         wanted = field_selector.partition("=")[2]
         with self.c.lock:
             return k.CoreV1EventList(
@@ -213,7 +232,7 @@ class Core:
 
     def create_namespaced_secret(self, namespace: str, body: Any) -> Any:
         c = self.c
-        c.check("create", "secrets", body.metadata.name)
+        c.check("create", "secrets", body.metadata.name, namespace)
         with c.lock:
             if body.metadata.name in c.secrets:
                 raise status(409, "AlreadyExists", f'secrets "{body.metadata.name}" exists')
@@ -224,7 +243,7 @@ class Core:
 
     def connect_get_namespaced_pod_exec(self, name: str, namespace: str, **kw: Any) -> Any:
         c = self.c
-        c.check("create", "pods/exec", name)
+        c.check("create", "pods/exec", name, namespace)
         command = list(kw["command"])
         with c.lock:
             pod = c.pods.get(name)
@@ -259,7 +278,7 @@ class Networking:
 
     def create_namespaced_network_policy(self, namespace: str, body: Any) -> Any:
         c = self.c
-        c.check("create", "networkpolicies", body.metadata.name)
+        c.check("create", "networkpolicies", body.metadata.name, namespace)
         with c.lock:
             c.policies[body.metadata.name] = body
         return body

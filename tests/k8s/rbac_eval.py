@@ -38,6 +38,9 @@ WORKLOADS = (
     ("batch", "cronjobs"),
 )
 PSS_SAFE = ("baseline", "restricted")
+# A request about some object, whichever: a rule limited by resourceNames matches it, since
+# the objects it names (the "admin" ClusterRole, the hub's pod) exist.
+ANY: Any = object()
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def rule_matches(
         return False
     # resourceNames narrow a rule to named objects; a request without a name (create, list,
     # watch, deletecollection) is not matched by such a rule.
-    return not names or (name is not None and name in names)
+    return not names or name is ANY or (name is not None and name in names)
 
 
 @dataclass
@@ -139,7 +142,7 @@ class Cluster:
         resource: str,
         namespace: str | None,
         group: str = "",
-        name: str | None = None,
+        name: Any = None,
     ) -> bool:
         """What RBAC alone answers (a SubjectAccessReview): ``namespace`` None asks about a
         cluster-scoped resource (or every namespace at once)."""
@@ -173,7 +176,7 @@ class Cluster:
             for ns in list(self.namespaces):
                 self._escalate(reach, ns)
             if any(
-                reach.direct_any(verb, res, None, group)
+                reach.direct_any(verb, res, None, group, ANY)
                 for verb, res, group in (
                     ("impersonate", "users", ""),
                     ("impersonate", "groups", ""),
@@ -190,10 +193,11 @@ class Cluster:
 
     def _escalate(self, reach: Reach, ns: str) -> None:
         def can(verb: str, resource: str, group: str = "") -> bool:
-            return reach.can(verb, resource, ns, group)
+            return reach.can(verb, resource, ns, group, ANY)
 
         accounts = self.accounts_in(ns)
-        if any(can("create", res, group) for group, res in WORKLOADS):
+        # create has no name: a rule with resourceNames never allows it.
+        if any(reach.can("create", res, ns, group) for group, res in WORKLOADS):
             reach.accounts |= accounts  # spec.serviceAccountName: any account of ns
             reach.secrets_of.add(ns)  # a secret volume: any Secret of ns
             reach.pod_creators.add(ns)
@@ -211,9 +215,9 @@ class Cluster:
             reach.accounts |= accounts
         binds = can("bind", "roles", RBAC) or can("bind", "clusterroles", RBAC)
         escalates = can("escalate", "roles", RBAC)
-        if (can("create", "rolebindings", RBAC) or can("update", "rolebindings", RBAC)) and (
-            binds or escalates
-        ):
+        if (
+            reach.can("create", "rolebindings", ns, RBAC) or can("update", "rolebindings", RBAC)
+        ) and (binds or escalates):
             reach.admin_of.add(ns)
         if escalates and (can("create", "roles", RBAC) or can("update", "roles", RBAC)):
             reach.admin_of.add(ns)
@@ -231,13 +235,17 @@ class Reach:
     exec_in: set[str] = field(default_factory=set)  # namespaces where it runs code in pods
     node_root: bool = False
 
-    def direct_any(self, verb: str, resource: str, ns: str | None, group: str = "") -> bool:
-        return any(self.cluster.direct(a, verb, resource, ns, group) for a in self.accounts)
+    def direct_any(
+        self, verb: str, resource: str, ns: str | None, group: str = "", name: Any = None
+    ) -> bool:
+        return any(self.cluster.direct(a, verb, resource, ns, group, name) for a in self.accounts)
 
-    def can(self, verb: str, resource: str, ns: str | None, group: str = "") -> bool:
+    def can(
+        self, verb: str, resource: str, ns: str | None, group: str = "", name: Any = None
+    ) -> bool:
         if self.node_root or (ns is not None and ns in self.admin_of):
             return True
-        return self.direct_any(verb, resource, ns, group)
+        return self.direct_any(verb, resource, ns, group, name)
 
     def anything_in(self, ns: str) -> list[str]:
         """Every right it holds in ``ns`` (empty: none at all)."""

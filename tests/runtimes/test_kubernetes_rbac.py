@@ -19,9 +19,7 @@ def test_ping_names_every_missing_verb() -> None:
         runtime_for(cluster).ping()
     message = str(caught.value)
     assert "may not create pods, create networkpolicies in namespace nbc" in message
-    assert (
-        "Role 'nbc-kernels'" in message and "nbcontainers k8s manifests --namespace nbc" in message
-    )
+    assert "Role 'nbc-kernels'" in message and "nbcontainers k8s manifests --user" in message
 
 
 def test_the_full_role_passes_and_asking_may_be_refused() -> None:

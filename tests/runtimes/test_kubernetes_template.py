@@ -92,6 +92,12 @@ def test_the_template_cannot_loosen_security(tmp_path: Path) -> None:
     [
         ({"containers": [{"name": "sidecar", "image": "x"}]}, "one container"),
         ({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, "hostPath"),
+        ({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]}, "volume 'n' is nfs"),
+        (
+            {"containers": [{"name": "kernel", "ports": [{"containerPort": 1, "hostPort": 1}]}]},
+            "hostPort",
+        ),
+        ({"ephemeralContainers": [{"name": "debug", "image": "x"}]}, "ephemeralContainers"),
     ],
 )
 def test_what_a_template_may_not_add(tmp_path: Path, spec: object, message: str) -> None:
@@ -107,3 +113,30 @@ def test_an_unreadable_template_names_the_variable(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="Pod manifest"):
         load_template(str(tmp_path / "list.yaml"))
+
+
+def test_a_template_may_not_unconfine_the_kernel(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    annotations = {"container.apparmor.security.beta.kubernetes.io/kernel": "unconfined"}
+    path.write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"annotations": annotations}}
+        )
+    )
+    with pytest.raises(ConfigError, match="turns confinement off"):
+        load_template(str(path))
+
+
+def test_init_containers_run_under_the_kernels_rules(tmp_path: Path) -> None:
+    """An admin's init container (allowed) gets the kernel's security context, so the pod
+    still passes Pod Security 'restricted', which kernel namespaces enforce."""
+    from tests.k8s.pss import restricted
+
+    init = {"name": "fetch", "image": "busybox", "securityContext": {"privileged": True}}
+    pod = pod_with(tmp_path, {**TEMPLATE, "spec": {**TEMPLATE["spec"], "initContainers": [init]}})
+    wire = k.ApiClient().sanitize_for_serialization(pod)
+    [fetched] = wire["spec"]["initContainers"]
+    assert fetched["securityContext"] == wire["spec"]["containers"][0]["securityContext"]
+    assert restricted(wire) == []
+    # The check is not vacuous: the template's own init container breaks the standard.
+    assert restricted({"spec": {"containers": [init]}})

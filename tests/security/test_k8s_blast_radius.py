@@ -192,3 +192,66 @@ def test_kernel_namespaces_refuse_privileged_and_host_pods(
             assert version.startswith("v1."), f"{ns}: enforce-version not pinned ({version})"
             for what, pod in ATTACK_PODS.items():
                 assert admission(labels, pod), f"{ns} admits a {what} pod"
+
+
+def test_the_runtime_starts_kernels_in_the_users_namespace_only(tmp_path: Any) -> None:
+    """With the environment the hub's hook gives alice's notebook pod, kernel pods go to
+    alice's kernel namespace (a cluster that allows only that namespace, and enforces
+    ``restricted`` there, runs them), and their policy lets in only alice's notebook pod
+    from the hub's namespace."""
+    from nbcontainers.runtimes.base import ContainerSpec
+    from nbcontainers.runtimes.k8s_client import settings_from_env
+    from tests.k8s.fake_api import FakeCluster, runtime_for
+
+    _, values = generated(per="user", users=USERS)
+    env = notebook_pod(values, "alice")["env"]
+    assert env["NBC_K8S_NAMESPACE"] == "nbc-alice" and env["NBC_K8S_OWNER_NAMESPACE"] == HUB
+    settings, _ = settings_from_env(env)
+    cluster = FakeCluster(images=("img:1",), namespace="nbc-alice")
+    runtime = runtime_for(cluster, settings=settings)
+    spec = ContainerSpec(
+        "img:1", ("sleep", "60"), name="nbc-k1", user="1000:100", ports={5001: ("", 1)}
+    )
+    name = runtime.run(spec)
+    pod = cluster.pods[name]
+    assert pod.metadata.namespace == "nbc-alice"
+    [rule] = cluster.policies[name].spec.ingress
+    [peer] = rule._from
+    assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": HUB}
+    assert peer.pod_selector.match_labels == {
+        "component": "singleuser-server",
+        "hub.jupyter.org/username": "alice",
+    }
+    runtime.remove(name)
+    # Bob's namespace refuses alice's account, as RBAC would.
+    bob = FakeCluster(images=("img:1",), namespace="nbc-bob")
+    with pytest.raises(Exception, match="403 Forbidden"):
+        runtime_for(bob, settings=settings).run(spec)
+    assert bob.pods == {}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"mem_limit": "2g", "nano_cpus": 2_000_000_000, "shm_size": "1g"},
+        {"tmpfs": {"/tmp": "size=64m"}, "read_only": True},
+        {"user": "1000:100"},
+    ],
+)
+def test_kernel_pods_satisfy_restricted(extra: dict[str, Any]) -> None:
+    """Every kernel pod the runtime makes passes each control of Pod Security
+    ``restricted``; the attack pods break at least one (the checks can fail)."""
+    from kubernetes import client as k
+
+    from nbcontainers.runtimes.base import ContainerSpec, GPURequest
+    from nbcontainers.runtimes.k8s_pods import PodSettings, pod_for
+    from tests.k8s.pss import restricted
+
+    spec = ContainerSpec("img:1", ("python",), name="nbc-r", gpus=GPURequest(count=1), **extra)
+    pod, _ = pod_for(spec, "nbc-r", PodSettings(namespace="nbc-alice"))
+    wire = k.ApiClient().sanitize_for_serialization(pod)
+    assert restricted(wire) == []
+    assert wire["spec"]["automountServiceAccountToken"] is False
+    for what, attack in ATTACK_PODS.items():
+        assert restricted(attack), f"the checks admit a {what} pod"
