@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from nbcontainers.cli import main
+from nbcontainers.errors import ConfigError
 from nbcontainers.k8s.manifests import ManifestOptions, cluster_objects, z2jh_values
 from nbcontainers.runtimes.k8s_names import ROLE_RULES
 from tests.k8s.fake_api import FakeCluster, runtime_for
@@ -235,3 +236,81 @@ def test_kernel_namespaces_are_restricted_with_a_quota() -> None:
     assert hard["requests.nvidia.com/gpu"] == "0" and hard["services"] == "0"
     [limits] = of_kind("LimitRange")
     assert limits["spec"]["limits"][0]["max"] == {"cpu": "8", "memory": "32Gi"}
+
+
+def run_hook(values: dict[str, Any], user: str, env: list[Any] | None = None) -> Any:
+    """The values' hub hook, run as the chart's jupyterhub_config.py runs extraConfig, on a
+    pod of the client's own models as KubeSpawner makes it."""
+    from types import SimpleNamespace
+
+    from kubernetes import client as k
+
+    config = SimpleNamespace(KubeSpawner=SimpleNamespace(modify_pod_hook=None))
+    for code in values["hub"]["extraConfig"].values():
+        exec(code, {"c": config})
+    pod = k.V1Pod(
+        metadata=k.V1ObjectMeta(
+            namespace="jhub",
+            labels={
+                "component": "singleuser-server",
+                "hub.jupyter.org/username": "x",
+                "hub.jupyter.org/servername": "",
+                "other": "y",
+            },
+        ),
+        spec=k.V1PodSpec(
+            automount_service_account_token=False,
+            containers=[
+                k.V1Container(name="sidecar", image="s"),
+                k.V1Container(
+                    name="notebook",
+                    image="j",
+                    env=env if env is not None else [k.V1EnvVar(name="A", value="1")],
+                ),
+            ],
+        ),
+    )
+    spawner = SimpleNamespace(user=SimpleNamespace(name=user), namespace="jhub")
+    return config.KubeSpawner.modify_pod_hook(spawner, pod)
+
+
+def test_the_hub_hook_gives_each_listed_user_their_account_only() -> None:
+    from kubernetes import client as k
+
+    values = z2jh_values(ManifestOptions(namespace="jhub", users=("alice", "bob")))
+    pod = run_hook(values, "alice", [k.V1EnvVar(name="NBC_K8S_NAMESPACE", value="jhub")])
+    assert pod.spec.service_account_name == "nbc-notebook-alice"
+    assert pod.spec.automount_service_account_token is True
+    env = {e.name: e.value for e in pod.spec.containers[1].env}
+    assert env == {
+        "NBC_K8S_NAMESPACE": "nbc-alice",  # its own value wins over one already there
+        "NBC_K8S_OWNER_NAMESPACE": "jhub",
+        "NBC_K8S_OWNER_SELECTOR": "component=singleuser-server,hub.jupyter.org/username=x,"
+        "hub.jupyter.org/servername=",
+    }
+    assert pod.spec.containers[0].env is None  # the sidecar is left alone
+    # A user not listed: no account, no token, nothing of ours.
+    stranger = run_hook(values, "mallory")
+    assert stranger.spec.service_account_name is None
+    assert stranger.spec.automount_service_account_token is False
+    assert [e.name for e in stranger.spec.containers[1].env] == ["A"]
+
+
+def test_a_user_name_cannot_inject_code_into_the_hub() -> None:
+    """User names are data in the hook (Python literals), never code the hub runs."""
+    evil = "x'); import os; os.system('touch /tmp/pwned'); ('"
+    values = z2jh_values(ManifestOptions(namespace="jhub", users=(evil, "bob")))
+    assert run_hook(values, evil).spec.service_account_name.startswith("nbc-notebook-x-")
+    assert run_hook(values, "bob").spec.service_account_name == "nbc-notebook-bob"
+    with pytest.raises(ConfigError, match="control characters"):
+        ManifestOptions(users=("bob\nimport os",))
+
+
+def test_team_members_share_their_teams_account() -> None:
+    options = ManifestOptions(namespace="jhub", per="team", teams={"ml": ("alice", "bob")})
+    values = z2jh_values(options)
+    for user in ("alice", "bob"):
+        assert run_hook(values, user).spec.service_account_name == "nbc-notebook-ml"
+    [binding] = of_kind("RoleBinding", options)
+    assert binding["metadata"]["namespace"] == "nbc-ml"
+    assert binding["subjects"][0]["name"] == "nbc-notebook-ml"

@@ -47,3 +47,40 @@ def test_a_failed_clean_up_does_not_hide_the_reason() -> None:
     cluster.forbidden |= {("create", "networkpolicies"), ("delete", "pods")}
     with pytest.raises(RuntimeFailure, match="verb 'create' on 'networkpolicies'"):
         runtime_for(cluster).run(ContainerSpec("img:1", ("python",), name="nbc-a", user="1:1"))
+
+
+@pytest.mark.parametrize(
+    ("message", "fix"),
+    [
+        (
+            'pods "nbc-a" is forbidden: exceeded quota: nbc-kernels, requested: pods=1, '
+            "used: pods=10, limited: pods=10",
+            "--quota-pods",
+        ),
+        (
+            'pods "nbc-a" is forbidden: maximum memory usage per Container is 32Gi, but limit '
+            "is 64Gi",
+            "--max-memory",
+        ),
+        (
+            'pods "nbc-a" is forbidden: violates PodSecurity "restricted:v1.31": hostPort',
+            "NBC_K8S_POD_TEMPLATE",
+        ),
+    ],
+)
+def test_admission_refusals_say_what_to_change(message: str, fix: str) -> None:
+    """A 403 from the quota, the LimitRange or Pod Security is not a missing verb."""
+    from tests.k8s.fake_core import status
+
+    cluster = FakeCluster(images=("img:1",))
+
+    def refuse(namespace: str, body: object) -> None:
+        raise status(403, "Forbidden", message)
+
+    cluster.core.create_namespaced_pod = refuse  # type: ignore[method-assign]
+    from nbcontainers.runtimes.base import ContainerSpec
+
+    with pytest.raises(RuntimeFailure) as caught:
+        runtime_for(cluster).run(ContainerSpec("img:1", ("python",), name="nbc-a", user="1:1"))
+    assert fix in str(caught.value) and message in str(caught.value)
+    assert "needs the verb" not in str(caught.value)
