@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,18 +101,19 @@ class Catalog(Mapping[str, CatalogImage]):
         return len(self._images)
 
 
-def images_dir() -> Path:
-    """The folder holding the catalog's image sources (``$NBCONTAINERS_IMAGES_DIR`` overrides)."""
+def images_dir(shipped: bool = False) -> Path:
+    """The folder holding the catalog's image sources (``$NBCONTAINERS_IMAGES_DIR`` overrides,
+    unless ``shipped``: the package's own, which only whoever installed it can change)."""
     env = os.environ.get("NBCONTAINERS_IMAGES_DIR")
-    if env:
+    if env and not shipped:
         return Path(env)
     # nbcontainers/data/images links to the checkout's images/, and a wheel carries the files
     # themselves there: one path for editable and installed packages alike.
     return Path(__file__).resolve().parent / "data" / "images"
 
 
-def catalog_path() -> Path:
-    return images_dir() / "catalog.json"
+def catalog_path(shipped: bool = False) -> Path:
+    return images_dir(shipped) / "catalog.json"
 
 
 def user_config_path() -> Path:
@@ -211,7 +212,29 @@ def _from_entry(name: str, entry: Mapping[str, Any], root: Path, user: bool) -> 
     )
 
 
-def _read_user_images(path: Path) -> dict[str, CatalogImage]:
+def _shadowed(name: str, names: Collection[str]) -> str | None:
+    """The catalog image a user image called ``name`` would shadow: one of that name, or the
+    one its kernelspec name means ("nbc-python" is "python")."""
+    if name in names:
+        return name
+    if name.startswith("nbc-") and name[4:] in names:
+        return name[4:]
+    return None
+
+
+def _refuse_shadow(name: str, names: Collection[str], path: Path) -> None:
+    shadowed = _shadowed(name, names)
+    if shadowed is not None:
+        # A user's file may add images, never change one: an admin's allowed_images and every
+        # user of a shared kernelspec mean the catalog's image by that name.
+        raise ConfigError(
+            f"{path}: image {name!r} would redefine {shadowed!r}, an image of the shipped "
+            f"catalog ({catalog_path()}); your file may add images, not change those. Rename "
+            f"it (e.g. '{shadowed}-mine') or remove it."
+        )
+
+
+def _read_user_images(path: Path, shipped: Collection[str] = ()) -> dict[str, CatalogImage]:
     if not path.is_file():
         return {}
     try:
@@ -233,6 +256,7 @@ def _read_user_images(path: Path) -> dict[str, CatalogImage]:
                 f"{path}: image {name!r} has unknown key(s) {', '.join(sorted(unknown))}. "
                 f"Valid keys: {', '.join(sorted(USER_KEYS))}."
             )
+        _refuse_shadow(name, shipped, path)
         result[name] = _from_entry(name, entry, path.parent, user=True)
     return result
 
@@ -250,6 +274,7 @@ def register_user_image(name: str, settings: Mapping[str, Any]) -> Path:
             f"Valid keys: {', '.join(sorted(USER_KEYS))}."
         )
     path = user_config_path()
+    _refuse_shadow(name, load_catalog(include_user=False), path)
     try:
         data = json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError as exc:
@@ -264,9 +289,11 @@ def register_user_image(name: str, settings: Mapping[str, Any]) -> Path:
     return path
 
 
-def load_catalog(include_user: bool = True) -> Catalog:
-    """The built-in catalog plus the user's images (user entries win on a name clash)."""
-    path = catalog_path()
+def load_catalog(include_user: bool = True, shipped: bool = False) -> Catalog:
+    """The built-in catalog plus the user's images, which may add names but never redefine
+    one of the catalog's (a ConfigError naming the file). ``shipped``: the package's own
+    catalog alone, whatever the environment says (what an admin's policy resolves)."""
+    path = catalog_path(shipped)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -276,6 +303,6 @@ def load_catalog(include_user: bool = True) -> Catalog:
         ) from None
     root = path.parent
     images = {n: _from_entry(n, e, root, user=False) for n, e in data["images"].items()}
-    if include_user:
-        images.update(_read_user_images(user_config_path()))
+    if include_user and not shipped:
+        images.update(_read_user_images(user_config_path(), set(images)))
     return Catalog(images)

@@ -13,7 +13,7 @@ private files and hands the spec to the runtime.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any
@@ -31,20 +31,25 @@ from ..labels import (
 from ..pipsettings import PipSettings, read_pip_settings
 from ..runtimes.base import ContainerSpec, EngineFacts, GPURequest, Mount
 from .connection import PrivateDir
+from .guards import NO_GPUS, RUNTIME_ENV, check_config, matches, parse_mount, refuse_env
 from .identity import Host, kernel_user
+from .limits import checked_cpus, checked_pids
 
 __all__ = [
     "CONNECTION_FILE",
     "DEFAULT_ENV_ALLOWLIST",
+    "DEFAULT_HOME_SIZE",
     "DEFAULT_PIDS_LIMIT",
     "DEFAULT_SHM_SIZE",
     "HOME",
     "IMAGE_LABEL",
     "PIP_CONF",
+    "RUNTIME_ENV",
     "SHARED",
     "KernelStart",
     "LaunchConfig",
     "LaunchPlan",
+    "check_config",
     "kernel_env",
     "parse_mount",
     "plan_launch",
@@ -56,6 +61,7 @@ PIP_CONF = "/run/nbcontainers/pip.conf"
 IMAGE_LABEL = "io.nbcontainers.image"
 SHARED = "shared"  # the network setting that joins the owner's holder namespace (netns.py)
 DEFAULT_SHM_SIZE = "2g"
+DEFAULT_HOME_SIZE = "4g"
 DEFAULT_PIDS_LIMIT = 4096
 # Never the server's whole environment: under JupyterHub it carries the Hub's API token.
 DEFAULT_ENV_ALLOWLIST = (
@@ -98,6 +104,7 @@ class LaunchConfig:
     mem_limit: str = ""
     cpus: float = 0.0
     shm_size: str = DEFAULT_SHM_SIZE
+    home_size: str = DEFAULT_HOME_SIZE  # the HOME tmpfs
     pids_limit: int = DEFAULT_PIDS_LIMIT
     extra_mounts: tuple[Any, ...] = ()  # 'host:container[:ro|rw]' strings or dicts
     env_allowlist: tuple[str, ...] = DEFAULT_ENV_ALLOWLIST
@@ -150,6 +157,7 @@ class LaunchPlan:
     pip_conf: str | None = None  # the pip.conf to write into the private folder
     notes: tuple[str, ...] = ()  # warnings for the server log
     placement: tuple[str, ...] = ()
+    home_size: str = DEFAULT_HOME_SIZE
 
     def container_spec(self, shared_netns: str | None = None) -> ContainerSpec:
         """The spec to run. ``shared_netns`` (``container:<id>``) is required, and used, only
@@ -166,7 +174,7 @@ class LaunchPlan:
             labels=self.labels,
             env=self.env,
             mounts=self.mounts,
-            tmpfs={HOME: "rw,exec,mode=1777,size=4g"},
+            tmpfs={HOME: f"rw,exec,mode=1777,size={self.home_size}"},
             working_dir=self.working_dir,
             user=self.user,
             network_mode=network,
@@ -188,16 +196,26 @@ def plan_launch(
     host: Host,
     gpus: GPURequest | None = None,
     read_pip: Callable[[Mapping[str, str]], PipSettings] = read_pip_settings,
+    refused_env: Sequence[str] = (),
 ) -> LaunchPlan:
     """Decide the container for one kernel start; raise before anything runs when the
     settings are invalid or ask for what the engine can't do.
 
     ``gpus`` is what :func:`~nbcontainers.kernels.gpus.gpu_request` decided; ``read_pip``
     reads the host's pip settings as the kernel's environment sees them (a test passes its
-    own).
+    own); ``refused_env`` are more variable patterns nobody may set (the policy's).
     """
     notes: list[str] = []
-    env = kernel_env(kernel.env, kernel.spec_env, config.env_allowlist, config.env, image.name)
+    config = check_config(config, refused_env)
+    refused = (*RUNTIME_ENV, *refused_env)
+    spec_env = {k: v for k, v in kernel.env.items() if k in kernel.spec_env}
+    refuse_env(spec_env, refused, "the kernelspec's env")
+    # The server's own variables pass by the allowlist; a runtime's are dropped, not refused
+    # (a server in an nvidia/cuda image has NVIDIA_VISIBLE_DEVICES=all in its environment).
+    server = {k: v for k, v in kernel.env.items() if not matches(k, refused)}
+    env = kernel_env(server, kernel.spec_env, config.env_allowlist, config.env, image.name)
+    if gpus is None:
+        env.update(NO_GPUS)
     private = kernel.private_dir
     mounts = [Mount(str(private.connection_file), CONNECTION_FILE, read_only=True)]
     if config.transport == "ipc":
@@ -284,6 +302,7 @@ def plan_launch(
         pip_conf=pip_conf,
         notes=tuple(notes),
         placement=config.placement,
+        home_size=config.home_size,
         **limits,
     )
 
@@ -315,8 +334,8 @@ def _enforceable_limits(
     cgroup v1 enforces no pids limit, and a kernel must still start there by default."""
     asked: dict[str, Any] = {
         "memory": config.mem_limit or None,
-        "cpus": int(config.cpus * 1e9) or None,
-        "pids": config.pids_limit or None,
+        "cpus": checked_cpus(config.cpus),
+        "pids": checked_pids(config.pids_limit),
         "shm": config.shm_size or None,
     }
     defaults = {"pids": DEFAULT_PIDS_LIMIT, "shm": DEFAULT_SHM_SIZE}
@@ -347,30 +366,3 @@ def _enforceable_limits(
         "pids_limit": asked["pids"],
         "shm_size": asked["shm"],
     }
-
-
-def parse_mount(item: Any) -> Mount:
-    """One ``extra_mounts`` entry: 'host:container[:ro|rw]' (read-only unless ``rw``) or
-    ``{'source': ..., 'target': ..., 'read_only': ...}``."""
-    if isinstance(item, dict):
-        unknown = set(item) - {"source", "target", "read_only"}
-        if unknown or "source" not in item:
-            raise ConfigError(
-                f"Bad extra_mounts entry {item!r}: use 'host:container[:ro|rw]' or "
-                "{'source': ..., 'target': ..., 'read_only': true}."
-            )
-        return Mount(
-            os.path.expanduser(str(item["source"])),
-            str(item.get("target") or item["source"]),
-            bool(item.get("read_only", True)),
-        )
-    parts = str(item).split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise ConfigError(
-            f"Bad extra_mounts entry {item!r}: use 'host:container[:ro|rw]', "
-            "e.g. '~/data:/data:ro'."
-        )
-    source = os.path.abspath(os.path.expanduser(parts[0]))
-    if not os.path.exists(source):
-        raise ConfigError(f"extra_mounts: {source} does not exist on this host.")
-    return Mount(source, parts[1], read_only=len(parts) == 2 or parts[2] == "ro")

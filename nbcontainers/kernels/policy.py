@@ -3,19 +3,27 @@
 
 ```json
 {"allowed_images": ["python", "pytorch-*"], "default_mem_limit": "8g", "max_mem_limit": "32g",
- "default_cpus": 2, "max_cpus": 8, "max_kernels_per_user": 4, "allowed_gpus": ["0", "1"],
- "user_mem_limit": "64g", "user_cpus": 16, "user_tasks": 4096}
+ "default_cpus": 2, "max_cpus": 8, "max_pids_limit": 4096, "max_shm_size": "4g",
+ "max_tmpfs_size": "4g", "allowed_networks": ["shared", "bridge", "none"],
+ "allowed_mounts": ["~:rw", "/data"], "denied_env": ["MY_RUNTIME_*"],
+ "max_kernels_per_user": 4, "max_pool_size": 2, "max_pool_memory": "2g",
+ "allowed_gpus": ["0", "1"], "user_mem_limit": "64g", "user_cpus": 16, "user_tasks": 4096}
 ```
 
 The ``user_*`` rules are per-user totals that nbcontainers never checks itself: ``nbcontainers
 hub setup`` writes them into each user's systemd slice, where the OS enforces them.
 
 Defaults fill a setting nobody gave; maxima refuse a kernel that asks for more, naming the
-rule and the file. Where it holds: everything started through nbcontainers. A user with a
-shell can still run their own rootless ``podman``, so hard limits belong to the OS (systemd
-slices for memory/CPU/tasks, device permissions for GPUs); the README says which is which.
-The file is ignored nowhere: a policy that is unreadable, malformed or writable by anyone but
-root stops kernel starts (fail closed) with the command that fixes it.
+rule and the file; a default above a maximum is lowered to it. Everything is checked on the
+resolved settings before an image is built or pulled (:mod:`.policy_rules`), and again on
+the plan the engine receives. Allowed images are the admin's catalog entries resolved to
+their refs (a user's catalog file can't rename its way in). Kernel counts come from the
+engine's labels for the owner, pool members and handed-out kernels alike, under one per-user
+lock (:class:`KernelCountLock`). Where it holds: everything started through nbcontainers. A
+user with a shell can still run their own rootless ``podman``, so hard limits belong to the
+OS (systemd slices for memory/CPU/tasks, device permissions for GPUs); the README says which
+is which. The file is ignored nowhere: a policy that is unreadable, malformed or writable by
+anyone but root stops kernel starts (fail closed) with the command that fixes it.
 """
 
 from __future__ import annotations
@@ -23,35 +31,59 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
+import pwd
 import stat
 import time
-from dataclasses import dataclass, fields, replace
-from fnmatch import fnmatch
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..labels import KERNEL_ID, OWNER
 from ..rundir import user_runtime_dir
-from ..runtimes.base import GPURequest
-from .launch import LaunchConfig
+from ..runtimes.base import ContainerRuntime
+from .launch import SHARED
+from .limits import MIN_MEMORY, MIN_TMPFS, checked_size, size_bytes
 
 __all__ = [
+    "DEFAULT_MOUNTS",
+    "DEFAULT_NETWORKS",
     "POLICY_FILE",
     "KernelCountLock",
     "Policy",
-    "apply_policy",
     "check_kernel_count",
+    "count_kernels",
     "load_policy",
+    "mount_rule",
+    "owner_name",
+    "pool_admission",
     "size_bytes",
 ]
 
 POLICY_FILE = Path("/etc/nbcontainers/policy.json")
+# Under a policy that names no networks: never the host's, another container's or a named one.
+DEFAULT_NETWORKS = (SHARED, "bridge", "none")
+# Under a policy that names no mounts: the user's own home (from the passwd file, not $HOME).
+DEFAULT_MOUNTS = ("~:rw",)
+_SIZES = {
+    "default_mem_limit": MIN_MEMORY,
+    "max_mem_limit": MIN_MEMORY,
+    "user_mem_limit": MIN_MEMORY,
+    "max_shm_size": MIN_TMPFS,
+    "max_tmpfs_size": MIN_TMPFS,
+    "max_pool_memory": 1,
+}
+_LISTS = ("allowed_images", "allowed_gpus", "allowed_networks", "allowed_mounts", "denied_env")
+_COUNTS = ("max_kernels_per_user", "user_tasks", "max_pids_limit", "max_pool_size")
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The rules; empty or zero means "no rule". ``allowed_gpus`` None: any GPU."""
+    """The rules; empty or zero means "no rule". ``allowed_gpus`` None: any GPU;
+    ``allowed_networks``/``allowed_mounts`` None: the defaults above; ``max_pool_size``
+    None: no rule (0 turns pools off)."""
 
     source: str = ""
     allowed_images: tuple[str, ...] = ()
@@ -59,23 +91,27 @@ class Policy:
     max_mem_limit: str = ""
     default_cpus: float = 0.0
     max_cpus: float = 0.0
+    max_pids_limit: int = 0
+    max_shm_size: str = ""
+    max_tmpfs_size: str = ""
+    allowed_networks: tuple[str, ...] | None = None
+    allowed_mounts: tuple[str, ...] | None = None
+    denied_env: tuple[str, ...] = ()
     max_kernels_per_user: int = 0
+    max_pool_size: int | None = None
+    max_pool_memory: str = ""
     allowed_gpus: tuple[str, ...] | None = None
     user_mem_limit: str = ""
     user_cpus: float = 0.0
     user_tasks: int = 0
 
+    @property
+    def active(self) -> bool:
+        """Is there a policy file at all (its defaults for networks and mounts apply)?"""
+        return bool(self.source)
+
     def rule(self, key: str) -> str:
         return f"{key} in {self.source}, set by your admin"
-
-
-def size_bytes(size: str) -> int:
-    """Docker-style sizes: "512m", "2g", "1024"."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", size.strip().lower())
-    if not match:
-        raise ConfigError(f"Invalid size {size!r}: use a number with k, m, g or t, e.g. '16g'.")
-    scale = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    return int(float(match.group(1)) * scale[match.group(2)])
 
 
 def load_policy(path: Path | None = None) -> Policy:
@@ -112,84 +148,77 @@ def load_policy(path: Path | None = None) -> Policy:
                 f"Rules: {', '.join(known)}."
             )
         values[key] = _typed(path, key, value)
-    policy = Policy(**values)
-    for key in ("default_mem_limit", "max_mem_limit", "user_mem_limit"):
-        if getattr(policy, key):
-            size_bytes(getattr(policy, key))  # a bad size fails here, not at every start
-    return policy
+    return Policy(**values)
 
 
 def _typed(path: Path, key: str, value: Any) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"Rule {key!r} in {path} must be {expected}, not {value!r}.")
 
-    if key in ("allowed_images", "allowed_gpus"):
+    if key in _LISTS:
         if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
             raise bad("a list of names")
-        return tuple(str(v) for v in value)
-    if key in ("default_mem_limit", "max_mem_limit", "user_mem_limit"):
+        items = tuple(str(v) for v in value)
+        if key == "allowed_mounts":
+            for item in items:
+                mount_rule(item, path)
+        return items
+    if key in _SIZES:
         if not isinstance(value, str):
             raise bad("a size such as '16g'")
+        # A bad size, or one the engine reads as none, fails here, not at every start.
+        checked_size(f"Rule {key} in {path}", value, _SIZES[key], "no limit")
         return value
-    if key in ("max_kernels_per_user", "user_tasks"):
-        if not isinstance(value, int) or value < 0:
+    if key in _COUNTS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad("a whole number")
         return value
-    if not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise bad("a number")
     return float(value)
 
 
-def apply_policy(
-    policy: Policy, config: LaunchConfig, image: str, gpus: GPURequest | None
-) -> tuple[LaunchConfig, GPURequest | None]:
-    """``config`` with the policy's defaults and caps filled in, and the GPUs narrowed to the
-    allowed ones; a rule broken is a ConfigError that names it."""
-    if policy.allowed_images and not any(fnmatch(image, p) for p in policy.allowed_images):
+def owner_name() -> str:
+    """Who starts kernels, as the passwd file says: kernels are labelled and counted by this
+    name, which no environment variable ($USER, $LOGNAME) can change."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return str(os.getuid())
+
+
+def mount_rule(item: str, path: Path | str) -> tuple[str, bool]:
+    """An ``allowed_mounts`` entry: a folder (absolute, or ``~`` for the user's home)
+    with ``:rw`` where kernels may write to it, and its folder as a real path."""
+    folder, _, mode = item.partition(":")
+    if mode not in ("", "ro", "rw") or not (folder.startswith("/") or folder.startswith("~")):
         raise ConfigError(
-            f"Image {image!r} is not allowed on this host ({policy.rule('allowed_images')}); "
-            f"allowed: {', '.join(policy.allowed_images)}."
+            f"Rule 'allowed_mounts' in {path}: {item!r} must be an absolute folder or ~ "
+            "(the user's home), with ':rw' where kernels may write, e.g. '/data' or '~:rw'."
         )
-    mem = config.mem_limit or policy.default_mem_limit
-    if policy.max_mem_limit and (not mem or size_bytes(mem) > size_bytes(policy.max_mem_limit)):
-        # No limit at all is more than any maximum: the maximum becomes the limit then.
-        if config.mem_limit:
-            raise ConfigError(
-                f"mem_limit={config.mem_limit!r} is over the maximum {policy.max_mem_limit!r} "
-                f"({policy.rule('max_mem_limit')}). Ask for less."
-            )
-        mem = policy.max_mem_limit
-    cpus = config.cpus or policy.default_cpus
-    if policy.max_cpus and (not cpus or cpus > policy.max_cpus):
-        if config.cpus:
-            raise ConfigError(
-                f"cpus={config.cpus:g} is over the maximum {policy.max_cpus:g} "
-                f"({policy.rule('max_cpus')}). Ask for less."
-            )
-        cpus = policy.max_cpus
-    if gpus is not None and policy.allowed_gpus is not None:
-        gpus = _allowed_gpus(policy, gpus)
-    return replace(config, mem_limit=mem, cpus=cpus), gpus
+    if folder.startswith("~"):
+        home = pwd.getpwuid(os.getuid()).pw_dir if _has_passwd() else "/nonexistent"
+        folder = home + folder[1:]
+    return os.path.realpath(folder), mode == "rw"
 
 
-def _allowed_gpus(policy: Policy, gpus: GPURequest) -> GPURequest:
-    allowed = policy.allowed_gpus or ()
-    rule = policy.rule("allowed_gpus")
-    if not allowed:
-        raise ConfigError(f"No GPUs may be used by kernels on this host ({rule}).")
-    if gpus.device_ids:
-        extra = sorted(set(gpus.device_ids) - set(allowed))
-        if extra:
-            raise ConfigError(
-                f"GPU {', '.join(extra)} is not yours to use here ({rule}); allowed: "
-                f"{', '.join(allowed)}. Ask for those by id (gpus='{','.join(allowed)}')."
-            )
-        return gpus
-    if gpus.count in (None, -1):  # "all" means all of the GPUs you may use
-        return GPURequest(device_ids=allowed)
-    if gpus.count > len(allowed):
-        raise ConfigError(f"gpus={gpus.count} is more than the {len(allowed)} allowed ({rule}).")
-    return GPURequest(device_ids=allowed[: gpus.count])
+def _has_passwd() -> bool:
+    try:
+        pwd.getpwuid(os.getuid())
+    except KeyError:
+        return False
+    return True
+
+
+# -- counting kernels -----------------------------------------------------------------------
+
+
+def count_kernels(runtime: ContainerRuntime, owner: str, exclude: str | None = None) -> int:
+    """``owner``'s kernel containers that hold resources, as the engine's labels say: started
+    kernels, idle pool members and handed-out ones alike (nothing the user can write in a
+    socket folder changes this)."""
+    states = runtime.list({OWNER: owner, KERNEL_ID: None})
+    return sum(1 for s in states if s.running and s.id != exclude)
 
 
 def check_kernel_count(policy: Policy, owner: str, running: int) -> None:
@@ -197,9 +226,26 @@ def check_kernel_count(policy: Policy, owner: str, running: int) -> None:
     if policy.max_kernels_per_user and running >= policy.max_kernels_per_user:
         raise ConfigError(
             f"{owner} already runs {running} container kernels, the most allowed "
-            f"({policy.rule('max_kernels_per_user')}). Shut one down first "
-            "(`%container list`, or the running-kernels panel in JupyterLab)."
+            f"({policy.rule('max_kernels_per_user')}; idle warm-pool kernels count too). "
+            "Shut one down first (`%container list`, or the running-kernels panel in "
+            "JupyterLab)."
         )
+
+
+@contextmanager
+def pool_admission(policy: Policy, runtime: ContainerRuntime, owner: str) -> Iterator[None]:
+    """Around the start of one pool member: under the user's lock, refuse it (ConfigError)
+    when ``owner`` already runs the most kernels allowed, so a pool never fills past it."""
+    if not policy.max_kernels_per_user:
+        yield
+        return
+    lock = KernelCountLock()
+    lock.acquire()
+    try:
+        check_kernel_count(policy, owner, count_kernels(runtime, owner))
+        yield
+    finally:
+        lock.release()
 
 
 class KernelCountLock:

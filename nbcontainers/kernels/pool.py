@@ -16,9 +16,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
 from ..runtimes.base import ContainerRuntime, ContainerSpec
 from .connection import PrivateDir
 from .launch import LaunchPlan
@@ -27,6 +29,7 @@ from .pooled import Pooled, discard, hand_over, pool_key, release_pooled, start_
 __all__ = ["KernelPool", "PoolRequest", "kernel_pool", "start_from_pool"]
 
 RETRY_AFTER = 60.0  # seconds a pool that failed to fill stays cold before it tries again
+RECOUNT_AFTER = 2.0  # seconds a pool held back by the user's kernel count waits to count again
 DRAIN_WAIT = 15.0  # seconds an exiting server waits for a member still starting
 
 log = logging.getLogger("nbcontainers.pool")
@@ -39,7 +42,9 @@ class PoolRequest:
     ``spec`` and ``plan`` are the cold start's; the paths of the plan's private folder in
     ``spec`` are swapped for each member's own. ``prepare`` writes a member's private files
     (pip.conf, ownership) before its container starts. ``connection`` is the start's
-    connection info as the kernel in the container reads it.
+    connection info as the kernel in the container reads it. ``admit`` is held around the
+    start of each member (the policy's kernel count, under the user's lock): a ConfigError
+    there holds the pool back until a kernel ends.
     """
 
     runtime: ContainerRuntime
@@ -49,6 +54,7 @@ class PoolRequest:
     max_memory: int  # bytes all idle members together may use; 0: no cap
     prepare: Callable[[PrivateDir], None]
     connection: Mapping[str, Any]
+    admit: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     @property
     def image_name(self) -> str:
@@ -111,6 +117,7 @@ class KernelPool:
         self._closed = False
         self._capped_said = False
         self._unmeasured_said = False
+        self._held_said = False
         self._exit_hook = False
 
     def take(self, key: str) -> Pooled | None:
@@ -243,6 +250,11 @@ class KernelPool:
                 member = _start(key, slot.recipe)
                 if not slot.measured and slot.recipe.max_memory:
                     self._measure(slot, member)
+            except ConfigError as exc:  # the user runs the most kernels allowed: wait
+                if not self._held_said:
+                    self._held_said = True
+                    log.info("nbcontainers: the kernel pool waits: %s", str(exc).split(". ")[0])
+                slot.failed_until = time.monotonic() + RECOUNT_AFTER
             except Exception as exc:  # any failure leaves starts cold, never failed
                 if not self._closed:  # else it stopped because the pool closed
                     log.warning(
@@ -283,6 +295,7 @@ def _start(key: str, request: PoolRequest) -> Pooled:
         request.image_name,
         request.connection,
         cancelled=lambda: kernel_pool().closed,
+        admit=request.admit,
     )
 
 

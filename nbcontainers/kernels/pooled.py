@@ -22,6 +22,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,9 @@ def hand_over(
 
 
 def idle_pooled(state: ContainerState) -> bool:
-    """Is this a pooled container nobody has claimed yet (as far as this user can tell)?"""
+    """Is this a pooled container nobody has claimed yet (as far as this user can tell)?
+    For display (doctor) only: a handed-out kernel can make itself look idle (its socket
+    folder is writable from inside), so kernel counts never use this."""
     if state.labels.get(ROLE) != POOL_ROLE or not state.running:
         return False
     private = state.labels.get(PRIVATE_DIR, "")
@@ -201,11 +204,13 @@ def start_member(
     image_name: str,
     connection: Mapping[str, Any],
     cancelled: Callable[[], bool] = lambda: False,
+    admit: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Pooled:
     """Start one member like the cold start ``spec`` (whose private folder is
     ``cold_private``, whose connection info as the container reads it is ``connection``)
     and wait until its launcher waits on the FIFO; ``prepare`` writes the member's private
-    files first. Once ``cancelled()`` is true (its pool closed) it is removed instead."""
+    files first. Once ``cancelled()`` is true (its pool closed) it is removed instead.
+    The container is created inside ``admit()`` (the policy's count; it may refuse)."""
     private = PrivateDir.open()
     member_id = "pool-" + uuid.uuid4().hex[:12]
     fifo = private.sockets / WAITING
@@ -229,7 +234,8 @@ def start_member(
         working_dir=None,
     )
     try:
-        cid = runtime.run(member_spec)
+        with admit():
+            cid = runtime.run(member_spec)
     except Exception:
         shutil.rmtree(private.path, ignore_errors=True)
         raise

@@ -29,7 +29,6 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
 from ..catalog import CatalogImage, load_catalog
 from ..errors import ConfigError, ContainerCrashed, RuntimeFailure, Unsupported
-from ..labels import KERNEL_ID, OWNER
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, shared_runtime
 from ..runtimes.base import ContainerSpec
 from .connection import (
@@ -48,11 +47,13 @@ from .crash import crash_report
 from .curve import ENCRYPTION_MODES, clear_keys, ensure_keys, kernel_command, wants_curve
 from .exit_cleanup import remove_when_finished_at_exit
 from .gpus import gpu_request
+from .guards import RUNTIME_ENV, refuse_env
 from .identity import Host
 from .images import MISSING_IMAGE_POLICIES, ensure_image
 from .launch import (
     CONNECTION_FILE,
     DEFAULT_ENV_ALLOWLIST,
+    DEFAULT_HOME_SIZE,
     DEFAULT_PIDS_LIMIT,
     DEFAULT_SHM_SIZE,
     HOME,
@@ -63,9 +64,18 @@ from .launch import (
     plan_launch,
 )
 from .netns import shared_netns
-from .policy import KernelCountLock, apply_policy, check_kernel_count, load_policy, size_bytes
+from .policy import (
+    KernelCountLock,
+    Policy,
+    check_kernel_count,
+    count_kernels,
+    load_policy,
+    owner_name,
+    pool_admission,
+)
+from .policy_rules import apply_policy, pool_limits
 from .pool import PoolRequest, kernel_pool, start_from_pool
-from .pooled import Pooled, idle_pooled, release_pooled
+from .pooled import Pooled, release_pooled
 
 __all__ = ["ContainerProvisioner"]
 
@@ -102,6 +112,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         DEFAULT_SHM_SIZE,
         config=True,
         help="Size of /dev/shm; Docker's 64 MB default breaks PyTorch DataLoaders.",
+    )
+    home_size = Unicode(
+        DEFAULT_HOME_SIZE,
+        config=True,
+        help="Size of the kernel's HOME, a tmpfs (it holds ~/.local, pip's user installs).",
     )
     pids_limit = Integer(
         DEFAULT_PIDS_LIMIT, config=True, help="Maximum number of processes in the container."
@@ -226,6 +241,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._cached_ports: list[int] = []
         self._node = ""  # the cluster node the kernel ran on: a restart goes back there
         self._pooled: Pooled | None = None  # the pooled container this kernel took
+        # The admin's policy and the settings it allowed, decided in pre_launch before any
+        # image is built or pulled, and used as they are by launch_kernel.
+        self._policy = Policy()
+        self._checked: tuple[LaunchConfig, GPURequest | None] | None = None
 
     @property
     def runtime(self) -> ContainerRuntime:
@@ -278,15 +297,39 @@ class ContainerProvisioner(KernelProvisionerBase):
             hand_to_user(plan.private_dir, plan.user)
 
     def _from_pool(self, plan: LaunchPlan, spec: ContainerSpec, host: Host) -> Pooled | None:
-        """Take a pooled container for this start (None: start cold); keep the pool full."""
+        """Take a pooled container for this start (None: start cold); keep the pool full,
+        each new member admitted by the policy's kernel count."""
 
         def prepare(private: PrivateDir) -> None:
             self._write_private_files(replace(plan, private_dir=private), host)
 
-        cap = size_bytes(self.pool_max_memory) if self.pool_max_memory else 0
+        policy, runtime = self._policy, self.runtime
+        size, cap = pool_limits(policy, self.pool_size, self.pool_max_memory)
         inside = connection_for_container(self.connection_info, "ipc", plan.network or "")
-        pool = PoolRequest(self.runtime, spec, plan, self.pool_size, cap, prepare, inside)
+        pool = PoolRequest(
+            runtime,
+            spec,
+            plan,
+            size,
+            cap,
+            prepare,
+            inside,
+            admit=lambda: pool_admission(policy, runtime, host.owner),
+        )
         return start_from_pool(pool)
+
+    def _check_policy(self) -> None:
+        """The admin's policy on this start's resolved settings (and the checks that hold
+        without one): before any image is built or pulled, so a refused kernel costs
+        nothing."""
+        self._policy = load_policy()
+        self._checked = apply_policy(
+            self._policy, self._remote_config(), self.catalog_image, self.gpu_request
+        )
+        spec_env = getattr(self.kernel_spec, "env", None) or {}
+        refuse_env(spec_env, (*RUNTIME_ENV, *self._policy.denied_env), "the kernelspec's env")
+        if self.pool_size > 0:
+            pool_limits(self._policy, self.pool_size, self.pool_max_memory)
 
     async def _ensure_image(self) -> None:
         self._image_checked = True
@@ -311,6 +354,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         remote = (await _blocking(self._engine_facts)).remote
         # GPU first: "this host has no GPU, use X" helps more than "image missing".
         self.gpu_request = await _blocking(gpu_request, img, self.gpus, None, remote)
+        await _blocking(self._check_policy)
         # A ready pooled member of this image means the engine has it: the warm path saves
         # that round trip; launch_kernel checks after all when no member is handed out.
         self._image_checked = not (self.pool_size > 0 and kernel_pool().has_ready(img.ref))
@@ -351,7 +395,8 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         assert self.private_dir is not None  # pre_launch made it
-        host = Host.current()
+        # Labelled, and counted, by the passwd name: $USER can't move kernels out of the count.
+        host = replace(Host.current(), owner=owner_name())
         kernel = KernelStart(
             kernel_id=str(self.kernel_id),
             command=tuple(cmd),
@@ -364,21 +409,27 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         count_lock = KernelCountLock()
         try:
-            # The admin's rules win over user and kernelspec settings (kernels/policy.py).
-            policy = load_policy()
-            config, gpus = apply_policy(
-                policy, self._remote_config(), self.catalog_image.name, self.gpu_request
-            )
+            # The admin's rules win over user and kernelspec settings (kernels/policy.py),
+            # as pre_launch checked them.
+            if self._checked is None:
+                await _blocking(self._check_policy)
+            assert self._checked is not None
+            policy, (config, gpus) = self._policy, self._checked
+            running = 0
             if policy.max_kernels_per_user:
                 await _blocking(count_lock.acquire)  # held until the container runs
-                running = await _blocking(self.runtime.list, {OWNER: host.owner, KERNEL_ID: None})
-                mine = [
-                    s
-                    for s in running
-                    if s.running and s.id != self.container_id and not idle_pooled(s)
-                ]
-                check_kernel_count(policy, host.owner, len(mine))
-            plan = plan_launch(config, kernel, self.catalog_image, self._engine_facts(), host, gpus)
+                running = await _blocking(
+                    count_kernels, self.runtime, host.owner, self.container_id
+                )
+            plan = plan_launch(
+                config,
+                kernel,
+                self.catalog_image,
+                self._engine_facts(),
+                host,
+                gpus,
+                refused_env=policy.denied_env,
+            )
             for note in plan.notes:
                 self.log.warning("%s", note)
             self._write_private_files(plan, host)
@@ -398,8 +449,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             if self.pool_size > 0 and self._transport() == "ipc":  # never for cluster kernels
                 self._pooled = await _blocking(self._from_pool, plan, spec, host)
             if self._pooled is not None:
+                # A pooled kernel was counted while idle: taking it adds no container.
                 self.container_id = self._pooled.container_id
             else:
+                check_kernel_count(policy, host.owner, running)
                 if not self._image_checked:
                     await self._ensure_image()
                 self.container_id = await _blocking(self.runtime.run, spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,13 @@ from nbcontainers.catalog import load_catalog
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels import policy as policy_module
 from nbcontainers.kernels.launch import LaunchConfig
-from nbcontainers.kernels.policy import Policy, apply_policy, load_policy
+from nbcontainers.kernels.policy import Policy, load_policy
+from nbcontainers.kernels.policy_rules import apply_policy
 from nbcontainers.kernels.provisioner import ContainerProvisioner
 from nbcontainers.runtimes.base import GPURequest
 from nbcontainers.runtimes.fake import FakeRuntime
+
+CATALOG = load_catalog(include_user=False)
 
 
 def _write(tmp_path: Path, rules: Any, mode: int = 0o644) -> Path:
@@ -26,6 +30,13 @@ def _write(tmp_path: Path, rules: Any, mode: int = 0o644) -> Path:
     path.write_text(json.dumps(rules))
     path.chmod(mode)
     return path
+
+
+def _image(name: str) -> Any:
+    """A catalog image by name; a made-up name is an image of the user's own."""
+    if name in CATALOG:
+        return CATALOG[name]
+    return replace(CATALOG["python"], name=name, ref=f"me/{name}:1", user_defined=True)
 
 
 def test_no_file_no_rules(tmp_path: Path) -> None:
@@ -59,35 +70,39 @@ def test_images_defaults_and_maxima(tmp_path: Path) -> None:
         "max_cpus": 8,
     }
     policy = load_policy(_write(tmp_path, rules))
-    config, _ = apply_policy(policy, LaunchConfig(), "pytorch-cpu", None)
+    config, _ = apply_policy(policy, LaunchConfig(), _image("pytorch-cpu"), None)
     assert (config.mem_limit, config.cpus) == ("8g", 2.0)  # defaults fill what nobody set
-    config, _ = apply_policy(policy, LaunchConfig(mem_limit="16g", cpus=4), "python", None)
+    config, _ = apply_policy(policy, LaunchConfig(mem_limit="16g", cpus=4), _image("python"), None)
     assert (config.mem_limit, config.cpus) == ("16g", 4.0)  # within the maxima: as asked
-    with pytest.raises(ConfigError, match=r"'dev' is not allowed.*allowed_images in .*policy"):
-        apply_policy(policy, LaunchConfig(), "dev", None)
+    with pytest.raises(
+        ConfigError, match=r"'dev' \(me/dev:1\) is not allowed.*allowed_images in .*policy"
+    ):
+        apply_policy(policy, LaunchConfig(), _image("dev"), None)
     with pytest.raises(ConfigError, match=r"mem_limit='64g' is over the maximum '32g'"):
-        apply_policy(policy, LaunchConfig(mem_limit="64g"), "python", None)
+        apply_policy(policy, LaunchConfig(mem_limit="64g"), _image("python"), None)
     with pytest.raises(ConfigError, match=r"cpus=16 is over the maximum 8 \(max_cpus in "):
-        apply_policy(policy, LaunchConfig(cpus=16), "python", None)
+        apply_policy(policy, LaunchConfig(cpus=16), _image("python"), None)
     capped = load_policy(_write(tmp_path, {"max_mem_limit": "4g", "max_cpus": 1}))
-    config, _ = apply_policy(capped, LaunchConfig(), "python", None)
+    config, _ = apply_policy(capped, LaunchConfig(), _image("python"), None)
     assert (config.mem_limit, config.cpus) == ("4g", 1.0)  # no limit is over any maximum
 
 
 def test_gpus_are_narrowed_to_the_allowed_ones(tmp_path: Path) -> None:
     policy = load_policy(_write(tmp_path, {"allowed_gpus": ["2", "3"]}))
-    _, gpus = apply_policy(policy, LaunchConfig(), "pytorch-gpu", GPURequest(count=-1))
+    _, gpus = apply_policy(policy, LaunchConfig(), _image("pytorch-gpu"), GPURequest(count=-1))
     assert gpus == GPURequest(device_ids=("2", "3"))  # "all" is all of yours
-    _, gpus = apply_policy(policy, LaunchConfig(), "pytorch-gpu", GPURequest(count=1))
+    _, gpus = apply_policy(policy, LaunchConfig(), _image("pytorch-gpu"), GPURequest(count=1))
     assert gpus == GPURequest(device_ids=("2",))
     with pytest.raises(ConfigError, match=r"GPU 0 is not yours to use here"):
-        apply_policy(policy, LaunchConfig(), "pytorch-gpu", GPURequest(device_ids=("0", "2")))
+        apply_policy(
+            policy, LaunchConfig(), _image("pytorch-gpu"), GPURequest(device_ids=("0", "2"))
+        )
     with pytest.raises(ConfigError, match=r"gpus=3 is more than the 2 allowed"):
-        apply_policy(policy, LaunchConfig(), "pytorch-gpu", GPURequest(count=3))
+        apply_policy(policy, LaunchConfig(), _image("pytorch-gpu"), GPURequest(count=3))
     none = load_policy(_write(tmp_path, {"allowed_gpus": []}))
     with pytest.raises(ConfigError, match="No GPUs may be used"):
-        apply_policy(none, LaunchConfig(), "pytorch-gpu", GPURequest(count=-1))
-    assert apply_policy(none, LaunchConfig(), "python", None)[1] is None
+        apply_policy(none, LaunchConfig(), _image("pytorch-gpu"), GPURequest(count=-1))
+    assert apply_policy(none, LaunchConfig(), _image("python"), None)[1] is None
 
 
 def _start(kernel_id: str, fake: FakeRuntime, cwd: Path, **config: Any) -> ContainerProvisioner:
