@@ -1,9 +1,9 @@
 """The cluster objects the Kubernetes runtime needs: a kernel namespace per user or per team
 (Pod Security ``restricted`` enforced, a ResourceQuota and a LimitRange), in it the Role with
 only the verbs the runtime calls (``runtimes.k8s_names.ROLE_RULES``) bound to that tenant's
-notebook ServiceAccount, and NetworkPolicies that shut every kernel pod's ports until its own
-policy (made by the runtime with the pod) lets the owning notebook pod in and keep kernels'
-connections to DNS and public addresses. In the hub's namespace: the ServiceAccounts only,
+notebook ServiceAccount, and NetworkPolicies that let only that tenant's notebook pods reach
+its kernel pods and keep kernels' connections to DNS and public addresses; users may make
+no NetworkPolicy of their own there. In the hub's namespace: the ServiceAccounts only,
 with no rights there at all. The Zero to JupyterHub values live in ``values.py``.
 
 Plain dicts, in the API's own field names; ``kubectl apply -f`` and ``helm upgrade -f`` take
@@ -28,6 +28,7 @@ from ..runtimes.k8s_names import (
     ROLE,
     ROLE_RULES,
     SERVICE_ACCOUNT,
+    TENANT_LABEL,
 )
 from .tenants import Tenant, tenants
 
@@ -185,10 +186,9 @@ def _limits(tenant: Tenant, quota: Quota) -> list[dict[str, Any]]:
         "requests.memory": quota.memory,
         "limits.memory": quota.memory,
         f"requests.{GPU_RESOURCE}": str(quota.gpus),
-        # Each kernel makes one Secret and one NetworkPolicy; a cap keeps a user from filling
-        # the cluster's store with them. Nothing else may be made here.
+        # Each kernel makes one Secret; a cap keeps a user from filling the cluster's store
+        # with them. No Service or volume claim may be made here.
         "count/secrets": str(quota.pods * 2),
-        "count/networkpolicies.networking.k8s.io": str(quota.pods + 4),
         "services": "0",
         "persistentvolumeclaims": "0",
     }
@@ -222,6 +222,7 @@ def _rbac(tenant: Tenant, options: ManifestOptions) -> list[dict[str, Any]]:
     rules = [
         {"apiGroups": [rule.api_group], "resources": [rule.resource], "verbs": list(rule.verbs)}
         for rule in ROLE_RULES
+        if not rule.pod_policy  # the namespace's policies are the admin's (below)
     ]
     return [
         {
@@ -244,19 +245,30 @@ def _rbac(tenant: Tenant, options: ManifestOptions) -> list[dict[str, Any]]:
     ]
 
 
-def _policies(tenant: Tenant) -> list[dict[str, Any]]:
+def _policies(tenant: Tenant, hub_namespace: str) -> list[dict[str, Any]]:
     kernels = {"matchLabels": {COMPONENT: KERNEL_COMPONENT}}
     return [
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": _meta("nbc-kernels-deny-ingress", tenant.namespace),
+            "metadata": _meta("nbc-kernels-ingress", tenant.namespace),
             "spec": {
-                # Every kernel pod: nothing may connect unless the pod's own policy (the
-                # runtime makes one per kernel) lets its notebook pod reach its ports.
+                # Every kernel pod: only this tenant's notebook pods may connect, in the hub's
+                # namespace, labelled by the hub's hook (users can't label pods there).
                 "podSelector": kernels,
                 "policyTypes": ["Ingress"],
-                "ingress": [],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": hub_namespace}
+                                },
+                                "podSelector": {"matchLabels": {TENANT_LABEL: tenant.namespace}},
+                            }
+                        ]
+                    }
+                ],
             },
         },
         {
@@ -299,7 +311,7 @@ def cluster_objects(options: ManifestOptions) -> list[dict[str, Any]]:
         objects.append(_namespace(tenant, options))
         objects.extend(_limits(tenant, options.quota))
         objects.extend(_rbac(tenant, options))
-        objects.extend(_policies(tenant))
+        objects.extend(_policies(tenant, options.namespace))
     return objects
 
 

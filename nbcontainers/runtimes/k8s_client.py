@@ -75,8 +75,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[PodSettings
         if env.get("NBC_K8S_POD_TEMPLATE")
         else {},
         owner_namespace=env.get("NBC_K8S_OWNER_NAMESPACE", "") or own,
+        pod_policies=_policy_mode(env.get("NBC_K8S_NETWORK_POLICY", "pod")),
     )
     return settings, timeout
+
+
+def _policy_mode(value: str) -> bool:
+    if value not in ("pod", "namespace"):
+        raise ConfigError(
+            f"NBC_K8S_NETWORK_POLICY={value!r}: use 'pod' (a NetworkPolicy per kernel) or "
+            "'namespace' (the kernel namespace's own policy, from `nbcontainers k8s manifests`)."
+        )
+    return value == "pod"
 
 
 @dataclass(frozen=True)
@@ -195,7 +205,9 @@ def _reason(exc: Any) -> str:
         return str(exc.reason)
 
 
-def check_role(authorization: Any, endpoint: str, namespace: str) -> None:
+def check_role(
+    authorization: Any, endpoint: str, namespace: str, pod_policies: bool = True
+) -> None:
     """Refuse, naming what is missing, when the service account lacks a verb the runtime
     calls (a SelfSubjectRulesReview, which every account may ask for); skipped where the
     cluster won't answer it or says its answer is incomplete (a webhook authorizer)."""
@@ -210,7 +222,8 @@ def check_role(authorization: Any, endpoint: str, namespace: str) -> None:
             if exc.status in (403, 404):  # not allowed to ask: the first real call will say
                 return
             raise
-    missing = missing_verbs(status.resource_rules or ()) if not status.incomplete else []
+    rules = status.resource_rules or ()
+    missing = missing_verbs(rules, pod_policies) if not status.incomplete else []
     if missing:
         raise RuntimeFailure(
             f"The notebook server's service account may not {', '.join(missing)} in namespace "

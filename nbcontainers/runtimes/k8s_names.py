@@ -19,6 +19,7 @@ __all__ = [
     "ROLE",
     "ROLE_RULES",
     "SERVICE_ACCOUNT",
+    "TENANT_LABEL",
     "Rule",
 ]
 
@@ -35,6 +36,9 @@ SERVICE_ACCOUNT = "nbc-notebook"  # the notebook pods' accounts: this, "-", the 
 # On every kernel namespace: what the notebook pods' egress policy selects.
 KERNEL_NAMESPACE_LABEL = "nbcontainers.io/kernels"
 PSS_LABEL = "pod-security.kubernetes.io/"  # + enforce, audit, warn (and -version)
+# On each notebook pod (set by the hub's hook, which users can't change): the kernel
+# namespace it may reach, which that namespace's ingress policy selects.
+TENANT_LABEL = "nbcontainers.io/kernel-namespace"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class Rule:
     resource: str
     verbs: tuple[str, ...]
     why: str
+    # Needed only where each kernel gets its own NetworkPolicy (NBC_K8S_NETWORK_POLICY=pod);
+    # a kernel namespace's policies are the admin's, and its users may not make their own
+    # (an egress policy of a user's would open the cluster's network to their kernels).
+    pod_policy: bool = False
 
 
 # Only what KubernetesRuntime calls, and only in the kernel namespace of the notebook's user
@@ -61,5 +69,11 @@ ROLE_RULES = (
     Rule("", "pods/exec", ("create", "get"), "signal (SIGINT, the interrupt fallback) and exec"),
     Rule("", "events", ("list", "watch"), "why a pod does not start (scheduling, mounts)"),
     Rule("", "secrets", ("create",), "each kernel's connection file"),
-    Rule("networking.k8s.io", "networkpolicies", ("create",), "each kernel's ingress policy"),
+    Rule(
+        "networking.k8s.io",
+        "networkpolicies",
+        ("create",),
+        "each kernel's ingress policy",
+        pod_policy=True,
+    ),
 )

@@ -63,6 +63,9 @@ class PodSettings:
     # The notebook pod's namespace, when kernels run in another (their own, per user or
     # team): their policies then let that namespace's owner pod in, and no other.
     owner_namespace: str = ""
+    # A NetworkPolicy per kernel pod ("pod", when kernels share the notebook's namespace),
+    # or none: the kernel namespace's own policy admits its tenant's notebook pods.
+    pod_policies: bool = True
 
 
 def pod_name(name: str) -> str:

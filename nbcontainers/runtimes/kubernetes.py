@@ -7,7 +7,8 @@ go to the kernel namespace of the server's user or team, where that account has 
 rights. Settings come from the environment (the hub's hook sets the first three), read when
 the runtime is made: ``NBC_K8S_NAMESPACE`` (the kernel namespace; default: the pod's own
 namespace), ``NBC_K8S_OWNER_NAMESPACE`` (the notebook pod's; default: the pod's own),
-``NBC_K8S_OWNER_SELECTOR`` and ``NBC_K8S_NODE_SELECTOR``
+``NBC_K8S_OWNER_SELECTOR``, ``NBC_K8S_NETWORK_POLICY`` (``pod``: a NetworkPolicy per kernel,
+the default; ``namespace``: the kernel namespace's own) and ``NBC_K8S_NODE_SELECTOR``
 (``key=value,...``), ``NBC_K8S_IMAGE_PULL_SECRET`` (names, comma-separated),
 ``NBC_K8S_POD_TEMPLATE`` (a Pod manifest kernel pods start from),
 ``NBC_K8S_START_TIMEOUT`` (seconds, default 600). Images are built elsewhere and pulled by
@@ -165,7 +166,9 @@ class KubernetesRuntime(ClusterImages):
         apis = self.apis
         with self._translate("get", "version"):
             info = apis.version.get_code()
-        check_role(apis.authorization, apis.endpoint, self.settings.namespace)
+        check_role(
+            apis.authorization, apis.endpoint, self.settings.namespace, self.settings.pod_policies
+        )
         return EngineFacts(
             name="kubernetes",
             version=str(info.git_version),
@@ -194,7 +197,7 @@ class KubernetesRuntime(ClusterImages):
         refuse_unenforceable(spec, LIMITS, self.engine_label)
         name = pod_name(spec.name) if spec.name else f"nbc-{os.urandom(4).hex()}"
         pod, contents = pod_for(spec, name, self.settings)
-        owner = self._owner_selector()
+        owner = self._owner_selector() if self.settings.pod_policies else {}
         ns = self.settings.namespace
         with self._translate("create", "pods", name):
             created = self.apis.core.create_namespaced_pod(ns, pod)
@@ -204,11 +207,13 @@ class KubernetesRuntime(ClusterImages):
             if contents:
                 with self._translate("create", "secrets", f"{name}-files"):
                     self.apis.core.create_namespaced_secret(ns, files_secret(created, contents))
-            with self._translate("create", "networkpolicies", name):
-                self.apis.networking.create_namespaced_network_policy(
-                    ns,
-                    kernel_policy(created, list(spec.ports), owner, self.settings.owner_namespace),
-                )
+            # In a kernel namespace the admin's policy admits the tenant's notebook pods.
+            if self.settings.pod_policies:
+                with self._translate("create", "networkpolicies", name):
+                    policy = kernel_policy(
+                        created, list(spec.ports), owner, self.settings.owner_namespace
+                    )
+                    self.apis.networking.create_namespaced_network_policy(ns, policy)
             self._wait_started(name)
         except BaseException:
             # Nothing is left behind on failure; a failed clean-up must not hide the reason.

@@ -64,11 +64,18 @@ def test_the_role_is_namespaced_and_minimal() -> None:
     assert binding["metadata"]["namespace"] == "nbc-alice"
     verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
     assert verbs == {
-        ("pods", "create"), ("pods", "get"), ("pods", "list"), ("pods", "watch"),
-        ("pods", "delete"), ("pods/log", "get"), ("pods/exec", "create"), ("pods/exec", "get"),
-        ("events", "list"), ("events", "watch"), ("secrets", "create"),
-        ("networkpolicies", "create"),
-    }  # fmt: skip
+        ("pods", "create"),
+        ("pods", "get"),
+        ("pods", "list"),
+        ("pods", "watch"),
+        ("pods", "delete"),
+        ("pods/log", "get"),
+        ("pods/exec", "create"),
+        ("pods/exec", "get"),
+        ("events", "list"),
+        ("events", "watch"),
+        ("secrets", "create"),
+    }  # fmt: skip  (no networkpolicies: a user's own egress policy would open the network)
     text = json.dumps(cluster_objects(OPTIONS))
     assert "*" not in text and "cluster-admin" not in text and "ClusterRole" not in text
     assert binding["roleRef"] == {
@@ -86,15 +93,27 @@ def test_the_role_is_namespaced_and_minimal() -> None:
     assert in_hub == ["ServiceAccount"]
 
 
-def test_the_role_grants_every_call_the_runtime_makes(tmp_path: Path) -> None:
-    """A cluster that allows only the Role's verbs runs a kernel's whole life."""
-    allowed = {(r.resource, v) for r in ROLE_RULES for v in r.verbs}
+@pytest.mark.parametrize("mode", ["namespace", "pod"])
+def test_the_role_grants_every_call_the_runtime_makes(tmp_path: Path, mode: str) -> None:
+    """A cluster that allows only the Role's verbs runs a kernel's whole life: the generated
+    Role, with the runtime as the hub's hook sets it up (NBC_K8S_NETWORK_POLICY=namespace),
+    or every rule of ROLE_RULES where each kernel gets its own policy."""
+    from nbcontainers.runtimes.k8s_pods import PodSettings
+
+    if mode == "namespace":
+        [role] = of_kind("Role")
+        allowed = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
+    else:
+        allowed = {(r.resource, v) for r in ROLE_RULES for v in r.verbs}
     cluster = FakeCluster(images=("img:1",))
     every = {(verb, res) for res in ("pods", "pods/log", "pods/exec", "events", "secrets",
              "networkpolicies") for verb in ("create", "get", "list", "watch", "delete",
              "update", "patch")}  # fmt: skip
     cluster.forbidden = {(verb, res) for verb, res in every if (res, verb) not in allowed}
-    runtime = runtime_for(cluster)
+    owner = {"component": "singleuser-server"}
+    settings = PodSettings(namespace="nbc", owner_selector=owner, pod_policies=mode == "pod")
+    runtime = runtime_for(cluster, settings=settings)
+    assert runtime.ping().name == "kubernetes"  # the rules review finds nothing missing
     from nbcontainers.runtimes.base import ContainerSpec, Mount
 
     conn = tmp_path / "kernel.json"
@@ -106,16 +125,30 @@ def test_the_role_grants_every_call_the_runtime_makes(tmp_path: Path) -> None:
     runtime.list({})
     cluster.exit(name, 0)
     assert runtime.wait(name, 5) == 0
+    assert len(cluster.policies) == (mode == "pod")
     runtime.remove(name)
 
 
-def test_default_deny_covers_every_kernel_pod() -> None:
+def test_only_the_tenants_notebook_pods_reach_its_kernels() -> None:
     policy = of_kind("NetworkPolicy")[0]
     assert policy["metadata"]["namespace"] == "nbc-alice"
     assert policy["spec"] == {
         "podSelector": {"matchLabels": {"app.kubernetes.io/component": "nbc-kernel"}},
         "policyTypes": ["Ingress"],
-        "ingress": [],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "jhub"}
+                        },
+                        "podSelector": {
+                            "matchLabels": {"nbcontainers.io/kernel-namespace": "nbc-alice"}
+                        },
+                    }
+                ]
+            }
+        ],
     }
 
 
@@ -284,16 +317,17 @@ def test_the_hub_hook_gives_each_listed_user_their_account_only() -> None:
     env = {e.name: e.value for e in pod.spec.containers[1].env}
     assert env == {
         "NBC_K8S_NAMESPACE": "nbc-alice",  # its own value wins over one already there
-        "NBC_K8S_OWNER_NAMESPACE": "jhub",
-        "NBC_K8S_OWNER_SELECTOR": "component=singleuser-server,hub.jupyter.org/username=x,"
-        "hub.jupyter.org/servername=",
+        "NBC_K8S_NETWORK_POLICY": "namespace",
     }
+    assert pod.metadata.labels["nbcontainers.io/kernel-namespace"] == "nbc-alice"
+    assert pod.metadata.labels["other"] == "y"
     assert pod.spec.containers[0].env is None  # the sidecar is left alone
     # A user not listed: no account, no token, nothing of ours.
     stranger = run_hook(values, "mallory")
     assert stranger.spec.service_account_name is None
     assert stranger.spec.automount_service_account_token is False
     assert [e.name for e in stranger.spec.containers[1].env] == ["A"]
+    assert "nbcontainers.io/kernel-namespace" not in stranger.metadata.labels
 
 
 def test_a_user_name_cannot_inject_code_into_the_hub() -> None:

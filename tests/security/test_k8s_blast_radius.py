@@ -90,6 +90,7 @@ def notebook_pod(values: dict[str, Any], user: str) -> dict[str, Any]:
     return {
         "account": pod.spec.service_account_name if token else None,
         "env": {e.name: e.value for e in pod.spec.containers[0].env},
+        "labels": dict(pod.metadata.labels or {}),
     }
 
 
@@ -148,6 +149,8 @@ def test_no_user_account_reads_secrets_or_grants_rights(
                 assert not reach.can(verb, "secrets", ns), f"{user} may {verb} secrets in {ns}"
             for resource in ("rolebindings", "roles", "clusterrolebindings"):
                 assert not reach.can("create", resource, ns, "rbac.authorization.k8s.io")
+            # A NetworkPolicy of its own would open its kernels' egress to the cluster.
+            assert not reach.can("create", "networkpolicies", ns, "networking.k8s.io")
             assert not reach.can("create", "serviceaccounts/token", ns)
             assert not reach.can("impersonate", "serviceaccounts", ns)
         # What its own kernel namespace lets it become: accounts with no rights at all.
@@ -194,40 +197,88 @@ def test_kernel_namespaces_refuse_privileged_and_host_pods(
                 assert admission(labels, pod), f"{ns} admits a {what} pod"
 
 
-def test_the_runtime_starts_kernels_in_the_users_namespace_only(tmp_path: Any) -> None:
+def test_the_runtime_starts_kernels_in_the_users_namespace_only() -> None:
     """With the environment the hub's hook gives alice's notebook pod, kernel pods go to
-    alice's kernel namespace (a cluster that allows only that namespace, and enforces
-    ``restricted`` there, runs them), and their policy lets in only alice's notebook pod
-    from the hub's namespace."""
+    alice's kernel namespace (a cluster that allows only that namespace and only the
+    generated Role's verbs, and enforces ``restricted`` there, runs them), and it makes no
+    NetworkPolicy (the Role has no such verb)."""
     from nbcontainers.runtimes.base import ContainerSpec
     from nbcontainers.runtimes.k8s_client import settings_from_env
     from tests.k8s.fake_api import FakeCluster, runtime_for
 
     _, values = generated(per="user", users=USERS)
     env = notebook_pod(values, "alice")["env"]
-    assert env["NBC_K8S_NAMESPACE"] == "nbc-alice" and env["NBC_K8S_OWNER_NAMESPACE"] == HUB
+    assert env["NBC_K8S_NAMESPACE"] == "nbc-alice"
     settings, _ = settings_from_env(env)
     cluster = FakeCluster(images=("img:1",), namespace="nbc-alice")
+    cluster.forbidden.add(("create", "networkpolicies"))
     runtime = runtime_for(cluster, settings=settings)
     spec = ContainerSpec(
         "img:1", ("sleep", "60"), name="nbc-k1", user="1000:100", ports={5001: ("", 1)}
     )
     name = runtime.run(spec)
-    pod = cluster.pods[name]
-    assert pod.metadata.namespace == "nbc-alice"
-    [rule] = cluster.policies[name].spec.ingress
-    [peer] = rule._from
-    assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": HUB}
-    assert peer.pod_selector.match_labels == {
-        "component": "singleuser-server",
-        "hub.jupyter.org/username": "alice",
-    }
+    assert cluster.pods[name].metadata.namespace == "nbc-alice"
+    assert cluster.policies == {}
     runtime.remove(name)
     # Bob's namespace refuses alice's account, as RBAC would.
     bob = FakeCluster(images=("img:1",), namespace="nbc-bob")
     with pytest.raises(Exception, match="403 Forbidden"):
         runtime_for(bob, settings=settings).run(spec)
     assert bob.pods == {}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def reaches(
+    objects: list[dict[str, Any]],
+    source: tuple[str, dict[str, str]],
+    target: tuple[str, dict[str, str]],
+) -> bool:
+    """Whether NetworkPolicy ingress lets a pod (namespace, labels) connect to another: a
+    pod no policy selects is open; else some rule of a selecting policy must admit it."""
+    (src_ns, src_labels), (dst_ns, dst_labels) = source, target
+    selecting = [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and o["metadata"]["namespace"] == dst_ns
+        and "Ingress" in o["spec"]["policyTypes"]
+        and _selects(o["spec"]["podSelector"], dst_labels)
+    ]
+    if not selecting:
+        return True
+    src_ns_labels = {"kubernetes.io/metadata.name": src_ns}
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or ():
+            for peer in rule.get("from") or [{}]:
+                in_ns = (
+                    _selects(peer["namespaceSelector"], src_ns_labels)
+                    if "namespaceSelector" in peer
+                    else src_ns == dst_ns
+                )
+                if in_ns and _selects(peer.get("podSelector") or {}, src_labels):
+                    return True
+    return False
+
+
+def test_only_the_users_own_notebook_pods_reach_their_kernels(
+    deployment: tuple[Cluster, dict[str, Any]],
+) -> None:
+    """Network: a kernel pod admits its tenant's notebook pods, labelled by the hub's hook,
+    and nothing a user can make: another user's notebook pod, or a pod in a kernel namespace
+    carrying the label that the hook gives notebook pods."""
+    cluster, values = deployment
+    objects = list(cluster.objects)
+    alice_ns, other = kernel_namespace(values, "alice"), STRANGER[values["per"]]
+    kernel = (alice_ns, {"app.kubernetes.io/component": "nbc-kernel"})
+    assert reaches(objects, (HUB, notebook_pod(values, "alice")["labels"]), kernel)
+    assert not reaches(objects, (HUB, notebook_pod(values, other)["labels"]), kernel)
+    forged = {"nbcontainers.io/kernel-namespace": alice_ns, "component": "singleuser-server"}
+    for ns in (alice_ns, kernel_namespace(values, other)):
+        assert not reaches(objects, (ns, forged), kernel), f"a pod in {ns} reaches alice's kernel"
+    assert not reaches(objects, ("elsewhere", forged), kernel)
 
 
 @pytest.mark.parametrize(
