@@ -309,6 +309,16 @@ def cluster_objects(options: ManifestOptions) -> list[dict[str, Any]]:
             }
         )
         objects.append(_namespace(tenant, options))
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                # The namespace's own "default": pods a user makes there get no token (it has
+                # no rights either; this is depth, not the boundary).
+                "metadata": _meta("default", tenant.namespace),
+                "automountServiceAccountToken": False,
+            }
+        )
         objects.extend(_limits(tenant, options.quota))
         objects.extend(_rbac(tenant, options))
         objects.extend(_policies(tenant, options.namespace))

@@ -27,6 +27,7 @@ OPTIONS = ManifestOptions(namespace="jhub", api_server_cidr="10.96.0.1", users=(
 KINDS = [
     "ServiceAccount",
     "Namespace",
+    "ServiceAccount",
     "ResourceQuota",
     "LimitRange",
     "Role",
@@ -348,3 +349,20 @@ def test_team_members_share_their_teams_account() -> None:
     [binding] = of_kind("RoleBinding", options)
     assert binding["metadata"]["namespace"] == "nbc-ml"
     assert binding["subjects"][0]["name"] == "nbc-notebook-ml"
+
+
+def test_the_shipped_example_is_current_and_valid() -> None:
+    """examples/k8s is what the command writes now, and every object validates."""
+    folder = Path(__file__).parents[2] / "examples" / "k8s"
+    options = ManifestOptions(
+        namespace="jhub",
+        per="team",
+        teams={"ml": ("alice", "bob"), "vision": ("carol",)},
+        api_server_cidr="10.96.0.1",
+    )
+    documents = list(yaml.safe_load_all((folder / "nbcontainers.yaml").read_text()))
+    assert documents == cluster_objects(options), "regenerate examples/k8s (see its README)"
+    assert yaml.safe_load((folder / "z2jh-values.yaml").read_text()) == z2jh_values(options)
+    for version in VERSIONS:
+        for obj in documents:
+            kubernetes_validate.validate(obj, version, strict=True)
