@@ -60,11 +60,9 @@ class PodSettings:
     image_pull_policy: str = "IfNotPresent"
     owner_selector: Mapping[str, str] = field(default_factory=dict)  # the notebook pod
     template: Mapping[str, Any] = field(default_factory=dict)  # a Pod manifest to start from
-    # The notebook pod's namespace, when kernels run in another (their own, per user or
-    # team): their policies then let that namespace's owner pod in, and no other.
-    owner_namespace: str = ""
-    # A NetworkPolicy per kernel pod ("pod", when kernels share the notebook's namespace),
-    # or none: the kernel namespace's own policy admits its tenant's notebook pods.
+    owner_namespace: str = ""  # the notebook pod's, where its kernels run in another
+    # A NetworkPolicy per kernel pod, or none: the kernel namespace's own policy admits its
+    # tenant's notebook pods (NBC_K8S_NETWORK_POLICY=namespace).
     pod_policies: bool = True
 
 
@@ -357,21 +355,15 @@ def files_secret(pod: Any, contents: Mapping[str, bytes]) -> Any:
 def kernel_policy(
     pod: Any, ports: Sequence[int], owner: Mapping[str, str], owner_namespace: str = ""
 ) -> Any:
-    """A NetworkPolicy that lets only the owning notebook pod reach the kernel's ports: in
-    ``owner_namespace`` when the kernel runs in a namespace of its own (a pod selector alone
-    would select pods of the kernel's namespace)."""
+    """A NetworkPolicy that lets only the owning notebook pod (in ``owner_namespace`` when
+    that is not the kernel's) reach the kernel's ports."""
     from kubernetes import client as k
 
     selector = {COMPONENT: KERNEL_COMPONENT, POD_LABEL: pod.metadata.name}
-    elsewhere = owner_namespace and owner_namespace != pod.metadata.namespace
-    peer = k.V1NetworkPolicyPeer(
-        pod_selector=k.V1LabelSelector(match_labels=dict(owner)),
-        namespace_selector=k.V1LabelSelector(
-            match_labels={"kubernetes.io/metadata.name": owner_namespace}
-        )
-        if elsewhere
-        else None,
-    )
+    peer = k.V1NetworkPolicyPeer(pod_selector=k.V1LabelSelector(match_labels=dict(owner)))
+    if owner_namespace and owner_namespace != pod.metadata.namespace:
+        named = {"kubernetes.io/metadata.name": owner_namespace}
+        peer.namespace_selector = k.V1LabelSelector(match_labels=named)
     rule = k.V1NetworkPolicyIngressRule(
         _from=[peer],
         ports=[k.V1NetworkPolicyPort(port=p, protocol="TCP") for p in sorted(ports)],

@@ -186,9 +186,7 @@ class KubernetesRuntime(ClusterImages):
     def _owner_selector(self) -> dict[str, str]:
         if self.settings.owner_selector:
             return dict(self.settings.owner_selector)
-        # Read from the server's own pod only where the kernels share its namespace: in a
-        # kernel namespace of their own, the account has no right where the server runs
-        # (the hub's hook sets NBC_K8S_OWNER_SELECTOR instead).
+        # The account has no right where the server runs when kernels run elsewhere.
         elsewhere = self.settings.owner_namespace not in ("", self.settings.namespace)
         own = self._pod(self._own_pod) if self._own_pod and not elsewhere else None
         return owner_selector(dict((own and own.metadata.labels) or {}))
