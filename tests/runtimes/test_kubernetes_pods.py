@@ -106,6 +106,17 @@ def test_what_the_runtime_creates_validates(pod: k.V1Pod, version: str, tmp_path
     owner = {"component": "singleuser-server"}
     for obj in (pod, files_secret(pod, {"file-0": b"{}"}), kernel_policy(pod, [5001], owner)):
         kubernetes_validate.validate(wire(obj), version, strict=True)
+    # The owner in another namespace: that namespace's pod, not one of the kernel's.
+    across = kernel_policy(pod, [5001], owner, owner_namespace="jhub")
+    kubernetes_validate.validate(wire(across), version, strict=True)
+    [peer] = wire(across)["spec"]["ingress"][0]["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}}
+    assert (
+        "namespaceSelector"
+        not in wire(kernel_policy(pod, [1], owner, pod.metadata.namespace))["spec"]["ingress"][0][
+            "from"
+        ][0]
+    )
 
 
 @pytest.mark.parametrize(
