@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .protocol import MAX_DIMS
+
 __all__ = [
     "openapi",
 ]
@@ -12,13 +14,20 @@ __all__ = [
 
 def openapi(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI 3 document of a server for the model ``name`` described by ``meta``."""
+    inputs = meta["signature"]["inputs"]
+    # What the server takes, as exactly as the schema can say it (clients and fuzzers
+    # generate from it): the model's input names and datatypes, concrete sizes.
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
         "properties": {
-            "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}},
-            "datatype": {"type": "string"},
+            "name": {"type": "string", "enum": sorted({i["name"] for i in inputs})},
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0},
+                "maxItems": MAX_DIMS,
+            },
+            "datatype": {"type": "string", "enum": sorted({i["datatype"] for i in inputs})},
             "data": {"type": "array", "items": {}},
         },
     }
@@ -39,7 +48,9 @@ def openapi(name: str, meta: dict[str, Any]) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": body}},
             }
-            spec["responses"].update({"400": error, "413": error, "422": error, "503": error})
+            spec["responses"].update(
+                {code: error for code in ("400", "408", "413", "415", "422", "503")}
+            )
         return spec
 
     # The paths the server answers (app.Server._route), described for clients and tools.
