@@ -64,6 +64,17 @@ def _resources(d: Deployment, indent: str) -> str:
     return "\n".join(indent + line for line in lines)
 
 
+def _workers(indent: str) -> str:
+    # One worker per requested CPU (rounded up): without a CPU limit the container sees the
+    # whole node, and a worker per node CPU, each with its own model, would not fit the pod.
+    lines = [
+        "env:",
+        "  - name: NBC_WORKERS",
+        '    valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: "1"}}',
+    ]
+    return "\n".join(indent + line for line in lines)
+
+
 def _security(indent: str) -> str:
     lines = [
         "securityContext:",
@@ -126,6 +137,7 @@ def deployment(d: Deployment) -> str:
         + "]\n"
         f"{_probes('          ')}\n"
         f"{_resources(d, '          ')}\n"
+        f"{_workers('          ')}\n"
         f"{_security('          ')}\n"
         "          volumeMounts: [{name: tmp, mountPath: /tmp}]\n"
         "      volumes: [{name: tmp, emptyDir: {}}]\n"
@@ -173,6 +185,7 @@ def inference_service(d: Deployment) -> str:
         f"        ports: [{{containerPort: {PORT}, protocol: TCP}}]\n"
         f"{_probes('        ')}\n"
         f"{_resources(d, '        ')}\n"
+        f"{_workers('        ')}\n"
     )
 
 

@@ -104,7 +104,9 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\",
         "    NBC_MODEL_DIR=/opt/nbc/model NBC_MODEL_CACHE=/opt/nbc/cache HOME=/tmp \\",
         f"    NBC_PORT={manifests.PORT}"
-        + (f" NBC_GRPC_PORT={manifests.GRPC_PORT}" if plan.grpc else ""),
+        + (f" NBC_GRPC_PORT={manifests.GRPC_PORT}" if plan.grpc else "")
+        # A GPU model: one worker, one copy of the model in the GPU's memory.
+        + (" NBC_WORKERS=1" if plan.meta.get("gpu") else ""),
         "USER 1000:1000",
         f"EXPOSE {manifests.PORT}" + (f" {manifests.GRPC_PORT}" if plan.grpc else ""),
         "HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\",

@@ -412,3 +412,31 @@ def test_run_again_replaces_the_earlier_server_of_the_same_model() -> None:
     served = smoke.start(rt, "img", "clf", port=8123, container_name="nbc-serving-clf")  # type: ignore[arg-type]
     assert rt.removed == ["old"] and served.url == "http://127.0.0.1:8123"
     assert rt.specs[0].ports == {8080: ("127.0.0.1", 8123)}  # loopback only
+
+
+def test_manifests_run_one_worker_per_requested_cpu() -> None:
+    # Without a CPU limit a pod sees the whole node: NBC_WORKERS follows the CPU request.
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    d = manifests.Deployment(name="clf", image="r/clf:1", gpu=False, grpc=True)
+    files = manifests.all_files(d)
+    deployment = yaml.safe_load(files["k8s/deployment.yaml"])
+    kubernetes_validate.validate(deployment, "1.29", strict=True)
+    predictor = yaml.safe_load(files["kserve.yaml"])["spec"]["predictor"]
+    for container in (
+        deployment["spec"]["template"]["spec"]["containers"][0],
+        predictor["containers"][0],
+    ):
+        assert container["env"] == [
+            {
+                "name": "NBC_WORKERS",
+                "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}},
+            }
+        ]
+    gpu = ExportPlan(name="m", image="x", meta={"format": "pt2", "kind": "torch", "gpu": True},
+                     lock="", base="b", python="3.11")  # fmt: skip
+    assert "NBC_WORKERS=1" in render_dockerfile(gpu, "1")  # one model copy on the GPU
+    cpu = ExportPlan(name="m", image="x", meta={"format": "skops", "kind": "sklearn"},
+                     lock="", base="b", python="3.11")  # fmt: skip
+    text = render_dockerfile(cpu, "1")
+    assert "NBC_WORKERS" not in text.split("CMD [")[0].split("ENV PATH")[1]
+    assert "server.main()" in text.split("CMD [")[1]
