@@ -365,3 +365,37 @@ def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
+    # 1000 rows x 500 values of output: a JSON reply of ~10 MB, encoded off the loop.
+    code = (
+        "import numpy as np\ndef f(x):\n    return np.random.default_rng(0).random((len(x), 500))\n"
+    )
+    app = Server(str(write_model(tmp_path, {}, code)))
+    latencies: list[float] = []
+
+    async def probe(done: asyncio.Event) -> None:
+        while not done.is_set():
+            begun = time.perf_counter()
+            assert (await call(app, "GET", "/v2/health/live"))[0] == 200
+            latencies.append(time.perf_counter() - begun)
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        await started(app)
+        done = asyncio.Event()
+        prober = asyncio.ensure_future(probe(done))
+        for _ in range(2):
+            status, _, reply = await call(
+                app, "POST", "/predict", b"[" + b"[1, 2]," * 999 + b"[1, 2]]"
+            )
+            assert status == 200 and len(reply["predictions"]) == 1000
+        done.set()
+        await prober
+        if app.decoder:
+            app.decoder.shutdown()
+
+    asyncio.run(scenario())
+    latencies.sort()
+    assert len(latencies) > 10 and latencies[-1] < 0.05, latencies[-5:]

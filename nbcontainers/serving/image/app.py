@@ -30,9 +30,11 @@ from .protocol import decode_infer, decode_predict, encode_infer
 
 __all__ = [
     "INLINE_DECODE",
+    "INLINE_ENCODE",
     "Server",
     "create_app",
     "decode_request",
+    "encode_reply",
     "set_process_name",
 ]
 
@@ -40,6 +42,8 @@ __all__ = [
 # strings, the slowest for the JSON pre-check) takes about 4 ms here; a larger one goes to
 # the decoding process (its round trip costs more than decoding a small body).
 INLINE_DECODE = 16 << 10
+# Output values encoded on the loop; more go to the decoding process (about 4 ms here).
+INLINE_ENCODE = 16 << 10
 
 
 Scope = dict[str, Any]
@@ -242,17 +246,11 @@ class Server:
                 if path == "/predict":
                     batch = await self._decode("predict", raw, None)
                     outputs = await self._infer(batch)
-                    predictions: Any = [o.tolist() for o in outputs]
-                    return (
-                        path,
-                        200,
-                        # One output: its rows directly (TF Serving's shape); several: a list.
-                        {"predictions": predictions[0] if len(outputs) == 1 else predictions},
-                        "json",
-                    )
+                    body, _ = await self._encode("predict", outputs, None)
+                    return path, 200, body, "bytes"
                 request = await self._decode("infer", raw, header_length)
                 outputs = await self._infer(request.batch)
-                body, header_length = encode_infer(outputs, request, self.meta)
+                body, header_length = await self._encode("infer", outputs, request)
                 if header_length is None:
                     return path, 200, body, "bytes"
                 return path, 200, (body, header_length), "binary"
@@ -298,8 +296,19 @@ class Server:
     async def _decode(self, kind: str, raw: bytes, header_length: int | None) -> Any:
         """The request decoded: here when small, else in the decoding process."""
         args = (kind, raw, header_length, self.meta, self.max_elements)
-        if len(raw) <= INLINE_DECODE:
-            return decode_request(*args)
+        return await self._offload(decode_request, args, len(raw) > INLINE_DECODE)
+
+    async def _encode(self, kind: str, outputs: list[Any], request: Any) -> tuple[bytes, Any]:
+        """The reply's body (and binary header length): large outputs encoded off the loop
+        too (a JSON list of millions of values takes as long as decoding one)."""
+        values = sum(int(getattr(o, "size", 0)) for o in outputs)
+        args = (kind, outputs, request, self.meta)
+        return await self._offload(encode_reply, args, values > INLINE_ENCODE)  # type: ignore[no-any-return]
+
+    async def _offload(self, func: Callable[..., Any], args: tuple[Any, ...], heavy: bool) -> Any:
+        """``func(*args)``: here when light, else in this worker's decoding process."""
+        if not heavy:
+            return func(*args)
         if self.decoder is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -314,9 +323,7 @@ class Server:
                 initargs=("nbc-decode",),
             )
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.decoder, decode_request, *args
-            )
+            return await asyncio.get_running_loop().run_in_executor(self.decoder, func, *args)
         except BadRequest:
             raise
         except Exception:
@@ -326,7 +333,7 @@ class Server:
             with contextlib.suppress(Exception):
                 decoder.shutdown(wait=False, cancel_futures=True)
             raise BadRequest(
-                "The server could not decode this request now; retry.", status=503, retry_after=1
+                "The server could not handle this request now; retry.", status=503, retry_after=1
             ) from None
 
     def _reserve(self, size: int) -> None:
@@ -461,6 +468,20 @@ def decode_request(
         # so a 400 that leaks nothing, and the details in the log for a fix.
         log.warning("decoding a request failed: %s: %s", type(exc).__name__, exc)
         raise BadRequest("The request could not be read as this model's inputs.") from None
+
+
+def encode_reply(
+    kind: str, outputs: list[Any], request: Any, meta: dict[str, Any]
+) -> tuple[bytes, int | None]:
+    """The reply's body to /predict (``kind`` "predict") or an infer request, and the binary
+    extension's JSON header length when some output is binary; here or in the decoding
+    process."""
+    if kind == "predict":
+        predictions: Any = [o.tolist() for o in outputs]
+        # One output: its rows directly (TF Serving's shape); several: a list each.
+        reply = {"predictions": predictions[0] if len(outputs) == 1 else predictions}
+        return json.dumps(reply).encode(), None
+    return encode_infer(outputs, request, meta)
 
 
 def set_process_name(name: str) -> None:
