@@ -49,37 +49,68 @@ def iris(runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         runtime.remove_image(result.image)
 
 
-@pytest.fixture(scope="session")
-def serve_iris(runtime: Any, iris: dict[str, Any]) -> Iterator[Callable[..., Any]]:
-    """Start the iris image with extra environment (limits, NBC_WORKERS), as compose runs it
-    (read-only root, tmpfs /tmp); every container started is removed at the end."""
+def start_iris(runtime: Any, image: str, env: dict[str, str] | None = None) -> Any:
+    """The iris image running with extra environment (limits, NBC_WORKERS), as compose runs
+    it (read-only root, tmpfs /tmp), ready; its smoke.Served."""
     from nbcontainers.runtimes.base import ContainerSpec
     from nbcontainers.serving import smoke
 
-    started: list[str] = []
+    port, grpc_port = smoke.free_port(), smoke.free_port()
+    cid = runtime.run(
+        ContainerSpec(
+            image=image,
+            command=(),
+            labels={smoke.LABEL: "iris"},
+            env=env or {},
+            ports={smoke.PORT: ("127.0.0.1", port), smoke.GRPC_PORT: ("127.0.0.1", grpc_port)},
+            tmpfs={"/tmp": "rw,size=256m"},
+            read_only=True,
+            init=False,
+        )
+    )
+    served = smoke.Served(cid, f"http://127.0.0.1:{port}", "iris", f"127.0.0.1:{grpc_port}")
+    try:
+        smoke.wait_ready(runtime, served)
+    except BaseException:
+        stop_iris(runtime, served)
+        raise
+    return served
+
+
+def stop_iris(runtime: Any, served: Any) -> None:
+    runtime.stop(served.container_id, timeout=5)
+    runtime.remove(served.container_id)
+
+
+@pytest.fixture
+def serve_iris(runtime: Any, iris: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """Start the iris image with extra environment; each container is removed after the
+    test (the leak check counts what a test leaves)."""
+    started: list[Any] = []
 
     def serve(env: dict[str, str] | None = None) -> Any:
-        port, grpc_port = smoke.free_port(), smoke.free_port()
-        cid = runtime.run(
-            ContainerSpec(
-                image=iris["image"],
-                command=(),
-                labels={smoke.LABEL: "iris"},
-                env=env or {},
-                ports={smoke.PORT: ("127.0.0.1", port), smoke.GRPC_PORT: ("127.0.0.1", grpc_port)},
-                tmpfs={"/tmp": "rw,size=256m"},
-                read_only=True,
-                init=False,
-            )
-        )
-        started.append(cid)
-        served = smoke.Served(cid, f"http://127.0.0.1:{port}", "iris", f"127.0.0.1:{grpc_port}")
-        smoke.wait_ready(runtime, served)
-        return served
+        started.append(start_iris(runtime, iris["image"], env))
+        return started[-1]
 
     try:
         yield serve
     finally:
-        for cid in started:
-            runtime.stop(cid, timeout=5)
-            runtime.remove(cid)
+        for served in started:
+            stop_iris(runtime, served)
+
+
+@pytest.fixture(scope="module")
+def iris_one_worker(runtime: Any, iris: dict[str, Any]) -> Iterator[Any]:
+    """The iris image with NBC_WORKERS=1, for a module's tests: the event loop of the one
+    worker must stay free by itself (no other process to answer)."""
+    served = start_iris(runtime, iris["image"], {"NBC_WORKERS": "1"})
+    yield served
+    stop_iris(runtime, served)
+
+
+@pytest.fixture(scope="module")
+def iris_default(runtime: Any, iris: dict[str, Any]) -> Iterator[Any]:
+    """The iris image as it starts by default (every core, every limit at its default)."""
+    served = start_iris(runtime, iris["image"])
+    yield served
+    stop_iris(runtime, served)

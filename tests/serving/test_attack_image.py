@@ -75,9 +75,9 @@ def under_attack(url: str, attack: Any) -> tuple[Any, list[float]]:
 
 
 @pytest.fixture(scope="module")
-def one_worker(serve_iris: Any) -> Any:
+def one_worker(iris_one_worker: Any) -> Any:
     # One worker: the event loop itself must stay free (no other process to answer).
-    return serve_iris({"NBC_WORKERS": "1"})
+    return iris_one_worker
 
 
 def test_escaped_quotes_do_not_freeze_the_server(one_worker: Any) -> None:
@@ -254,14 +254,16 @@ def worker_processes(cid: str) -> int:
     return sum("nbc-worker" in line for line in done.stdout.splitlines())
 
 
-def test_serves_from_every_core_by_default(serve_iris: Any, one_worker: Any) -> None:
+def test_serves_from_every_core_by_default(
+    serve_iris: Any, one_worker: Any, iris_default: Any
+) -> None:
     cores = int(
         subprocess.run(
             ["docker", "info", "--format", "{{.NCPU}}"], capture_output=True, text=True
         ).stdout
         or 1
     )
-    served = serve_iris()
+    served = iris_default
     assert worker_processes(served.container_id) == cores
     assert worker_processes(one_worker.container_id) == 1
     limited = serve_iris({"NBC_WORKERS": "3"})

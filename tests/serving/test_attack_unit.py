@@ -258,10 +258,14 @@ def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
     latencies: list[float] = []
 
     async def probe(done: asyncio.Event) -> None:
+        # A probe every 5 ms: the time from one answer to the next is how long the loop
+        # kept a health check waiting (a blocked loop runs no probe at all meanwhile).
+        last = time.perf_counter()
         while not done.is_set():
-            begun = time.perf_counter()
             assert (await call(app, "GET", "/v2/health/live"))[0] == 200
-            latencies.append(time.perf_counter() - begun)
+            now = time.perf_counter()
+            latencies.append(now - last)
+            last = now
             await asyncio.sleep(0.005)
 
     async def scenario() -> None:
@@ -278,7 +282,7 @@ def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     latencies.sort()
-    assert len(latencies) > 20 and latencies[-1] < 0.05, latencies[-5:]
+    assert len(latencies) > 20 and latencies[-1] < 0.05 + 0.005, latencies[-5:]
 
 
 def test_grpc_messages_that_are_not_requests_are_400(tmp_path: Path) -> None:
@@ -376,21 +380,34 @@ def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
     latencies: list[float] = []
 
     async def probe(done: asyncio.Event) -> None:
+        # A probe every 5 ms: the time from one answer to the next is how long the loop
+        # kept a health check waiting (a blocked loop runs no probe at all meanwhile).
+        last = time.perf_counter()
         while not done.is_set():
-            begun = time.perf_counter()
             assert (await call(app, "GET", "/v2/health/live"))[0] == 200
-            latencies.append(time.perf_counter() - begun)
+            now = time.perf_counter()
+            latencies.append(now - last)
+            last = now
             await asyncio.sleep(0.005)
 
     async def scenario() -> None:
         await started(app)
         done = asyncio.Event()
         prober = asyncio.ensure_future(probe(done))
+        body = b"[" + b"[1, 2]," * 999 + b"[1, 2]]"
         for _ in range(2):
-            status, _, reply = await call(
-                app, "POST", "/predict", b"[" + b"[1, 2]," * 999 + b"[1, 2]]"
-            )
-            assert status == 200 and len(reply["predictions"]) == 1000
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: dict[str, Any], sent: Any = sent) -> None:
+                sent.append(message)
+
+            # Not parsed here: the test's own json.loads of 10 MB would block the loop.
+            scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+            await app(scope, receive, send)
+            assert sent[0]["status"] == 200 and len(sent[1]["body"]) > 5_000_000
         done.set()
         await prober
         if app.decoder:
@@ -398,4 +415,4 @@ def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     latencies.sort()
-    assert len(latencies) > 10 and latencies[-1] < 0.05, latencies[-5:]
+    assert len(latencies) > 10 and latencies[-1] < 0.05 + 0.005, latencies[-5:]

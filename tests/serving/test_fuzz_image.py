@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def served(serve_iris: Any) -> Any:
-    return serve_iris()  # the image's defaults: every core, every limit at its default
+def served(iris_default: Any) -> Any:
+    return iris_default  # the image's defaults: every core, every limit at its default
 
 
 def still_serving(url: str) -> None:
