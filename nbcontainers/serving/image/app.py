@@ -310,18 +310,7 @@ class Server:
         if not heavy:
             return func(*args)
         if self.decoder is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # One process per worker, started on the first large body: decodes queue there
-            # (bounded by the buffered-bytes budget), never on the loop. spawn: this process
-            # has threads (the model's, gRPC's), which fork would copy in whatever state.
-            self.decoder = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=set_process_name,
-                initargs=("nbc-decode",),
-            )
+            self.decoder = _decoding_process()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.decoder, func, *args)
         except BadRequest:
@@ -482,6 +471,26 @@ def encode_reply(
         reply = {"predictions": predictions[0] if len(outputs) == 1 else predictions}
         return json.dumps(reply).encode(), None
     return encode_infer(outputs, request, meta)
+
+
+def _decoding_process() -> Executor:
+    """One process per worker, started on the first large body: decodes queue there
+    (bounded by the buffered-bytes budget), never on the loop."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    try:
+        # spawn: this process has threads (the model's, gRPC's), which fork would copy in
+        # whatever state they are.
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=set_process_name,
+            initargs=("nbc-decode",),
+        )
+    except OSError as exc:  # no /dev/shm for its locks: serve on, slower to answer probes
+        log.warning("no decoding process (%s); large bodies are decoded in a thread", exc)
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbc-decode")
 
 
 def set_process_name(name: str) -> None:
