@@ -356,6 +356,14 @@ def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Pat
                 break
             time.sleep(0.2)
         assert names.count("nbc-worker") == 2, names
+        # New connections land on either worker; /metrics (from either) counts them all.
+        for _ in range(12):
+            with urllib.request.urlopen(f"{url}/v2/health/live", timeout=10) as reply:
+                assert reply.status == 200
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
+            metrics = reply.read().decode()
+        assert 'nbc_requests_total{route="/v2/health/live",status="200"} 12.0' in metrics
+        assert "nbc_model_ready 1.0" in metrics
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # never the blank line
             s.settimeout(5)

@@ -1,7 +1,14 @@
 """Prometheus ``/metrics`` through ``prometheus_client``: requests, latency, batch sizes,
-readiness, in a registry of the server's own (tests make many servers in one process)."""
+readiness, in a registry of the server's own (tests make many servers in one process).
+
+With several workers (``serve.main`` sets ``PROMETHEUS_MULTIPROC_DIR``) each worker writes its
+values to files there and a scrape, whichever worker answers it, reports the sum over all of
+them; readiness is the lowest of the workers' (1 only once every worker has the model).
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,7 +49,10 @@ class Metrics:
             registry=self.registry,
         )
         self.ready_gauge = Gauge(
-            "nbc_model_ready", "1 once the model is loaded.", registry=self.registry
+            "nbc_model_ready",
+            "1 once the model is loaded (in every worker).",
+            registry=self.registry,
+            multiprocess_mode="min",
         )
 
         self.loaded = 0
@@ -66,4 +76,10 @@ class Metrics:
         self.batches.labels(requests=str(size)).inc()
 
     def render(self) -> str:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            every = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every)  # type: ignore[no-untyped-call]
+            return str(generate_latest(every).decode())
         return str(generate_latest(self.registry).decode())

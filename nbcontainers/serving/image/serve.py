@@ -172,6 +172,18 @@ def guarded_protocol(limits: Limits) -> Any:
     return GuardedHttpToolsProtocol
 
 
+def _share_metrics() -> None:
+    """Workers write their metrics to one folder, so any worker's /metrics reports all."""
+    import tempfile
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    try:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nbc-metrics-")
+    except OSError as exc:  # a read-only root without a writable /tmp
+        print(f"nbcontainers: /metrics is per worker: no folder to share it ({exc})", flush=True)
+
+
 def _refusal(status: int, reason: str, message: str, bare: bool = False) -> bytes:
     import json
 
@@ -198,6 +210,7 @@ def main() -> None:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, share)
         set_process_name("nbc-server")
+        _share_metrics()
     module = __name__  # "server" in the image: the module whose __getattr__ builds both
     try:
         import httptools  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
