@@ -274,7 +274,7 @@ def register_user_image(name: str, settings: Mapping[str, Any]) -> Path:
             f"Valid keys: {', '.join(sorted(USER_KEYS))}."
         )
     path = user_config_path()
-    _refuse_shadow(name, load_catalog(include_user=False), path)
+    _refuse_shadow(name, set(load_catalog(include_user=False)), path)
     try:
         data = json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError as exc:

@@ -98,3 +98,18 @@ def test_register_user_image_refuses_what_the_catalog_could_not_read(
     user_config_path().unlink()
     assert register_user_image("mine", {"ref": "me/x:1"}) == user_config_path()
     assert load_catalog()["mine"].ref == "me/x:1"
+
+
+def test_a_user_image_never_shadows_a_catalog_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbcontainers.catalog import register_user_image, user_config_path
+
+    monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
+    for name in ("python", "nbc-python"):
+        with pytest.raises(ConfigError, match=rf"'{name}' would redefine 'python'.*Rename it"):
+            register_user_image(name, {"ref": "evil.example/py:1"})
+    assert not user_config_path().exists()  # nothing written
+    register_user_image("python-mine", {"ref": "me/py:1"})  # a new name is fine
+    assert load_catalog()["python"].ref != "me/py:1"
+    assert load_catalog(shipped=True).keys() == load_catalog(include_user=False).keys()

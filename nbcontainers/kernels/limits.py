@@ -80,12 +80,14 @@ def checked_cpus(cpus: float) -> int | None:
     CPU limit at all."""
     if cpus == 0:
         return None
-    if not math.isfinite(cpus) or cpus < 0 or int(cpus * 1e9) < MIN_NANO_CPUS:
+    nano = cpus * 1e9
+    # inf and nan compare false with everything: refused explicitly, as is a product too big.
+    if not math.isfinite(nano) or nano < MIN_NANO_CPUS or int(nano) < MIN_NANO_CPUS:
         raise ConfigError(
             f"cpus={cpus!r} would reach the engine as no CPU limit (or be refused by it). "
             f"Ask for at least {MIN_NANO_CPUS / 1e9:g} CPUs, e.g. cpus=2, or leave it unset (0)."
         )
-    return int(cpus * 1e9)
+    return int(nano)
 
 
 def checked_pids(pids: int) -> int:
