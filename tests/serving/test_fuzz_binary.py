@@ -45,8 +45,53 @@ DATATYPES = st.sampled_from([*NUMPY_TYPES, "FP8", "", "fp64", "BF16"])
 
 @st.composite
 def binary_request(draw: Any, datatype: str = "FP64") -> tuple[bytes, Any]:
-    """A body of the binary extension and its header length (sometimes not a good one),
-    mostly for a model taking ``datatype`` (so the checks past the datatype's run too)."""
+    """A body of the binary extension and its header length: a valid one for a model taking
+    ``datatype`` rows of 4 with one part replaced by something drawn (so every check gets
+    reached), or one drawn whole."""
+    if draw(st.booleans()):
+        return draw(mutated_request(datatype))
+    return draw(drawn_request(datatype))
+
+
+@st.composite
+def mutated_request(draw: Any, datatype: str) -> tuple[bytes, Any]:
+    rows = draw(st.integers(0, 5))
+    itemsize = {"FP64": 8, "INT8": 1, "BYTES": 0}.get(datatype, 4)
+    data = bytes(itemsize * rows * 4)
+    if datatype == "BYTES":
+        data = b"".join(len(b"ab").to_bytes(4, "little") + b"ab" for _ in range(rows))
+    shape = [rows] if datatype == "BYTES" else [rows, 4]
+    tensor: dict[str, Any] = {"name": "input-0", "shape": shape, "datatype": datatype}
+    tensor["parameters"] = {"binary_data_size": len(data)}
+    body: dict[str, Any] = {"inputs": [tensor]}
+    part = draw(
+        st.sampled_from(["none", "shape", "datatype", "size", "data", "outputs", "length", "id"])
+    )
+    if part == "shape":
+        tensor["shape"] = draw(st.lists(SIZES, max_size=draw(st.sampled_from([3, 70]))))
+    elif part == "datatype":
+        tensor["datatype"] = draw(DATATYPES)
+    elif part == "size":
+        tensor["parameters"]["binary_data_size"] = draw(
+            st.one_of(st.integers(-3, 300), st.sampled_from([2**63, 1e3, "8", None, True]))
+        )
+    elif part == "data":
+        data = draw(st.binary(max_size=200))
+    elif part == "outputs":
+        body["outputs"] = [
+            {"name": draw(st.sampled_from(["output-0", "y"])), "parameters": {"binary_data": True}}
+        ]
+    elif part == "id":
+        body["id"] = draw(st.one_of(st.text(max_size=5), st.integers()))
+    header = json.dumps(body).encode()
+    length: Any = len(header)
+    if part == "length":
+        length = draw(st.one_of(st.integers(-2, len(header) + len(data) + 3), st.just("x")))
+    return header + data, length
+
+
+@st.composite
+def drawn_request(draw: Any, datatype: str) -> tuple[bytes, Any]:
     inputs = []
     chunks = []
     for _ in range(draw(st.integers(0, 3))):
