@@ -25,6 +25,7 @@ __all__ = [
     "engine_services",
     "execute",
     "free_port",
+    "kill_user_engine",
     "kill_user_processes",
     "podman_as",
     "remove_user_containers",
@@ -256,3 +257,22 @@ def kill_user_processes(user: str) -> None:
         deadline = time.monotonic() + 5
         while _user_procs(uid) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def kill_user_engine(user: str) -> list[int]:
+    """End ``user``'s engine and everything it ran, as a reboot or the OOM killer would, while
+    the user's Jupyter server lives on: every process of the user inside a user namespace other
+    than the host's (the ``podman system service``, its pause process ``catatonit -P``,
+    conmon, the containers). Each by pid, SIGKILL; returns the pids."""
+    host = os.readlink("/proc/self/ns/user")
+    uid = pwd.getpwnam(user).pw_uid
+    hit = []
+    for pid in _user_procs(uid):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/ns/user") != host:
+                os.kill(pid, signal.SIGKILL)
+                hit.append(pid)
+    deadline = time.monotonic() + 10
+    while set(hit) & set(_user_procs(uid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return hit

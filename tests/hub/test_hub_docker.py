@@ -28,6 +28,7 @@ from .hubdrive import (
     Hub,
     engine_services,
     execute,
+    kill_user_engine,
     kill_user_processes,
     podman_as,
     remove_user_containers,
@@ -302,3 +303,26 @@ def test_one_users_engine_crashing_leaves_the_other_alone(
         os.kill(pid, signal.SIGKILL)
     out, reply = execute(hub, b, kernels[b], "print(sum(range(10)))")
     assert (reply["status"], out.strip()) == ("ok", "45")
+
+
+def test_a_users_kernels_start_again_after_their_engine_died(
+    hub: Hub, kernels: dict[str, str]
+) -> None:
+    # A's engine dies with all it ran (its kernel, the warm pool's member, the network holder
+    # they joined), A's server lives on. Unchanged code: every later start was a 500 ("remove
+    # container …: has dependent containers which must be removed before it") until `gc`.
+    a = USERS[0]
+    assert kill_user_engine(a), f"{a}'s engine was not running"
+    for attempt in range(2):  # the first start heals, the next is as any other
+        started = hub.api(
+            "POST", f"/user/{a}/api/kernels", hub.tokens[a], json={"name": "nbc-python"}
+        )
+        assert started.status_code == 201, f"start {attempt}: {started.text}\n{hub.log_tail()}"
+        kernel = started.json()["id"]
+        try:
+            out, reply = execute(hub, a, kernel, "print(6 * 7)", timeout=120)
+            assert (reply["status"], out.strip()) == ("ok", "42"), out
+        finally:
+            hub.api("DELETE", f"/user/{a}/api/kernels/{kernel}", hub.tokens[a])
+    states = podman_as(a, "ps", "-a", "--format", "{{.Names}} {{.State}}").splitlines()
+    assert not [line for line in states if not line.endswith("running")], states

@@ -4,13 +4,20 @@ print what was seen as JSON. Not collected by pytest (no test_ prefix).
 
 ``magics`` mode: a notebook's local kernel, as that user, runs ``%container use python`` and
 then push/pull, ``%container snapshot --build`` and ``%export-serving`` of a tiny model, all on
-the user's rootless Podman; each cell's output goes into the JSON."""
+the user's rootless Podman; each cell's output goes into the JSON.
+
+For tests/security/test_heal_podman.py: ``leave`` starts a kernel and exits without shutting it
+down (the server is gone, its kernel runs on); ``start`` starts one, runs a cell, shuts it down
+and reports an error instead of raising; ``idle`` does that, waits for the user's engine to exit
+on its idle timeout (``NBCONTAINERS_PODMAN_IDLE``), then starts another in the same process."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import KernelManager
@@ -107,8 +114,69 @@ def magics(work: str) -> None:
     print(json.dumps(seen))
 
 
+def leave(work: str) -> None:
+    km = KernelManager(kernel_name="nbc-python")
+    km.start_kernel(cwd=work)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
+    kc.stop_channels()
+    print(json.dumps({"container": km.provisioner.container_id}), flush=True)  # type: ignore[union-attr]
+    os._exit(0)  # no shutdown, no exit hooks: the server is gone, its kernel runs on
+
+
+def _start_once(work: str) -> dict[str, Any]:
+    km = KernelManager(kernel_name="nbc-python")
+    t0 = time.perf_counter()
+    try:
+        km.start_kernel(cwd=work)
+    except Exception as exc:  # the test asserts on what a user would have seen
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        out, reply = run(kc, "print(6 * 7)")
+        return {"out": out, "status": reply["status"], "ready_s": time.perf_counter() - t0}
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def engine_pids() -> list[int]:
+    """This user's ``podman system service`` processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == os.getuid():
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"system" in argv and b"service" in argv:
+                    found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def idle(work: str) -> None:
+    seen: dict[str, Any] = {"first": _start_once(work), "engine": engine_pids()}
+    t0 = time.monotonic()
+    while engine_pids() and time.monotonic() - t0 < 120:
+        time.sleep(0.2)
+    seen["gone_after_s"] = round(time.monotonic() - t0, 1) if not engine_pids() else None
+    seen["again"] = _start_once(work)  # same process, same runtime object as the first start
+    seen["engine_again"] = engine_pids()
+    print(json.dumps(seen))
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "magics":
+    mode = sys.argv[1]
+    if mode == "magics":
         magics(sys.argv[2])
+    elif mode == "leave":
+        leave(sys.argv[2])
+    elif mode == "start":
+        print(json.dumps(_start_once(sys.argv[2])))
+    elif mode == "idle":
+        idle(sys.argv[2])
     else:
         main(sys.argv[1])

@@ -1,0 +1,126 @@
+"""Faults a hub lives through, on a real user's rootless Podman (the test user of
+tests/conftest.py, driven as that user's Jupyter server would be):
+
+- the user's engine dies with everything it ran (a reboot, the OOM killer, an admin ending the
+  user's processes): the next kernel start clears what was left (an exited network holder with
+  an exited kernel joined to it) and succeeds, instead of the engine's raw "has dependent
+  containers" error on every start until someone runs ``nbcontainers gc``;
+- the user's engine exits after its idle timeout, and the next kernel start, in the same
+  server process, starts it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbcontainers.catalog import load_catalog
+from nbcontainers.kernels.kernelspecs import install_kernelspecs
+from nbcontainers.kernels.netns import holder_name
+from nbcontainers.labels import OWNER
+
+from ..hub.hubdrive import engine_services, kill_user_processes
+from ..kernels.podman_user import as_user
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
+PROBE = Path(__file__).parents[1] / "kernels" / "podman_probe.py"
+
+
+@pytest.fixture
+def workspace(podman_runtime: Any) -> Iterator[tuple[pwd.struct_passwd, Path, Path]]:
+    """(the test user, a folder of theirs, the Jupyter data folder with the nbc-* kernelspecs);
+    afterwards every container of this user's that a test left is removed."""
+    from .. import conftest
+
+    user = pwd.getpwnam(conftest.PODMAN_USER)
+    if podman_runtime.image_info(load_catalog()["python"].ref) is None:
+        pytest.fail(f"the python image is not in {user.pw_name}'s store: scripts/ensure-podman.sh")
+    before = {s.id for s in podman_runtime.list({OWNER: user.pw_name})}
+    work = Path(user.pw_dir) / f"nbc-heal-{os.getpid()}"
+    work.mkdir()
+    prefix = work / "jupyter"
+    install_kernelspecs(load_catalog(include_user=False), prefix=str(prefix))
+    for path in [work, *work.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    try:
+        yield user, work, prefix / "share" / "jupyter"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        _engine_back(user)  # the fixture's engine for the tests after this one
+        left = [s for s in podman_runtime.list({OWNER: user.pw_name}) if s.id not in before]
+        left.sort(key=lambda s: s.name == holder_name(user.pw_name))  # joined ones first
+        for state in left:
+            podman_runtime.remove(state.id)
+
+
+def _probe(user: pwd.struct_passwd, work: Path, jupyter: Path, mode: str, **env: str) -> Any:
+    done = subprocess.run(
+        as_user(user, sys.executable, str(PROBE), mode, str(work), JUPYTER_PATH=str(jupyter),
+                NBCONTAINERS_CONFIG_DIR=str(work / "config"), **env),
+        capture_output=True, text=True, timeout=400, cwd=str(work), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _engine_back(user: pwd.struct_passwd) -> None:
+    """The user's engine answering again (on demand, as nbcontainers starts it)."""
+    code = "from nbcontainers.runtimes.podman import PodmanRuntime; PodmanRuntime().ping()"
+    subprocess.run(
+        as_user(user, sys.executable, "-c", code), capture_output=True, timeout=120, cwd="/"
+    )
+
+
+def test_a_kernel_starts_after_the_users_engine_died_with_its_containers(
+    podman_runtime: Any, workspace: Any
+) -> None:
+    user, work, jupyter = workspace
+    left = _probe(user, work, jupyter, "leave")["container"]
+    holder = podman_runtime.state(holder_name(user.pw_name))
+    assert holder is not None and holder.status == "running"
+    # The engine dies with all it ran: its service, the pause process (catatonit -P), conmon,
+    # the kernel and the holder. Each by pid: the test user runs nothing else.
+    kill_user_processes(user.pw_name)
+    _engine_back(user)
+    assert podman_runtime.state(left).status != "running"
+    assert podman_runtime.state(holder.id).status != "running"
+    seen = _probe(user, work, jupyter, "start")
+    print(f"start after the engine died: {seen}")
+    assert "error" not in seen, seen["error"]  # unchanged code: "has dependent containers"
+    assert (seen["status"], seen["out"].strip()) == ("ok", "42")
+    # What the dead engine left is gone; only the new holder remains, running.
+    assert podman_runtime.state(left) is None and podman_runtime.state(holder.id) is None
+    mine = podman_runtime.list({OWNER: user.pw_name})
+    assert [(s.name, s.status) for s in mine] == [(holder_name(user.pw_name), "running")]
+
+
+def test_the_users_engine_exits_when_idle_and_comes_back_for_the_next_kernel(
+    podman_runtime: Any, workspace: Any
+) -> None:
+    user, work, jupyter = workspace
+    for pid in engine_services(user.pw_name):  # the next start is the one that starts it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while engine_services(user.pw_name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seen = _probe(user, work, jupyter, "idle", NBCONTAINERS_PODMAN_IDLE="3")
+    print(f"idle engine: {seen}")
+    assert seen["first"].get("status") == "ok", seen
+    assert seen["engine"], "no engine ran for the first kernel"
+    # Unchanged code: --time=0, so the engine never left (gone_after_s is None).
+    assert seen["gone_after_s"] is not None and seen["gone_after_s"] < 30, seen
+    assert seen["again"].get("status") == "ok", seen["again"]  # brought back on demand
+    assert seen["engine_again"] and seen["engine_again"] != seen["engine"]
