@@ -26,6 +26,7 @@ MODULES = (
     "protocol",
     "grpc_service",
     "openapi",
+    "offload",
     "app",
     "serve",
 )

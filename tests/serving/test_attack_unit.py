@@ -214,7 +214,7 @@ def test_a_body_that_never_finishes_is_408(tmp_path: Path) -> None:
         status, headers, reply = await call(app, "POST", "/predict", receive=trickle)
         assert status == 408 and "NBC_BODY_TIMEOUT" in reply["error"]
         assert headers[b"connection"] == b"close" and time.monotonic() - begun < 2
-        assert app.buffered == 0  # what it had read is released
+        assert app.budget.held == 0  # what it had read is released
 
     asyncio.run(scenario())
 
@@ -246,7 +246,7 @@ def test_bytes_held_across_requests_are_bounded(tmp_path: Path) -> None:
         assert headers[b"retry-after"] == b"1"
         gate.set()
         assert (await first)[0] == 200
-        assert app.buffered == 0
+        assert app.budget.held == 0
 
     asyncio.run(scenario())
 
@@ -278,7 +278,7 @@ def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
         done.set()
         await prober
         await call(app, "GET", "/metrics")
-        app.decoder.shutdown() if app.decoder else None
+        app.offload.shutdown()
 
     asyncio.run(scenario())
     latencies.sort()
@@ -418,8 +418,7 @@ def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
             assert sent[0]["status"] == 200 and len(sent[1]["body"]) > 5_000_000
         done.set()
         await prober
-        if app.decoder:
-            app.decoder.shutdown()
+        app.offload.shutdown()
 
     asyncio.run(scenario())
     latencies.sort()

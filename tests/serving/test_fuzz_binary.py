@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbcontainers.serving.image import BadRequest, InferRequest
-from nbcontainers.serving.image.app import decode_request
+from nbcontainers.serving.image.offload import decode_request
 from nbcontainers.serving.image.tensors import NUMPY_TYPES
 
 LEAKS = re.compile(

@@ -17,33 +17,27 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from .batching import Batcher
-from .grpc_service import decode_grpc_infer, serve_grpc
-from .limits import BadRequest, Limits
-from .loading import load_model
+from .grpc_service import serve_grpc
+from .limits import BadRequest, Budget, Limits
+from .loading import ModelRefused, load_model
 from .metrics import METRICS_CONTENT_TYPE, Metrics
+from .offload import (
+    INLINE_DECODE,
+    INLINE_ENCODE,
+    Offload,
+    decode_request,
+    encode_reply,
+    set_process_name,
+)
 from .openapi import openapi
-from .protocol import decode_infer, decode_predict, encode_infer
 
 __all__ = [
-    "INLINE_DECODE",
-    "INLINE_ENCODE",
     "Server",
     "create_app",
-    "decode_request",
-    "encode_reply",
-    "set_process_name",
 ]
-
-# Bodies up to this size are decoded on the event loop: the worst of them (a body of empty
-# strings, the slowest for the JSON pre-check) takes about 4 ms here; a larger one goes to
-# the decoding process (its round trip costs more than decoding a small body).
-INLINE_DECODE = 16 << 10
-# Output values encoded on the loop; more go to the decoding process (about 4 ms here).
-INLINE_ENCODE = 16 << 10
 
 
 Scope = dict[str, Any]
@@ -80,8 +74,8 @@ class Server:
         self.max_rows = self.limits.max_rows
         self.max_elements = limits.max_elements if limits else max_elements
         self.grpc_port = grpc_port
-        self.buffered = 0  # request bytes held now (bodies read or waiting for the model)
-        self.decoder: Executor | None = None
+        self.budget = Budget(self.limits)  # request bytes held (read or waiting for the model)
+        self.offload = Offload()
         # The routes there are: the only values a metrics label takes.
         model_path = f"/v2/models/{self.name}"
         self.routes = {
@@ -101,6 +95,7 @@ class Server:
         self.metrics = Metrics()
         self.predict: Callable[[Any], list[Any]] | None = None
         self.load_error: str | None = None
+        self.load_refusal: str | None = None
         self.batcher: Batcher | None = None
 
     def load(self) -> None:
@@ -113,6 +108,9 @@ class Server:
             log.warning("model %s loaded (%s)", self.name, self.meta["format"])
         except Exception as exc:  # reported by /v2/health/ready and the log
             self.load_error = f"{type(exc).__name__}: {exc}"
+            # A refusal is written for whoever runs the image (which file, what to do); any
+            # other failure's words may hold paths and versions: the log only.
+            self.load_refusal = str(exc) if isinstance(exc, ModelRefused) else None
             log.error("loading model %s failed: %s", self.name, self.load_error)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,8 +180,7 @@ class Server:
             elif message["type"] == "lifespan.shutdown":
                 if self.grpc_server is not None:
                     self.grpc_server.stop(grace=5)
-                if self.decoder is not None:
-                    self.decoder.shutdown(wait=False, cancel_futures=True)
+                self.offload.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -239,7 +236,7 @@ class Server:
                     retry_after=None if self.load_error else 1,
                 )
             header_length = _header_length(scope)
-            raw = await self._body(scope, receive)
+            raw = await self.budget.read_body(scope, receive)
             # The body's bytes stay counted until the answer: its decoded batch is about
             # as large (at most a few times), and waits in the batcher's queue meanwhile.
             try:
@@ -255,7 +252,7 @@ class Server:
                     return path, 200, body, "bytes"
                 return path, 200, (body, header_length), "binary"
             finally:
-                self.buffered -= len(raw)
+                self.budget.release(len(raw))
         if path.startswith("/v2/models/"):
             raise BadRequest(
                 f"No model {path.split('/')[3][:100]!r} here; this server has {self.name!r}.",
@@ -273,12 +270,12 @@ class Server:
             try:
                 if self.predict is None:
                     raise BadRequest(f"Model {self.name} is not ready.", status=503)
-                self._reserve(len(raw))
+                self.budget.reserve(len(raw))
                 try:
                     request = await self._decode("grpc", raw, None)
                     return await self._infer(request.batch), request
                 finally:
-                    self.buffered -= len(raw)
+                    self.budget.release(len(raw))
             except BadRequest as exc:
                 status = exc.status
                 raise
@@ -296,50 +293,22 @@ class Server:
     async def _decode(self, kind: str, raw: bytes, header_length: int | None) -> Any:
         """The request decoded: here when small, else in the decoding process."""
         args = (kind, raw, header_length, self.meta, self.max_elements)
-        return await self._offload(decode_request, args, len(raw) > INLINE_DECODE)
+        return await self.offload.run(decode_request, args, len(raw) > INLINE_DECODE)
 
     async def _encode(self, kind: str, outputs: list[Any], request: Any) -> tuple[bytes, Any]:
         """The reply's body (and binary header length): large outputs encoded off the loop
         too (a JSON list of millions of values takes as long as decoding one)."""
         values = sum(int(getattr(o, "size", 0)) for o in outputs)
         args = (kind, outputs, request, self.meta)
-        return await self._offload(encode_reply, args, values > INLINE_ENCODE)  # type: ignore[no-any-return]
-
-    async def _offload(self, func: Callable[..., Any], args: tuple[Any, ...], heavy: bool) -> Any:
-        """``func(*args)``: here when light, else in this worker's decoding process."""
-        if not heavy:
-            return func(*args)
-        if self.decoder is None:
-            self.decoder = _decoding_process()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.decoder, func, *args)
-        except BadRequest:
-            raise
-        except Exception:
-            # The process died (out of memory, killed): a new one for the next request.
-            log.exception("the decoding process failed")
-            decoder, self.decoder = self.decoder, None
-            with contextlib.suppress(Exception):
-                decoder.shutdown(wait=False, cancel_futures=True)
-            raise BadRequest(
-                "The server could not handle this request now; retry.", status=503, retry_after=1
-            ) from None
-
-    def _reserve(self, size: int) -> None:
-        if self.buffered + size > self.limits.max_buffered:
-            raise BadRequest(
-                f"The server holds {self.limits.max_buffered} bytes of requests already "
-                "(NBC_MAX_BUFFERED_BYTES); retry.",
-                status=503,
-                retry_after=1,
-            )
-        self.buffered += size
+        return await self.offload.run(encode_reply, args, values > INLINE_ENCODE)  # type: ignore[no-any-return]
 
     def _ready(self) -> tuple[int, Any, str]:
         if self.predict is not None:
             return 200, {"ready": True}, "json"
         # Why it failed is in the log: its words may hold paths and versions, for no client.
-        error = "the model failed to load; the server's log says why" if self.load_error else None
+        error = self.load_refusal or (
+            "the model failed to load; the server's log says why" if self.load_error else None
+        )
         return 503, {"ready": False, "error": error or "loading"}, "json"
 
     async def _infer(self, batch: Any) -> list[Any]:
@@ -370,52 +339,6 @@ class Server:
                 status=422,
             ) from None
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        # Over the limit, the rest is read and dropped (up to 8x the limit) so the client
-        # gets its 413 rather than a connection reset in the middle of sending.
-        for name, value in scope.get("headers", []):
-            if name == b"content-encoding" and value.lower() not in (b"identity", b""):
-                raise BadRequest(
-                    f"Content-Encoding {value.decode(errors='replace')} is not accepted; "
-                    "send the body uncompressed.",
-                    status=415,
-                )
-        chunks: list[bytes] = []
-        size = reserved = 0
-
-        async def read() -> None:
-            nonlocal size, reserved
-            while True:
-                message = await receive()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size <= self.max_body:
-                    self._reserve(len(chunk))
-                    reserved += len(chunk)
-                    chunks.append(chunk)
-                if not message.get("more_body") or size > 8 * self.max_body:
-                    return
-
-        try:
-            # One deadline for the whole body (slowloris sends a byte now and then).
-            await asyncio.wait_for(read(), self.limits.body_timeout)
-        except asyncio.TimeoutError:
-            self.buffered -= reserved
-            raise BadRequest(
-                f"The body did not arrive within {self.limits.body_timeout:g} s "
-                "(NBC_BODY_TIMEOUT).",
-                status=408,
-            ) from None
-        except BaseException:
-            self.buffered -= reserved
-            raise
-        if size > self.max_body:
-            self.buffered -= reserved
-            raise BadRequest(
-                f"Request body over {self.max_body} bytes (NBC_MAX_BODY_BYTES).", status=413
-            )
-        return b"".join(chunks)
-
     def _model_metadata(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -434,71 +357,6 @@ def create_app() -> Server:
         cache_dir=os.environ.get("NBC_MODEL_CACHE") or None,
         limits=limits,
     )
-
-
-def decode_request(
-    kind: str, raw: bytes, header_length: int | None, meta: dict[str, Any], max_elements: int
-) -> Any:
-    """A request's body decoded, here or in the decoding process: /predict's batch, or the
-    :class:`InferRequest` of an infer (``kind`` "infer") or a gRPC ModelInfer ("grpc").
-    Whatever the body holds, the outcome is the decoded request or a :class:`BadRequest`."""
-    try:
-        if kind == "predict":
-            return decode_predict(raw, meta, max_elements)
-        if kind == "grpc":
-            return decode_grpc_infer(raw, meta, max_elements)
-        return decode_infer(raw, header_length, meta, max_elements)
-    except BadRequest:
-        raise
-    except RecursionError:
-        raise BadRequest("The request nests too deep.") from None
-    except Exception as exc:
-        # Checks above should leave nothing for here; what does is still the input's doing,
-        # so a 400 that leaks nothing, and the details in the log for a fix.
-        log.warning("decoding a request failed: %s: %s", type(exc).__name__, exc)
-        raise BadRequest("The request could not be read as this model's inputs.") from None
-
-
-def encode_reply(
-    kind: str, outputs: list[Any], request: Any, meta: dict[str, Any]
-) -> tuple[bytes, int | None]:
-    """The reply's body to /predict (``kind`` "predict") or an infer request, and the binary
-    extension's JSON header length when some output is binary; here or in the decoding
-    process."""
-    if kind == "predict":
-        predictions: Any = [o.tolist() for o in outputs]
-        # One output: its rows directly (TF Serving's shape); several: a list each.
-        reply = {"predictions": predictions[0] if len(outputs) == 1 else predictions}
-        return json.dumps(reply).encode(), None
-    return encode_infer(outputs, request, meta)
-
-
-def _decoding_process() -> Executor:
-    """One process per worker, started on the first large body: decodes queue there
-    (bounded by the buffered-bytes budget), never on the loop."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-
-    try:
-        # spawn: this process has threads (the model's, gRPC's), which fork would copy in
-        # whatever state they are.
-        return ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=set_process_name,
-            initargs=("nbc-decode",),
-        )
-    except OSError as exc:  # no /dev/shm for its locks: serve on, slower to answer probes
-        log.warning("no decoding process (%s); large bodies are decoded in a thread", exc)
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbc-decode")
-
-
-def set_process_name(name: str) -> None:
-    """Name this process (``ps``, ``docker top``) by its role: nbc-worker, nbc-decode."""
-    import ctypes
-
-    with contextlib.suppress(Exception):  # not Linux, no libc: the name is a nicety
-        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # 15: PR_SET_NAME
 
 
 def _header_length(scope: Scope) -> int | None:

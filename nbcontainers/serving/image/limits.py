@@ -9,9 +9,11 @@ unterminated string of escaped quotes is refused in milliseconds instead of reac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ import numpy as np
 __all__ = [
     "MAX_DEPTH",
     "BadRequest",
+    "Budget",
     "Limits",
     "check_json",
     "parse_json",
@@ -138,3 +141,75 @@ def parse_json(raw: bytes, max_elements: int) -> Any:
         raise BadRequest("The body is not JSON.") from None
     except RecursionError:  # cannot pass the depth check; kept so it can never be a 500
         raise BadRequest(f"The JSON nests deeper than {MAX_DEPTH} levels.") from None
+
+
+class Budget:
+    """The request bytes one worker holds (bodies being read, and waiting for the model), at
+    most ``limits.max_buffered``; and the reading of a body under its size and time limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.held = 0
+
+    def reserve(self, size: int) -> None:
+        if self.held + size > self.limits.max_buffered:
+            raise BadRequest(
+                f"The server holds {self.limits.max_buffered} bytes of requests already "
+                "(NBC_MAX_BUFFERED_BYTES); retry.",
+                status=503,
+                retry_after=1,
+            )
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+    async def read_body(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> bytes:
+        """The request's body, its bytes reserved (the caller releases ``len(body)``)."""
+        max_body = self.limits.max_body
+        # Over the limit, the rest is read and dropped (up to 8x the limit) so the client
+        # gets its 413 rather than a connection reset in the middle of sending.
+        for name, value in scope.get("headers", []):
+            if name == b"content-encoding" and value.lower() not in (b"identity", b""):
+                raise BadRequest(
+                    f"Content-Encoding {value.decode(errors='replace')[:40]} is not accepted; "
+                    "send the body uncompressed.",
+                    status=415,
+                )
+        chunks: list[bytes] = []
+        size = reserved = 0
+
+        async def read() -> None:
+            nonlocal size, reserved
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size <= max_body:
+                    self.reserve(len(chunk))
+                    reserved += len(chunk)
+                    chunks.append(chunk)
+                if not message.get("more_body") or size > 8 * max_body:
+                    return
+
+        try:
+            # One deadline for the whole body (slowloris sends a byte now and then).
+            await asyncio.wait_for(read(), self.limits.body_timeout)
+        except asyncio.TimeoutError:
+            self.release(reserved)
+            raise BadRequest(
+                f"The body did not arrive within {self.limits.body_timeout:g} s "
+                "(NBC_BODY_TIMEOUT).",
+                status=408,
+            ) from None
+        except BaseException:
+            self.release(reserved)
+            raise
+        if size > max_body:
+            self.release(reserved)
+            raise BadRequest(
+                f"Request body over {max_body} bytes (NBC_MAX_BODY_BYTES).", status=413
+            )
+        return b"".join(chunks)

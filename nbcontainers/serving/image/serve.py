@@ -14,8 +14,9 @@ import math
 import os
 from typing import Any
 
-from .app import create_app, set_process_name
+from .app import create_app
 from .limits import Limits
+from .offload import set_process_name
 
 __all__ = [
     "available_cpus",
