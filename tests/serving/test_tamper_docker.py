@@ -33,7 +33,7 @@ sio.dump(flipped, 'clf/model/model.skops')  # the same types, the opposite answe
 def test_a_swapped_model_file_does_not_build(tmp_path: Path, runtime: Any) -> None:
     with notebook(tmp_path) as fe:
         fe.text(TRAIN)
-        out = fe.text("%export-serving clf --example X[:4] --no-build --dir clf")
+        out = fe.text("%export-serving clf --example X[:4] --no-build --dir clf", timeout=300)
         assert "(sklearn, skops)" in out, out
         fe.text(SWAP)
     folder = tmp_path / "clf"
