@@ -138,7 +138,7 @@ def parse_capture(text: str) -> Snapshot:
         packages=tuple(packages),
         image=data.get("image"),
         apt=tuple(data.get("apt") or ()),
-        # `%pip install --index-url https://user:TOKEN@…` is what a history holds.
+        # An install line with a private index's token in its URL is what a history holds.
         history=tuple(redact(str(line)) for line in data.get("history") or ()),
         modules=tuple(data.get("modules") or ()),
         torch=data.get("torch") or {},

@@ -1,7 +1,7 @@
 """Credentials out of URLs: the one redaction every text a snapshot or export writes (lock,
 Dockerfile, environment.json, labels, messages) passes through.
 
-A URL loses its user-info (``https://user:TOKEN@host`` -> ``https://host``: pip then finds the
+A URL loses its user-info (user name and password before the host's ``@``; pip then finds the
 credential in netrc, keyring or pip.conf, as it should) and the values of query or fragment
 parameters that sign or authorise a request (presigned S3, GCS, Azure SAS and CloudFront URLs,
 ``token=``, ``access_token=``, ``api_key=``...) become ``REDACTED``. Everything else stays byte

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ ALLOWLIST = "# pragma: allowlist secret"
 # a notebook holds, and a public IP address is no secret. Named keys (SECRET_KEY = "…",
 # password=…) and every known token format (AWS, GitHub, PyPI, Slack, JWT, private keys…) stay.
 _SKIPPED_PLUGINS = {"Base64HighEntropyString", "HexHighEntropyString", "IPPublicDetector"}
+_WORD = re.compile(r"[a-z_]+")
 # Members of a wheel worth reading: text a package ships (code, configuration, data).
 _TEXT_SUFFIXES = {
     ".py", ".pyi", ".txt", ".cfg", ".ini", ".toml", ".json", ".yaml", ".yml", ".env", ".md",
@@ -85,6 +87,11 @@ def _scan_file(collection_class: Any, path: Path) -> dict[int, list[str]]:
     collection = collection_class()
     collection.scan_file(str(path))
     for _, secret in collection:
+        # `"imagePullSecrets": "name"`, `secret_field = "token_name"`: the keyword detector
+        # reads any lower-case word beside such a key as its value. A word is a name, not a
+        # secret (a real password or key has digits, capitals or symbols: `hunter2` stays).
+        if secret.type == "Secret Keyword" and _WORD.fullmatch(secret.secret_value or ""):
+            continue
         found.setdefault(secret.line_number, []).append(secret.type)
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()

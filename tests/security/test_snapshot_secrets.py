@@ -219,3 +219,18 @@ def test_a_line_marked_as_no_secret_is_copied(tmp_path: Path) -> None:
         parse_capture(_plain_snapshot(project)), tmp_path / "env", project=project
     )
     assert (folder / "project" / "settings.py").read_text() == marked
+
+
+def test_no_false_alarm_on_names_hashes_and_plain_urls_but_a_password_is_caught(
+    tmp_path: Path,
+) -> None:
+    from nbcontainers.snapshot.secrets import scan_project
+
+    code = tmp_path / "code.py"
+    code.write_text(
+        'FIELDS = {"imagePullSecrets": "name", "secret_name": "token_field"}\n'
+        "DIGEST = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'\n"
+        'INDEX = "https://pypi.org/simple/numpy/?format=json"\n'
+        'password = "hunter2"\n'
+    )
+    assert [f.where for f in scan_project([("code.py", code)], [])] == ["code.py:4"]
