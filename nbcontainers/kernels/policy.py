@@ -45,7 +45,7 @@ from ..labels import KERNEL_ID, OWNER
 from ..rundir import user_runtime_dir
 from ..runtimes.base import ContainerRuntime
 from .launch import SHARED
-from .limits import MIN_MEMORY, MIN_TMPFS, checked_size, size_bytes
+from .limits import MIN_MEMORY, MIN_NANO_CPUS, MIN_TMPFS, checked_size, size_bytes
 
 __all__ = [
     "DEFAULT_MOUNTS",
@@ -175,6 +175,8 @@ def _typed(path: Path, key: str, value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise bad("a number")
+    if 0 < value < MIN_NANO_CPUS / 1e9:  # a CPU rule below the engine's smallest limit
+        raise bad(f"0 (no rule) or at least {MIN_NANO_CPUS / 1e9:g} CPUs")
     return float(value)
 
 

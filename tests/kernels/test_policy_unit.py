@@ -138,3 +138,13 @@ def test_the_provisioner_obeys_the_policy(tmp_path: Path, monkeypatch: pytest.Mo
     third = _start("k-3", fake, tmp_path)  # one ended: there is room again
     for prov in (second, third):
         asyncio.run(prov.cleanup())
+
+
+def test_rules_the_engine_would_read_as_none_stop_at_load(tmp_path: Path) -> None:
+    for rule, value in (("max_mem_limit", "0"), ("max_shm_size", "0g"), ("max_cpus", 0.001)):
+        with pytest.raises(ConfigError, match=rf"{rule}"):
+            load_policy(_write(tmp_path, {rule: value}))
+    with pytest.raises(ConfigError, match=r"allowed_mounts.*absolute folder or ~"):
+        load_policy(_write(tmp_path, {"allowed_mounts": ["data:rw"]}))
+    policy = load_policy(_write(tmp_path, {"max_pool_size": 0, "allowed_networks": ["host"]}))
+    assert policy.max_pool_size == 0 and policy.allowed_networks == ("host",)
