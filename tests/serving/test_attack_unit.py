@@ -423,3 +423,22 @@ def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
     asyncio.run(scenario())
     latencies.sort()
     assert len(latencies) > 10 and latencies[-1] < 0.05 + 0.005, latencies[-5:]
+
+
+def test_ready_only_once_every_worker_has_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = Server(str(write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")))
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("NBC_STATE_DIR", str(state))
+    monkeypatch.setenv("NBC_WORKERS", "2")
+    app.load()  # marks this worker's model as loaded
+    assert (state / f"loaded-{os.getpid()}").exists()
+    assert not app.ready() and app._ready()[0] == 503  # the other worker is still loading
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (state / f"loaded-{dead.pid}").touch()  # a worker that died: it serves nothing
+    assert not app.ready()
+    (state / f"loaded-{os.getppid()}").touch()  # a live one
+    assert app.ready() and app._ready()[0] == 200

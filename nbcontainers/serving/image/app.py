@@ -103,6 +103,9 @@ class Server:
         try:
             self.predict = load_model(self.model_dir, self.meta, self.cache_dir)
             self.metrics.ready = 1
+            if os.environ.get("NBC_STATE_DIR"):  # the other workers' readiness counts this one
+                with open(os.path.join(os.environ["NBC_STATE_DIR"], f"loaded-{os.getpid()}"), "w"):
+                    pass
             # Warning: uvicorn configures only its own loggers, so ours prints through Python's
             # last-resort handler, which drops anything below warning.
             log.warning("model %s loaded (%s)", self.name, self.meta["format"])
@@ -302,9 +305,29 @@ class Server:
         args = (kind, outputs, request, self.meta)
         return await self.offload.run(encode_reply, args, values > INLINE_ENCODE)  # type: ignore[no-any-return]
 
+    def ready(self) -> bool:
+        """Ready to serve: the model loaded here and, with several workers (``serve.main``
+        sets ``NBC_STATE_DIR``), in every worker; any of them may take the next request."""
+        if self.predict is None:
+            return False
+        folder = os.environ.get("NBC_STATE_DIR")
+        if not folder:
+            return True
+        loaded = 0
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(folder):
+                pid = int(entry.removeprefix("loaded-")) if entry.startswith("loaded-") else 0
+                # A worker that died left its file; the one started in its place has none yet.
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(pid, 0)
+                    loaded += pid > 0
+        return loaded >= int(os.environ.get("NBC_WORKERS") or 1)
+
     def _ready(self) -> tuple[int, Any, str]:
-        if self.predict is not None:
+        if self.ready():
             return 200, {"ready": True}, "json"
+        if self.predict is not None:
+            return 503, {"ready": False, "error": "loading in the other workers"}, "json"
         # Why it failed is in the log: its words may hold paths and versions, for no client.
         error = self.load_refusal or (
             "the model failed to load; the server's log says why" if self.load_error else None

@@ -272,7 +272,7 @@ def serve_grpc(
 
     def model_ready(request: Any, context: Any) -> Any:
         check_model_(request.name, request.version)
-        return types["ModelReadyResponse"](ready=server.predict is not None)
+        return types["ModelReadyResponse"](ready=server.ready())
 
     def model_metadata(request: Any, context: Any) -> Any:
         check_model_(request.name, request.version)
@@ -305,7 +305,7 @@ def serve_grpc(
     handlers = {
         "ServerLive": (lambda r, c: types["ServerLiveResponse"](live=True), "ServerLive"),
         "ServerReady": (
-            lambda r, c: types["ServerReadyResponse"](ready=server.predict is not None),
+            lambda r, c: types["ServerReadyResponse"](ready=server.ready()),
             "ServerReady",
         ),
         "ModelReady": (model_ready, "ModelReady"),

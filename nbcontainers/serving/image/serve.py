@@ -212,6 +212,15 @@ def main() -> None:
             os.environ.setdefault(name, share)
         set_process_name("nbc-server")
         _share_metrics()
+        # Each worker marks its loaded model here: readiness waits for all of them, so a
+        # request after "ready" never meets a worker still loading.
+        import tempfile
+
+        os.environ["NBC_WORKERS"] = str(workers)
+        try:
+            os.environ.setdefault("NBC_STATE_DIR", tempfile.mkdtemp(prefix="nbc-state-"))
+        except OSError as exc:  # a read-only root without a writable /tmp
+            print(f"nbcontainers: readiness is per worker: no folder to share it ({exc})")
     module = __name__  # "server" in the image: the module whose __getattr__ builds both
     try:
         import httptools  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
