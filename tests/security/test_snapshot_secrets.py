@@ -234,3 +234,24 @@ def test_no_false_alarm_on_names_hashes_and_plain_urls_but_a_password_is_caught(
         'password = "hunter2"\n'
     )
     assert [f.where for f in scan_project([("code.py", code)], [])] == ["code.py:4"]
+
+
+def test_build_log_lines_of_verify_are_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbcontainers.build
+    import nbcontainers.snapshot.verify as verify
+
+    def build_image(image: object, runtime: object, on_line: object, on_event: object) -> None:
+        assert callable(on_line)
+        on_line(f"Collecting signed @ {PRESIGNED}")
+        on_line(f"Looking in indexes: https://user:{TOKEN}@pypi.corp.example/simple")
+
+    snap = parse_capture(_plain_snapshot(tmp_path))
+    monkeypatch.setattr(nbcontainers.build, "build_image", build_image)
+    monkeypatch.setattr(verify, "image_packages", lambda runtime, ref: snap)
+    folder = write_snapshot(snap, tmp_path / "env")
+    seen: list[str] = []
+    verify.build_and_verify(folder, snap, runtime=None, on_line=seen.append)  # type: ignore[arg-type]
+    assert len(seen) == 2 and not any(s in line for s in SECRETS for line in seen)
+    assert "X-Amz-Signature=REDACTED" in seen[0]
