@@ -18,6 +18,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,11 +114,11 @@ def attacked(python_image: str, tmp_path: Path) -> Iterator[tuple[Frontend, Path
         shutil.rmtree(host_dir, ignore_errors=True)
 
 
-def _pull_is_refused(frontend: Frontend, line: str) -> str:
-    content, outputs = frontend.run(line)
-    said = frontend.error_text(outputs) + str(content.get("evalue", ""))
+def _refused(content: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
+    said = Frontend.error_text(outputs) + str(content.get("evalue", ""))
     assert content["status"] == "error", said
     assert content["ename"] == "UsageError", said
+    assert "Traceback" not in said  # a message, not a crash
     return said
 
 
@@ -125,21 +126,41 @@ def test_a_pull_runs_no_code_from_the_container(
     attacked: tuple[Frontend, Path, Path],
 ) -> None:
     frontend, marker, _ = attacked
-    _pull_is_refused(frontend, "%container pull a")
+    content, outputs = frontend.run("%container pull a")
     assert not marker.exists(), marker.read_text()
+    said = _refused(content, outputs)
+    assert "nothing of it was run here" in said
+    frontend.text("%container local")  # the notebook's own namespace got nothing
     assert frontend.text("print('a' in globals())", timeout=30).strip() == "False"
 
 
 def test_a_pull_touches_no_file_outside_its_folder(attacked: tuple[Frontend, Path, Path]) -> None:
     frontend, marker, host_dir = attacked
-    _pull_is_refused(frontend, "%container pull b")
+    content, outputs = frontend.run("%container pull b")
+    assert sorted(p.name for p in host_dir.iterdir()) == ["notes.0", "notes.pkl"]
     assert (host_dir / "notes.pkl").read_bytes() == b"the user's own notes, not a pickle"
     assert (host_dir / "notes.0").read_bytes() == b"more of the user's data"
     assert not marker.exists()
+    _refused(content, outputs)
 
 
 def test_both_at_once_change_nothing(attacked: tuple[Frontend, Path, Path]) -> None:
     frontend, marker, host_dir = attacked
-    _pull_is_refused(frontend, "%container pull a b")
+    content, outputs = frontend.run("%container pull a b")
     assert not marker.exists()
+    assert sorted(p.name for p in host_dir.iterdir()) == ["notes.0", "notes.pkl"]
+    _refused(content, outputs)
+    frontend.text("%container local")
+    assert frontend.text("print('a' in globals(), 'b' in globals())").strip() == "False False"
+
+
+def test_only_an_explicit_pickle_runs_it(attacked: tuple[Frontend, Path, Path]) -> None:
+    """Not vacuous: the attacker's pickle is real, and --pickle (what its warning says) runs
+    it; links and foreign paths stay refused even then."""
+    frontend, marker, host_dir = attacked
+    frontend.run("%container pull a --pickle")
+    assert marker.read_text() == "code from the container ran here"
+    marker.unlink()
+    content, outputs = frontend.run("%container pull b --pickle")
+    _refused(content, outputs)
     assert sorted(p.name for p in host_dir.iterdir()) == ["notes.0", "notes.pkl"]
