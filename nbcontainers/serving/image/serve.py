@@ -173,14 +173,23 @@ def guarded_protocol(limits: Limits) -> Any:
     return GuardedHttpToolsProtocol
 
 
-def _share_metrics() -> None:
-    """Workers write their metrics to one folder, so any worker's /metrics reports all."""
+def _scratch(prefix: str) -> str:
+    """A new folder under /tmp, removed when this (the supervising) process exits."""
+    import atexit
+    import shutil
     import tempfile
 
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _share_metrics() -> None:
+    """Workers write their metrics to one folder, so any worker's /metrics reports all."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
     try:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nbc-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _scratch("nbc-metrics-")
     except OSError as exc:  # a read-only root without a writable /tmp
         print(f"nbcontainers: /metrics is per worker: no folder to share it ({exc})", flush=True)
 
@@ -214,13 +223,12 @@ def main() -> None:
         _share_metrics()
         # Each worker marks its loaded model here: readiness waits for all of them, so a
         # request after "ready" never meets a worker still loading.
-        import tempfile
-
         os.environ["NBC_WORKERS"] = str(workers)
-        try:
-            os.environ.setdefault("NBC_STATE_DIR", tempfile.mkdtemp(prefix="nbc-state-"))
-        except OSError as exc:  # a read-only root without a writable /tmp
-            print(f"nbcontainers: readiness is per worker: no folder to share it ({exc})")
+        if not os.environ.get("NBC_STATE_DIR"):
+            try:
+                os.environ["NBC_STATE_DIR"] = _scratch("nbc-state-")
+            except OSError as exc:  # a read-only root without a writable /tmp
+                print(f"nbcontainers: readiness is per worker: no folder to share it ({exc})")
     module = __name__  # "server" in the image: the module whose __getattr__ builds both
     try:
         import httptools  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
