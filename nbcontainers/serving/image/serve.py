@@ -211,8 +211,11 @@ def main() -> None:
     """Serve: the image's CMD (``python -c "import server; server.main()"``)."""
     import uvicorn  # type: ignore[import-not-found,unused-ignore]
 
-    limits = Limits.from_env()
-    workers = workers_from_env()
+    try:
+        limits = Limits.from_env()
+        workers = workers_from_env()
+    except ValueError as exc:  # a limit set to no number: say which, not a traceback
+        raise SystemExit(f"nbcontainers: {exc}") from None
     if workers > 1:
         # Each worker's numeric libraries would otherwise start a thread per CPU: N workers
         # x N threads fight over N cores. A value the user set stays.
