@@ -3,8 +3,8 @@ kernel container gets from it, on a root engine and on a rootless one."""
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import socket
 from dataclasses import dataclass
 
@@ -29,9 +29,11 @@ class Host:
 
     @classmethod
     def current(cls) -> Host:
+        # The passwd name, as the policy labels and counts kernels: $USER/$LOGNAME (which
+        # getpass.getuser() reads first) would let a user pass as someone else.
         try:
-            owner = getpass.getuser()
-        except (KeyError, OSError):  # a uid without a passwd entry (some containers, Hub)
+            owner = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a uid without a passwd entry (some containers, Hub)
             owner = str(os.getuid())
         pid = os.getpid()
         return cls(

@@ -83,9 +83,14 @@ def ensure_in_cell(
     """Return once ``image`` is on the engine, building or pulling it with progress in the
     cell if it is not; a failure is a ``UsageError`` that says what to do."""
     from ..build import build_image
+    from ..kernels.policy import load_policy
+    from ..kernels.policy_rules import check_image
     from ..runtimes import get_runtime
 
     try:
+        # The admin's allowed images are checked before anything is built or pulled: a
+        # refused image must not reach the engine (or its registry) at all.
+        check_image(load_policy(), image)
         runtime = runtime or get_runtime()
         if runtime.image_info(image.ref) is not None:
             return
