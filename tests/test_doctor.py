@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -221,12 +224,24 @@ def test_an_ipc_kernel_in_a_private_folder_is_fine_and_in_an_open_one_is_not(
     assert found.fix == f"chmod 700 {runtime}"
 
 
-def test_a_world_readable_store_is_named(host: SecurityFacts, tmp_path: Path) -> None:
-    store = tmp_path / "storage"
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder every user can reach (pytest's own temporary folders are 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="nbc-doctor-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_world_readable_store_is_named(host: SecurityFacts, open_folder: Path) -> None:
+    store = open_folder / "storage"
     (store / "vfs").mkdir(parents=True)
-    store.chmod(0o750)
-    (store / "vfs").chmod(0o750)
+    store.chmod(0o750)  # what hub setup makes: root:<hub users' group>
+    (store / "vfs").chmod(0o755)  # open below, but nobody else gets past the store itself
     assert _by_name(security_checks(replace(host, stores=[store])))["shared store"].status == "ok"
+    store.chmod(0o711)
+    found = _by_name(security_checks(replace(host, stores=[store])))["shared store"]
+    assert found.status == "warn" and f"{store / 'vfs'} (755)" in found.detail
     store.chmod(0o755)
     found = _by_name(security_checks(replace(host, stores=[store])))["shared store"]
     assert found.status == "warn" and f"{store} (755)" in found.detail
@@ -263,13 +278,26 @@ def test_a_users_runtime_folder_open_to_others_is_named(
     assert found.status == "warn" and "chmod 700" in found.detail
 
 
-def test_root_sees_each_users_missing_runtime_folder(host: SecurityFacts) -> None:
+def test_root_sees_each_users_unsafe_runtime_folder(host: SecurityFacts, tmp_path: Path) -> None:
     import pwd
 
-    ghost = pwd.struct_passwd(("ghost", "x", 4242421, 4242421, "", "/nonexistent", "/bin/sh"))
-    found = _by_name(security_checks(replace(host, run_users=[ghost])))["runtime folders"]
-    assert found.status == "warn" and "ghost: /run/nbcontainers/4242421 is missing" in found.detail
-    assert found.fix == "sudo nbcontainers hub setup"
+    def user(name: str, uid: int, home: Path) -> pwd.struct_passwd:
+        return pwd.struct_passwd((name, "x", uid, uid, "", str(home), "/bin/sh"))
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, 4242421, 4242421)
+    fine = user("fine", 4242421, home)  # no /run folder: one is made in its own home
+    ghost = user("ghost", 4242422, tmp_path / "none")
+    shared = user("shared", 4242423, tmp_path)  # a home that is root's, not the user's
+    found = _by_name(security_checks(replace(host, run_users=[fine])))["runtime folders"]
+    assert found.status == "ok"
+    found = _by_name(security_checks(replace(host, run_users=[fine, ghost, shared])))
+    detail = found["runtime folders"].detail
+    assert found["runtime folders"].status == "warn" and "fine" not in detail
+    assert f"ghost: no /run/nbcontainers/4242422 and no home folder {tmp_path / 'none'}" in detail
+    assert f"shared: no /run/nbcontainers/4242423, and the home {tmp_path} is not" in detail
+    assert found["runtime folders"].fix.startswith("sudo nbcontainers hub setup")
 
 
 def test_connection_files_that_are_not_json_are_ignored(host: SecurityFacts) -> None:

@@ -115,8 +115,13 @@ def _kernel_transport(facts: SecurityFacts) -> Check:
                 ports = {info.get(k) for k in ("shell_port", "iopub_port")}
                 if ports & facts.listening:  # a kernel that runs now, not a stale file
                     tcp.append(f"{path.name} (iopub {info.get('iopub_port')})")
-            elif folder.stat().st_mode & 0o077:
-                open_ipc.append(str(folder))
+            elif isinstance(info.get("ip"), str):  # sockets at <ip>-<n>: is their folder ours?
+                where = Path(info["ip"]).parent
+                try:
+                    if where.stat().st_mode & 0o077 and str(where) not in open_ipc:
+                        open_ipc.append(str(where))
+                except OSError:
+                    continue
     if tcp:
         return Check(
             "kernel transport",
@@ -138,9 +143,19 @@ def _kernel_transport(facts: SecurityFacts) -> Check:
     return Check("kernel transport", "ok", "no running kernel listens on TCP")
 
 
+def _reachable(path: Path) -> bool:
+    """Whether any user may pass through ``path`` and every folder above it (o+x)."""
+    try:
+        return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+    except OSError:
+        return False
+
+
 def _store(facts: SecurityFacts) -> Check:
     exposed = []
     for store in facts.stores:
+        if not _reachable(store):  # e.g. 0750 root:<hub users' group>: others stop here
+            continue
         try:
             entries = [store, *sorted(store.iterdir())[:50]]
         except OSError:
@@ -174,25 +189,45 @@ def _runtime_folders(facts: SecurityFacts) -> list[Check]:
             return [Check("runtime folder", "warn", str(exc), "see the message")]
     problems = []
     for user in facts.run_users:
-        login = Path(f"/run/user/{user.pw_uid}")  # logind's, where it runs
-        folder = login if login.exists() else hub_user_dir(user.pw_uid)
-        try:
-            check_private(folder, user.pw_uid, "")
-        except FileNotFoundError:
-            problems.append(f"{user.pw_name}: {folder} is missing")
-        except (ConfigError, OSError) as exc:
-            problems.append(f"{user.pw_name}: {str(exc).strip()}")
+        problem = _user_folder_problem(user)
+        if problem:
+            problems.append(f"{user.pw_name}: {problem}")
     if problems:
         return [
             Check(
                 "runtime folders",
                 "warn",
-                "users' engine sockets and locks need a private folder only root can make: "
-                + "; ".join(problems[:5]),
-                "sudo nbcontainers hub setup",
+                "users' engine sockets and kernel-start locks need a folder nobody else can "
+                "make or open: " + "; ".join(problems[:5]),
+                "sudo nbcontainers hub setup (it makes /run/nbcontainers/UID for each user)",
             )
         ]
     return [Check("runtime folders", "ok", f"{len(facts.run_users)} user(s), each private")]
+
+
+def _user_folder_problem(user: pwd.struct_passwd) -> str:
+    """What is wrong with the folder ``user``'s engine socket and locks would use ("" when
+    nothing), in rundir's order: logind's, hub setup's, else one made in the user's home."""
+    how = ""
+    for folder in (Path(f"/run/user/{user.pw_uid}"), hub_user_dir(user.pw_uid)):
+        if folder.exists():
+            try:
+                check_private(folder, user.pw_uid, how)
+                return ""
+            except (ConfigError, OSError) as exc:
+                return str(exc).strip()
+    # The fallback under the home is made on first use; only a home others can write to (or
+    # that is not the user's) lets someone plant it first.
+    try:
+        home = Path(user.pw_dir).lstat()
+    except OSError:
+        return f"no /run/nbcontainers/{user.pw_uid} and no home folder {user.pw_dir}"
+    if home.st_uid != user.pw_uid or home.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"no /run/nbcontainers/{user.pw_uid}, and the home {user.pw_dir} is not the "
+            "user's alone"
+        )
+    return ""
 
 
 def _policy(path: Path | None) -> Check:
