@@ -372,8 +372,10 @@ def main() -> None:
             runtime.remove(served.container_id)
     finally:
         runtime.remove_image(result.image)
-    with tempfile.TemporaryDirectory() as tmp:
-        forest = forest_workers(runtime, tmp, args.forest_requests, args.clients, args.workers)
+    forest = None
+    if args.forest_requests:  # 0 skips the forest
+        with tempfile.TemporaryDirectory() as tmp:
+            forest = forest_workers(runtime, tmp, args.forest_requests, args.clients, args.workers)
 
     print(
         f"export (capture + lock + build + smoke test): {t_export:.1f} s; "
@@ -413,6 +415,8 @@ def main() -> None:
         f"p50 served JSON / in-process at c={args.clients}: {json_p50 / local_p50:.1f}x; "
         f"every good request 200 and every bad one 4xx: {ok}; live after: {live}"
     )
+    if forest is None:
+        return
     runs_w, (local_lat, local_rps), build_s, _ = forest
     print(
         f"random forest, 300 trees, 20 features (build {build_s:.0f} s): "
