@@ -11,6 +11,7 @@ anyway, and the notebook's objects are the user's own. Nothing is ever eval'ed f
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import inspect
 import os
@@ -84,6 +85,7 @@ def remove_files(base: str) -> None:
             os.unlink(path)
 
 
+@functools.cache  # reading the sources costs ~5 ms, and they never change in a process
 def remote_helpers() -> str:
     """Source that defines, in a kernel without nbcontainers, :func:`load_from` (push) and
     :func:`~.pulldata.encode_to` (pull), and the helpers' ``VERSION``."""
