@@ -237,7 +237,11 @@ class Relay:
     def start(self, timeout: float = 120) -> None:
         """Start the container kernel and the relay; raise ``ContainerCrashed`` with the
         provisioner's crash report when it does not come up."""
-        self.km.start_kernel(cwd=self.cwd)
+        try:
+            self.km.start_kernel(cwd=self.cwd)
+        except BaseException:
+            _remove_socket_folder(self.km)
+            raise
         self.kc = self.km.client()
         self.kc.start_channels()
         try:
