@@ -105,3 +105,18 @@ def test_the_cli_trusts_what_the_user_names_not_the_file(tmp_path: Path) -> None
 
     sio.dump(RandomForestClassifier(3, random_state=0).fit(X, X[:, 0] > 0), path)
     assert load_saved(str(path), "auto")[0] == "model"
+
+
+def test_the_cli_refuses_untrusted_types_with_the_fix(tmp_path: Path, monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    from nbcontainers.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    sio.dump(FunctionTransformer(operator.methodcaller).fit(X), tmp_path / "m.skops")
+    np.save(tmp_path / "x.npy", X[:4])
+    done = CliRunner().invoke(main, ["export", "m.skops", "--example", "x.npy", "--no-build"])
+    assert done.exit_code == ExportError.exit_code, done.output
+    assert "Error: m.skops holds types skops does not trust by default: operator." in done.output
+    assert "--trust operator.methodcaller" in done.output
+    assert not (tmp_path / "serving-m").exists()
