@@ -166,14 +166,17 @@ class _Decoder:
             return utc.tz_convert(str(node["tz"]))
         if kind != "column":
             raise BadTransfer(f"a {kind!r} where a column belongs")
-        dtype = pd.api.types.pandas_dtype(str(node["dtype"]))
         if "values" in node:
             values = self.array(node["values"])
-            if values.dtype != dtype:
-                raise BadTransfer(f"a column says {dtype} but holds {values.dtype}")
+            if str(values.dtype) != str(node["dtype"]):
+                raise BadTransfer(f"a column says {node['dtype']} but holds {values.dtype}")
             return values
         items = [self.value(x) for x in self.listed(node.get("items"))]
-        if isinstance(dtype, np.dtype) and dtype.hasobject:
+        try:  # a dtype this pandas doesn't know (another version there) keeps the objects
+            dtype = pd.api.types.pandas_dtype(str(node["dtype"]))
+        except TypeError:
+            dtype = np.dtype(object)
+        if isinstance(dtype, np.dtype):  # "object"; or "str", which pandas 2 reads as <U0
             out = np.empty(len(items), dtype=object)
             out[:] = items
             return out
