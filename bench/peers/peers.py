@@ -6,7 +6,10 @@ Open Inference Protocol JSON requests at each concurrency. Not part of CI: it bu
 large images (PyTriton's wheel alone is several hundred MB).
 
 Usage: python bench/peers/peers.py [--requests N] [--clients 32,64] [--starts K]
-                                   [--only ours,mlserver,pytriton]
+                                   [--only ours,mlserver,pytriton] [--build-only | --reuse]
+
+``--build-only`` builds the peers' images and keeps them (no container runs: it may go
+outside the Docker lock); ``--reuse`` then measures with them instead of building again.
 """
 
 from __future__ import annotations
@@ -121,7 +124,12 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
-def build_peer(runtime: Any, name: str, peer: dict[str, Any], tmp: Path) -> tuple[str, float]:
+def build_peer(
+    runtime: Any, name: str, peer: dict[str, Any], tmp: Path, reuse: bool = False
+) -> tuple[str, float]:
+    ref = f"nbcontainers-bench/peer-{name}:latest"
+    if reuse and runtime.image_info(ref) is not None:
+        return ref, float("nan")
     folder = tmp / name
     (folder / "peer").mkdir(parents=True)
     (folder / "Dockerfile").write_text(DOCKERFILE.format(base=BASE, tail=peer["tail"]))
@@ -130,7 +138,6 @@ def build_peer(runtime: Any, name: str, peer: dict[str, Any], tmp: Path) -> tupl
     for rel, text in peer["files"].items():
         (folder / "peer" / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / "peer" / rel).write_text(text)
-    ref = f"nbcontainers-bench/peer-{name}:latest"
     image = CatalogImage(name=f"peer-{name}", ref=ref, display_name=name, source=folder,
                          base=BASE, user_defined=True)  # fmt: skip
     t0 = time.perf_counter()
@@ -197,6 +204,8 @@ def main() -> None:
     parser.add_argument("--clients", default="32,64")
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--only", default="ours,mlserver,pytriton")
+    parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     runtime = get_runtime()
@@ -215,8 +224,23 @@ def main() -> None:
         return result.image, result.build_seconds, 8080
 
     builds["ours"] = ours
-    builds["mlserver"] = lambda tmp: (*build_peer(runtime, "mlserver", MLSERVER, tmp), 8080)
-    builds["pytriton"] = lambda tmp: (*build_peer(runtime, "pytriton", PYTRITON, tmp), 8080)
+    peers = {"mlserver": MLSERVER, "pytriton": PYTRITON}
+    for name, peer in peers.items():
+        builds[name] = lambda tmp, n=name, p=peer: (  # type: ignore[misc]
+            *build_peer(runtime, n, p, tmp, args.reuse),
+            8080,
+        )
+    if args.build_only:
+        with tempfile.TemporaryDirectory() as work:
+            for name in args.only.split(","):
+                if name in peers:
+                    t0 = time.perf_counter()
+                    try:
+                        build_peer(runtime, name, peers[name], Path(work))
+                        print(f"{name}: built in {time.perf_counter() - t0:.0f} s")
+                    except Exception as exc:
+                        print(f"{name}: build FAILED: {type(exc).__name__}: {str(exc)[-1500:]}")
+        return
     with tempfile.TemporaryDirectory() as work:
         for name in args.only.split(","):
             ref = ""
