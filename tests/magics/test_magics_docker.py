@@ -204,11 +204,24 @@ def test_push_and_pull(frontend: Frontend) -> None:
         "print(float(arr.sum()), df.b.tolist(), obj['nested'], arr.flags.writeable)"
     )
     assert out.split("\n")[0] == "499999500000.0 ['x', 'y'] [1, (2, 3)] True"
-    frontend.text("import numpy as np\nmade_there = np.linspace(0, 1, 5) * 2\narr2 = arr[:3] + 1")
-    frontend.text("%container pull made_there arr2")
+    frontend.text(
+        "import numpy as np, pandas as pd\nmade_there = np.linspace(0, 1, 5) * 2\n"
+        "arr2 = arr[:3] + 1\n"
+        "df2 = df.assign(c=pd.Categorical(['u', 'v']), d=pd.to_datetime(['2024-01-01', None]))\n"
+        "obj2 = dict(obj, raw=b'\\x00', n=np.int64(3))"
+    )
+    # Back as data (npy/JSON), never a pickle: see tests/security/test_pull_untrusted_docker.py
+    frontend.text("%container pull made_there arr2 df2 obj2")
     frontend.text("%container local")
     assert frontend.text("print(made_there.tolist(), arr2.tolist())").strip() == (
         "[0.0, 0.5, 1.0, 1.5, 2.0] [1.0, 2.0, 3.0]"
+    )
+    out = frontend.text(
+        "print(df2.b.tolist(), df2.c.cat.categories.tolist(), df2.d.isna().tolist(), "
+        "obj2['nested'], obj2['raw'], repr(obj2['n']), arr2.flags.writeable)"
+    )
+    assert (
+        out.strip() == "['x', 'y'] ['u', 'v'] [False, True] [1, (2, 3)] b'\\x00' np.int64(3) True"
     )
 
 
@@ -232,6 +245,12 @@ def test_push_pull_errors_change_nothing(frontend: Frontend) -> None:
     content, outputs = frontend.run("%container pull not_there")
     assert content["ename"] == "UsageError"
     assert "not_there" in "".join(str(m["content"]) for m in outputs)
+    frontend.text("%%container\nimport threading\nthere = threading.Lock()")
+    content, outputs = frontend.run("%container pull there")
+    said = "".join(str(m["content"]) for m in outputs)
+    assert content["ename"] == "UsageError"
+    assert "_thread.lock is not data that `%container pull` moves safely" in said
+    assert "--pickle" in said and "use it only for images and code you trust" in said
 
 
 def test_usage_help_and_bad_arguments(frontend: Frontend) -> None:
