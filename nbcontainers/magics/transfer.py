@@ -85,6 +85,11 @@ class TransferMagics(Magics):
         """Bring container variables back as data (npy/JSON): nothing the container sends is
         run here, and only files this notebook named in its own transfer folder are read."""
         relay = self.state.existing(None)
+        bad = [n for n in args.names if not n.isidentifier()]
+        if bad:
+            raise UsageError(
+                f"Not a variable name: {', '.join(map(repr, bad))}; nothing was pulled."
+            )
         xfer = self.state.transfer_dir()
         try:  # the container can chmod the folder it shares: refuse one opened up to others
             check_private(Path(xfer), os.getuid(), "Pull again after `%container restart`.")

@@ -290,3 +290,8 @@ def test_plain_values_round_trip(value: Any) -> None:
         remove_base(folder, base)
         assert os.listdir(folder) == []
     assert back == value and type(back) is type(value)
+
+
+def test_pull_takes_variable_names_only(shell: InteractiveShell, there: ExecRelay) -> None:
+    with pytest.raises(UsageError, match=r"Not a variable name: 'a\]\+1'; nothing was pulled"):
+        shell.run_line_magic("container", "pull ok a]+1")
