@@ -50,7 +50,9 @@ class ExportMagics(Magics):
         NAME is a torch nn.Module, a scikit-learn estimator or pipeline, or a function, in the
         active container kernel (after `%container use`) or else in this notebook. EXPR is an
         example batch (e.g. X_test[:4]): it gives the input signature, and after the build a
-        smoke test sends it to the image and checks the answer equals the notebook's.
+        smoke test sends it to the image and checks the answer equals the notebook's; on it
+        the export also proves each row's answer independent of the other rows in its batch,
+        else the server never batches requests together (the export says which).
         Writes DIR (default ./serving-NAME): Dockerfile, requirements.lock, model/, server/,
         compose.yaml, k8s/ and kserve.yaml. The server speaks the Open Inference Protocol v2
         (/v2/models/NAME/infer), plain JSON (/predict), /openapi.json and /metrics.
