@@ -27,8 +27,10 @@ __all__ = ["HOLDER_ROLE", "clear_leftovers", "holder_name", "shared_netns"]
 
 HOLDER_ROLE = "netns"
 SETTLE_TIMEOUT = 10.0
-# What an ended container reports. Never "created": that is a start in flight (another kernel
-# start may be joining the new holder this very moment).
+# What an ended container reports. "created" only for one that has run before: Podman calls
+# every container "created" again once it has reset its state (a reboot; ensure_service after
+# a kill), while a "created" one that never ran is a start in flight (another kernel start may
+# be joining the new holder this very moment).
 ENDED = frozenset({"exited", "dead", "stopped", "configured"})
 
 
@@ -85,7 +87,7 @@ def clear_leftovers(runtime: ContainerRuntime, owner: str) -> list[str]:
     ended = [
         s
         for s in runtime.list({OWNER: owner})
-        if s.status in ENDED
+        if _ended(s)
         and (KERNEL_ID in s.labels or ROLE in s.labels)
         and s.labels.get(OWNER) == owner  # the engine filtered; a second look costs nothing
     ]
@@ -96,6 +98,14 @@ def clear_leftovers(runtime: ContainerRuntime, owner: str) -> list[str]:
         else:
             runtime.remove(state.id)  # idempotent: one removed meanwhile by another start
     return [s.name for s in ended]
+
+
+def _has_run(state: ContainerState) -> bool:
+    return bool(state.started_at) and not state.started_at.startswith("0001-")  # Go's zero time
+
+
+def _ended(state: ContainerState) -> bool:
+    return state.status in ENDED or (state.status == "created" and _has_run(state))
 
 
 def _remove_holder(runtime: ContainerRuntime, state: ContainerState) -> None:
@@ -119,7 +129,8 @@ def _settled(runtime: ContainerRuntime, name: str, taken: bool = False) -> Conta
     deadline = time.monotonic() + SETTLE_TIMEOUT
     state = runtime.state(name)
     while (
-        (state is None and taken) or (state is not None and state.status == "created")
+        (state is None and taken)
+        or (state is not None and state.status == "created" and not _has_run(state))
     ) and time.monotonic() < deadline:
         time.sleep(0.02)
         state = runtime.state(name)

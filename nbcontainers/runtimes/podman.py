@@ -50,6 +50,9 @@ __all__ = ["PodmanRuntime", "cdi_specs", "idle_timeout", "runtime_dir", "user_so
 SERVICE_WAIT = 15.0  # seconds for a freshly started engine to answer
 IDLE_ENV = "NBCONTAINERS_PODMAN_IDLE"
 DEFAULT_IDLE = 600  # seconds an engine with no client waits before it exits
+# What rootless podman says when its pause process is gone and the containers its database
+# calls running can't be joined either (their conmon was killed with it).
+STALE_PAUSE = "try resetting the pause process"
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 # `podman build` prints "STEP 2/7: RUN pip install ..." when a step starts.
 _STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
@@ -148,7 +151,16 @@ def idle_timeout() -> int:
 
 def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
     """Start the user's engine on ``path`` unless something answers there already. It exits
-    on its own after :func:`idle_timeout` seconds without a client."""
+    on its own after :func:`idle_timeout` seconds without a client.
+
+    An engine killed with everything it ran (the OOM killer, an admin ending the user's
+    processes) leaves containers its database still calls running, with their conmon and the
+    pause process gone: every later podman call then fails ("invalid internal status, try
+    resetting the pause process with podman system migrate", and migrate itself fails the
+    same way). A reboot would have emptied the runtime folder, and podman would have reset its
+    state; so where no process of the user's rootless engine survives, that is done here (its
+    ``alive`` mark and the dead pause pid removed from the runtime folder) and the engine
+    started once more."""
     if _answers(path):
         return
     idle = idle_timeout()
@@ -156,12 +168,63 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = path.parent / "nbcontainers-service.log"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(path.parent.parent)}
+    said = _start_service([podman, "system", "service", f"--time={idle}"], path, env, wait)
+    survivors = _rootless_processes() if said and STALE_PAUSE in said else None
+    if survivors:
+        with log_path.open("ab") as log:
+            log.write(
+                b"nbcontainers: not reset, still running: %s\n" % " ".join(survivors).encode()
+            )
+    elif survivors is not None:
+        libpod_tmp = path.parent.parent / "libpod" / "tmp"  # podman's default tmp_dir
+        for name in ("alive", "pause.pid"):
+            (libpod_tmp / name).unlink(missing_ok=True)
+        with log_path.open("ab") as log:
+            log.write(
+                b"nbcontainers: the engine's pause process and containers were killed: "
+                b"its state reset as after a reboot (%s/alive removed)\n" % bytes(libpod_tmp)
+            )
+        said = _start_service([podman, "system", "service", f"--time={idle}"], path, env, wait)
+    if said is None:
+        return
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+    raise EngineUnavailable(
+        f"Your rootless Podman engine did not start on {path} within {wait:.0f} s. Last lines "
+        f"of {log_path}:\n{tail}\nTry `podman info` in a terminal; `podman system migrate` "
+        "fixes most broken rootless set-ups."
+    )
+
+
+def _rootless_processes(settle: float = 2.0) -> list[str]:
+    """ "PID:NAME" of this user's processes in a user namespace other than this one's: the
+    rootless engine's world (its service, pause process, conmon, containers). Waits up to
+    ``settle`` seconds for none: a podman that has just failed may still be exiting there."""
+    here = os.readlink("/proc/self/ns/user")
+    deadline = time.monotonic() + settle
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    mine = entry.stat().st_uid == os.getuid()
+                    if mine and os.readlink(entry / "ns" / "user") != here:
+                        name = (entry / "comm").read_text().strip()
+                        found.append(f"{entry.name}:{name}")
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _start_service(argv: list[str], path: Path, env: dict[str, str], wait: float) -> str | None:
+    """Start ``argv`` listening on ``path``: None once it answers, else what it logged."""
+    log_path = path.parent / "nbcontainers-service.log"
     with log_path.open("ab") as log:
+        start = log.tell()
         # Its own session: the engine outlives the kernel or CLI call that started it. Not in
         # the caller's folder either: once that is deleted, conmon fails every container start
         # ("Failed to get working directory", the client sees "exit status 1").
         proc = subprocess.Popen(
-            [podman, "system", "service", f"--time={idle}", f"unix://{path}"],
+            [*argv, f"unix://{path}"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -172,16 +235,13 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if _answers(path):
-            return
+            return None
         if proc.poll() is not None and not _answers(path):
             break  # it died (another start may have won the socket: checked once more above)
         time.sleep(0.05)
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
-    raise EngineUnavailable(
-        f"Your rootless Podman engine did not start on {path} within {wait:.0f} s. Last lines "
-        f"of {log_path}:\n{tail}\nTry `podman info` in a terminal; `podman system migrate` "
-        "fixes most broken rootless set-ups."
-    )
+    with log_path.open("rb") as log:
+        log.seek(start)
+        return log.read().decode(errors="replace") or "(nothing)"
 
 
 class PodmanRuntime(DockerRuntime):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,7 @@ from nbcontainers.runtimes.base import ContainerSpec, ContainerState
 from nbcontainers.runtimes.fake import FakeRuntime
 
 IMAGE = "nbcontainers-test/holder:1"
+NEVER = "0001-01-01T00:00:00Z"  # the StartedAt of a container that never ran
 
 
 def _fake(**kwargs: object) -> FakeRuntime:
@@ -119,7 +121,7 @@ def test_a_holder_another_start_has_created_but_not_started_is_waited_for(
         found = real_state(key)
         seen.append(found.status if found else "")
         if found is not None and len(seen) < 3:
-            return replace(found, status="created")  # made, not started yet
+            return replace(found, status="created", started_at=NEVER)  # made, not started yet
         return found
 
     monkeypatch.setattr(fake, "state", state)
@@ -215,3 +217,31 @@ def test_clear_leftovers_takes_only_ended_labelled_containers_of_the_owner() -> 
     assert clear_leftovers(fake, "ada") == ["a1"]
     assert fake.state(ended) is None
     assert all(fake.state(c) is not None for c in (running, other, plain))
+
+
+def test_leftovers_podman_calls_created_again_after_a_reset_are_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After a reboot (or ensure_service's reset after a kill) Podman reports every container
+    # "created": those that ran before are leftovers; one that never ran is a start in flight.
+    fake = _PodmanLike()
+    mode = shared_netns(fake, "ada", IMAGE, "1000:1000")
+    kernel = _joined(fake, mode, "ada", "ada-kernel")
+    _engine_died(fake)
+    in_flight = _joined(fake, "bridge", "ada", "ada-starting")
+    real_state, real_list = fake.state, fake.list
+
+    def reset(state: ContainerState | None) -> ContainerState | None:
+        if state is None:
+            return None
+        return replace(
+            state, status="created", started_at=NEVER if state.id == in_flight else state.started_at
+        )
+
+    monkeypatch.setattr(fake, "state", lambda key: reset(real_state(key)))
+    monkeypatch.setattr(fake, "list", lambda labels: [reset(s) for s in real_list(labels)])
+    started = time.monotonic()
+    healed = shared_netns(fake, "ada", IMAGE, "1000:1000")
+    assert time.monotonic() - started < 2  # not waited for as if another start made them
+    assert healed != mode and real_state(kernel) is None
+    assert real_state(in_flight) is not None  # never touched

@@ -138,3 +138,37 @@ def test_the_engine_does_not_keep_the_callers_folder(
     with pytest.raises(EngineUnavailable):
         podman.ensure_service(tmp_path / "run" / "podman" / "podman.sock", wait=10)
     assert seen.read_text().strip() == "/"
+
+
+def test_an_engine_killed_with_its_containers_is_reset_as_after_a_reboot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Its pause process and the conmons of the containers it calls running were killed: podman
+    # refuses every call (migrate too) until its state is reset, as a reboot would.
+    calls = tmp_path / "calls"
+    fake = tmp_path / "podman"
+    fake.write_text(
+        f'#!/bin/sh\necho "$1 $2" >> {calls}\n'
+        "echo 'level=error msg=\"invalid internal status, try resetting the pause process with "
+        '\\"/usr/bin/podman system migrate\\": cannot re-exec process to join the existing user '
+        "namespace\"' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(
+        podman.shutil, "which", lambda name: str(fake) if name == "podman" else "/bin/true"
+    )
+    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    run = tmp_path / "run"
+    (run / "libpod" / "tmp").mkdir(parents=True)
+    for name in ("alive", "pause.pid", "alive.lck"):
+        (run / "libpod" / "tmp" / name).write_text("")
+    sock = run / "podman" / "podman.sock"
+    monkeypatch.setattr(podman, "_rootless_processes", lambda: ["4242:python"])  # a container lives
+    with pytest.raises(EngineUnavailable, match=r"not reset, still running: 4242:python"):
+        podman.ensure_service(sock, wait=5)
+    assert (run / "libpod" / "tmp" / "alive").exists()  # never reset under a live container
+    monkeypatch.setattr(podman, "_rootless_processes", lambda: [])  # nothing of it survives
+    with pytest.raises(EngineUnavailable, match="its state reset as after a reboot"):
+        podman.ensure_service(sock, wait=5)
+    assert calls.read_text().splitlines() == ["system service"] * 3
+    assert sorted(p.name for p in (run / "libpod" / "tmp").iterdir()) == ["alive.lck"]
