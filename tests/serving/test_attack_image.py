@@ -244,10 +244,13 @@ def test_concurrency_limit_is_503_with_retry_after(serve_iris: Any) -> None:
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
             conn.request("GET", "/v2/health/live")
             reply = conn.getresponse()
-            reply.read()
+            text = reply.read()
             status, retry = reply.status, reply.getheader("Retry-After")
             conn.close()
-        assert status == 503 and retry, status
+        logs = subprocess.run(
+            ["docker", "logs", "--tail", "30", served.container_id], capture_output=True, text=True
+        )
+        assert status == 503 and retry, (status, text, logs.stdout, logs.stderr)
     finally:
         for s in holders:
             s.close()
