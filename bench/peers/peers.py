@@ -69,7 +69,8 @@ EXPOSE 8080
 """
 
 MLSERVER = {
-    "requirements": ["mlserver", "mlserver-sklearn", "scikit-learn", "joblib"],
+    # uvloop 0.22 dropped the implicit event loop MLServer 1.7's workers ask for.
+    "requirements": ["mlserver", "mlserver-sklearn", "scikit-learn", "joblib", "uvloop<0.22"],
     "files": {
         "model/model-settings.json": json.dumps(
             {
@@ -149,7 +150,7 @@ def start(ref: str, port: int, container_port: int) -> str:
     return docker("run", "-d", "-p", f"127.0.0.1:{port}:{container_port}", ref).strip()
 
 
-def wait_ready(cid: str, port: int, timeout: float = 300) -> float:
+def wait_ready(cid: str, port: int, timeout: float = 120) -> float:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         try:
@@ -160,7 +161,8 @@ def wait_ready(cid: str, port: int, timeout: float = 300) -> float:
         except Exception:
             time.sleep(0.05)
     logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
-    raise RuntimeError(f"{cid[:12]} not ready after {timeout} s: {logs.stderr[-3000:]}")
+    said = (logs.stdout + logs.stderr)[-3000:]
+    raise RuntimeError(f"{cid[:12]} not ready after {timeout} s: {said}")
 
 
 X = load_iris(return_X_y=True)[0]
