@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import replace
@@ -176,13 +177,12 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
                 b"nbcontainers: not reset, still running: %s\n" % " ".join(survivors).encode()
             )
     elif survivors is not None:
-        libpod_tmp = path.parent.parent / "libpod" / "tmp"  # podman's default tmp_dir
-        for name in ("alive", "pause.pid"):
-            (libpod_tmp / name).unlink(missing_ok=True)
+        reset = _reset_podman_tmp(path.parent.parent)
         with log_path.open("ab") as log:
             log.write(
                 b"nbcontainers: the engine's pause process and containers were killed: "
-                b"its state reset as after a reboot (%s/alive removed)\n" % bytes(libpod_tmp)
+                b"its state reset as after a reboot (removed: %s)\n"
+                % " ".join(map(str, reset)).encode()
             )
         said = _start_service([podman, "system", "service", f"--time={idle}"], path, env, wait)
     if said is None:
@@ -193,6 +193,28 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
         f"of {log_path}:\n{tail}\nTry `podman info` in a terminal; `podman system migrate` "
         "fixes most broken rootless set-ups."
     )
+
+
+def _reset_podman_tmp(run_dir: Path) -> list[Path]:
+    """Remove podman's ``alive`` mark and pause pid where this user's podman keeps them: under
+    the runtime folder, or under ``$TMPDIR/containers-user-UID``, where podman settles (and
+    records in its database for good) when it first ran without a usable runtime folder. Only
+    the user's own real folders; returns what was removed."""
+    uid = os.getuid()
+    tmp_root = Path(os.environ.get("TMPDIR") or "/tmp") / f"containers-user-{uid}"
+    removed = []
+    for folder in (run_dir / "libpod" / "tmp", tmp_root / "libpod" / "tmp"):
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+            continue  # never someone else's folder, never through a link
+        for name in ("alive", "pause.pid"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+                removed.append(folder / name)
+    return removed
 
 
 def _rootless_processes(settle: float = 2.0) -> list[str]:
