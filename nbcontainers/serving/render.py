@@ -203,7 +203,11 @@ Built by `%export-serving` (nbcontainers). Image: `{plan.image}`.
 
 Also: `/v2/health/live`, `/v2/health/ready` (503 until the model is loaded), `/openapi.json`,
 `/metrics` (Prometheus).{grpc} Deploy: `docker compose up -d`, `kubectl apply -f k8s/`, or
-`kubectl apply -f kserve.yaml`. Limits: `NBC_MAX_BODY_BYTES` (8 MiB), `NBC_MAX_ROWS` (4096).
+`kubectl apply -f kserve.yaml`. Workers: `NBC_WORKERS` (default: the container's CPUs; each
+holds the model). Limits (`docker run -e ...`): `NBC_MAX_BODY_BYTES` (8 MiB), `NBC_MAX_ROWS`
+(4096), `NBC_MAX_ELEMENTS` (2097152), `NBC_MAX_CONCURRENCY` (256 per worker), `NBC_MAX_QUEUE`
+(128), `NBC_MAX_BUFFERED_BYTES` (64 MiB), `NBC_HEADER_TIMEOUT` (10 s), `NBC_BODY_TIMEOUT`
+(30 s), `NBC_MAX_HEADER_BYTES` (64 KiB), `NBC_GRPC_MAX_MESSAGE_BYTES` (the body limit).
 """
 
 
