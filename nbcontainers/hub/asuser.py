@@ -30,14 +30,17 @@ __all__ = ["ENGINE_CONF_DIR", "SAFE_PATH", "AsUser", "clean", "default_run_dir",
 ENGINE_CONF_DIR = Path("/etc/nbcontainers/hub")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 SYSTEM_REGISTRIES = Path("/etc/containers/registries.conf")
+_NOISE = re.compile(r"level=(warning|info|debug)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def clean(text: str, limit: int = 400) -> str:
     """``text`` a user's process printed, safe for root's terminal: control characters (escape
-    sequences included) shown as ``?``, newlines as `` | ``, the last ``limit`` characters."""
-    one = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return _CONTROL.sub("?", one)[-limit:]
+    sequences included) shown as ``?``, newlines as `` | ``, Podman's warnings left out (its
+    error is what the admin needs), the last ``limit`` characters."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    kept = [line for line in lines if not _NOISE.search(line)] or lines
+    return _CONTROL.sub("?", " | ".join(kept))[-limit:]
 
 
 def root_owned(path: Path) -> bool:

@@ -19,7 +19,8 @@ def hub() -> None:
 @hub.command("setup", add_help_option=False, context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def setup(args: tuple[str, ...]) -> None:
-    """Sub-uid ranges, the shared read-only image store and the engine config, idempotently
+    """Sub-uid ranges, runtime folders, the shared image store (readable by the hub's group
+    only) and the engine config, then one throwaway container per user, idempotently
     (``--help`` lists the options)."""
     from .setup import main  # argparse and the catalog only when the command runs
 

@@ -99,6 +99,8 @@ def _diagnose(err: str, who: AsUser, facts: HostFacts) -> str:
     """The fix for what a failed rootless start printed."""
     low = err.lower()
     name = who.name
+    if "system migrate" in low:
+        return f"as {name}: podman system migrate (its engine's state is stale: run with --fix)"
     if "hybrid mode" in low or ("crun" in low and "cgroup" in low):
         return (
             'crun refuses hybrid cgroups: set runtime = "runc" under [engine] in '

@@ -32,151 +32,42 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..catalog import load_catalog
 from ..errors import ConfigError
+from ..runtimes.podman_seal import seal_store, unreachable_parents
 from ..runtimes.podman_store import (
     DEFAULT_STORE,
     KNOWN_DRIVERS,
     STORAGE_CONF,
     SharedStore,
     add_store,
-    drop_store,
-    load_for_user,
-    native_overlay_works,
-    seal_store,
-    unreachable_parents,
-    user_image_id,
-    user_storage_driver,
 )
 from . import homefiles
-from .asuser import ENGINE_CONF_DIR, AsUser, clean, default_run_dir, root_owned
 from .group import HUB_GROUP, ensure_group
-from .probe import HostFacts, check_network, host_facts, try_container
+from .peruser import (
+    Engines,
+    heal_engines,
+    load_own_copies,
+    plan_drivers,
+    try_users,
+    verify,
+    write_user_confs,
+)
+from .probe import host_facts
+from .result import Echo, SetupResult
 from .rundirs import ensure_run_dirs
 from .slices import write_slices
 from .subids import UserCheck, check_users, hub_users
 
 __all__ = ["SetupResult", "main", "run_setup"]
 
-Echo = Callable[[str], None]
-NAME_FORMAT = "{{.Repository}}:{{.Tag}}"
-SKEL = Path("/etc/skel")
 APT = "sudo apt-get install podman uidmap slirp4netns catatonit"
-CONF_PARTS = (".config", "containers")
-GRAPH_PARTS = (".local", "share", "containers", "storage")
-
-
-@dataclass
-class SetupResult:
-    """What setup found: ``problems`` left for the admin (each with the command that fixes
-    it), ``changes`` it made. Exit status 0 only when no problem is left."""
-
-    changes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.problems else 0
-
-
-def _write_root_file(path: Path, text: str) -> bool:
-    """Write a root-owned 0644 file (folders 0755), only when its text changes."""
-    if path.is_file() and not path.is_symlink() and path.read_text() == text:
-        return False
-    for folder in reversed([path.parent, *path.parent.parents]):
-        if not folder.exists():
-            folder.mkdir(mode=0o755)
-            folder.chmod(0o755)
-    tmp = path.with_name(path.name + ".nbcontainers-tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.write_text(text)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return True
-
-
-class _Engines:
-    """The root-owned ``XDG_CONFIG_HOME`` folders setup's own calls as a user read, one per
-    storage driver (``probe``: none, Podman detects the driver of an existing store)."""
-
-    def __init__(self, store: SharedStore, res: SetupResult, echo: Echo) -> None:
-        self.store, self.res, self.echo = store, res, echo
-
-    def home(self, driver: str | None) -> Path:
-        key = driver or "probe"
-        folder = ENGINE_CONF_DIR / key
-        if driver is None:
-            text = (
-                "# nbcontainers hub setup: no driver; Podman finds the one a store has\n[storage]\n"
-            )
-        elif driver == self.store.driver:
-            text = add_store("", str(self.store.root), driver, system=False)
-        else:
-            text = drop_store("", str(self.store.root), driver)
-        conf = folder / "containers" / "storage.conf"
-        _write_root_file(conf, text)
-        _write_root_file(folder / "containers" / "registries.conf", "# no registries\n")
-        if not root_owned(conf):
-            raise ConfigError(
-                f"{conf} (or a folder above it) is not root's alone; setup hands users' engines "
-                f"only root-owned configuration. Fix the owner/mode of {ENGINE_CONF_DIR}'s parents."
-            )
-        return folder
-
-    def as_user(self, user: pwd.struct_passwd, driver: str | None) -> AsUser:
-        return AsUser(user, self.home(driver), default_run_dir(user))
-
-
-def _graph_layers(user: pwd.struct_passwd) -> list[str]:
-    """The ``<driver>-layers`` folders of the user's graph root, read without following links."""
-    try:
-        with homefiles.user_dir(user.pw_dir, GRAPH_PARTS, user.pw_uid, user.pw_gid) as fd:
-            if fd is None:
-                return []
-            return sorted(n for n in os.listdir(fd) if n.endswith("-layers"))
-    except (homefiles.HomeRefused, OSError):
-        return []
-
-
-def _overlay_probe(engines: _Engines, user: pwd.struct_passwd) -> bool:
-    scratch = Path(tempfile.mkdtemp(prefix="nbc-overlay-probe."))
-    try:
-        os.chown(scratch, user.pw_uid, user.pw_gid)
-        return native_overlay_works(engines.as_user(user, None).run, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _plan_drivers(checks: Sequence[UserCheck], echo: Echo, engines: _Engines) -> dict[str, str]:
-    """Each ready user's storage driver: the one of their store, else native overlay where the
-    probe (run once, as the first new user) shows it works, else vfs."""
-    drivers: dict[str, str] = {}
-    overlay: bool | None = None
-    for check in checks:
-        if not check.ok:
-            continue
-        user = pwd.getpwnam(check.name)
-        existing = user_storage_driver(engines.as_user(user, None).run, _graph_layers(user))
-        if existing:
-            note = " (switching would hide its images)" if existing != "overlay" else ""
-            echo(f"  {check.name}: has {existing} storage, kept{note}")
-            drivers[check.name] = existing
-            continue
-        if overlay is None:
-            overlay = _overlay_probe(engines, user)
-        drivers[check.name] = "overlay" if overlay else "vfs"
-        why = "native overlay works on this kernel" if overlay else "native overlay fails here"
-        echo(f"  {check.name}: no storage yet; {drivers[check.name]} ({why})")
-    return drivers
 
 
 def _check_users(checks: Sequence[UserCheck], fix: bool, echo: Echo, res: SetupResult) -> None:
@@ -274,35 +165,6 @@ def _seal(store: SharedStore, gid: int | None, echo: Echo, res: SetupResult) -> 
         res.problems.append(f"make {store.root} reachable (see above)")
 
 
-def _load_own_copies(
-    users: Sequence[str],
-    drivers: dict[str, str],
-    available: dict[str, str],
-    engines: _Engines,
-    echo: Echo,
-    res: SetupResult,
-) -> None:
-    """Users who can't read the shared store get the images in their own storage."""
-    docker = shutil.which("docker") or "docker"
-    for name in users:
-        who = engines.as_user(pwd.getpwnam(name), drivers[name])
-        for ref, source in available.items():
-            if user_image_id(who.run, ref) == source:
-                echo(f"  {name}: {ref} already in the user's own storage")
-                continue
-            echo(f"  {name}: loading {ref} into the user's own storage ...")
-            try:
-                load_for_user(who.run, docker, ref)
-            except RuntimeError as exc:  # one user's broken storage stops nobody else's
-                echo(f"  {name}: {clean(str(exc))}")
-                res.problems.append(f"check `podman info` as {name}, then rerun hub setup")
-                continue
-            res.changes.append(f"loaded {ref} for {name}")
-            if user_image_id(who.run, ref) != source:
-                echo(f"  {name}'s engine does not list {ref} after loading it")
-                res.problems.append(f"check `podman images` as {name}")
-
-
 def _write_conf(conf: Path, store: SharedStore, echo: Echo, res: SetupResult) -> None:
     old = conf.read_text() if conf.is_file() else ""
     new = add_store(old, str(store.root), store.driver)
@@ -316,97 +178,6 @@ def _write_conf(conf: Path, store: SharedStore, echo: Echo, res: SetupResult) ->
     tmp.replace(conf)
     echo(f"  wrote {conf}: additionalimagestores includes {store.root}, driver {store.driver}")
     res.changes.append(f"wrote {conf}")
-
-
-def _write_user_conf(
-    user: pwd.struct_passwd, driver: str, store: SharedStore, echo: Echo, res: SetupResult
-) -> None:
-    """One user's ``~/.config/containers/storage.conf``, read and written by root without
-    following a link (``hub/homefiles.py``)."""
-    where = f"{user.pw_dir}/.config/containers/storage.conf"
-    uid, gid = user.pw_uid, user.pw_gid
-    try:
-        with homefiles.user_dir(user.pw_dir, CONF_PARTS, uid, gid, create=True) as fd:
-            assert fd is not None
-            old = homefiles.read_file(fd, "storage.conf", uid, where) or ""
-            if driver == store.driver:
-                new, what = add_store(old, str(store.root), driver, system=False), "the store"
-            else:
-                new, what = drop_store(old, str(store.root), driver), f"{driver}, own images"
-            if new == old:
-                echo(f"  {user.pw_name}: ~/.config/containers/storage.conf already set ({what})")
-                return
-            homefiles.write_file(fd, "storage.conf", new, uid, gid, where)
-    except (homefiles.HomeRefused, ValueError) as exc:  # ValueError: not TOML
-        echo(f"  {user.pw_name}: {clean(str(exc))}")
-        res.problems.append(f"{where}: {clean(str(exc), 200)}")
-        return
-    echo(
-        f"  {user.pw_name}: wrote ~/.config/containers/storage.conf ({what};"
-        " an engine already running sees it once restarted)"
-    )
-    res.changes.append(f"storage.conf of {user.pw_name}")
-
-
-def _write_user_confs(
-    checks: Sequence[UserCheck],
-    drivers: dict[str, str],
-    store: SharedStore,
-    echo: Echo,
-    res: SetupResult,
-) -> None:
-    """Podman 4.x's rootless engines ignore the system file's ``additionalimagestores``, so
-    each user's own ``storage.conf`` names the store too, or for a user on another driver
-    that driver. ``/etc/skel`` gets one for users added later (vfs and the store)."""
-    for check in checks:
-        driver = drivers.get(check.name, store.driver)
-        _write_user_conf(pwd.getpwnam(check.name), driver, store, echo, res)
-    skel = SKEL / ".config" / "containers" / "storage.conf"
-    old = skel.read_text() if skel.is_file() else ""
-    new = add_store(old, str(store.root), store.driver, system=False)
-    if new != old:
-        skel.parent.mkdir(parents=True, exist_ok=True)
-        skel.write_text(new)
-        echo(f"  wrote {skel} (users added with `useradd -m` get it)")
-        res.changes.append(f"wrote {skel}")
-
-
-def _verify(
-    users: Sequence[str], store: SharedStore, engines: _Engines, echo: Echo, res: SetupResult
-) -> None:
-    """Each user on the store's driver lists every shared image."""
-    wanted = store.images() if users and store.root.is_dir() else []
-    for name in users:
-        who = engines.as_user(pwd.getpwnam(name), store.driver)
-        listed = who.run("podman", "images", "--format", NAME_FORMAT)
-        missing = [ref for ref in wanted if ref not in listed.stdout.split()]
-        if listed.returncode != 0 or missing:
-            detail = clean(listed.stderr) or f"missing: {', '.join(missing)}"
-            echo(f"  {name}'s engine does not list the shared images: {detail}")
-            res.problems.append(f"check `podman images` as {name}")
-        else:
-            echo(f"  {name}'s engine lists all {len(wanted)} shared image(s), read-only")
-
-
-def _try_users(
-    drivers: dict[str, str],
-    available: dict[str, str],
-    engines: _Engines,
-    facts: HostFacts,
-    echo: Echo,
-    res: SetupResult,
-) -> None:
-    """One throwaway container and the rootless network, as each user."""
-    image = next(iter(available), None)
-    for name, driver in drivers.items():
-        who = engines.as_user(pwd.getpwnam(name), driver)
-        if image is None:
-            echo(f"  {name}: no image to start a throwaway container from (load one first)")
-            continue
-        for outcome in (try_container(who, image, facts), check_network(who, facts)):
-            echo("  " + outcome.line)
-            if not outcome.ok:
-                res.problems.append(f"{name}: {outcome.fix}")
 
 
 def run_setup(
@@ -453,22 +224,23 @@ def run_setup(
     res.changes += group.changes + rundirs.changes
     res.problems += group.problems + rundirs.problems
     store = SharedStore(store_root, driver or "vfs")
-    engines = _Engines(store, res, echo)
+    engines = Engines(store)
     echo("Storage drivers of users' engines:")
-    drivers = _plan_drivers(checks, echo, engines)
+    drivers = plan_drivers(checks, echo, engines)
+    heal_engines(drivers, engines, fix, echo, res)
     echo(f"Shared image store {store.root} (storage driver {store.driver}):")
     available = _load_images(store, images, echo, res)
     _seal(store, group.gid, echo, res)
     echo("Engine configuration:")
     _write_conf(conf, store, echo, res)
-    _write_user_confs(checks, drivers, store, echo, res)
+    write_user_confs(checks, drivers, store, echo, res)
     own = [name for name, d in drivers.items() if d != store.driver]
     if own:
         echo("Images in the own storage of users on another driver than the store's:")
-        _load_own_copies(own, drivers, available, engines, echo, res)
-    _verify([name for name, d in drivers.items() if d == store.driver], store, engines, echo, res)
+        load_own_copies(own, drivers, available, engines, echo, res)
+    verify([name for name, d in drivers.items() if d == store.driver], store, engines, echo, res)
     echo("A throwaway container and the rootless network, as each user:")
-    _try_users(drivers, available, engines, facts, echo, res)
+    try_users(store, drivers, available, engines, facts, echo, res)
     echo("Per-user limits enforced by the OS (systemd slices, from the policy's user_* rules):")
     try:
         res.changes += write_slices([c.name for c in checks], echo, system_root)

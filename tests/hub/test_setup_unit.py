@@ -13,14 +13,13 @@ import pytest
 
 from nbcontainers.hub import setup as hub_setup
 from nbcontainers.hub.subids import check_users, read_ranges, usermod_command
+from nbcontainers.runtimes.podman_seal import seal_store, unreachable_parents
 from nbcontainers.runtimes.podman_store import (
     HUB_MARK,
     add_store,
     configured_stores,
     drop_store,
     missing_image_message,
-    seal_store,
-    unreachable_parents,
 )
 
 needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is 3.11+")

@@ -155,6 +155,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         target = tmp / "root-only.conf"  # a root-owned file the user links to
         target.write_text(f"# {SECRET}\n")
         target.chmod(0o600)
+        (conf_dir / "storage.conf").unlink(missing_ok=True)  # /etc/skel may have given one
         (conf_dir / "storage.conf").symlink_to(target)
         _chown_tree(home / ".config", user)
         os.lchown(evil, user.pw_uid, user.pw_gid)
@@ -298,6 +299,7 @@ def test_the_stores_parents_are_not_widened(run: Run) -> None:
 
 
 def test_the_report_says_whether_a_container_starts_for_each_user(run: Run) -> None:
+    print(run.report)  # shown with -rP: what an admin reads
     name = run.user.pw_name
     lines = [line for line in run.report.splitlines() if "throwaway container" in line]
     assert any(name in line for line in lines), run.report

@@ -40,6 +40,11 @@ def test_a_users_engine_reads_only_root_owned_config(tmp_path: Path) -> None:
     assert env["XDG_RUNTIME_DIR"] == "/r" and env["PATH"].split(":")[0] == "/usr/local/bin"
 
 
+def test_podmans_warnings_do_not_hide_its_error() -> None:
+    err = 'level=warning msg="/ is not a shared mount"\nlevel=error msg="no such image"\n'
+    assert clean(err) == 'level=error msg="no such image"'
+
+
 def test_a_users_output_cannot_drive_roots_terminal() -> None:
     hostile = "ok\x1b]0;title\x07\x1b[2J\r\nnext\x9b6n"
     shown = clean(hostile)
@@ -193,6 +198,11 @@ def test_root_owned_refuses_a_path_a_user_could_swap(tmp_path: Path) -> None:
         ("cannot find mappings for user alice: no subuid ranges found", "sub-uid"),
         ("slirp4netns failed: open(/dev/net/tun): Permission denied", "chmod 0666 /dev/net/tun"),
         ("error joining rootless-netns: no such file", "stale rootless network"),
+        (
+            'invalid internal status, try resetting the pause process with "podman system '
+            'migrate": could not find any running process',
+            "podman system migrate",
+        ),
     ],
 )
 def test_each_start_failure_gets_its_fix(err: str, fix: str) -> None:

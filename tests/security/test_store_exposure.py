@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.runtimes.podman_store import SharedStore, seal_store, unreachable_parents
+from nbcontainers.runtimes.podman_seal import seal_store, unreachable_parents
+from nbcontainers.runtimes.podman_store import SharedStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
