@@ -197,13 +197,14 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
 
 def _reset_podman_tmp(run_dir: Path) -> list[Path]:
     """Remove podman's ``alive`` mark and pause pid where this user's podman keeps them: under
-    the runtime folder, or under ``$TMPDIR/containers-user-UID``, where podman settles (and
-    records in its database for good) when it first ran without a usable runtime folder. Only
-    the user's own real folders; returns what was removed."""
+    the runtime folder, or under ``$TMPDIR/podman-run-UID`` or ``$TMPDIR/containers-user-UID``,
+    where podman settles (and records in its database for good) when it first ran without a
+    usable runtime folder. Only the user's own real folders; returns what was removed."""
     uid = os.getuid()
-    tmp_root = Path(os.environ.get("TMPDIR") or "/tmp") / f"containers-user-{uid}"
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")
     removed = []
-    for folder in (run_dir / "libpod" / "tmp", tmp_root / "libpod" / "tmp"):
+    for top in (run_dir, tmp / f"podman-run-{uid}", tmp / f"containers-user-{uid}"):
+        folder = top / "libpod" / "tmp"
         try:
             info = folder.lstat()
         except OSError:

@@ -170,12 +170,13 @@ def test_an_engine_killed_with_its_containers_is_reset_as_after_a_reboot(
     assert (run / "libpod" / "tmp" / "alive").exists()  # never reset under a live container
     # Where podman first ran without a runtime folder, it keeps its state under $TMPDIR.
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    fallback = tmp_path / "tmp" / f"containers-user-{os.getuid()}" / "libpod" / "tmp"
+    fallback = tmp_path / "tmp" / f"podman-run-{os.getuid()}" / "libpod" / "tmp"
     fallback.mkdir(parents=True)
     (fallback / "alive").write_text("")
+    (fallback / "pause.pid").write_text("4242")
     monkeypatch.setattr(podman, "_rootless_processes", lambda: [])  # nothing of it survives
     with pytest.raises(EngineUnavailable, match="its state reset as after a reboot"):
         podman.ensure_service(sock, wait=5)
     assert calls.read_text().splitlines() == ["system service"] * 3
     assert sorted(p.name for p in (run / "libpod" / "tmp").iterdir()) == ["alive.lck"]
-    assert not (fallback / "alive").exists()
+    assert not list(fallback.iterdir())
