@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import re
 import shutil
@@ -53,6 +54,13 @@ def dns_name(text: str) -> str:
     """A DNS-1123 label (Kubernetes names) from a variable name."""
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return (name or "model")[:63]
+
+
+def model_digest(meta: Mapping[str, Any]) -> str:
+    """One SHA-256 over the model files' digests fixed at export (``meta["sha256"]``): the
+    image's label and export.json name the model files an image was built from."""
+    files = json.dumps(meta.get("sha256", {}), sort_keys=True).encode()
+    return hashlib.sha256(files).hexdigest()
 
 
 def render_dockerfile(plan: ExportPlan, version: str) -> str:
@@ -133,6 +141,10 @@ def render_dockerfile(plan: ExportPlan, version: str) -> str:
         f'      org.opencontainers.image.base.name="{plan.base}" \\',
         f'      org.opencontainers.image.base.digest="{plan.base.partition("@")[2]}" \\',
         f'      io.nbcontainers.export="{MARKER}" \\',
+        # What `docker inspect` can tell without running it: whether clients' rows share
+        # model calls, and which model files (one digest of their digests) it was built from.
+        f'      io.nbcontainers.batching="{"on" if plan.meta.get("batchable") else "off"}" \\',
+        f'      io.nbcontainers.model.sha256="{model_digest(plan.meta)}" \\',
         f'      io.nbcontainers.version="{version}"',
         "",
     ]
@@ -258,6 +270,8 @@ def write_export(plan: ExportPlan, staged: Path, folder: Path, version: str) -> 
                     "base": plan.base,
                     "python": plan.python,
                     "source": plan.source,
+                    "batching": "on" if plan.meta.get("batchable") else "off",
+                    "model_sha256": model_digest(plan.meta),
                 },
                 indent=2,
             )

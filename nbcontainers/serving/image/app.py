@@ -369,6 +369,11 @@ class Server:
             "platform": self.meta["format"],
             "inputs": self.meta["signature"]["inputs"],
             "outputs": self.meta["signature"]["outputs"],
+            # Whether concurrent clients' rows share model calls, and why (set at export).
+            "parameters": {
+                "batchable": bool(self.meta.get("batchable")),
+                "batching": str(self.meta.get("batching", "")),
+            },
         }
 
 

@@ -46,15 +46,17 @@ COPY --from=build /opt/venv /opt/venv
 COPY server/ /opt/nbc/server/
 RUN ["/opt/venv/bin/python", "-m", "compileall", "-q", "/opt/nbc/server"]
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    NBC_MODEL_DIR=/opt/nbc/model NBC_MODEL_CACHE=/opt/nbc/cache HOME=/tmp
+    NBC_MODEL_DIR=/opt/nbc/model NBC_MODEL_CACHE=/opt/nbc/cache HOME=/tmp \
+    NBC_PORT=8080
 USER 1000:1000
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/opt/venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=2)"]
+# server.main(): uvicorn on the port from NBC_WORKERS processes (default: the CPUs
+# the container may use), every limit from its NBC_* variable (README: limits).
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["/opt/venv/bin/python", "-m", "uvicorn", "server:app", \
-     "--app-dir", "/opt/nbc/server", \
-     "--host", "0.0.0.0", "--port", "8080", "--no-access-log", "--timeout-graceful-shutdown", "10"]
+CMD ["/opt/venv/bin/python", "-c", \
+     "import sys; sys.path.insert(0, '/opt/nbc/server'); import server; server.main()"]
 
 # model files last, in their own layer: a retrained model rebuilds only this
 COPY model/ /opt/nbc/model/
@@ -66,4 +68,6 @@ LABEL org.opencontainers.image.title="clf" \
       org.opencontainers.image.base.name="debian:bookworm-slim@sha256:1111111111111111111111111111111111111111111111111111111111111111" \
       org.opencontainers.image.base.digest="sha256:1111111111111111111111111111111111111111111111111111111111111111" \
       io.nbcontainers.export="nbcontainers-export" \
+      io.nbcontainers.batching="off" \
+      io.nbcontainers.model.sha256="44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" \
       io.nbcontainers.version="0.1.0"
