@@ -26,11 +26,19 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError, ConfigError, ContainerNotFound, EngineUnavailable, Unsupported
+from ..errors import (
+    BuildError,
+    ConfigError,
+    ContainerNotFound,
+    EngineUnavailable,
+    RuntimeFailure,
+    Unsupported,
+)
 from ..rundir import user_runtime_dir
 from .base import (
     LIMITS,
@@ -38,6 +46,7 @@ from .base import (
     BuildEvent,
     BuildRequest,
     ContainerSpec,
+    ContainerState,
     ContainerStats,
     EngineFacts,
     ImageInfo,
@@ -54,6 +63,7 @@ DEFAULT_IDLE = 600  # seconds an engine with no client waits before it exits
 # What rootless podman says when its pause process is gone and the containers its database
 # calls running can't be joined either (their conmon was killed with it).
 STALE_PAUSE = "try resetting the pause process"
+LIST_TRIES = 3
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 # `podman build` prints "STEP 2/7: RUN pip install ..." when a step starts.
 _STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
@@ -346,6 +356,19 @@ class PodmanRuntime(DockerRuntime):
             )
         ids = list(spec.gpus.device_ids) or ["all"]
         return device_requests(driver="cdi", device_ids=[f"nvidia.com/gpu={i}" for i in ids])
+
+    def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
+        """As Docker's, asked again when a container vanished while Podman listed (its API then
+        fails the whole list: "getting container from store …: container not known"; seen
+        when a kernel start and a restart heal one user's leftovers at once)."""
+        for attempt in range(LIST_TRIES):
+            try:
+                return super().list(labels)
+            except RuntimeFailure as exc:
+                if "container not known" not in str(exc) or attempt == LIST_TRIES - 1:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
 
     def image_info(self, ref: str) -> ImageInfo | None:
         info = super().image_info(ref)

@@ -180,3 +180,28 @@ def test_an_engine_killed_with_its_containers_is_reset_as_after_a_reboot(
     assert calls.read_text().splitlines() == ["system service"] * 3
     assert sorted(p.name for p in (run / "libpod" / "tmp").iterdir()) == ["alive.lck"]
     assert not list(fallback.iterdir())
+
+
+def test_a_container_vanishing_while_podman_lists_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nbcontainers.errors import RuntimeFailure
+    from nbcontainers.runtimes.docker import DockerRuntime
+
+    answers: list[object] = [
+        RuntimeFailure('list containers: getting container from store "1d04": container not known'),
+        ["listed"],
+    ]
+
+    def listing(self: object, labels: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(DockerRuntime, "list", listing)
+    runtime = podman.PodmanRuntime(base_url="unix:///elsewhere.sock")
+    assert runtime.list({}) == ["listed"]
+    answers[:] = [RuntimeFailure("list containers: permission denied")]
+    with pytest.raises(RuntimeFailure, match="permission denied"):  # anything else: at once
+        runtime.list({})
