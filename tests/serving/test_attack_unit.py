@@ -282,9 +282,9 @@ def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     latencies.sort()
-    # Nine probes in ten within the 50 ms budget, and none held for long: a blocked loop holds
-    # every probe for the whole decode or encode (0.26-0.32 s here, more on a busy machine). The tail is left some room
-    # because CI shares 2 cores with the test's own event loop and other processes.
+    # Nine probes in ten within the 50 ms budget, and none held for long: a blocked loop
+    # holds a probe for the whole decode or encode (0.26-0.32 s here). The tail has some
+    # room because CI shares 2 cores with the test's own event loop and other processes.
     assert len(latencies) > 20, latencies
     assert latencies[int(len(latencies) * 0.9)] < 0.05 and latencies[-1] < 0.2, latencies[-5:]
 
@@ -426,9 +426,9 @@ def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     latencies.sort()
-    # Nine probes in ten within the 50 ms budget, and none held for long: a blocked loop holds
-    # every probe for the whole decode or encode (0.26-0.32 s here, more on a busy machine). The tail is left some room
-    # because CI shares 2 cores with the test's own event loop and other processes.
+    # Nine probes in ten within the 50 ms budget, and none held for long: a blocked loop
+    # holds a probe for the whole decode or encode (0.26-0.32 s here). The tail has some
+    # room because CI shares 2 cores with the test's own event loop and other processes.
     assert len(latencies) > 10, latencies
     assert latencies[int(len(latencies) * 0.9)] < 0.05 and latencies[-1] < 0.2, latencies[-5:]
 
