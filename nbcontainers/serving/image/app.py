@@ -37,6 +37,7 @@ from .openapi import openapi
 __all__ = [
     "Server",
     "create_app",
+    "model_metadata",
 ]
 
 
@@ -217,7 +218,7 @@ class Server:
                 },
                 "json",
             ),
-            model_path: lambda: (200, self._model_metadata(), "json"),
+            model_path: lambda: (200, model_metadata(self.name, self.meta), "json"),
             "/openapi.json": lambda: (200, openapi(self.name, self.meta), "json"),
             "/metrics": lambda: (200, self.metrics.render(), "text"),
             "/": lambda: (200, {"model": self.name, "openapi": "/openapi.json"}, "json"),
@@ -362,19 +363,21 @@ class Server:
                 status=422,
             ) from None
 
-    def _model_metadata(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": ["1"],
-            "platform": self.meta["format"],
-            "inputs": self.meta["signature"]["inputs"],
-            "outputs": self.meta["signature"]["outputs"],
-            # Whether concurrent clients' rows share model calls, and why (set at export).
-            "parameters": {
-                "batchable": bool(self.meta.get("batchable")),
-                "batching": str(self.meta.get("batching", "")),
-            },
-        }
+
+def model_metadata(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The Open Inference Protocol's model metadata, from the export's meta.json."""
+    return {
+        "name": name,
+        "versions": ["1"],
+        "platform": meta["format"],
+        "inputs": meta["signature"]["inputs"],
+        "outputs": meta["signature"]["outputs"],
+        # Whether concurrent clients' rows share model calls, and why (set at export).
+        "parameters": {
+            "batchable": bool(meta.get("batchable")),
+            "batching": str(meta.get("batching", "")),
+        },
+    }
 
 
 def create_app() -> Server:
