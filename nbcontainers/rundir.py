@@ -33,7 +33,10 @@ def hub_user_dir(uid: int) -> Path:
 def check_private(folder: Path, uid: int, how: str) -> Path:
     """``folder`` if it is a real directory owned by ``uid`` with no group/other access, else
     a ConfigError naming what is wrong and ``how`` to fix it."""
-    info = folder.lstat()
+    try:
+        info = folder.lstat()
+    except OSError as exc:
+        raise ConfigError(f"{folder} cannot be used ({exc.strerror}). {how}") from None
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{folder} is not a folder (a link or a file is never used). {how}")
     if info.st_uid != uid:

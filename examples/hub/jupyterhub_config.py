@@ -68,6 +68,16 @@ c.Spawner.args = [
 c.Spawner.environment["NBCONTAINERS_POOL_SIZE"] = "1"
 c.Spawner.environment["NBCONTAINERS_POOL_WARM"] = "python"  # filled at %load_ext nbcontainers
 
+# -- Per-user totals ---------------------------------------------------------------------------
+# The policy's user_* totals live in each user's systemd slice. Where systemd runs and
+# jupyterhub-systemdspawner is installed, servers (with their engine and kernels) start in that
+# slice; elsewhere this changes nothing and prints that the totals are not enforced here.
+from nbcontainers.hub.slices import use_user_slices  # noqa: E402
+
+use_user_slices(c)
+# Each user's rootless engine exits after this many idle seconds and starts again on demand.
+c.Spawner.environment["NBCONTAINERS_PODMAN_IDLE"] = "600"
+
 # -- Housekeeping ------------------------------------------------------------------------------
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops users' servers (and kernels)
 c.JupyterHub.shutdown_on_logout = False

@@ -259,7 +259,12 @@ def test_one_user_sees_neither_the_others_home_nor_engine(
     a_uid = pwd.getpwnam(a).pw_uid
     out, _ = execute(hub, b, kernels[b], f"import os; print(os.path.exists({a_home!r}))")
     assert out.strip() == "False"  # not mounted into B's container
-    a_socket = [p for p in (f"/run/user/{a_uid}", f"/tmp/nbc-podman-{a_uid}") if os.path.isdir(p)]
+    folders = (
+        f"/run/user/{a_uid}",
+        f"/run/nbcontainers/{a_uid}",
+        f"{a_home}/.cache/nbcontainers/run",
+    )
+    a_socket = [p for p in folders if os.path.exists(f"{p}/podman/podman.sock")]
     assert a_socket, "A's engine folder not found"
     probe = (
         "import os, socket, subprocess\n"

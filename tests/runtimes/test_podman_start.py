@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.errors import ConfigError, EngineUnavailable
-from nbcontainers.runtimes import podman
+from nbcontainers.runtimes import podman, podman_service
 
 
 def test_missing_podman_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,10 +24,10 @@ def test_a_user_without_a_subuid_range_gets_the_usermod_line(
 ) -> None:
     monkeypatch.setattr(podman.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(podman.os, "getuid", lambda: 4242)
-    monkeypatch.setattr(podman.getpass, "getuser", lambda: "ada")
+    monkeypatch.setattr(podman_service.getpass, "getuser", lambda: "ada")
     (tmp_path / "subuid").write_text("bob:100000:65536\n")
     (tmp_path / "subgid").write_text("bob:100000:65536\ncarol:165536:65536\n")
-    monkeypatch.setattr(podman, "SUBID_FILES", (tmp_path / "subuid", tmp_path / "subgid"))
+    monkeypatch.setattr(podman_service, "SUBID_FILES", (tmp_path / "subuid", tmp_path / "subgid"))
     # A free range: above bob's and carol's, so the line runs as printed.
     line = r"sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 ada"
     with pytest.raises(EngineUnavailable, match=line + r".*hub setup --fix"):
@@ -43,7 +43,7 @@ def test_an_engine_that_dies_at_start_is_reported_with_its_log(
     monkeypatch.setattr(
         podman.shutil, "which", lambda name: str(broken) if name == "podman" else "/bin/true"
     )
-    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    monkeypatch.setattr(podman_service, "_has_subuid_range", lambda user, uid: True)
     sock = tmp_path / "run" / "podman" / "podman.sock"
     started = time.monotonic()
     with pytest.raises(EngineUnavailable, match=r"did not start(.|\n)*cannot set up namespace"):
@@ -84,7 +84,7 @@ def test_the_engine_exits_after_its_idle_timeout(
     monkeypatch.setattr(
         podman.shutil, "which", lambda name: str(fake) if name == "podman" else "/bin/true"
     )
-    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    monkeypatch.setattr(podman_service, "_has_subuid_range", lambda user, uid: True)
     sock = tmp_path / "run" / "podman" / "podman.sock"
     for value, flag in (("", "--time=600"), ("30", "--time=30"), ("0", "--time=0")):
         monkeypatch.setenv("NBCONTAINERS_PODMAN_IDLE", value)
@@ -132,7 +132,7 @@ def test_the_engine_does_not_keep_the_callers_folder(
     monkeypatch.setattr(
         podman.shutil, "which", lambda name: str(fake) if name == "podman" else "/bin/true"
     )
-    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    monkeypatch.setattr(podman_service, "_has_subuid_range", lambda user, uid: True)
     caller = tmp_path / "notebooks"
     caller.mkdir()
     monkeypatch.chdir(caller)
@@ -158,13 +158,15 @@ def test_an_engine_killed_with_its_containers_is_reset_as_after_a_reboot(
     monkeypatch.setattr(
         podman.shutil, "which", lambda name: str(fake) if name == "podman" else "/bin/true"
     )
-    monkeypatch.setattr(podman, "_has_subuid_range", lambda user, uid: True)
+    monkeypatch.setattr(podman_service, "_has_subuid_range", lambda user, uid: True)
     run = tmp_path / "run"
     (run / "libpod" / "tmp").mkdir(parents=True)
     for name in ("alive", "pause.pid", "alive.lck"):
         (run / "libpod" / "tmp" / name).write_text("")
     sock = run / "podman" / "podman.sock"
-    monkeypatch.setattr(podman, "_rootless_processes", lambda: ["4242:python"])  # a container lives
+    monkeypatch.setattr(
+        podman_service, "_rootless_processes", lambda: ["4242:python"]
+    )  # a container lives
     with pytest.raises(EngineUnavailable, match=r"not reset, still running: 4242:python"):
         podman.ensure_service(sock, wait=5)
     assert (run / "libpod" / "tmp" / "alive").exists()  # never reset under a live container
@@ -174,7 +176,7 @@ def test_an_engine_killed_with_its_containers_is_reset_as_after_a_reboot(
     fallback.mkdir(parents=True)
     (fallback / "alive").write_text("")
     (fallback / "pause.pid").write_text("4242")
-    monkeypatch.setattr(podman, "_rootless_processes", lambda: [])  # nothing of it survives
+    monkeypatch.setattr(podman_service, "_rootless_processes", lambda: [])  # nothing of it survives
     with pytest.raises(EngineUnavailable, match="its state reset as after a reboot"):
         podman.ensure_service(sock, wait=5)
     assert calls.read_text().splitlines() == ["system service"] * 3

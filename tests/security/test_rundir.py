@@ -49,6 +49,12 @@ def test_link_is_never_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         rundir.user_runtime_dir()
 
 
+def test_a_missing_xdg_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match="cannot be used .*XDG_RUNTIME_DIR"):
+        rundir.user_runtime_dir()
+
+
 def test_private_xdg_folder_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     folder = _folder(tmp_path, "x")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))

@@ -32,12 +32,12 @@ from .offload import (
     encode_reply,
     set_process_name,
 )
-from .openapi import openapi
+from .openapi import model_metadata, openapi
 
 __all__ = [
     "Server",
     "create_app",
-    "model_metadata",
+    "every_worker_loaded",
 ]
 
 
@@ -307,22 +307,9 @@ class Server:
         return await self.offload.run(encode_reply, args, values > INLINE_ENCODE)  # type: ignore[no-any-return]
 
     def ready(self) -> bool:
-        """Ready to serve: the model loaded here and, with several workers (``serve.main``
-        sets ``NBC_STATE_DIR``), in every worker; any of them may take the next request."""
-        if self.predict is None:
-            return False
-        folder = os.environ.get("NBC_STATE_DIR")
-        if not folder:
-            return True
-        loaded = 0
-        with contextlib.suppress(OSError):
-            for entry in os.listdir(folder):
-                pid = int(entry.removeprefix("loaded-")) if entry.startswith("loaded-") else 0
-                # A worker that died left its file; the one started in its place has none yet.
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(pid, 0)
-                    loaded += pid > 0
-        return loaded >= int(os.environ.get("NBC_WORKERS") or 1)
+        """Ready to serve: the model loaded here and, with several workers, in every worker;
+        any of them may take the next request."""
+        return self.predict is not None and every_worker_loaded()
 
     def _ready(self) -> tuple[int, Any, str]:
         if self.ready():
@@ -364,20 +351,21 @@ class Server:
             ) from None
 
 
-def model_metadata(name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """The Open Inference Protocol's model metadata, from the export's meta.json."""
-    return {
-        "name": name,
-        "versions": ["1"],
-        "platform": meta["format"],
-        "inputs": meta["signature"]["inputs"],
-        "outputs": meta["signature"]["outputs"],
-        # Whether concurrent clients' rows share model calls, and why (set at export).
-        "parameters": {
-            "batchable": bool(meta.get("batchable")),
-            "batching": str(meta.get("batching", "")),
-        },
-    }
+def every_worker_loaded() -> bool:
+    """With several workers (``serve.main`` sets ``NBC_STATE_DIR``): whether each has marked
+    its model loaded there; true with one worker."""
+    folder = os.environ.get("NBC_STATE_DIR")
+    if not folder:
+        return True
+    loaded = 0
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            pid = int(entry.removeprefix("loaded-")) if entry.startswith("loaded-") else 0
+            # A worker that died left its file; the one started in its place has none yet.
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(pid, 0)
+                loaded += pid > 0
+    return loaded >= int(os.environ.get("NBC_WORKERS") or 1)
 
 
 def create_app() -> Server:

@@ -8,6 +8,7 @@ from typing import Any
 from .protocol import MAX_DIMS
 
 __all__ = [
+    "model_metadata",
     "openapi",
 ]
 
@@ -91,5 +92,21 @@ def openapi(name: str, meta: dict[str, Any]) -> dict[str, Any]:
                 )
             },
             "/metrics": {"get": op("Prometheus metrics")},
+        },
+    }
+
+
+def model_metadata(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The Open Inference Protocol's model metadata, from the export's meta.json."""
+    return {
+        "name": name,
+        "versions": ["1"],
+        "platform": meta["format"],
+        "inputs": meta["signature"]["inputs"],
+        "outputs": meta["signature"]["outputs"],
+        # Whether concurrent clients' rows share model calls, and why (set at export).
+        "parameters": {
+            "batchable": bool(meta.get("batchable")),
+            "batching": str(meta.get("batching", "")),
         },
     }
