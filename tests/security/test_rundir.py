@@ -51,7 +51,7 @@ def test_link_is_never_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_a_missing_xdg_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))
-    with pytest.raises(ConfigError, match="cannot be used .*XDG_RUNTIME_DIR"):
+    with pytest.raises(ConfigError, match=r"cannot be used .*XDG_RUNTIME_DIR"):
         rundir.user_runtime_dir()
 
 
