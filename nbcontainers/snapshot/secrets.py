@@ -72,11 +72,8 @@ def _detect_secrets() -> Iterator[Any]:
     from detect_secrets.core.secrets_collection import SecretsCollection
     from detect_secrets.settings import transient_settings
 
-    plugins = [
-        {"name": cls.__name__}
-        for cls in get_mapping_from_secret_type_to_class().values()
-        if cls.__name__ not in _SKIPPED_PLUGINS
-    ]
+    classes: list[Any] = list(get_mapping_from_secret_type_to_class().values())
+    plugins = [{"name": c.__name__} for c in classes if c.__name__ not in _SKIPPED_PLUGINS]
     with transient_settings({"plugins_used": plugins}):
         yield SecretsCollection
 
