@@ -30,7 +30,15 @@ log() { printf 'ensure-swarm: %s\n' "$*" >&2; }
 die() { printf 'ensure-swarm: ERROR: %s\n' "$*" >&2; exit 1; }
 
 swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}'; }
-bridge_ip() { docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}'; }
+bridge_ip() {
+    local ip
+    ip="$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')"
+    # After some engine restarts the bridge's IPAM config holds no gateway (seen with 20.10):
+    # the docker0 interface still has the address. Never init a swarm on an empty address.
+    [ -n "$ip" ] || ip="$(ip -4 -o addr show docker0 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}')"
+    [ -n "$ip" ] || die "no address for the docker0 bridge: is the Docker engine's bridge network up?"
+    echo "$ip"
+}
 
 build_image() {
     if docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then return; fi
