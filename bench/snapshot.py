@@ -12,7 +12,7 @@ from pathlib import Path
 
 from notebook_kernel import local_kernel, printed
 
-from nbcontainers.build import build_image
+from nbcontainers.catalog.build import build_image
 from nbcontainers.runtimes import get_runtime
 from nbcontainers.snapshot import snapshot_image
 

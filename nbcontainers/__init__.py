@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .catalog import Catalog, CatalogImage, load_catalog
+from .catalog.entries import Catalog, CatalogImage, load_catalog
 from .errors import (
     BuildError,
     ConfigError,

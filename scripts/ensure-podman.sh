@@ -52,7 +52,7 @@ fi
 # venv is given to read the catalog with and Docker has built it).
 images="$BASE"
 if [ -n "${NBC_VENV_PYTHON:-}" ]; then
-    images="$images $("$NBC_VENV_PYTHON" -c 'from nbcontainers.catalog import load_catalog; print(load_catalog()["python"].ref)')"
+    images="$images $("$NBC_VENV_PYTHON" -c 'from nbcontainers.catalog.entries import load_catalog; print(load_catalog()["python"].ref)')"
 fi
 for image in $images; do
     if ! as_user podman image exists "$image" 2>/dev/null && docker image inspect "$image" >/dev/null 2>&1; then

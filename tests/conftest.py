@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[object]:
     from nbcontainers.kernels.orphans import find_orphans, remove_orphans
-    from nbcontainers.runtimes.docker import DockerRuntime
+    from nbcontainers.runtimes.docker.runtime import DockerRuntime
 
     rt = DockerRuntime()
     try:
@@ -52,7 +52,7 @@ def podman_runtime() -> object:
     the way every user's is: on demand, by nbcontainers running as that user."""
     import pwd
 
-    from nbcontainers.runtimes.podman import PodmanRuntime
+    from nbcontainers.runtimes.podman.runtime import PodmanRuntime
 
     try:
         user = pwd.getpwnam(PODMAN_USER)
@@ -76,8 +76,8 @@ def podman_runtime() -> object:
 
 
 def _ensure_built(runtime: object, name: str) -> None:
-    from nbcontainers.build import build_image
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.build import build_image
+    from nbcontainers.catalog.entries import load_catalog
 
     image = load_catalog()[name]
     if runtime.image_info(image.ref) is None:  # type: ignore[attr-defined]
@@ -99,8 +99,8 @@ def torch_image(runtime: object) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def kernelspec_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Install the nbc-* kernelspecs into a private prefix that Jupyter searches first."""
-    from nbcontainers.catalog import load_catalog
-    from nbcontainers.kernels.kernelspecs import install_kernelspecs
+    from nbcontainers.catalog.entries import load_catalog
+    from nbcontainers.catalog.kernelspecs import install_kernelspecs
 
     prefix = tmp_path_factory.mktemp("jupyter-prefix")
     install_kernelspecs(load_catalog(include_user=False), prefix=str(prefix))
@@ -190,7 +190,7 @@ def jupyter_server(tmp_path: Path, *args: str) -> Iterator[tuple[str, str, Path]
 @pytest.fixture
 def fake_runtime() -> object:
     """The in-memory runtime with every catalog image present: the fast tier's engine."""
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
     from nbcontainers.runtimes.fake import FakeRuntime
 
     return FakeRuntime(images=[image.ref for image in load_catalog(include_user=False).values()])

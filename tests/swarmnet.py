@@ -38,7 +38,7 @@ def on_worker(*command: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def swarm_images(runtime: object, python_image: str) -> list[str]:
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
 
     return [load_catalog()[python_image].ref, BASE_IMAGE]
 
@@ -46,7 +46,7 @@ def swarm_images(runtime: object, python_image: str) -> list[str]:
 @pytest.fixture(scope="session")
 def swarm(swarm_images: list[str]) -> Iterator[object]:
     """A SwarmRuntime on this host's swarm that places everything on the worker node."""
-    from nbcontainers.runtimes.swarm import SwarmRuntime
+    from nbcontainers.runtimes.swarm.runtime import SwarmRuntime
 
     if os.getuid() != 0:
         if os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1":

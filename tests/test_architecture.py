@@ -66,7 +66,7 @@ def _is_module(name: str) -> bool:
 
 
 def component(module: str) -> str:
-    """``nbcontainers.kernels.relay`` -> ``kernels``; the package root itself -> ``""``."""
+    """``nbcontainers.relay.kernel`` -> ``kernels``; the package root itself -> ``""``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.catalog import catalog_path, load_catalog, render_catalog
+from nbcontainers.catalog.entries import catalog_path, load_catalog, render_catalog
+from nbcontainers.catalog.kernelspecs import kernel_json
 from nbcontainers.errors import ConfigError, UnknownImage
-from nbcontainers.kernels.kernelspecs import kernel_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def test_user_images_bad_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_register_user_image_refuses_what_the_catalog_could_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nbcontainers.catalog import register_user_image, user_config_path
+    from nbcontainers.catalog.entries import register_user_image, user_config_path
 
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="lowercase"):
@@ -103,7 +103,7 @@ def test_register_user_image_refuses_what_the_catalog_could_not_read(
 def test_a_user_image_never_shadows_a_catalog_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nbcontainers.catalog import register_user_image, user_config_path
+    from nbcontainers.catalog.entries import register_user_image, user_config_path
 
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path))
     for name in ("python", "nbc-python"):

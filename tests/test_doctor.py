@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.doctor import (
     Check,
     HostFacts,
@@ -27,7 +27,7 @@ from nbcontainers.doctor import (
     run_checks,
 )
 from nbcontainers.doctor.security import security_checks, tcp_listeners
-from nbcontainers.gpu import GPU, HostGPUs
+from nbcontainers.hostgpus import GPU, HostGPUs
 from nbcontainers.runtimes.fake import FakeRuntime
 
 

@@ -84,7 +84,7 @@ def test_missing_image_fails_at_once_with_the_command(
 
 
 def test_gpu_image_without_gpu_names_cpu_image(tmp_path: Path, runtime: object) -> None:
-    from nbcontainers.gpu import detect_gpus
+    from nbcontainers.hostgpus import detect_gpus
 
     if detect_gpus():
         pytest.skip("this host has a GPU; the no-GPU message can't be shown here")

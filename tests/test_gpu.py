@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.errors import GPUUnavailable
-from nbcontainers.gpu import GPU, HostGPUs, _from_nvidia_smi, check_cuda, parse_gpu_request
+from nbcontainers.hostgpus import GPU, HostGPUs, _from_nvidia_smi, check_cuda, parse_gpu_request
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.doctor import check_image
 from nbcontainers.runtimes.fake import FakeRuntime
 

@@ -61,7 +61,7 @@ def test_the_wheel_carries_the_catalog(installed: Path, tmp_path: Path) -> None:
         installed,
         tmp_path,
         "import json, nbcontainers",
-        "from nbcontainers.catalog import load_catalog, images_dir",
+        "from nbcontainers.catalog.entries import load_catalog, images_dir",
         "cat = load_catalog(include_user=False)",
         "print(json.dumps({'file': nbcontainers.__file__, 'dir': str(images_dir()),",
         "  'images': sorted(cat), 'buildable': [i.name for i in cat.values() if i.buildable]}))",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.capture import capture_source, parse_capture
+from nbcontainers.recipe.capture import capture_source, parse_capture
 from nbcontainers.serving import serialize
 from nbcontainers.sources import bundle, call_in_kernel
 

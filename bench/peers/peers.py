@@ -30,8 +30,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from nbcontainers import __version__
-from nbcontainers.build import build_image
-from nbcontainers.catalog import CatalogImage
+from nbcontainers.catalog.build import build_image
+from nbcontainers.catalog.entries import CatalogImage
 from nbcontainers.runtimes import get_runtime
 from nbcontainers.serving import smoke
 from nbcontainers.serving.export import ExportOptions, export_from_namespace

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import click
 
+from ..cluster.command import k8s
 from ..hub.command import hub
-from ..k8s.command import k8s
 from .containers import gc, logs, ps
 from .doctor import doctor
 from .export import export_command

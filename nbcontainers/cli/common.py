@@ -83,7 +83,7 @@ def _complete(names: Iterable[str], incomplete: str) -> list[CompletionItem]:
 
 def complete_images(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Catalog image names (built-in and the user's); never an engine call, so it is instant."""
-    from ..catalog import load_catalog
+    from ..catalog.entries import load_catalog
 
     try:
         return _complete(load_catalog(), incomplete)
@@ -93,6 +93,6 @@ def complete_images(ctx: click.Context, param: click.Parameter, incomplete: str)
 
 def complete_kernelspecs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Installed nbcontainers kernelspecs."""
-    from ..kernels.kernelspecs import installed_kernelspecs
+    from ..catalog.kernelspecs import installed_kernelspecs
 
     return _complete(installed_kernelspecs(), incomplete)

@@ -9,7 +9,7 @@ import click
 from .common import JSON, complete_images, errors_as_messages, get_runtime, print_rows
 
 if TYPE_CHECKING:
-    from ..catalog import CatalogImage
+    from ..catalog.entries import CatalogImage
     from ..runtimes.base import ImageInfo
 
 __all__ = ["images"]
@@ -27,7 +27,7 @@ def images() -> None:
 @errors_as_messages
 def images_list(as_json: bool) -> None:
     """Show catalog images and whether each is present on the engine."""
-    from ..catalog import load_catalog
+    from ..catalog.entries import load_catalog
     from ..doctor import image_problem
 
     runtime = get_runtime()
@@ -64,7 +64,7 @@ def images_list(as_json: bool) -> None:
 
 
 def _selected(names: tuple[str, ...], all_images: bool, skip_gpu: bool) -> list[CatalogImage]:
-    from ..catalog import load_catalog
+    from ..catalog.entries import load_catalog
 
     catalog = load_catalog()
     if all_images:
@@ -94,10 +94,10 @@ def images_build(
     verbose: bool,
 ) -> None:
     """Build images from their Dockerfiles (progress shown)."""
-    from ..build import build_image
+    from ..catalog.build import build_image
     from ..doctor import image_problem
     from ..errors import ConfigError
-    from ..progress import BuildProgress
+    from .progress import BuildProgress
 
     runtime = get_runtime()
     for image in _selected(names, all_images, skip_gpu=cpu_only):
@@ -128,7 +128,7 @@ def images_build(
 @errors_as_messages
 def images_pull(names: tuple[str, ...], all_images: bool) -> None:
     """Pull images from their registry (progress shown)."""
-    from ..progress import PullProgress
+    from .progress import PullProgress
 
     runtime = get_runtime()
     for image in _selected(names, all_images, skip_gpu=False):
@@ -157,7 +157,7 @@ def images_check(name: str, timeout: float, as_json: bool) -> None:
     """
     import json
 
-    from ..catalog import load_catalog
+    from ..catalog.entries import load_catalog
     from ..doctor import CHECK_UID, check_image
     from ..errors import UnknownImage
 
@@ -226,8 +226,8 @@ def images_prune(names: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
     """
     import json
 
-    from ..build import stale_images
-    from ..catalog import load_catalog
+    from ..catalog.build import stale_images
+    from ..catalog.entries import load_catalog
     from ..errors import NbcontainersError
 
     if as_json and not (yes or dry_run):
@@ -276,8 +276,8 @@ def images_prune(names: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
 @errors_as_messages
 def images_regenerate(check: bool) -> None:
     """Regenerate images/catalog.json and kernelspecs/ from the image sources."""
-    from ..catalog import catalog_path, load_catalog, render_catalog
-    from ..kernels.kernelspecs import write_kernelspec
+    from ..catalog.entries import catalog_path, load_catalog, render_catalog
+    from ..catalog.kernelspecs import write_kernelspec
 
     path = catalog_path()
     text = render_catalog()

@@ -35,8 +35,8 @@ def kernelspec_install(
 
     Installed nbcontainers kernelspecs of the same name are updated in place.
     """
-    from ..catalog import load_catalog
-    from ..kernels.kernelspecs import install_kernelspecs
+    from ..catalog.entries import load_catalog
+    from ..catalog.kernelspecs import install_kernelspecs
 
     if sum((user, sys_prefix, prefix is not None)) > 1:
         raise click.UsageError("Pass one of --user, --sys-prefix and --prefix.")
@@ -56,7 +56,7 @@ def kernelspec_list(as_json: bool) -> None:
 
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from ..kernels.kernelspecs import installed_kernelspecs
+    from ..catalog.kernelspecs import installed_kernelspecs
 
     found = sorted(installed_kernelspecs().items())
     if as_json:
@@ -86,8 +86,8 @@ def kernelspec_remove(names: tuple[str, ...], yes: bool) -> None:
 
     Kernelspecs that other tools installed are never removed.
     """
+    from ..catalog.kernelspecs import installed_kernelspecs, remove_kernelspecs
     from ..errors import did_you_mean
-    from ..kernels.kernelspecs import installed_kernelspecs, remove_kernelspecs
 
     installed = installed_kernelspecs()
     wanted = [n if n in installed or n.startswith("nbc-") else f"nbc-{n}" for n in names]

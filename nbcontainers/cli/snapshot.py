@@ -80,7 +80,7 @@ def snapshot(
     kept = len(json.loads((written / "environment.json").read_text())["packages"])
     click.echo(f"wrote {written} ({kept} of {len(snap.packages)} distributions from {source})")
     if verify:
-        from ..progress import BuildProgress
+        from .progress import BuildProgress
 
         progress = BuildProgress()
         try:

@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalog import CatalogImage, user_config_path
+from ..catalog.entries import CatalogImage, user_config_path
 
 __all__ = ["HostFacts", "engine_fix", "host_facts", "image_problem"]
 

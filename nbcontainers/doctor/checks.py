@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..catalog import CatalogImage, load_catalog
+from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError, EngineUnavailable, ImageMissing, NbcontainersError
-from ..gpu import detect_gpus
+from ..hostgpus import detect_gpus
 from ..runtimes.base import LIMITS, ContainerRuntime
 from .advice import HostFacts, engine_fix, host_facts, image_problem
 
@@ -184,7 +184,7 @@ def _engine_checks(
 def _image_checks(
     runtime: ContainerRuntime, images: Iterable[CatalogImage], has_gpu: bool
 ) -> list[Check]:
-    from ..kernels.kernelspecs import installed_kernelspecs
+    from ..catalog.kernelspecs import installed_kernelspecs
 
     installed = installed_kernelspecs()
     checks = []

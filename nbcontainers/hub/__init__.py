@@ -3,6 +3,6 @@ which prepares a host so that every user runs container kernels on their own roo
 
 from __future__ import annotations
 
-from ..runtimes.podman_store import SharedStore, missing_image_message
+from ..runtimes.podman.store import SharedStore, missing_image_message
 
 __all__ = ["SharedStore", "missing_image_message"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..runtimes.podman_store import (
+from ..runtimes.podman.store import (
     SharedStore,
     add_store,
     drop_store,

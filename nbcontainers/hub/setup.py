@@ -38,10 +38,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..catalog import load_catalog
+from ..catalog.entries import load_catalog
 from ..errors import ConfigError
-from ..runtimes.podman_seal import seal_store, unreachable_parents
-from ..runtimes.podman_store import (
+from ..runtimes.podman.store import (
     DEFAULT_STORE,
     KNOWN_DRIVERS,
     STORAGE_CONF,
@@ -62,6 +61,7 @@ from .peruser import (
 from .probe import host_facts
 from .result import Echo, SetupResult
 from .rundirs import ensure_run_dirs
+from .seal import seal_store, unreachable_parents
 from .slices import write_slices
 from .subids import UserCheck, check_users, hub_users
 

@@ -3,7 +3,7 @@
 Runs in the user's kernel, in a plain ``python -c`` (``nbcontainers snapshot --python``) and
 in a container started from an image, so it is stdlib-only and reads nothing from the
 environment's variables: nothing secret can reach a snapshot. The host parses the answer
-(``nbcontainers/capture.py``).
+(``nbcontainers/recipe/capture.py``).
 """
 
 from __future__ import annotations

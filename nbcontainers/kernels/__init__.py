@@ -1,5 +1,5 @@
-"""Container kernels: the Jupyter provisioner, the relay a notebook's cells take, the shared
-network holder, orphan sweeping and the kernelspecs that name them.
+"""Container kernels: the Jupyter provisioner and what it decides with (the launch plan, the
+admin's policy, the warm pool), the shared network holder and orphan sweeping.
 
 Import from the modules themselves: importing the package loads none of them, so that
 ``nbcontainers gc`` does not pay for jupyter_client and the provisioner.

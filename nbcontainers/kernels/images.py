@@ -8,10 +8,10 @@ import threading
 import time
 from typing import Any
 
-from ..catalog import CatalogImage
+from ..catalog.entries import CatalogImage
 from ..errors import ImageMissing
 from ..runtimes.base import BuildCallback, BuildEvent, ContainerRuntime, ProgressCallback
-from ..runtimes.podman_store import missing_image_message
+from ..runtimes.podman.store import missing_image_message
 
 __all__ = ["MISSING_IMAGE_POLICIES", "ensure_image"]
 
@@ -107,7 +107,7 @@ def _job(
     def run() -> None:
         try:
             if job.building:
-                from ..build import build_image  # the build machinery only when a build happens
+                from ..catalog.build import build_image
 
                 build_image(image, runtime, on_event=_build_logger(image.ref, log))
             else:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any
 
-from ..catalog import CatalogImage
+from ..catalog.entries import CatalogImage
 from ..errors import ConfigError, Unsupported
 from ..labels import (
     KERNEL_ID,
@@ -201,7 +201,7 @@ def plan_launch(
     """Decide the container for one kernel start; raise before anything runs when the
     settings are invalid or ask for what the engine can't do.
 
-    ``gpus`` is what :func:`~nbcontainers.kernels.gpus.gpu_request` decided; ``read_pip``
+    ``gpus`` is what :func:`~nbcontainers.kernels.gpu_request.gpu_request` decided; ``read_pip``
     reads the host's pip settings as the kernel's environment sees them (a test passes its
     own); ``refused_env`` are more variable patterns nobody may set (the policy's).
     """

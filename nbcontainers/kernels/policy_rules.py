@@ -13,7 +13,7 @@ from dataclasses import replace
 from fnmatch import fnmatch
 from typing import Any
 
-from ..catalog import CatalogImage, load_catalog
+from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError
 from ..runtimes.base import GPURequest
 from .launch import (

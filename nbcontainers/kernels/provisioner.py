@@ -27,7 +27,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
-from ..catalog import CatalogImage, load_catalog
+from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError, ContainerCrashed, RuntimeFailure, Unsupported
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, shared_runtime
 from ..runtimes.base import ContainerSpec
@@ -46,7 +46,7 @@ from .connection import (
 from .crash import crash_report
 from .curve import ENCRYPTION_MODES, clear_keys, ensure_keys, kernel_command, wants_curve
 from .exit_cleanup import remove_when_finished_at_exit
-from .gpus import gpu_request
+from .gpu_request import gpu_request
 from .guards import RUNTIME_ENV, refuse_env
 from .identity import Host
 from .images import MISSING_IMAGE_POLICIES, ensure_image

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import load_catalog
+from ..catalog.entries import load_catalog
 from .parser import SUBCOMMANDS
 from .session import LOCAL_PREFIXES
 from .state import NotebookState

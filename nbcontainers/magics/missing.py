@@ -12,11 +12,11 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from ..catalog import CatalogImage, load_catalog
+from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import NbcontainersError
 from ..runtimes.base import ContainerRuntime
-from ..runtimes.podman_store import missing_image_message
-from .progress import CellProgress, cell_progress
+from ..runtimes.podman.store import missing_image_message
+from .cellprogress import CellProgress, cell_progress
 
 __all__ = ["Engines", "ensure_in_cell", "image_of_spec", "showing"]
 
@@ -82,7 +82,7 @@ def ensure_in_cell(
 ) -> None:
     """Return once ``image`` is on the engine, building or pulling it with progress in the
     cell if it is not; a failure is a ``UsageError`` that says what to do."""
-    from ..build import build_image
+    from ..catalog.build import build_image
     from ..kernels.policy import load_policy
     from ..kernels.policy_rules import check_image
     from ..runtimes import get_runtime

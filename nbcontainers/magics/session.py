@@ -18,12 +18,12 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from ..catalog import load_catalog
+from ..catalog.entries import load_catalog
+from ..catalog.kernelspecs import kernel_json
 from ..errors import NbcontainersError, UnknownImage, did_you_mean
-from ..kernels.gpus import gpu_request
-from ..kernels.kernelspecs import kernel_json
+from ..kernels.gpu_request import gpu_request
 from ..kernels.pool import kernel_pool
-from ..kernels.relay import Relay, exposure, warm_start
+from ..relay.kernel import Relay, exposure, warm_start
 from .missing import Engines, ensure_in_cell, image_of_spec
 from .parser import Dispatcher, Handler
 from .snapshot import snapshot_folder_image

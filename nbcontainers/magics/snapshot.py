@@ -11,7 +11,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
-from ..catalog import register_user_image
+from ..catalog.entries import register_user_image
 from .missing import ensure_in_cell, showing
 from .parser import Handler
 from .state import NotebookState, catalog_names, provisioner_of

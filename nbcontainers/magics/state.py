@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..catalog import load_catalog
+from ..catalog.entries import load_catalog
 from ..errors import did_you_mean
-from ..kernels.relay import Relay
+from ..relay.kernel import Relay
 from .pickles import make_transfer_dir
 
 if TYPE_CHECKING:

@@ -92,7 +92,7 @@ def pip_install_step(
     pip: str, extra_index: str | None, then: str = "", lock: str = LOCK_IN_IMAGE
 ) -> list[str]:
     """Dockerfile lines that install ``lock`` with ``pip`` the way
-    :func:`nbcontainers.build.build_image` feeds a build: pip.conf and CA bundle as the
+    :func:`nbcontainers.catalog.build.build_image` feeds a build: pip.conf and CA bundle as the
     BuildKit secrets ``pipconf`` / ``pipcert`` (never in a layer), wheels from the context's
     ``.nbc/wheels``, ``EXTRA_INDEX_URL`` as a build ARG (empty skips it). ``then`` runs after
     the install in the same layer."""

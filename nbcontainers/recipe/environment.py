@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import canonical_name
+from ..catalog.entries import canonical_name
 
 __all__ = ["Package", "Snapshot"]
 

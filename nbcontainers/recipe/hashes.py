@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..catalog import canonical_name
+from ..catalog.entries import canonical_name
 from ..pipsettings import PipSettings
 
 __all__ = ["file_sha256", "published_hashes"]

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..catalog import canonical_name
+from ..catalog.entries import canonical_name
 from .environment import Package, Snapshot
 from .redact import redact
 

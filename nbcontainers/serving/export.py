@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture import capture_kernel
 from ..errors import ExportError
 from ..evaluate import Evaluate
+from ..recipe.capture import capture_kernel
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..runtimes.base import BuildCallback, ContainerRuntime
 from . import serialize, smoke
@@ -143,8 +143,8 @@ def export(
     """Export ``name`` from the kernel ``evaluate`` runs in: folder, image, smoke test.
     ``on_build`` gets the build's events (a progress bar) instead of its step lines."""
     version = version or _installed_version()
-    from ..build import build_image
-    from ..catalog import CatalogImage
+    from ..catalog.build import build_image
+    from ..catalog.entries import CatalogImage
 
     staged = Path(work_dir) / f"export-{uuid.uuid4().hex[:8]}"
     staged.mkdir(mode=0o777)
@@ -317,7 +317,7 @@ def _untag(runtime: ContainerRuntime, target: str) -> None:
 
 
 def _has_gpu() -> bool:
-    from ..gpu import detect_gpus
+    from ..hostgpus import detect_gpus
 
     return bool(detect_gpus())
 

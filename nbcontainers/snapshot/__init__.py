@@ -13,7 +13,7 @@ that are (install sources, `%pip` history) are redacted in everything written
 from __future__ import annotations
 
 # capture_python is capture.py's; it is named here too because cli.py imports it from here.
-from ..capture import capture_python
+from ..recipe.capture import capture_python
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..recipe.lock import minimal_packages
 from .folder import MARKER, check_target, is_snapshot_folder, write_snapshot

@@ -15,10 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..capture import capture_kernel
-from ..catalog import canonical_name
+from ..catalog.entries import canonical_name
 from ..errors import SnapshotError
 from ..evaluate import Evaluate, kernel_evaluator
+from ..recipe.capture import capture_kernel
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..recipe.environment import Snapshot
 from ..recipe.lock import index_pins, minimal_packages
@@ -156,7 +156,7 @@ def snapshot_kernel(
         )
         image_ref, runtime = None, None
         if image:
-            from ..catalog import load_catalog
+            from ..catalog.entries import load_catalog
             from ..runtimes import get_runtime
 
             entry = load_catalog().get(image)

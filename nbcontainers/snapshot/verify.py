@@ -7,9 +7,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..capture import capture_source, parse_capture
-from ..catalog import CatalogImage
+from ..catalog.entries import CatalogImage
 from ..errors import SnapshotError
+from ..recipe.capture import capture_source, parse_capture
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..recipe.environment import Snapshot
 from ..recipe.lock import SYSTEM_DISTS
@@ -66,7 +66,7 @@ def image_packages(runtime: ContainerRuntime, ref: str) -> Snapshot:
 
 def snapshot_image(folder: Path) -> CatalogImage:
     """The catalog entry that builds a snapshot folder, named ``snapshot-<folder name>``."""
-    from ..catalog import source_hash
+    from ..catalog.entries import source_hash
 
     name = "snapshot-" + re.sub(r"[^a-z0-9._-]", "-", folder.name.lower())
     return CatalogImage(
@@ -90,7 +90,7 @@ def build_and_verify(
 
     Returns (image ref, differences); no differences means the rebuild matches.
     """
-    from ..build import build_image
+    from ..catalog.build import build_image
 
     image = snapshot_image(folder)
     # pip's log lines may quote a URL it fetched; what the user sees is redacted like the rest.

@@ -12,7 +12,7 @@ import pytest
 from click.shell_completion import ShellComplete
 from click.testing import CliRunner, Result
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.cli import main
 from nbcontainers.labels import KERNEL_ID, OWNER, SERVER_HOST, SERVER_PID
 from nbcontainers.runtimes.base import ContainerSpec

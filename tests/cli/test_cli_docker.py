@@ -41,7 +41,7 @@ def test_kernelspec_install_cli(tmp_path: Path) -> None:
 
 
 def test_gc_removes_orphans_and_keeps_live_kernels(python_image: str, runtime: Any) -> None:
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
 
     ref = load_catalog()["python"].ref
     me = str(os.getpid())
@@ -130,7 +130,7 @@ def test_images_prune_removes_exactly_an_old_hash_image(
     keeps the one a stopped container was made from (and, of course, the current image)."""
     import uuid
 
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
     from nbcontainers.labels import SOURCE_HASH
     from nbcontainers.runtimes import BuildRequest
 

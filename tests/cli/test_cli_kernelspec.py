@@ -20,7 +20,7 @@ def kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "share" / "jupyter" / "kernels"
     folder.mkdir(parents=True)
     monkeypatch.setattr(
-        "nbcontainers.kernels.kernelspecs.KernelSpecManager",
+        "nbcontainers.catalog.kernelspecs.KernelSpecManager",
         lambda: KernelSpecManager(kernel_dirs=[str(folder)]),
     )
     return folder
@@ -80,8 +80,8 @@ def test_remove_all_asks_first(kernels: Path, tmp_path: Path) -> None:
 
 
 def test_the_committed_kernelspecs_are_what_regenerate_writes() -> None:
-    from nbcontainers.catalog import load_catalog
-    from nbcontainers.kernels.kernelspecs import GENERATED, kernel_json
+    from nbcontainers.catalog.entries import load_catalog
+    from nbcontainers.catalog.kernelspecs import GENERATED, kernel_json
 
     root = Path(__file__).resolve().parents[2] / "kernelspecs"
     for image in load_catalog(include_user=False).values():

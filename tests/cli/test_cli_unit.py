@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.cli import main
 from nbcontainers.runtimes.fake import FakeRuntime
 from nbcontainers.serving.options import OPTIONS

@@ -9,15 +9,15 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner, Result
 
-from nbcontainers.build import stale_images
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.build import stale_images
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.cli import main
 from nbcontainers.errors import ContainerConflict, Unsupported
 from nbcontainers.labels import SERVING_MARK, SNAPSHOT_MARK, SOURCE_HASH
 from nbcontainers.runtimes import get_runtime as load  # the real loader, before any patch
 from nbcontainers.runtimes.base import ContainerSpec
 from nbcontainers.runtimes.fake import FakeRuntime
-from nbcontainers.runtimes.k8s_client import ClusterImages
+from nbcontainers.runtimes.kubernetes.client import ClusterImages
 
 OLD = "nbcontainers/python:0ld0ld0ld0ld"
 BUILT = {SOURCE_HASH: "0ld"}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.hub.setup import run_setup
 
 from .hubdrive import (

@@ -95,7 +95,7 @@ class FakeCluster:
 
     def _rules(self, body: Any) -> Any:
         """A SelfSubjectRulesReview: the Role's rules less what ``forbidden`` takes away."""
-        from nbcontainers.runtimes.k8s_names import ROLE_RULES
+        from nbcontainers.runtimes.kubernetes.names import ROLE_RULES
 
         self.check("create", "selfsubjectrulesreviews")
         rules = [
@@ -234,9 +234,9 @@ class FakeCluster:
 
 def runtime_for(cluster: FakeCluster, **kw: Any) -> Any:
     """A KubernetesRuntime over ``cluster`` in its namespace, owned by a Z2JH-like pod."""
-    from nbcontainers.runtimes.k8s_client import Apis
-    from nbcontainers.runtimes.k8s_pods import PodSettings
-    from nbcontainers.runtimes.kubernetes import KubernetesRuntime
+    from nbcontainers.runtimes.kubernetes.client import Apis
+    from nbcontainers.runtimes.kubernetes.pods import PodSettings
+    from nbcontainers.runtimes.kubernetes.runtime import KubernetesRuntime
 
     owner = {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}
     settings = PodSettings(namespace=cluster.namespace, owner_selector=kw.pop("owner", owner))

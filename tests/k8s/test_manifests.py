@@ -17,9 +17,9 @@ import yaml
 from click.testing import CliRunner
 
 from nbcontainers.cli import main
+from nbcontainers.cluster.manifests import ManifestOptions, cluster_objects, z2jh_values
 from nbcontainers.errors import ConfigError
-from nbcontainers.k8s.manifests import ManifestOptions, cluster_objects, z2jh_values
-from nbcontainers.runtimes.k8s_names import ROLE_RULES
+from nbcontainers.runtimes.kubernetes.names import ROLE_RULES
 from tests.k8s.fake_api import FakeCluster, runtime_for
 
 VERSIONS = ("1.25.0", "1.31.0", "1.37.0")
@@ -99,7 +99,7 @@ def test_the_role_grants_every_call_the_runtime_makes(tmp_path: Path, mode: str)
     """A cluster that allows only the Role's verbs runs a kernel's whole life: the generated
     Role, with the runtime as the hub's hook sets it up (NBC_K8S_NETWORK_POLICY=namespace),
     or every rule of ROLE_RULES where each kernel gets its own policy."""
-    from nbcontainers.runtimes.k8s_pods import PodSettings
+    from nbcontainers.runtimes.kubernetes.pods import PodSettings
 
     if mode == "namespace":
         [role] = of_kind("Role")

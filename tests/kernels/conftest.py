@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.catalog import load_catalog
-from nbcontainers.kernels.kernelspecs import install_kernelspecs
+from nbcontainers.catalog.entries import load_catalog
+from nbcontainers.catalog.kernelspecs import install_kernelspecs
 from nbcontainers.kernels.netns import holder_name
 
 

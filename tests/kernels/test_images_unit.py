@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.catalog import CatalogImage
+from nbcontainers.catalog.entries import CatalogImage
 from nbcontainers.errors import ImageMissing
 from nbcontainers.kernels.images import ensure_image
 from nbcontainers.runtimes.base import BuildCallback, BuildRequest, ImageInfo

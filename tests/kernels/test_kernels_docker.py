@@ -269,7 +269,7 @@ def test_missing_image_can_be_built_at_start(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
 
     source = tmp_path / "derived"
     source.mkdir()

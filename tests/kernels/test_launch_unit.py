@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError, Unsupported
 from nbcontainers.kernels.connection import PrivateDir, connection_for_container
 from nbcontainers.kernels.identity import Host, kernel_user

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels import policy as policy_module
 from nbcontainers.kernels.policy import KernelCountLock

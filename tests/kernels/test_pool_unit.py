@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.doctor.checks import pool_check
 from nbcontainers.errors import EngineUnavailable
 from nbcontainers.kernels.connection import PrivateDir

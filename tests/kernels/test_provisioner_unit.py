@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels.launch import parse_mount
 from nbcontainers.kernels.provisioner import ContainerProvisioner
@@ -169,8 +169,8 @@ def test_traitlets_config_applies_and_kernelspec_wins() -> None:
 def test_gpu_image_gets_all_gpus_when_host_has_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nbcontainers.kernels.gpus as gpus_module
-    from nbcontainers.gpu import GPU, HostGPUs
+    import nbcontainers.kernels.gpu_request as gpus_module
+    from nbcontainers.hostgpus import GPU, HostGPUs
 
     host = HostGPUs((GPU(0, "H100", "GPU-1", 81559),), "570.86", "13.0", "nvml")
     monkeypatch.setattr(gpus_module, "detect_gpus", lambda: host)
@@ -201,7 +201,7 @@ def test_gpu_image_gets_all_gpus_when_host_has_them(
 
 
 def test_cpu_image_gets_no_gpu_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nbcontainers.kernels.gpus as gpus_module
+    import nbcontainers.kernels.gpu_request as gpus_module
 
     def no_probe() -> None:
         raise AssertionError("a CPU image must not even probe for GPUs")

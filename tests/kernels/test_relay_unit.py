@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
-import nbcontainers.kernels.relay as relay_module
-from nbcontainers.kernels.relay import Relay, exposure
+import nbcontainers.relay.kernel as relay_module
+from nbcontainers.relay.kernel import Relay, exposure
 
 
 class _Kernel:

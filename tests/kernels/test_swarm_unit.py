@@ -58,7 +58,7 @@ def test_point_at_moves_the_manager_to_the_node() -> None:
 
 
 def test_placement_needs_a_cluster_runtime(fake_runtime: object) -> None:
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
     from nbcontainers.kernels.connection import PrivateDir
     from nbcontainers.kernels.identity import Host
     from nbcontainers.kernels.launch import KernelStart, LaunchConfig, plan_launch

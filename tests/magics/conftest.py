@@ -14,7 +14,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from nbcontainers.catalog import load_catalog, register_user_image
+from nbcontainers.catalog.entries import load_catalog, register_user_image
 from nbcontainers.magics import Loaded, load, unload
 
 
@@ -45,7 +45,7 @@ def loaded(shell: InteractiveShell) -> Loaded:
 
 
 class StandInRelay:
-    """What the themes read of a :class:`~nbcontainers.kernels.relay.Relay`, without a
+    """What the themes read of a :class:`~nbcontainers.relay.kernel.Relay`, without a
     kernel: its name, container, provisioner and start time."""
 
     def __init__(self, name: str, provisioner: Any, container_id: str | None, alive: bool = True):

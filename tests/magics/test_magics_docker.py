@@ -314,7 +314,7 @@ def test_binary_buffers_are_relayed(active: Frontend) -> None:
 
 
 def test_gpu_image_without_gpu_is_a_usage_error(frontend: Frontend) -> None:
-    from nbcontainers.gpu import detect_gpus
+    from nbcontainers.hostgpus import detect_gpus
 
     if detect_gpus():
         pytest.skip("this host has a GPU")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 
 from ..drive import cell_text, executed, notebook
 

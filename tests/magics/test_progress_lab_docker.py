@@ -10,7 +10,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 
 from ..test_jupyterlab_docker import CHROMIUM, FLAGS
 

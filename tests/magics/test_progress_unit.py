@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
-from nbcontainers.catalog import CatalogImage
-from nbcontainers.magics import progress as progress_module
+from nbcontainers.catalog.entries import CatalogImage
+from nbcontainers.magics import cellprogress as progress_module
+from nbcontainers.magics.cellprogress import TextProgress, WidgetProgress, cell_progress
 from nbcontainers.magics.missing import ensure_in_cell, image_of_spec
-from nbcontainers.magics.progress import TextProgress, WidgetProgress, cell_progress
 from nbcontainers.runtimes.base import BuildCallback, BuildEvent, BuildRequest, ImageInfo
 from nbcontainers.runtimes.fake import FakeRuntime
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.catalog import load_catalog, register_user_image
+from nbcontainers.catalog.entries import load_catalog, register_user_image
 
 from ..drive import cell_text, executed, notebook
 from ..registry import Image, Registry, layer_of, saved_image

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from nbcontainers.kernels.relay import remote_error
 from nbcontainers.magics.pickles import dump_to, load_from, remote_helpers, remove_files
 from nbcontainers.magics.pulldata import BadTransfer, decode_from, new_base, remove_base
 from nbcontainers.magics.transfer import TRANSFER_MODULE, helpers_code
+from nbcontainers.relay.kernel import remote_error
 
 from .conftest import StandInRelay, loaded
 

@@ -13,7 +13,7 @@ import pytest
 from nbcontainers.runtimes.base import ImageInfo
 from nbcontainers.runtimes.buildkit import stop_client, undo_partial_tag
 from nbcontainers.runtimes.fake import FakeRuntime
-from nbcontainers.runtimes.podman_build import step_processes
+from nbcontainers.runtimes.podman.build import step_processes
 
 
 def test_a_tag_that_appeared_is_removed() -> None:

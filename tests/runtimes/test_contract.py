@@ -74,7 +74,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         rt = request.getfixturevalue("podman_runtime")
         image = "nbcontainers/base:bookworm"  # conftest.PODMAN_IMAGE
     else:
-        from nbcontainers.catalog import load_catalog
+        from nbcontainers.catalog.entries import load_catalog
 
         rt = request.getfixturevalue("runtime")
         image = load_catalog()[request.getfixturevalue("python_image")].ref

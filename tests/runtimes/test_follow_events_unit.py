@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nbcontainers.errors import RuntimeFailure
-from nbcontainers.runtimes.docker_wire import follow_events
+from nbcontainers.runtimes.docker.wire import follow_events
 
 MB = 1_000_000
 

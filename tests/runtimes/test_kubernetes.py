@@ -23,7 +23,7 @@ from nbcontainers.kernels.crash import crash_report
 from nbcontainers.labels import KERNEL_ID, OWNER, PRIVATE_DIR
 from nbcontainers.runtimes import available_runtimes, get_runtime
 from nbcontainers.runtimes.base import ContainerSpec, GPURequest, Mount
-from nbcontainers.runtimes.kubernetes import KubernetesRuntime
+from nbcontainers.runtimes.kubernetes.runtime import KubernetesRuntime
 from tests.k8s.fake_api import FakeCluster, runtime_for
 
 CONNECTION = b'{"shell_port": 5001, "key": "k", "transport": "tcp"}'
@@ -275,7 +275,7 @@ def test_inside_a_pod_the_owner_is_read_from_it(cluster: FakeCluster, tmp_path: 
 
 
 def test_settings_from_the_environment() -> None:
-    from nbcontainers.runtimes.k8s_client import settings_from_env
+    from nbcontainers.runtimes.kubernetes.client import settings_from_env
 
     settings, timeout = settings_from_env(
         {

@@ -14,7 +14,7 @@ from kubernetes import client as k
 from nbcontainers.errors import GPUUnavailable, RuntimeFailure, Unsupported
 from nbcontainers.labels import KERNEL_ID, PRIVATE_DIR
 from nbcontainers.runtimes.base import ContainerSpec, GPURequest, Mount
-from nbcontainers.runtimes.k8s_pods import (
+from nbcontainers.runtimes.kubernetes.pods import (
     PodSettings,
     files_secret,
     kernel_policy,
@@ -22,7 +22,7 @@ from nbcontainers.runtimes.k8s_pods import (
     pod_name,
     quantity,
 )
-from nbcontainers.runtimes.k8s_status import start_problem, state_from
+from nbcontainers.runtimes.kubernetes.status import start_problem, state_from
 
 VERSIONS = ("1.25.0", "1.31.0", "1.37.0")  # oldest, middle and newest schemas it ships
 SETTINGS = PodSettings(namespace="nbc", node_selector={"pool": "gpu"}, image_pull_secrets=("reg",))

@@ -7,8 +7,8 @@ import pytest
 from kubernetes import client as k
 
 from nbcontainers.errors import RuntimeFailure
-from nbcontainers.runtimes.k8s_names import ROLE_RULES
-from nbcontainers.runtimes.k8s_status import missing_verbs
+from nbcontainers.runtimes.kubernetes.names import ROLE_RULES
+from nbcontainers.runtimes.kubernetes.status import missing_verbs
 from tests.k8s.fake_api import FakeCluster, runtime_for
 
 

@@ -12,9 +12,9 @@ from kubernetes import client as k
 
 from nbcontainers.errors import ConfigError
 from nbcontainers.runtimes.base import ContainerSpec, GPURequest
-from nbcontainers.runtimes.k8s_client import settings_from_env
-from nbcontainers.runtimes.k8s_pods import pod_for
-from nbcontainers.runtimes.k8s_template import load_template
+from nbcontainers.runtimes.kubernetes.client import settings_from_env
+from nbcontainers.runtimes.kubernetes.pods import pod_for
+from nbcontainers.runtimes.kubernetes.template import load_template
 
 TEMPLATE = {
     "apiVersion": "v1",

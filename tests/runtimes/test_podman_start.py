@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.errors import ConfigError, EngineUnavailable
-from nbcontainers.runtimes import podman, podman_service
+from nbcontainers.runtimes.podman import runtime as podman
+from nbcontainers.runtimes.podman import service as podman_service
 
 
 def test_missing_podman_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,7 +189,7 @@ def test_a_container_vanishing_while_podman_lists_is_asked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from nbcontainers.errors import RuntimeFailure
-    from nbcontainers.runtimes.docker import DockerRuntime
+    from nbcontainers.runtimes.docker.runtime import DockerRuntime
 
     answers: list[object] = [
         RuntimeFailure('list containers: getting container from store "1d04": container not known'),

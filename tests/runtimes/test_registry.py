@@ -10,7 +10,7 @@ import pytest
 
 from nbcontainers.errors import ConfigError
 from nbcontainers.runtimes import ENTRY_POINT_GROUP, available_runtimes, get_runtime
-from nbcontainers.runtimes.docker import DockerRuntime
+from nbcontainers.runtimes.docker.runtime import DockerRuntime
 from nbcontainers.runtimes.fake import FakeRuntime
 
 
@@ -56,7 +56,7 @@ def test_a_broken_registration_is_a_config_error(
 
 def test_auto_prefers_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
     from nbcontainers.runtimes import choose_engine
-    from nbcontainers.runtimes.podman import PodmanRuntime
+    from nbcontainers.runtimes.podman.runtime import PodmanRuntime
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/7/podman/podman.sock")
     assert choose_engine() == (
@@ -104,7 +104,7 @@ def test_auto_for_a_user_is_their_rootless_engine(
 
 def test_kernel_starts_share_one_runtime_per_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     from nbcontainers.runtimes import shared_runtime
-    from nbcontainers.runtimes.podman import PodmanRuntime
+    from nbcontainers.runtimes.podman.runtime import PodmanRuntime
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/7/podman/podman.sock")
     first = shared_runtime("auto")

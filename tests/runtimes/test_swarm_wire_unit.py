@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nbcontainers.errors import ImageMissing, RuntimeFailure, Unsupported
 from nbcontainers.runtimes.base import ContainerSpec, Mount
-from nbcontainers.runtimes.swarm_wire import (
+from nbcontainers.runtimes.swarm.wire import (
     gpu_nodes,
     service_spec,
     start_failure,

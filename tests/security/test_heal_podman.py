@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.catalog import load_catalog
-from nbcontainers.kernels.kernelspecs import install_kernelspecs
+from nbcontainers.catalog.entries import load_catalog
+from nbcontainers.catalog.kernelspecs import install_kernelspecs
 from nbcontainers.kernels.netns import holder_name
 from nbcontainers.labels import OWNER
 
@@ -77,7 +77,7 @@ def _probe(user: pwd.struct_passwd, work: Path, jupyter: Path, mode: str, **env:
 
 def _engine_back(user: pwd.struct_passwd) -> None:
     """The user's engine answering again (on demand, as nbcontainers starts it)."""
-    code = "from nbcontainers.runtimes.podman import PodmanRuntime; PodmanRuntime().ping()"
+    code = "from nbcontainers.runtimes.podman.runtime import PodmanRuntime; PodmanRuntime().ping()"
     done = subprocess.run(
         as_user(user, sys.executable, "-c", code), capture_output=True, text=True, timeout=180,
         cwd="/", check=False,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.runtimes.podman_store import DEFAULT_STORE
+from nbcontainers.runtimes.podman.store import DEFAULT_STORE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.k8s.manifests import ManifestOptions, cluster_objects, z2jh_values
+from nbcontainers.cluster.manifests import ManifestOptions, cluster_objects, z2jh_values
 from tests.k8s.pss import ATTACK_PODS, admission
 from tests.k8s.rbac_eval import Account, Cluster
 
@@ -203,7 +203,7 @@ def test_the_runtime_starts_kernels_in_the_users_namespace_only() -> None:
     generated Role's verbs, and enforces ``restricted`` there, runs them), and it makes no
     NetworkPolicy (the Role has no such verb)."""
     from nbcontainers.runtimes.base import ContainerSpec
-    from nbcontainers.runtimes.k8s_client import settings_from_env
+    from nbcontainers.runtimes.kubernetes.client import settings_from_env
     from tests.k8s.fake_api import FakeCluster, runtime_for
 
     _, values = generated(per="user", users=USERS)
@@ -296,7 +296,7 @@ def test_kernel_pods_satisfy_restricted(extra: dict[str, Any]) -> None:
     from kubernetes import client as k
 
     from nbcontainers.runtimes.base import ContainerSpec, GPURequest
-    from nbcontainers.runtimes.k8s_pods import PodSettings, pod_for
+    from nbcontainers.runtimes.kubernetes.pods import PodSettings, pod_for
     from tests.k8s.pss import restricted
 
     spec = ContainerSpec("img:1", ("python",), name="nbc-r", gpus=GPURequest(count=1), **extra)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels import policy as policy_module
 from nbcontainers.kernels.launch import HOME

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
-from nbcontainers.catalog import CatalogImage
+from nbcontainers.catalog.entries import CatalogImage
 from nbcontainers.kernels import policy
 from nbcontainers.magics.missing import ensure_in_cell
 
@@ -53,7 +53,7 @@ def test_a_registry_image_the_admin_did_not_allow_is_never_pulled(admin_allows_p
 
 
 def test_an_allowed_image_is_still_fetched(admin_allows_python_only):
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
 
     python = load_catalog(include_user=False, shipped=True)["python"]
     python = CatalogImage(python.name, python.ref, python.display_name)  # not buildable here

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jupyter_client.manager import KernelManager
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError, ContainerNotFound, Unsupported
 from nbcontainers.kernels import policy as policy_module
 from nbcontainers.kernels.connection import PrivateDir
@@ -45,9 +45,10 @@ from nbcontainers.kernels.provisioner import ContainerProvisioner
 from nbcontainers.labels import KERNEL_ID, OWNER
 from nbcontainers.pipsettings import PipSettings
 from nbcontainers.runtimes import fake as fake_module
-from nbcontainers.runtimes import k8s_pods, swarm_wire
 from nbcontainers.runtimes.base import LIMITS, ContainerSpec, EngineFacts
 from nbcontainers.runtimes.fake import FakeRuntime
+from nbcontainers.runtimes.kubernetes import pods as k8s_pods
+from nbcontainers.runtimes.swarm import wire as swarm_wire
 
 from .test_policy_attacks import launchers
 

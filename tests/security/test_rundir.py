@@ -106,7 +106,7 @@ def test_another_user_cannot_plant_the_folder_of_a_real_user():
             os.chown(path, OTHER_UID, OTHER_UID)
             made.append(path)
     code = (
-        "from nbcontainers.runtimes.podman import runtime_dir as d; "
+        "from nbcontainers.runtimes.podman.runtime import runtime_dir as d; "
         "from nbcontainers.kernels.policy import KernelCountLock as L; "
         "print(d()); print(L.user_folder())"
     )

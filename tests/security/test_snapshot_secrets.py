@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.capture import parse_capture
 from nbcontainers.errors import SnapshotError
+from nbcontainers.recipe.capture import parse_capture
 from nbcontainers.snapshot import write_snapshot
 
 TOKEN = "tok-9Qx7LwZr2VbN"
@@ -194,7 +194,7 @@ def test_cli_refusal_prints_file_and_line_but_never_the_secret(tmp_path: Path) -
     target = tmp_path / "env"
     code = (
         "import json, sys; from pathlib import Path; "
-        "from nbcontainers.capture import parse_capture; "
+        "from nbcontainers.recipe.capture import parse_capture; "
         "from nbcontainers.snapshot import write_snapshot; "
         "from nbcontainers.cli.common import errors_as_messages; "
         f"snap = parse_capture({_plain_snapshot(project)!r}); "
@@ -239,7 +239,7 @@ def test_no_false_alarm_on_names_hashes_and_plain_urls_but_a_password_is_caught(
 def test_build_log_lines_of_verify_are_redacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nbcontainers.build
+    import nbcontainers.catalog.build
     import nbcontainers.snapshot.verify as verify
 
     def build_image(image: object, runtime: object, on_line: object, on_event: object) -> None:
@@ -248,7 +248,7 @@ def test_build_log_lines_of_verify_are_redacted(
         on_line(f"Looking in indexes: https://user:{TOKEN}@pypi.corp.example/simple")
 
     snap = parse_capture(_plain_snapshot(tmp_path))
-    monkeypatch.setattr(nbcontainers.build, "build_image", build_image)
+    monkeypatch.setattr(nbcontainers.catalog.build, "build_image", build_image)
     monkeypatch.setattr(verify, "image_packages", lambda runtime, ref: snap)
     folder = write_snapshot(snap, tmp_path / "env")
     seen: list[str] = []

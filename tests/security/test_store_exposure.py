@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.runtimes.podman_seal import seal_store, unreachable_parents
-from nbcontainers.runtimes.podman_store import SharedStore
+from nbcontainers.hub.seal import seal_store, unreachable_parents
+from nbcontainers.runtimes.podman.store import SharedStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.catalog import load_catalog
+from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.runtimes.base import ContainerSpec, Mount
 
 from ..drive import Frontend, notebook

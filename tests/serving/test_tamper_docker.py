@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from nbcontainers.build import build_image
-from nbcontainers.catalog import CatalogImage
+from nbcontainers.catalog.build import build_image
+from nbcontainers.catalog.entries import CatalogImage
 from nbcontainers.errors import BuildError
 from nbcontainers.serving import smoke
 

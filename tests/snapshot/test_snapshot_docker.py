@@ -126,7 +126,7 @@ def test_snapshot_refuses_bad_targets_and_unreproducible(
 def test_snapshot_with_wheels_builds_without_any_index(
     frontend: Frontend, tmp_path: Path, runtime: Any
 ) -> None:
-    from nbcontainers.build import build_image
+    from nbcontainers.catalog.build import build_image
     from nbcontainers.pipsettings import PipSettings
     from nbcontainers.snapshot import image_packages, snapshot_image
 
@@ -168,7 +168,7 @@ def test_cli_snapshots_a_container_kernel_minimal(
     kernel's mounted workspace) and what that requires."""
     import sys
 
-    from nbcontainers.catalog import read_pins
+    from nbcontainers.catalog.entries import read_pins
 
     pkg = _make_local_package(tmp_path)
     with container_kernel(tmp_path) as (km, kc):
@@ -208,7 +208,7 @@ def test_cli_snapshots_a_container_kernel_minimal(
 def test_capture_records_torch_and_gpu_facts_of_an_image(torch_image: str, runtime: Any) -> None:
     """The capture in the pytorch-cpu image: torch is installed but not imported, so its facts
     come from a child process; no GPU here, said explicitly."""
-    from nbcontainers.catalog import load_catalog
+    from nbcontainers.catalog.entries import load_catalog
     from nbcontainers.snapshot import image_packages
 
     snap = image_packages(runtime, load_catalog()[torch_image].ref)

@@ -18,7 +18,7 @@ from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from nbcontainers.catalog import read_pins
+from nbcontainers.catalog.entries import read_pins
 from nbcontainers.evaluate import find_connection_file
 
 from ..drive import connected, run

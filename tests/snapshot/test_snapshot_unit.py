@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainers.capture import parse_capture
 from nbcontainers.errors import SnapshotError
+from nbcontainers.recipe.capture import parse_capture
 from nbcontainers.snapshot import (
     MARKER,
     compare_packages,
@@ -245,7 +245,7 @@ def conda_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_capture_classifies_conda_installs(conda_prefix: Path) -> None:
-    from nbcontainers.capture import capture_python
+    from nbcontainers.recipe.capture import capture_python
 
     snap = capture_python(str(conda_prefix / "bin" / "python"))
     kinds = {p.name: (p.kind, p.source) for p in snap.packages}
@@ -256,7 +256,7 @@ def test_capture_classifies_conda_installs(conda_prefix: Path) -> None:
 
 
 def test_conda_install_pinned_from_the_index_or_refused(conda_prefix: Path, tmp_path: Path) -> None:
-    from nbcontainers.capture import capture_python
+    from nbcontainers.recipe.capture import capture_python
 
     snap = capture_python(str(conda_prefix / "bin" / "python"))
     hashes = {("six", "1.17.0"): ["a" * 64], ("plainpip", "1.0"): ["b" * 64]}
@@ -325,7 +325,7 @@ NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB
 
 
 def test_nvidia_smi_output_is_parsed() -> None:
-    from nbcontainers.capture import parse_nvidia_smi
+    from nbcontainers.recipe.capture import parse_nvidia_smi
 
     assert (
         parse_nvidia_smi(H100_SMI)
@@ -366,7 +366,7 @@ def test_gpu_facts_in_environment_json(tmp_path: Path) -> None:
 
 def test_capture_of_this_python_has_explicit_gpu_and_torch_facts() -> None:
     """The real capture code on this (GPU-less) machine: an explicit empty GPU list."""
-    from nbcontainers.capture import capture_python
+    from nbcontainers.recipe.capture import capture_python
 
     snap = capture_python(sys.executable)
     assert snap.facts["gpu"] == [] or all("name" in g for g in snap.facts["gpu"])

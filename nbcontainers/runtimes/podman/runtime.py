@@ -27,14 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import (
-    BuildError,
-    ContainerNotFound,
-    RuntimeFailure,
-    Unsupported,
-)
-from ..rundir import user_runtime_dir
-from .base import (
+from ...errors import BuildError, ContainerNotFound, RuntimeFailure, Unsupported
+from ...rundir import user_runtime_dir
+from ..base import (
     LIMITS,
     BuildCallback,
     BuildEvent,
@@ -45,10 +40,10 @@ from .base import (
     EngineFacts,
     ImageInfo,
 )
-from .buildkit import build_flags, build_tagged
-from .docker import DockerRuntime, device_requests, tagger
-from .podman_build import cancel_on_service
-from .podman_service import ensure_service, idle_timeout
+from ..buildkit import build_flags, build_tagged
+from ..docker.runtime import DockerRuntime, device_requests, tagger
+from .build import cancel_on_service
+from .service import ensure_service, idle_timeout
 
 __all__ = ["PodmanRuntime", "cdi_specs", "idle_timeout", "runtime_dir", "user_socket"]
 

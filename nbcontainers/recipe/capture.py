@@ -16,11 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import SnapshotError
-from .evaluate import Evaluate
-from .recipe.environment import Package, Snapshot
-from .recipe.redact import redact, redact_url
-from .sources import bundle, kernel_function
+from ..errors import SnapshotError
+from ..evaluate import Evaluate
+from ..sources import bundle, kernel_function
+from .environment import Package, Snapshot
+from .redact import redact, redact_url
 
 __all__ = [
     "capture_kernel",
@@ -30,7 +30,7 @@ __all__ = [
     "parse_nvidia_smi",
 ]
 
-_INKERNEL = Path(__file__).with_name("inkernel")
+_INKERNEL = Path(__file__).parent.parent / "inkernel"
 
 
 @lru_cache(maxsize=1)

@@ -29,8 +29,8 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from ..errors import ConfigError, ContainerCrashed
+from ..kernels.connection import PrivateDir, other_login_users
 from ..rundir import check_private
-from .connection import PrivateDir, other_login_users
 
 __all__ = ["Relay", "RemoteError", "exposure", "remote_error", "warm_start"]
 

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ContainerNotFound, EngineUnavailable, RuntimeFailure, Unsupported
-from .base import (
+from ...errors import ContainerNotFound, EngineUnavailable, RuntimeFailure, Unsupported
+from ..base import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
@@ -21,9 +21,9 @@ from .base import (
     ExecResult,
     refuse_unenforceable,
 )
-from .docker import DockerRuntime
-from .docker_wire import label_filter
-from .swarm_wire import (
+from ..docker.runtime import DockerRuntime
+from ..docker.wire import label_filter
+from .wire import (
     GPU_KIND,
     SERVICE_LABEL,
     gpu_nodes,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, UnknownImage
+from ..errors import ConfigError, UnknownImage
 
 __all__ = [
     "Catalog",
@@ -109,7 +109,7 @@ def images_dir(shipped: bool = False) -> Path:
         return Path(env)
     # nbcontainers/data/images links to the checkout's images/, and a wheel carries the files
     # themselves there: one path for editable and installed packages alike.
-    return Path(__file__).resolve().parent / "data" / "images"
+    return Path(__file__).resolve().parent.parent / "data" / "images"
 
 
 def catalog_path(shipped: bool = False) -> Path:

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, EngineUnavailable
+from ...errors import ConfigError, EngineUnavailable
 
 __all__ = [
     "DEFAULT_IDLE",

@@ -13,8 +13,8 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.paths import SYSTEM_JUPYTER_PATH
 
-from ..catalog import Catalog, CatalogImage
 from ..errors import ConfigError
+from .entries import Catalog, CatalogImage
 
 __all__ = [
     "install_kernelspecs",

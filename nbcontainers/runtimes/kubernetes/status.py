@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import GPUUnavailable, ImageMissing, NbcontainersError, RuntimeFailure
-from .base import ContainerState
-from .k8s_names import CONTAINER, GPU_RESOURCE, LABELS_ANNOTATION, ROLE_RULES
+from ...errors import GPUUnavailable, ImageMissing, NbcontainersError, RuntimeFailure
+from ..base import ContainerState
+from .names import CONTAINER, GPU_RESOURCE, LABELS_ANNOTATION, ROLE_RULES
 
 __all__ = ["missing_verbs", "start_problem", "state_from"]
 

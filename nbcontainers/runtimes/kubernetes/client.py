@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     BuildError,
     ConfigError,
     ContainerConflict,
@@ -22,11 +22,11 @@ from ..errors import (
     RuntimeFailure,
     Unsupported,
 )
-from .base import BuildCallback, BuildRequest, ImageInfo, ProgressCallback
-from .k8s_names import ROLE
-from .k8s_pods import PodSettings
-from .k8s_status import missing_verbs
-from .k8s_template import load_template
+from ..base import BuildCallback, BuildRequest, ImageInfo, ProgressCallback
+from .names import ROLE
+from .pods import PodSettings
+from .status import missing_verbs
+from .template import load_template
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",

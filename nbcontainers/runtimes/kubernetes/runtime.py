@@ -27,13 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import (
-    ContainerNotFound,
-    NbcontainersError,
-    RuntimeFailure,
-    Unsupported,
-)
-from .base import (
+from ...errors import ContainerNotFound, NbcontainersError, RuntimeFailure, Unsupported
+from ..base import (
     ContainerSpec,
     ContainerState,
     ContainerStats,
@@ -41,17 +36,9 @@ from .base import (
     ExecResult,
     refuse_unenforceable,
 )
-from .k8s_client import (
-    SA_DIR,
-    Apis,
-    ClusterImages,
-    check_role,
-    connect,
-    settings_from_env,
-    translate,
-)
-from .k8s_names import CONTAINER
-from .k8s_pods import (
+from .client import SA_DIR, Apis, ClusterImages, check_role, connect, settings_from_env, translate
+from .names import CONTAINER
+from .pods import (
     PodSettings,
     files_secret,
     kernel_policy,
@@ -61,7 +48,7 @@ from .k8s_pods import (
     pod_name,
     signal_command,
 )
-from .k8s_status import start_problem, state_from
+from .status import start_problem, state_from
 
 __all__ = ["KubernetesRuntime"]
 

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import REPOSITORY, CatalogImage, canonical_name, read_pins, source_hash
-from .errors import BuildError, Unsupported
-from .labels import SERVING_MARK, SNAPSHOT_MARK, SOURCE_HASH
-from .pipsettings import PipSettings, read_pip_settings
-from .runtimes.base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime, ImageInfo
+from ..errors import BuildError, Unsupported
+from ..labels import SERVING_MARK, SNAPSHOT_MARK, SOURCE_HASH
+from ..pipsettings import PipSettings, read_pip_settings
+from ..runtimes.base import BuildCallback, BuildEvent, BuildRequest, ContainerRuntime, ImageInfo
+from .entries import REPOSITORY, CatalogImage, canonical_name, read_pins, source_hash
 
 __all__ = [
     "LOCAL_BASE",

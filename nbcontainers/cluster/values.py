@@ -22,7 +22,7 @@ from __future__ import annotations
 import pprint
 from typing import TYPE_CHECKING, Any
 
-from ..runtimes.k8s_names import (
+from ..runtimes.kubernetes.names import (
     COMPONENT,
     KERNEL_COMPONENT,
     KERNEL_NAMESPACE_LABEL,

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .k8s_names import CONTAINER
+from ...errors import ConfigError
+from .names import CONTAINER
 
 __all__ = ["RESTRICTED_VOLUMES", "apply_template", "load_template"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     ContainerConflict,
     ContainerNotFound,
     EngineUnavailable,
@@ -18,7 +18,7 @@ from ..errors import (
     NbcontainersError,
     RuntimeFailure,
 )
-from .base import (
+from ..base import (
     BuildCallback,
     BuildRequest,
     ContainerSpec,
@@ -30,8 +30,8 @@ from .base import (
     ProgressCallback,
     refuse_unenforceable,
 )
-from .buildkit import build_argv, build_tagged, find_builder
-from .docker_wire import (
+from ..buildkit import build_argv, build_tagged, find_builder
+from .wire import (
     engine_fix_hint,
     explanation,
     facts_from,

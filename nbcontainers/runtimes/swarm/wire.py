@@ -9,8 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ImageMissing, RuntimeFailure, Unsupported
-from .base import ContainerSpec, ContainerState
+from ...errors import ImageMissing, RuntimeFailure, Unsupported
+from ..base import ContainerSpec, ContainerState
 
 __all__ = [
     "GPU_KIND",

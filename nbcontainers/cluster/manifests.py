@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..runtimes.k8s_names import (
+from ..runtimes.kubernetes.names import (
     COMPONENT,
     GPU_RESOURCE,
     KERNEL_COMPONENT,

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..errors import RuntimeFailure
-from .base import ContainerState, ContainerStats, EngineFacts, ImageInfo, ProgressCallback
+from ...errors import RuntimeFailure
+from ..base import ContainerState, ContainerStats, EngineFacts, ImageInfo, ProgressCallback
 
 __all__ = [
     "engine_fix_hint",

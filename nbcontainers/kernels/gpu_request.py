@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..catalog import CatalogImage
+from ..catalog.entries import CatalogImage
 from ..errors import ConfigError, GPUUnavailable
-from ..gpu import HostGPUs, check_cuda, detect_gpus, parse_gpu_request
+from ..hostgpus import HostGPUs, check_cuda, detect_gpus, parse_gpu_request
 from ..runtimes.base import GPURequest
 
 __all__ = ["gpu_request"]
@@ -23,7 +23,7 @@ def gpu_request(
     """The GPUs a kernel of ``image`` gets for the ``gpus`` setting ('all', a count, ids, or
     None for the image's default); raise where the host can't give them.
 
-    The host is probed (``detect``, :func:`~nbcontainers.gpu.detect_gpus` by default) only
+    The host is probed (``detect``, :func:`~nbcontainers.hostgpus.detect_gpus` by default) only
     when a GPU is wanted: a CPU image with no setting starts without touching NVML; never for
     a ``remote`` engine, whose nodes hold the GPUs.
     """

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, RuntimeFailure, Unsupported
-from .base import ContainerSpec
-from .k8s_names import (
+from ...errors import ConfigError, RuntimeFailure, Unsupported
+from ..base import ContainerSpec
+from .names import (
     COMPONENT,
     CONTAINER,
     GPU_RESOURCE,
@@ -27,7 +27,7 @@ from .k8s_names import (
     MANAGED_BY,
     POD_LABEL,
 )
-from .k8s_template import apply_template
+from .template import apply_template
 
 __all__ = [
     "MAX_FILES_BYTES",
