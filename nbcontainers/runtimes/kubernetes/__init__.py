@@ -17,8 +17,7 @@ __all__ = ["KubernetesRuntime"]
 
 def __getattr__(name: str) -> object:
     # The entry point ``nbcontainers.runtimes.kubernetes:KubernetesRuntime`` names the package,
-    # so that
-    # users' and plug-ins' configs keep working now that the class lives in ``runtime.py``.
+    # so that users' and plug-ins' configs keep working now that the class lives in ``runtime.py``.
     if name == "KubernetesRuntime":
         from .runtime import KubernetesRuntime
 
