@@ -17,7 +17,7 @@ from ..runtimes.base import Mount
 from .limits import MIN_MEMORY, MIN_TMPFS, checked_cpus, checked_pids, checked_size
 
 if TYPE_CHECKING:
-    from .launch import LaunchConfig
+    from .plan import LaunchConfig
 
 __all__ = [
     "NO_GPUS",

@@ -44,8 +44,8 @@ from ..errors import ConfigError, did_you_mean
 from ..labels import KERNEL_ID, OWNER
 from ..rundir import user_runtime_dir
 from ..runtimes.base import ContainerRuntime
-from .launch import SHARED
 from .limits import MIN_MEMORY, MIN_NANO_CPUS, MIN_TMPFS, checked_size, size_bytes
+from .plan import SHARED
 
 __all__ = [
     "DEFAULT_MOUNTS",

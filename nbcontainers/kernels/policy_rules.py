@@ -16,7 +16,8 @@ from typing import Any
 from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError
 from ..runtimes.base import GPURequest
-from .launch import (
+from .limits import MIN_MEMORY, canonical_size, checked_size, size_bytes
+from .plan import (
     DEFAULT_HOME_SIZE,
     DEFAULT_PIDS_LIMIT,
     DEFAULT_SHM_SIZE,
@@ -24,7 +25,6 @@ from .launch import (
     check_config,
     parse_mount,
 )
-from .limits import MIN_MEMORY, canonical_size, checked_size, size_bytes
 from .policy import DEFAULT_MOUNTS, DEFAULT_NETWORKS, Policy, mount_rule
 
 __all__ = ["apply_policy", "check_image", "pool_limits"]

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..runtimes.base import ContainerRuntime, ContainerSpec
 from .connection import PrivateDir
-from .launch import LaunchPlan
+from .plan import LaunchPlan
 from .pooled import Pooled, discard, hand_over, pool_key, release_pooled, start_member
 
 __all__ = ["KernelPool", "PoolRequest", "kernel_pool", "start_from_pool"]

@@ -2,7 +2,7 @@
 
 The traits are the settings users write (``c.ContainerProvisioner.gpus = "all"``, or a
 kernelspec's ``metadata.kernel_provisioner.config``); what a container gets from them is
-decided by :func:`~nbcontainers.kernels.launch.plan_launch`. This module starts, watches,
+decided by :func:`~nbcontainers.kernels.plan.plan_launch`. This module starts, watches,
 signals, re-adopts and removes the container.
 
 The class is long because it is the whole of Jupyter's provisioner interface (sixteen
@@ -50,7 +50,8 @@ from .gpu_request import gpu_request
 from .guards import RUNTIME_ENV, refuse_env
 from .identity import Host
 from .images import MISSING_IMAGE_POLICIES, ensure_image
-from .launch import (
+from .netns import shared_netns
+from .plan import (
     CONNECTION_FILE,
     DEFAULT_ENV_ALLOWLIST,
     DEFAULT_HOME_SIZE,
@@ -63,7 +64,6 @@ from .launch import (
     LaunchPlan,
     plan_launch,
 )
-from .netns import shared_netns
 from .policy import (
     KernelCountLock,
     Policy,

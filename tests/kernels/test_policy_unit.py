@@ -15,7 +15,7 @@ from jupyter_client.manager import KernelManager
 from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels import policy as policy_module
-from nbcontainers.kernels.launch import LaunchConfig
+from nbcontainers.kernels.plan import LaunchConfig
 from nbcontainers.kernels.policy import Policy, load_policy
 from nbcontainers.kernels.policy_rules import apply_policy
 from nbcontainers.kernels.provisioner import ContainerProvisioner

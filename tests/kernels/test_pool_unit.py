@@ -21,7 +21,7 @@ from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.doctor.checks import pool_check
 from nbcontainers.errors import EngineUnavailable
 from nbcontainers.kernels.connection import PrivateDir
-from nbcontainers.kernels.launch import CONNECTION_FILE, KernelStart, LaunchConfig, plan_launch
+from nbcontainers.kernels.plan import CONNECTION_FILE, KernelStart, LaunchConfig, plan_launch
 from nbcontainers.kernels.pool import kernel_pool
 from nbcontainers.kernels.pooled import POOL_ROLE, pool_key, waiting_command
 from nbcontainers.kernels.provisioner import ContainerProvisioner

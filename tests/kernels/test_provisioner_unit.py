@@ -13,7 +13,7 @@ from jupyter_client.manager import KernelManager
 
 from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError
-from nbcontainers.kernels.launch import parse_mount
+from nbcontainers.kernels.plan import parse_mount
 from nbcontainers.kernels.provisioner import ContainerProvisioner
 from nbcontainers.labels import ROLE
 from nbcontainers.runtimes.fake import FakeRuntime

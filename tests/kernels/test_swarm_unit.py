@@ -61,7 +61,7 @@ def test_placement_needs_a_cluster_runtime(fake_runtime: object) -> None:
     from nbcontainers.catalog.entries import load_catalog
     from nbcontainers.kernels.connection import PrivateDir
     from nbcontainers.kernels.identity import Host
-    from nbcontainers.kernels.launch import KernelStart, LaunchConfig, plan_launch
+    from nbcontainers.kernels.plan import KernelStart, LaunchConfig, plan_launch
 
     image = load_catalog(include_user=False)["python"]
     facts = fake_runtime.ping()  # type: ignore[attr-defined]

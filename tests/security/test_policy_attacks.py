@@ -20,7 +20,7 @@ from jupyter_client.manager import KernelManager
 from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels import policy as policy_module
-from nbcontainers.kernels.launch import HOME
+from nbcontainers.kernels.plan import HOME
 from nbcontainers.kernels.pool import kernel_pool
 from nbcontainers.kernels.pooled import POOL_ROLE, TAKEN, WAITING
 from nbcontainers.kernels.provisioner import ContainerProvisioner

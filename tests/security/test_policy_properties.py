@@ -30,14 +30,8 @@ from nbcontainers.kernels import policy as policy_module
 from nbcontainers.kernels.connection import PrivateDir
 from nbcontainers.kernels.guards import RUNTIME_ENV
 from nbcontainers.kernels.identity import Host
-from nbcontainers.kernels.launch import (
-    CONNECTION_FILE,
-    HOME,
-    KernelStart,
-    LaunchConfig,
-    plan_launch,
-)
 from nbcontainers.kernels.limits import MIN_MEMORY, MIN_NANO_CPUS, MIN_TMPFS, size_bytes
+from nbcontainers.kernels.plan import CONNECTION_FILE, HOME, KernelStart, LaunchConfig, plan_launch
 from nbcontainers.kernels.policy import DEFAULT_NETWORKS, Policy, mount_rule
 from nbcontainers.kernels.policy_rules import apply_policy
 from nbcontainers.kernels.pool import kernel_pool

@@ -15,7 +15,7 @@ from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.errors import ConfigError, Unsupported
 from nbcontainers.kernels.connection import PrivateDir, connection_for_container
 from nbcontainers.kernels.identity import Host, kernel_user
-from nbcontainers.kernels.launch import (
+from nbcontainers.kernels.plan import (
     CONNECTION_FILE,
     HOME,
     PIP_CONF,
