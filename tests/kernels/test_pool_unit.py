@@ -30,7 +30,7 @@ from nbcontainers.pipsettings import PipSettings
 from nbcontainers.runtimes.base import LIMITS, ContainerSpec, ContainerStats, EngineFacts
 from nbcontainers.runtimes.fake import FakeRuntime
 
-from .test_launch_unit import HOST
+from .test_plan_unit import HOST
 
 FACTS = EngineFacts(
     "docker", "20.10", "1.41", "unix://x", "linux", False, "none", frozenset(LIMITS)
