@@ -1,6 +1,8 @@
 """The tree as the architecture: the README's layer list, read from the README itself, holds
-for every import in the package (lazy ones included), engine knowledge stays in runtimes/,
-no module reaches into another's private names, and big rooms say why they are big."""
+for every import in the package (lazy ones included); engine knowledge stays in runtimes/ (SDKs,
+command lines, engine words in engine-neutral modules, each engine in its own package); no
+module reaches into another's private names, nor into an SDK's; big rooms say why they are
+big."""
 
 from __future__ import annotations
 
@@ -106,20 +108,126 @@ def test_imports_point_downward() -> None:
     assert upward == [], "imports that do not point downward:\n" + "\n".join(upward)
 
 
-def test_only_runtimes_know_the_engine() -> None:
-    """No Docker SDK, CLI call or Docker error text outside runtimes/."""
+# The engines' command lines and SDKs. A module outside runtimes/ that needs one of them asks
+# the seam instead (the ContainerRuntime Protocol, or a function of the engine's package).
+ENGINE_CLIS = {"docker", "podman", "kubectl", "nerdctl", "crictl", "nvidia-ctk"}
+ENGINE_SDKS = {
+    # SDK -> the engine packages allowed to import it (Podman and Swarm speak Docker's API)
+    "docker": ("runtimes.docker", "runtimes.podman", "runtimes.swarm"),
+    "requests": ("runtimes.docker", "runtimes.podman", "runtimes.swarm"),
+    "kubernetes": ("runtimes.kubernetes",),
+}
+# Engine packages and which others they build on (Podman's and Swarm's APIs are Docker's).
+ENGINE_PACKAGES = {
+    "docker": set(),
+    "podman": {"docker"},
+    "swarm": {"docker"},
+    "kubernetes": set(),
+}
+# Components outside runtimes/ that exist for one engine, and may use its package's functions:
+# the hub's shared store is the admin's side of Podman's additional image stores; cluster/
+# writes the Kubernetes objects whose names the Kubernetes runtime must agree with.
+ENGINE_BOUND = {("hub", "podman"), ("cluster", "kubernetes")}
+# Modules that say what every engine does, or decide for every engine: no engine's words.
+ENGINE_NEUTRAL = ("runtimes/base.py", "runtimes/__init__.py", "kernels/", "relay/", "catalog/")
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _engine_package(name: str) -> str | None:
+    """``nbcontainers.runtimes.podman.store`` -> ``podman``; else None."""
+    parts = name.split(".")
+    if len(parts) > 2 and parts[1] == "runtimes" and parts[2] in ENGINE_PACKAGES:
+        return parts[2]
+    return None
+
+
+def test_engine_sdks_stay_in_their_engine_package() -> None:
+    """docker-py, requests and the Kubernetes client are imported by their engine's package
+    only (lazy imports included): everything else talks to the ContainerRuntime Protocol."""
+    offenders = []
+    for name, path in modules():
+        where = name.removeprefix("nbcontainers.")
+        for target, _, line in imports(name, path):
+            allowed = ENGINE_SDKS.get(target.split(".")[0])
+            if allowed is not None and not where.startswith(allowed):
+                offenders.append(f"{_relative(path)}:{line} imports {target}")
+    assert offenders == []
+
+
+def test_no_engine_command_line_outside_runtimes() -> None:
+    """No argv that starts with an engine's CLI, no ``shutil.which`` of one, and none of the
+    engine's error texts outside runtimes/."""
     offenders = []
     for name, path in modules():
         if component(name) == "runtimes":
             continue
-        for target, _, line in imports(name, path):
-            if target == "docker" or target.startswith(("docker.", "requests")):
-                offenders.append(f"{path.name}:{line} imports {target}")
         source = path.read_text()
-        for pattern in (r"\[\s*\"docker\"\s*,", r"\"Conflict\"", r"cpu_stats", r"already in use"):
+        for node in ast.walk(ast.parse(source)):
+            first = None
+            if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
+                first = node.elts[0]
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "which":
+                first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant) and first.value in ENGINE_CLIS:
+                offenders.append(f"{_relative(path)}:{node.lineno} runs {first.value!r}")
+        for pattern in (r"\"Conflict\"", r"cpu_stats", r"already in use"):
             for match in re.finditer(pattern, source):
                 line = source.count("\n", 0, match.start()) + 1
-                offenders.append(f"{path.relative_to(ROOT)}:{line} has {match.group(0)!r}")
+                offenders.append(f"{_relative(path)}:{line} has {match.group(0)!r}")
+    assert offenders == []
+
+
+def test_engine_packages_keep_to_themselves() -> None:
+    """An engine package imports only the engines it builds on, and nothing outside runtimes/
+    reaches into an engine's package except through the registry's entry points."""
+    offenders: set[str] = set()
+    for name, path in modules():
+        here = _engine_package(name)
+        for target, _, line in imports(name, path):
+            there = _engine_package(target)
+            if there is None or there == here:
+                continue
+            if here is None and component(name) != "runtimes":
+                if (component(name), there) not in ENGINE_BOUND:
+                    offenders.add(f"{_relative(path)}:{line} imports {target}")
+            elif here is not None and there not in ENGINE_PACKAGES[here]:
+                offenders.add(f"{_relative(path)}:{line} imports {target}")
+    assert sorted(offenders) == []
+
+
+def test_no_vendor_private_api() -> None:
+    """runtimes/ uses its SDKs' public API only: no ``self.api._post_json`` or
+    ``client._url``, which an SDK release may remove without notice."""
+    offenders = []
+    for name, path in modules():
+        if component(name) != "runtimes":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            if node.attr.startswith("__") or (
+                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            ):
+                continue  # our own objects' private parts
+            offenders.append(f"{_relative(path)}:{node.lineno} {ast.unparse(node)}")
+    assert offenders == []
+
+
+def test_engine_neutral_modules_name_no_engine_command() -> None:
+    """The Protocol, the registry, kernels, the relay and the catalog decide for every engine:
+    the command that helps a user with one engine (``docker service ps``, ``kubectl get
+    pod``) comes from that engine's runtime (``ContainerRuntime.advice``)."""
+    offenders = []
+    for _, path in modules():
+        if not _relative(path).startswith(ENGINE_NEUTRAL):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for match in re.finditer(r"`(docker|podman|kubectl) [^`]*`", node.value):
+                    offenders.append(f"{_relative(path)}:{node.lineno} {match.group(0)}")
     assert offenders == []
 
 
