@@ -208,3 +208,61 @@ def test_a_container_vanishing_while_podman_lists_is_asked_again(
     answers[:] = [RuntimeFailure("list containers: permission denied")]
     with pytest.raises(RuntimeFailure, match="permission denied"):  # anything else: at once
         runtime.list({})
+
+
+NO_PASSWD_UID = 48213  # no passwd entry on this host (asserted where it matters)
+
+
+def _no_name(monkeypatch: pytest.MonkeyPatch, subuid: str, tmp_path: Path) -> None:
+    """A server process as a uid with no passwd entry and no user variable: what a container
+    or a hub spawner run with a bare uid gives (``getpass.getuser()`` raises KeyError there)."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(podman.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(podman.os, "getuid", lambda: NO_PASSWD_UID)
+    (tmp_path / "subuid").write_text(subuid)
+    (tmp_path / "subgid").write_text(subuid)
+    monkeypatch.setattr(podman_service, "SUBID_FILES", (tmp_path / "subuid", tmp_path / "subgid"))
+
+
+def test_a_uid_without_a_passwd_entry_starts_its_engine_by_uid(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pwd
+
+    with pytest.raises(KeyError):
+        pwd.getpwuid(NO_PASSWD_UID)
+    # /etc/subuid may name a user by uid: newuidmap accepts that, and so does the check.
+    _no_name(monkeypatch, f"{NO_PASSWD_UID}:100000:65536\n", tmp_path)
+    assert podman_service._preflight() == "/usr/bin/podman"
+
+
+def test_a_uid_without_a_passwd_entry_nor_a_range_gets_the_subuid_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _no_name(monkeypatch, "bob:100000:65536\n", tmp_path)
+    # `usermod` needs a login name this uid does not have: the lines to add are named instead.
+    line = rf"{NO_PASSWD_UID}:165536:65536"
+    with pytest.raises(EngineUnavailable, match=rf"uid {NO_PASSWD_UID} has no user name.*{line}"):
+        podman.ensure_service(Path("/nonexistent/podman.sock"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as a uid with no passwd entry")
+def test_a_real_process_with_no_passwd_entry_gets_a_message_not_a_keyerror() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from nbcontainers.errors import EngineUnavailable\n"
+        "from nbcontainers.runtimes.podman.service import _preflight\n"
+        "try:\n    _preflight()\nexcept EngineUnavailable as exc:\n    print('MESSAGE', exc)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", f"--reuid={NO_PASSWD_UID}", f"--regid={NO_PASSWD_UID}", "--clear-groups",
+         "env", "-i", "PATH=/usr/bin:/bin", "HOME=/nonexistent", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2], check=False,
+    )  # fmt: skip
+    assert "KeyError" not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 0 and f"uid {NO_PASSWD_UID} has no user name" in done.stdout, (
+        done.stdout + done.stderr
+    )

@@ -1,6 +1,6 @@
 """Each user's rootless Podman engine as a service: started on demand (after checking what a
 rootless engine needs: the binary, a sub-uid range), answering on the user's socket, exiting
-when idle, and reset after a kill left its state behind. ``runtimes/podman.py`` is the
+when idle, and reset after a kill left its state behind. ``runtime.py`` is the
 runtime that talks to it.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "STALE_PAUSE",
     "ensure_service",
     "idle_timeout",
+    "user_name",
 ]
 
 SERVICE_WAIT = 15.0  # seconds for a freshly started engine to answer
@@ -48,7 +49,17 @@ def _answers(path: Path) -> bool:
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 
 
-def _has_subuid_range(user: str, uid: int) -> bool:
+def user_name(uid: int) -> str | None:
+    """This process's user name, or ``None`` where it has none: a uid with no passwd entry and
+    no ``USER``/``LOGNAME`` (a container or a spawner run with a bare uid), where
+    ``getpass.getuser()`` raises (KeyError before Python 3.13, OSError after)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _has_subuid_range(user: str | None, uid: int) -> bool:
     try:
         lines = SUBID_FILES[0].read_text().splitlines()
     except OSError:
@@ -79,9 +90,19 @@ def _preflight() -> str:
             "`sudo apt-get install podman uidmap slirp4netns catatonit` (then "
             "`nbcontainers hub setup`)."
         )
-    uid, user = os.getuid(), getpass.getuser()
+    uid = os.getuid()
+    user = user_name(uid)
     if uid != 0 and not _has_subuid_range(user, uid):
         span = _free_subid_span()
+        if user is None:
+            # `usermod` needs a login name; /etc/subuid takes a uid as well (newuidmap too).
+            start = span.split("-")[0]
+            raise EngineUnavailable(
+                f"Your uid {uid} has no user name (no passwd entry, no USER variable) and no "
+                "sub-uid range, which a rootless engine needs. Ask your admin to add the line "
+                f"`{uid}:{start}:65536` to /etc/subuid and /etc/subgid (a free range here), "
+                f"or to give uid {uid} a passwd entry and run `sudo nbcontainers hub setup --fix`."
+            )
         raise EngineUnavailable(
             f"User {user} has no sub-uid range, which a rootless engine needs. Ask your admin "
             f"to run `sudo usermod --add-subuids {span} --add-subgids {span} {user}` (a free "
