@@ -75,6 +75,8 @@ class PipSettings:
 def _local_path(item: str | None) -> str | None:
     if not item:
         return None
+    # pip takes both a file:// URL and a bare path for an index or find-links; anything else
+    # with a scheme is remote and stays a URL (it travels as text, nothing to mount).
     if item.startswith("file://"):
         return unquote(urlparse(item).path)
     if "://" in item:
@@ -84,11 +86,15 @@ def _local_path(item: str | None) -> str | None:
 
 def _config_files(environ: Mapping[str, str]) -> list[Path]:
     home = Path(os.path.expanduser("~"))
+    # pip's own order, lowest first, so that a later file wins in the merge below: site-wide
+    # (XDG dirs, /etc), then the user's (legacy ~/.pip, then XDG), then the environment's.
     xdg_dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
     files = [Path(d) / "pip" / "pip.conf" for d in xdg_dirs] + [Path("/etc/pip.conf")]
     xdg_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
     files += [home / ".pip" / "pip.conf", xdg_home / "pip" / "pip.conf"]
     files.append(Path(sys.prefix) / "pip.conf")
+    # PIP_CONFIG_FILE=/dev/null is pip's documented way to read no file at all; it is not a
+    # file to parse (the merge then holds only what the other files and variables give).
     if environ.get("PIP_CONFIG_FILE") and environ["PIP_CONFIG_FILE"] != os.devnull:
         files.append(Path(environ["PIP_CONFIG_FILE"]))
     return files
@@ -103,7 +109,8 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> PipSettings:
         try:
             parser.read(path)
         except (configparser.Error, OSError):
-            continue
+            continue  # pip skips a file it cannot read; a kernel must not fail where pip works
+        # [install] overrides [global] for `pip install`, the only command kernels run.
         for section in ("global", "install"):
             if parser.has_section(section):
                 values.update({k.replace("_", "-"): v for k, v in parser.items(section)})
@@ -112,6 +119,7 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> PipSettings:
         if env_value:
             values[key] = env_value
 
+    # pip splits multi-valued options on whitespace, newlines included (continuation lines).
     def many(key: str) -> tuple[str, ...]:
         return tuple(values.get(key, "").split())
 

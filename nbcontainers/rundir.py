@@ -33,6 +33,8 @@ def hub_user_dir(uid: int) -> Path:
 def check_private(folder: Path, uid: int, how: str) -> Path:
     """``folder`` if it is a real directory owned by ``uid`` with no group/other access, else
     a ConfigError naming what is wrong and ``how`` to fix it."""
+    # lstat, not stat: a link to a private folder is still a path someone else chose, and the
+    # link can be swapped between this check and the engine's use of the socket inside.
     try:
         info = folder.lstat()
     except OSError as exc:
@@ -41,6 +43,8 @@ def check_private(folder: Path, uid: int, how: str) -> Path:
         raise ConfigError(f"{folder} is not a folder (a link or a file is never used). {how}")
     if info.st_uid != uid:
         raise ConfigError(f"{folder} belongs to uid {info.st_uid}, not to you ({uid}). {how}")
+    # Any group or other bit refuses: a socket in a folder others can traverse is reachable
+    # by them if its own mode is ever loose, and the kernel-start lock could be held by them.
     if info.st_mode & 0o077:
         raise ConfigError(
             f"{folder} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); "
@@ -64,6 +68,8 @@ def user_runtime_dir() -> Path:
     other exists. Raises ConfigError for one that exists but is not private to the user."""
     uid = os.getuid()
     xdg = os.environ.get("XDG_RUNTIME_DIR")
+    # A set XDG_RUNTIME_DIR is checked, never skipped: falling through to the next candidate
+    # would put the engine's socket where the user did not say, and hide a broken login.
     if xdg:
         return check_private(
             Path(xdg), uid, "XDG_RUNTIME_DIR must name your own private folder; unset it or fix it."
@@ -73,6 +79,8 @@ def user_runtime_dir() -> Path:
         return check_private(login, uid, "It is made by logind at login; ask your admin.")
     hub = hub_user_dir(uid)
     if hub.exists():
+        # Owned by the user is not enough here: if /run/nbcontainers itself is writable by
+        # someone else, they could have renamed the user's folder away and made their own.
         if not _root_owned_parent(hub):
             raise ConfigError(
                 f"{hub.parent} is not root's alone; ask your admin to run "

@@ -37,10 +37,13 @@ def _vendor_wheels(lock: Path, settings: PipSettings, dest: Path) -> list[str]:
     vendored = []
     for folder in settings.local_find_links():
         for wheel in folder.glob("*.whl"):
+            # Only wheels the lock pins at that exact version: any other wheel in the folder
+            # would be ignored by pip's --require-hashes resolve anyway, and costs context size.
             parts = wheel.name.split("-")
             if len(parts) < 3 or pins.get(canonical_name(parts[0])) != parts[1]:
                 continue
             target = dest / wheel.name
+            # A hard link costs nothing for a 200 MB torch wheel; across filesystems, a copy.
             try:
                 os.link(wheel, target)
             except OSError:
@@ -71,6 +74,8 @@ def choose_base(image: CatalogImage, runtime: ContainerRuntime) -> tuple[str | N
         return None, "the Dockerfile's own FROM"
     if runtime.image_info(pinned) is not None:
         return None, f"the Dockerfile's base {pinned} (present locally)"
+    # The local base is made from this host's own Debian bookworm packages, so it can stand in
+    # for a bookworm base and nothing else (a CUDA base would silently lose its libraries).
     if pinned.startswith("debian:bookworm") and runtime.image_info(LOCAL_BASE) is not None:
         return LOCAL_BASE, f"local base {LOCAL_BASE} (made by scripts/make-local-base.sh)"
     return None, f"the Dockerfile's base {pinned} (BuildKit pulls it)"
@@ -107,6 +112,8 @@ def build_image(
 
     with tempfile.TemporaryDirectory(prefix="nbc-build-") as tmp:
         context = Path(tmp) / "context"
+        # A copy, never the catalog folder itself: the wheels and pip.conf written next must
+        # not land in the user's (or the installed package's) tree. A stale .nbc is skipped.
         shutil.copytree(image.source, context, ignore=shutil.ignore_patterns(".nbc"))
         wheels = context / ".nbc" / "wheels"
         wheels.mkdir(parents=True)
@@ -151,7 +158,7 @@ def build_image(
             return runtime.build(request, lambda event: _both(say, tell, event))
         except BuildError as exc:
             if exc.status is None:
-                raise
+                raise  # not the build's failure (no builder, a cancel): its message stands
             raise BuildError(
                 f"Building image {image.name!r} failed (exit {exc.status}). Last lines:\n"
                 + exc.log_tail
@@ -188,6 +195,7 @@ def stale_images(
             "CLI, or `nbcontainers images rm NAME` for catalog images."
         )
     current = {image.ref for image in catalog.values()}
+    # Stopped containers count too: removing their image would break `docker start` of them.
     used = {ref for state in runtime.list({}) for ref in (state.image, state.image_id) if ref}
     found = StaleImages()
     repos: list[str | None] = [image.ref.rpartition(":")[0] for image in only] or [None]
