@@ -35,6 +35,8 @@ class HostGPUs:
 
 
 def _from_nvml() -> HostGPUs | None:
+    # pynvml is optional (the `gpu` extra): without it nvidia-smi answers the same questions,
+    # one process start slower. None (not an empty result) tells the caller to try that.
     try:
         import pynvml
     except ImportError:
@@ -61,6 +63,7 @@ def _from_nvml() -> HostGPUs | None:
         return HostGPUs(
             gpus=tuple(gpus),
             driver_version=_text(driver),
+            # NVML encodes CUDA 12.4 as 12040.
             cuda_version=f"{cuda // 1000}.{(cuda % 1000) // 10}",
             source="nvml",
         )
@@ -88,6 +91,8 @@ def _from_nvidia_smi(timeout: float) -> HostGPUs:
             timeout=timeout,
             check=False,
         )
+        # The highest CUDA the driver supports is printed only in the plain table's header;
+        # no --query-gpu field gives it.
         header = subprocess.run([exe], capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return HostGPUs(source="none", detail=f"nvidia-smi failed: {exc}")
@@ -98,7 +103,7 @@ def _from_nvidia_smi(timeout: float) -> HostGPUs:
     for line in query.stdout.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) < 5:
-            continue
+            continue  # a warning line between rows (seen with MIG and persistence mode notes)
         gpus.append(GPU(int(parts[0]), parts[1], parts[2], int(float(parts[3]))))
         driver = parts[4]
     match = re.search(r"CUDA Version:\s*([\d.]+)", header.stdout)
@@ -115,6 +120,8 @@ def detect_gpus(timeout: float = 5.0) -> HostGPUs:
     found = _from_nvml()
     if found is not None and found.gpus:
         return found
+    # NVML may fail where nvidia-smi works (a pynvml too old for the driver); when both find
+    # nothing, NVML's reason is the more precise one to show.
     smi = _from_nvidia_smi(timeout)
     if smi.gpus or found is None:
         return smi
@@ -156,6 +163,7 @@ def parse_gpu_request(value: object) -> tuple[int | None, tuple[str, ...]]:
     "0,1", "device=0,1" or [0, 1] -> (None, ("0", "1")), "none"/0 -> (0, ())."""
     if value is None or value == "" or value == "auto":
         return None, ()
+    # bool is an int in Python: `gpus=True` would otherwise silently mean one GPU.
     if isinstance(value, bool):
         raise ValueError("gpus must be 'all', a count or device ids, not a boolean")
     if isinstance(value, int):
