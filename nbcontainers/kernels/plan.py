@@ -29,7 +29,7 @@ from ..labels import (
     SERVER_STARTED,
 )
 from ..pipsettings import PipSettings, read_pip_settings
-from ..runtimes.base import ContainerSpec, EngineFacts, GPURequest, Mount
+from ..runtimes.base import ContainerSpec, EngineFacts, GPURequest, Mount, Placement, placements
 from .connection import PrivateDir
 from .guards import NO_GPUS, RUNTIME_ENV, check_config, matches, parse_mount, refuse_env
 from .identity import Host, kernel_user
@@ -114,7 +114,9 @@ class LaunchConfig:
     user: str = ""
     mount_workspace: bool = True
     pip_settings: bool = True
-    placement: tuple[str, ...] = ()  # cluster placement constraints (runtimes.base.ContainerSpec)
+    # Where a cluster may run the kernel: rules as users write them (runtimes.base.
+    # parse_placement, checked by plan_launch) or Placement values.
+    placement: tuple[str | Placement, ...] = ()
     # Mounted instead of the notebook's folder when that lies inside it (the warm pool's
     # kernels must not depend on the folder): the kernel still starts in the notebook's.
     workspace_root: str = ""
@@ -156,7 +158,7 @@ class LaunchPlan:
     private_dir: PrivateDir  # its connection file is mounted at CONNECTION_FILE
     pip_conf: str | None = None  # the pip.conf to write into the private folder
     notes: tuple[str, ...] = ()  # warnings for the server log
-    placement: tuple[str, ...] = ()
+    placement: tuple[Placement, ...] = ()
     home_size: str = DEFAULT_HOME_SIZE
 
     def container_spec(self, shared_netns: str | None = None) -> ContainerSpec:
@@ -261,11 +263,12 @@ def plan_launch(
         # A cluster node publishes on its own address (Curve keeps the traffic private).
         ip = "0.0.0.0" if facts.remote else "127.0.0.1"
         ports = {port: (ip, port) for port in kernel.ports}
-    if config.placement and not facts.remote:
+    placement = placements(config.placement)  # a rule no engine knows is a ConfigError
+    if placement and not facts.placement:
         raise ConfigError(
-            f"'placement' ({', '.join(config.placement)}) needs a cluster runtime, but the "
+            f"'placement' ({', '.join(map(str, placement))}) needs a cluster runtime, but the "
             f"{facts.name} engine at {facts.endpoint} runs everything here. Set "
-            "runtime='swarm' (on a swarm manager) or remove 'placement'."
+            "runtime='swarm' (on a swarm manager) or 'kubernetes', or remove 'placement'."
         )
     if gpus is not None and facts.gpu_mode == "none":
         raise Unsupported(
@@ -301,7 +304,7 @@ def plan_launch(
         private_dir=private,
         pip_conf=pip_conf,
         notes=tuple(notes),
-        placement=config.placement,
+        placement=placement,
         home_size=config.home_size,
         **limits,
     )

@@ -22,6 +22,8 @@ from .base import (
     GPURequest,
     ImageInfo,
     Mount,
+    Placement,
+    parse_placement,
 )
 
 __all__ = [
@@ -37,9 +39,11 @@ __all__ = [
     "GPURequest",
     "ImageInfo",
     "Mount",
+    "Placement",
     "available_runtimes",
     "choose_engine",
     "get_runtime",
+    "parse_placement",
     "shared_runtime",
 ]
 

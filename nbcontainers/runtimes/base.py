@@ -9,12 +9,13 @@ text. ``tests/runtimes/`` holds the contract every runtime must pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..errors import Unsupported
+from ..errors import ConfigError, Unsupported
 
 __all__ = [
     "GPU_MODES",
@@ -31,7 +32,10 @@ __all__ = [
     "GPURequest",
     "ImageInfo",
     "Mount",
+    "Placement",
     "ProgressCallback",
+    "parse_placement",
+    "placements",
     "refuse_unenforceable",
 ]
 
@@ -66,6 +70,48 @@ class GPURequest:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """One rule for where a cluster engine may run a container: the node's hostname (``label``
+    None) or its label ``label`` is ``value`` (``equal``) or is not (``equal=False``). Every
+    rule of a spec must hold. ``str()`` gives the form users write (see :func:`parse_placement`)."""
+
+    value: str
+    label: str | None = None
+    equal: bool = True
+
+    def __str__(self) -> str:
+        subject = "node.hostname" if self.label is None else f"node.labels.{self.label}"
+        return f"{subject}{'==' if self.equal else '!='}{self.value}"
+
+
+# What users write (Swarm's constraint syntax, kept because it is what they already know):
+# node.hostname==NAME or node.labels.KEY==VALUE, with != for "not". Nothing else: node.role,
+# node.id and engine.labels mean nothing to another engine.
+_PLACEMENT = re.compile(
+    r"node\.(?:(?P<hostname>hostname)|labels\.(?P<label>[A-Za-z0-9_][-A-Za-z0-9_./]*))"
+    r"\s*(?P<op>==|!=)\s*(?P<value>[^\s=!,]+)"
+)
+
+
+def parse_placement(text: str) -> Placement:
+    """``node.hostname==n1``, ``node.labels.gpu==true`` or either with ``!=`` as a
+    :class:`Placement`; ``ConfigError`` naming the accepted forms for anything else."""
+    match = _PLACEMENT.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(
+            f"Placement {text!r} is not understood. Write node.hostname==NODE or "
+            "node.labels.KEY==VALUE (!= for 'not'); give several rules as several items, "
+            "all of which must hold."
+        )
+    return Placement(value=match["value"], label=match["label"], equal=match["op"] == "==")
+
+
+def placements(rules: Iterable[str | Placement]) -> tuple[Placement, ...]:
+    """``rules`` as :class:`Placement` values, parsing the ones written as text."""
+    return tuple(r if isinstance(r, Placement) else parse_placement(r) for r in rules)
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to create and start one container."""
 
@@ -92,10 +138,9 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = ("no-new-privileges",)
     init: bool = True
     read_only: bool = False  # root filesystem; pair with tmpfs for scratch space
-    # Where a cluster engine may place the container, in Swarm's constraint syntax
-    # ("node.labels.gpu==true", "node.hostname==n1"); an engine without placement refuses
-    # a non-empty one (launch.plan_launch checks ``EngineFacts.remote``).
-    placement: tuple[str, ...] = ()
+    # Where a cluster engine may place the container (every rule holds); an engine that
+    # can't honour placement (``EngineFacts.placement`` False) refuses a non-empty one.
+    placement: tuple[Placement, ...] = ()
 
     def limits(self) -> frozenset[str]:
         """The :data:`LIMITS` this spec asks the engine to enforce."""
@@ -180,6 +225,9 @@ class EngineFacts:
     # True when containers may run on another host than this server (Swarm, Kubernetes):
     # kernels then listen on TCP and their channels are encrypted with CurveZMQ.
     remote: bool = False
+    # True when it honours ContainerSpec.placement (Swarm, Kubernetes); an engine that runs
+    # everything on one host refuses a spec with placement rather than ignore it.
+    placement: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,9 +343,18 @@ class ContainerRuntime(Protocol):
         ...
 
 
-def refuse_unenforceable(spec: ContainerSpec, limits: frozenset[str], engine: str) -> None:
-    """What every runtime does before it runs ``spec``: a limit it can't enforce is an
-    ``Unsupported`` that names the fix, never a container started without it."""
+def refuse_unenforceable(
+    spec: ContainerSpec, limits: frozenset[str], engine: str, placement: bool = False
+) -> None:
+    """What every runtime does before it runs ``spec``: a limit it can't enforce, or placement
+    where it can't honour placement (``placement`` False), is an ``Unsupported`` that names
+    the fix, never a container started without it."""
+    if spec.placement and not placement:
+        raise Unsupported(
+            f"This {engine} runs every container on one host, so it can't honour placement "
+            f"({', '.join(map(str, spec.placement))}). Use runtime 'swarm' or 'kubernetes', "
+            "or remove 'placement'."
+        )
     refused = spec.limits() - limits
     if refused:
         raise Unsupported(

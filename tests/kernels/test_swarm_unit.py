@@ -13,6 +13,7 @@ import pytest
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels.connection import point_at
 from nbcontainers.kernels.curve import clear_keys, ensure_keys, kernel_command, wants_curve
+from nbcontainers.runtimes import Placement
 
 
 def test_curve_is_on_for_remote_kernels_unless_turned_off() -> None:
@@ -67,15 +68,19 @@ def test_placement_needs_a_cluster_runtime(fake_runtime: object) -> None:
     facts = fake_runtime.ping()  # type: ignore[attr-defined]
     kernel = KernelStart("k" * 32, ("python",), None, {}, PrivateDir(Path("/tmp/nbc-x")))
     with pytest.raises(ConfigError, match="runtime='swarm'"):
+        plan_launch(LaunchConfig(placement=("node.labels.role==worker",), pip_settings=False),
+                    kernel, image, facts, Host.current())  # fmt: skip
+    # Swarm syntax no other engine understands is refused at the door, on every engine.
+    with pytest.raises(ConfigError, match=r"node.role==worker.*node.labels.KEY==VALUE"):
         plan_launch(LaunchConfig(placement=("node.role==worker",), pip_settings=False),
                     kernel, image, facts, Host.current())  # fmt: skip
     remote = plan_launch(
-        LaunchConfig(placement=("node.role==worker",), pip_settings=False, transport="tcp"),
+        LaunchConfig(placement=("node.labels.role==worker",), pip_settings=False, transport="tcp"),
         KernelStart("k" * 32, ("python",), None, {}, PrivateDir(Path("/tmp/nbc-x")), ports=(7,)),
         image,
-        facts.__class__(**{**facts.__dict__, "remote": True}),
+        facts.__class__(**{**facts.__dict__, "remote": True, "placement": True}),
         Host.current(),
     )
     spec = remote.container_spec()
-    assert spec.placement == ("node.role==worker",)
+    assert spec.placement == (Placement("worker", label="role"),)
     assert spec.ports == {7: ("0.0.0.0", 7)}  # the node publishes; Curve guards the port

@@ -4,6 +4,7 @@ the kernel namespaces' labels, the Role and its rules. No client import here, so
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "SERVICE_ACCOUNT",
     "TENANT_LABEL",
     "Rule",
+    "valid_label",
 ]
 
 COMPONENT = "app.kubernetes.io/component"
@@ -77,3 +79,20 @@ ROLE_RULES = (
         pod_policy=True,
     ),
 )
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def valid_label(key: str, value: str) -> bool:
+    """Whether Kubernetes takes ``key=value`` as a label (an optional DNS prefix and ``/``,
+    a name and a value of at most 63 letters, digits, ``-``, ``_`` or ``.``)."""
+    prefix, _, name = key.rpartition("/")
+    return (
+        len(name) <= 63
+        and bool(_LABEL_NAME.match(name))
+        and len(prefix) <= 253
+        and len(value) <= 63
+        and bool(_LABEL_VALUE.match(value))
+    )

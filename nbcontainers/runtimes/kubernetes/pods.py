@@ -26,6 +26,7 @@ from .names import (
     LABELS_ANNOTATION,
     MANAGED_BY,
     POD_LABEL,
+    valid_label,
 )
 from .template import apply_template
 
@@ -46,8 +47,6 @@ __all__ = [
 MAX_FILES_BYTES = 900 * 1024  # a Secret holds at most 1 MiB
 # The notebook pod's labels that name its user under Zero to JupyterHub.
 OWNER_KEYS = ("component", "hub.jupyter.org/username", "hub.jupyter.org/servername")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -74,25 +73,14 @@ def pod_name(name: str) -> str:
     return cleaned
 
 
-def _valid_label(key: str, value: str) -> bool:
-    prefix, _, name = key.rpartition("/")
-    return (
-        len(name) <= 63
-        and bool(_LABEL_NAME.match(name))
-        and len(prefix) <= 253
-        and len(value) <= 63
-        and bool(_LABEL_VALUE.match(value))
-    )
-
-
 def label_selector(labels: Mapping[str, str | None]) -> str:
     """The server-side selector for ``labels`` (what a label can hold; the rest is matched on
     the annotation), always narrowed to kernel pods."""
     terms = [f"{COMPONENT}={KERNEL_COMPONENT}"]
     for key, value in labels.items():
-        if value is None and _valid_label(key, ""):
+        if value is None and valid_label(key, ""):
             terms.append(key)
-        elif value is not None and _valid_label(key, value):
+        elif value is not None and valid_label(key, value):
             terms.append(f"{key}={value}")
     return ",".join(terms)
 
@@ -243,7 +231,7 @@ def pod_for(spec: ContainerSpec, name: str, settings: PodSettings) -> tuple[Any,
             k.V1VolumeMount(name="files", mount_path=target, sub_path=key, read_only=True)
             for key, target in sorted(targets.items())
         )
-    labels = {key: value for key, value in spec.labels.items() if _valid_label(key, value)}
+    labels = {key: value for key, value in spec.labels.items() if valid_label(key, value)}
     labels.update({COMPONENT: KERNEL_COMPONENT, MANAGED_BY: "nbcontainers", POD_LABEL: name})
     container = k.V1Container(
         name=CONTAINER,

@@ -38,6 +38,7 @@ from ..base import (
 )
 from .client import SA_DIR, Apis, ClusterImages, check_role, connect, settings_from_env, translate
 from .names import CONTAINER
+from .placement import confine
 from .pods import (
     PodSettings,
     files_secret,
@@ -166,6 +167,7 @@ class KubernetesRuntime(ClusterImages):
             gpu_mode="extended-resources",
             limits=LIMITS,
             remote=True,
+            placement=True,
         )
 
     # -- containers -------------------------------------------------------------------------
@@ -179,9 +181,10 @@ class KubernetesRuntime(ClusterImages):
         return owner_selector(dict((own and own.metadata.labels) or {}))
 
     def run(self, spec: ContainerSpec) -> str:
-        refuse_unenforceable(spec, LIMITS, self.engine_label)
+        refuse_unenforceable(spec, LIMITS, self.engine_label, placement=True)
         name = pod_name(spec.name) if spec.name else f"nbc-{os.urandom(4).hex()}"
         pod, contents = pod_for(spec, name, self.settings)
+        confine(pod, spec.placement)  # after the admin's template: it only narrows theirs
         owner = self._owner_selector() if self.settings.pod_policies else {}
         ns = self.settings.namespace
         with self._translate("create", "pods", name):

@@ -19,6 +19,8 @@ from ..base import (
     ContainerStats,
     EngineFacts,
     ExecResult,
+    Placement,
+    placements,
     refuse_unenforceable,
 )
 from ..docker.runtime import DockerRuntime
@@ -54,9 +56,11 @@ class SwarmRuntime(DockerRuntime):
 
     engine_label = "Docker Swarm manager"
 
-    def __init__(self, base_url: str | None = None, placement: Sequence[str] = ()) -> None:
+    def __init__(
+        self, base_url: str | None = None, placement: Sequence[str | Placement] = ()
+    ) -> None:
         super().__init__(base_url)
-        self.placement = tuple(placement)
+        self.placement = placements(placement)
 
     # -- engine -----------------------------------------------------------------------------
 
@@ -100,6 +104,7 @@ class SwarmRuntime(DockerRuntime):
                 "swarm-resource in /etc/nvidia-container-runtime/config.toml, restart dockerd"
             ),
             remote=True,
+            placement=True,
         )
         _FACTS[key] = (time.monotonic(), facts)
         return facts
@@ -108,7 +113,7 @@ class SwarmRuntime(DockerRuntime):
 
     def run(self, spec: ContainerSpec) -> str:
         facts = self.ping()
-        refuse_unenforceable(spec, facts.limits, self.engine_label)
+        refuse_unenforceable(spec, facts.limits, self.engine_label, placement=True)
         if spec.network_mode not in (None, "bridge", "default"):
             raise Unsupported(
                 f"A Swarm service can't use network {spec.network_mode!r} (no shared or host "
@@ -116,7 +121,8 @@ class SwarmRuntime(DockerRuntime):
             )
         gpus = self._gpu_count(spec, facts)
         name = spec.name or f"nbc-{uuid.uuid4().hex[:12]}"
-        placement = [*self.placement, *spec.placement]
+        # Our rules are Swarm constraints as written: str() gives that form.
+        placement = [str(rule) for rule in (*self.placement, *spec.placement)]
         secrets = self._make_secrets(spec, name)
         body = service_spec(spec, name, [s[:3] for s in secrets], gpus, placement)
         try:
