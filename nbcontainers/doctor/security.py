@@ -18,7 +18,8 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..kernels.connection import other_login_users
 from ..rundir import check_private, hub_user_dir, user_runtime_dir
-from ..runtimes.podman.store import DEFAULT_STORE, STORAGE_CONF, configured_stores
+from ..runtimes.podman.storageconf import STORAGE_CONF, configured_stores
+from ..runtimes.podman.store import DEFAULT_STORE
 from .checks import Check
 
 __all__ = ["SecurityFacts", "security_checks", "security_facts", "tcp_listeners"]

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..runtimes.podman.store import (
-    SharedStore,
-    add_store,
-    drop_store,
+from ..runtimes.docker.runtime import DockerRuntime
+from ..runtimes.podman.storageconf import add_store, drop_store
+from ..runtimes.podman.userengine import (
+    list_images,
     load_for_user,
+    migrate,
     native_overlay_works,
+    store_driver,
     user_image_id,
     user_storage_driver,
 )
@@ -26,6 +28,7 @@ from . import homefiles
 from .asuser import ENGINE_CONF_DIR, AsUser, clean, default_run_dir, root_owned
 from .probe import HostFacts, check_network, try_container
 from .result import Echo, SetupResult
+from .store import SharedStore
 from .subids import UserCheck
 
 __all__ = [
@@ -38,7 +41,6 @@ __all__ = [
     "write_user_confs",
 ]
 
-NAME_FORMAT = "{{.Repository}}:{{.Tag}}"
 SKEL = Path("/etc/skel")
 CONF_PARTS = (".config", "containers")
 GRAPH_PARTS = (".local", "share", "containers", "storage")
@@ -62,10 +64,12 @@ def _write_root_file(path: Path, text: str) -> bool:
 
 class Engines:
     """The root-owned ``XDG_CONFIG_HOME`` folders setup's own calls as a user read, one per
-    storage driver (``probe``: none, Podman finds the driver of an existing store)."""
+    storage driver (``probe``: none, Podman finds the driver of an existing store), and the
+    system Docker engine (``system``) the images are copied from."""
 
-    def __init__(self, store: SharedStore) -> None:
+    def __init__(self, store: SharedStore, system: DockerRuntime) -> None:
         self.store = store
+        self.system = system
         self._homes: dict[str, Path] = {}
 
     def home(self, driver: str | None) -> Path:
@@ -146,7 +150,7 @@ def heal_engines(
     names the command."""
     for name, driver in drivers.items():
         who = engines.as_user(pwd.getpwnam(name), driver)
-        info = who.run("podman", "info", "--format", "{{.Store.GraphDriverName}}")
+        info = store_driver(who.run)
         if info.returncode == 0 or "system migrate" not in info.stderr:
             continue
         line = f"as {name}: podman system migrate"
@@ -154,8 +158,8 @@ def heal_engines(
             echo(f"  {name}: the engine's state is stale ({clean(info.stderr, 200)}); run: {line}")
             res.problems.append(line)
             continue
-        who.run("podman", "system", "migrate", timeout=300)
-        again = who.run("podman", "info", "--format", "{{.Store.GraphDriverName}}")
+        migrate(who.run)
+        again = store_driver(who.run)
         if again.returncode == 0:
             echo(
                 f"  {name}: the engine's state was stale (its pause process had died); ran: {line}"
@@ -176,7 +180,6 @@ def load_own_copies(
     res: SetupResult,
 ) -> None:
     """Users who can't read the shared store get the images in their own storage."""
-    docker = shutil.which("docker") or "docker"
     for name in users:
         who = engines.as_user(pwd.getpwnam(name), drivers[name])
         for ref, source in available.items():
@@ -185,7 +188,7 @@ def load_own_copies(
                 continue
             echo(f"  {name}: loading {ref} into the user's own storage ...")
             try:
-                load_for_user(who.run, docker, ref)
+                load_for_user(who.run, engines.system, ref)
             except RuntimeError as exc:  # one user's broken storage stops nobody else's
                 echo(f"  {name}: {clean(str(exc))}")
                 res.problems.append(f"check `podman info` as {name}, then rerun hub setup")
@@ -257,7 +260,7 @@ def verify(
     wanted = store.images() if users and store.root.is_dir() else []
     for name in users:
         who = engines.as_user(pwd.getpwnam(name), store.driver)
-        listed = who.run("podman", "images", "--format", NAME_FORMAT)
+        listed = list_images(who.run)
         missing = [ref for ref in wanted if ref not in listed.stdout.split()]
         if listed.returncode != 0 or missing:
             detail = clean(listed.stderr) or f"missing: {', '.join(missing)}"

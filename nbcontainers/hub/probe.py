@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtimes.podman.userengine import remove_container, rootless_netns, run_throwaway
 from .asuser import AsUser, clean
 
 __all__ = ["HostFacts", "Outcome", "check_network", "host_facts", "try_container"]
@@ -136,23 +137,20 @@ def _diagnose(err: str, who: AsUser, facts: HostFacts) -> str:
 def try_container(who: AsUser, image: str, facts: HostFacts) -> Outcome:
     """Start (and remove) one throwaway container as the user from ``image``."""
     name = f"nbc-setup-probe-{secrets.token_hex(4)}"
-    argv = ["podman", "run", "--rm", "--name", name, "--network", "none", "--pull", "never",
-            "--cap-drop", "all", "--security-opt", "no-new-privileges",
-            "--entrypoint", "true", image]  # fmt: skip
     try:
-        done = who.run(*argv, timeout=RUN_TIMEOUT)
+        done = run_throwaway(who.run, name, image, RUN_TIMEOUT)
     except Exception as exc:  # a hang or a missing tool: one user's line, not a crash
-        who.run("podman", "rm", "-f", name, timeout=60)
+        remove_container(who.run, name)
         return Outcome(False, f"{who.name}: the throwaway container did not finish: {exc}",
                        f"as {who.name}: podman run --rm --network none {image} true")  # fmt: skip
     if done.returncode == 0:
         return Outcome(True, f"{who.name}: a throwaway container started and was removed "
                              f"({image}, --network none)")  # fmt: skip
-    who.run("podman", "rm", "-f", name, timeout=60)
+    remove_container(who.run, name)
     err = clean(done.stderr)
     fix = _diagnose(done.stderr, who, facts)
     if "crun" in fix and "runc" in facts.runtimes:
-        again = who.run(*argv[:2], "--runtime", "runc", *argv[2:], timeout=RUN_TIMEOUT)
+        again = run_throwaway(who.run, name, image, RUN_TIMEOUT, oci_runtime="runc")
         if again.returncode == 0:
             fix += " (a container with --runtime runc started here)"
     return Outcome(False, f"{who.name}: NO container starts: {err}; fix: {fix}", fix)
@@ -168,7 +166,7 @@ def check_network(who: AsUser, facts: HostFacts) -> Outcome:
             f"(group {_group(facts.tun_gid)}); kernels need it; fix: {fix}",
             fix,
         )
-    done = who.run("podman", "unshare", "--rootless-netns", "true", timeout=120)
+    done = rootless_netns(who.run)
     if done.returncode == 0:
         return Outcome(True, f"{who.name}: the rootless network namespace works")
     fix = _diagnose(done.stderr, who, facts)

@@ -1,4 +1,4 @@
-"""Sealing the shared image store (``podman_store``): readable by the hub's group only, with
+"""Sealing the shared image store (``store.py``): readable by the hub's group only, with
 no program in it that runs with more rights than its caller, its parent folders untouched."""
 
 from __future__ import annotations

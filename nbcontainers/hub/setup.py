@@ -40,13 +40,11 @@ from pathlib import Path
 
 from ..catalog.entries import load_catalog
 from ..errors import ConfigError
-from ..runtimes.podman.store import (
-    DEFAULT_STORE,
-    KNOWN_DRIVERS,
-    STORAGE_CONF,
-    SharedStore,
-    add_store,
-)
+from ..runtimes.docker.export import image_id
+from ..runtimes.docker.runtime import DockerRuntime
+from ..runtimes.podman.service import INSTALL, missing_tools
+from ..runtimes.podman.storageconf import STORAGE_CONF, add_store
+from ..runtimes.podman.store import KNOWN_DRIVERS
 from . import homefiles
 from .group import HUB_GROUP, ensure_group
 from .peruser import (
@@ -63,11 +61,12 @@ from .result import Echo, SetupResult
 from .rundirs import ensure_run_dirs
 from .seal import seal_store, unreachable_parents
 from .slices import write_slices
+from .store import DEFAULT_STORE, SharedStore
 from .subids import UserCheck, check_users, hub_users
 
 __all__ = ["SetupResult", "main", "run_setup"]
 
-APT = "sudo apt-get install podman uidmap slirp4netns catatonit"
+APT = INSTALL
 
 
 def _check_users(checks: Sequence[UserCheck], fix: bool, echo: Echo, res: SetupResult) -> None:
@@ -103,25 +102,17 @@ def _check_users(checks: Sequence[UserCheck], fix: bool, echo: Echo, res: SetupR
             os.close(fd)
 
 
-def _docker_image_id(docker: str, ref: str) -> str | None:
-    done = subprocess.run(
-        [docker, "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    return done.stdout.strip().removeprefix("sha256:") or None if done.returncode == 0 else None
-
-
 def _load_images(
-    store: SharedStore, names: Sequence[str], echo: Echo, res: SetupResult
+    store: SharedStore, system: DockerRuntime, names: Sequence[str], echo: Echo, res: SetupResult
 ) -> dict[str, str]:
-    """Load into the store; returns the images the system engine has: ref -> image id."""
+    """Load into the store from ``system`` (the system Docker engine, where the catalog images
+    are built); returns the images it has: ref -> image id."""
     available: dict[str, str] = {}
     catalog = load_catalog(include_user=False)
-    docker = shutil.which("docker")
     for name in names or list(catalog):
         image = catalog[name]
         have = store.image_id(image.ref)
-        source = _docker_image_id(docker, image.ref) if docker else None
+        source = image_id(system, image.ref)  # None also where no Docker engine answers
         if source is None:
             msg = f"  {name}: {image.ref} is not on the system Docker engine"
             if have:
@@ -137,7 +128,7 @@ def _load_images(
             echo(f"  {name}: {image.ref} already in the shared store")
             continue
         echo(f"  {name}: loading {image.ref} into {store.root} (docker save | podman load) ...")
-        store.load_from(docker or "docker", image.ref)
+        store.load_from(system, image.ref)
         res.changes.append(f"loaded {image.ref}")
     return available
 
@@ -197,7 +188,7 @@ def run_setup(
         res.problems.append("run as root: sudo nbcontainers hub setup")
         echo("nbcontainers hub setup must run as root (it writes /etc and the shared store).")
         return res
-    if any(shutil.which(tool) is None for tool in ("podman", "newuidmap", "setpriv")):
+    if missing_tools() or shutil.which("setpriv") is None:  # setpriv: how setup acts as users
         echo(f"Podman or uidmap is missing; install them: {APT}")
         res.problems.append(APT)
         return res
@@ -224,12 +215,13 @@ def run_setup(
     res.changes += group.changes + rundirs.changes
     res.problems += group.problems + rundirs.problems
     store = SharedStore(store_root, driver or "vfs")
-    engines = Engines(store)
+    system = DockerRuntime()  # DOCKER_HOST or the default socket, as the docker command
+    engines = Engines(store, system)
     echo("Storage drivers of users' engines:")
     drivers = plan_drivers(checks, echo, engines)
     heal_engines(drivers, engines, fix, echo, res)
     echo(f"Shared image store {store.root} (storage driver {store.driver}):")
-    available = _load_images(store, images, echo, res)
+    available = _load_images(store, system, images, echo, res)
     _seal(store, group.gid, echo, res)
     echo("Engine configuration:")
     _write_conf(conf, store, echo, res)

@@ -10,8 +10,13 @@ from typing import Any
 
 from ..catalog.entries import CatalogImage
 from ..errors import ImageMissing
-from ..runtimes.base import BuildCallback, BuildEvent, ContainerRuntime, ProgressCallback
-from ..runtimes.podman.store import missing_image_message
+from ..runtimes.base import (
+    BuildCallback,
+    BuildEvent,
+    ContainerRuntime,
+    ProgressCallback,
+    missing_image_advice,
+)
 
 __all__ = ["MISSING_IMAGE_POLICIES", "ensure_image"]
 
@@ -34,11 +39,11 @@ def ensure_image(
     if policy == "error":
         # The default: a kernel start has a timeout, and a silent pull of gigabytes under it
         # looks like a hang. The command shows progress where the user is looking.
-        if runtime.ping().rootless:
-            # On a hub the catalog images come from the admin's shared store, not the user.
-            shared = missing_image_message(image.ref, image.kernel_name)
-            if shared:
-                raise ImageMissing(shared)
+        # The engine may know better where the image comes from (on a hub: the admin's
+        # shared store, not the user).
+        advice = missing_image_advice(runtime, image.ref, image.kernel_name)
+        if advice:
+            raise ImageMissing(advice)
         how = (
             f"nbcontainers images build {image.name}"
             if image.buildable

@@ -29,11 +29,13 @@ __all__ = [
     "ContainerStats",
     "EngineFacts",
     "ExecResult",
+    "ExplainsMissingImages",
     "GPURequest",
     "ImageInfo",
     "Mount",
     "Placement",
     "ProgressCallback",
+    "missing_image_advice",
     "parse_placement",
     "placements",
     "refuse_unenforceable",
@@ -363,3 +365,22 @@ def refuse_unenforceable(
             "cgroup v2 and delegate memory, cpu and pids to users (systemd `Delegate=yes` for "
             "user@.service), or drop the limit."
         )
+
+
+@runtime_checkable
+class ExplainsMissingImages(Protocol):
+    """Optional for a runtime: what its engine can say about an image it lacks beyond "build
+    or pull it" (rootless Podman on a hub: the admin's shared store is where catalog images
+    come from). Callers use :func:`missing_image_advice`."""
+
+    def missing_image_advice(self, ref: str, kernel: str) -> str | None:
+        """The message for a user whose engine lacks ``ref`` (wanted by ``kernel``), or
+        ``None`` where the usual fix applies."""
+        ...
+
+
+def missing_image_advice(runtime: ContainerRuntime, ref: str, kernel: str) -> str | None:
+    """``runtime``'s own message for a missing ``ref``, ``None`` where it has none."""
+    if isinstance(runtime, ExplainsMissingImages):
+        return runtime.missing_image_advice(ref, kernel)
+    return None

@@ -14,7 +14,7 @@ import pytest
 from nbcontainers.hub import setup as hub_setup
 from nbcontainers.hub.seal import seal_store, unreachable_parents
 from nbcontainers.hub.subids import check_users, read_ranges, usermod_command
-from nbcontainers.runtimes.podman.store import (
+from nbcontainers.runtimes.podman.storageconf import (
     HUB_MARK,
     add_store,
     configured_stores,

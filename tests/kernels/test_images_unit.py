@@ -82,3 +82,37 @@ def test_a_failed_background_build_is_reported_at_the_next_start(tmp_path: Path)
 def test_error_policy_still_fails_at_once_with_the_command(tmp_path: Path) -> None:
     with pytest.raises(ImageMissing, match="nbcontainers images build quick"):
         ensure_image(FakeRuntime(), tiny(tmp_path, "quick"), "error", logging.getLogger("t"))
+
+
+class HubRuntime(FakeRuntime):
+    """An engine that knows where its images come from (as rootless Podman on a hub does)."""
+
+    def missing_image_advice(self, ref: str, kernel: str) -> str | None:
+        return f"{ref} for {kernel}: ask your admin"
+
+
+def test_the_engines_own_advice_replaces_the_build_command(tmp_path: Path) -> None:
+    with pytest.raises(ImageMissing, match=r"^nbcontainers/hubbed:1 for nbc-hubbed: ask your ad"):
+        ensure_image(HubRuntime(), tiny(tmp_path, "hubbed"), "error", logging.getLogger("t"))
+
+
+def test_podmans_advice_comes_from_the_users_storage_conf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from nbcontainers.runtimes.base import missing_image_advice
+    from nbcontainers.runtimes.podman.runtime import PodmanRuntime
+
+    conf = tmp_path / "containers" / "storage.conf"
+    conf.parent.mkdir()
+    conf.write_text('[storage.options]\nadditionalimagestores = ["/var/lib/nbcontainers/s"]\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    engine = PodmanRuntime(base_url="unix:///nonexistent.sock")
+    facts = replace(FakeRuntime().ping(), name="podman", rootless=True)
+    monkeypatch.setattr(engine, "ping", lambda: facts)
+    said = missing_image_advice(engine, "nbcontainers/python:x", "nbc-python")
+    assert said is not None and "shared image store (/var/lib/nbcontainers/s)" in said
+    monkeypatch.setattr(engine, "ping", lambda: replace(facts, rootless=False))
+    assert missing_image_advice(engine, "nbcontainers/python:x", "nbc-python") is None
+    assert missing_image_advice(FakeRuntime(rootless=True), "x", "nbc-x") is None

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from nbcontainers.hub.seal import seal_store, unreachable_parents
-from nbcontainers.runtimes.podman.store import SharedStore
+from nbcontainers.hub.store import SharedStore
+from nbcontainers.runtimes.docker.runtime import DockerRuntime
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -56,7 +57,7 @@ def store() -> Iterator[Path]:
     root = private / "storage"
     shared = SharedStore(root, "vfs", runroot=top / "run")
     try:
-        shared.load_from("docker", BASE)
+        shared.load_from(DockerRuntime(), BASE)
         yield root
     finally:
         shutil.rmtree(top)

@@ -44,6 +44,7 @@ from ..buildkit import build_flags, build_tagged
 from ..docker.runtime import DockerRuntime, device_requests, tagger
 from .build import cancel_on_service
 from .service import ensure_service, idle_timeout
+from .storageconf import missing_image_message
 
 __all__ = ["PodmanRuntime", "cdi_specs", "idle_timeout", "runtime_dir", "user_socket"]
 
@@ -173,6 +174,12 @@ class PodmanRuntime(DockerRuntime):
         # Podman qualifies short names ("localhost/nbcontainers/python:…"); callers use ours.
         short = tuple(re.sub(r"^(localhost|docker\.io)/", "", t) for t in info.tags)
         return replace(info, tags=short)
+
+    def missing_image_advice(self, ref: str, kernel: str) -> str | None:
+        """On a hub the catalog images come from the admin's shared store (the user's
+        ``storage.conf`` names it, or says the admin loads the user's own storage): the user
+        is sent to the admin, never to a build of gigabytes in their own storage."""
+        return missing_image_message(ref, kernel) if self.ping().rootless else None
 
     def stats(self, container_id: str) -> ContainerStats:
         """As Docker's, but unknown where the engine cannot account a container: rootless on

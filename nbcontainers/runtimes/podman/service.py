@@ -21,13 +21,17 @@ from ...errors import ConfigError, EngineUnavailable
 __all__ = [
     "DEFAULT_IDLE",
     "IDLE_ENV",
+    "INSTALL",
     "SERVICE_WAIT",
     "STALE_PAUSE",
     "ensure_service",
     "idle_timeout",
+    "missing_tools",
     "user_name",
 ]
 
+# What installs a rootless engine on Debian and Ubuntu (named by `doctor` and `hub setup` too).
+INSTALL = "sudo apt-get install podman uidmap slirp4netns catatonit"
 SERVICE_WAIT = 15.0  # seconds for a freshly started engine to answer
 IDLE_ENV = "NBCONTAINERS_PODMAN_IDLE"
 DEFAULT_IDLE = 600  # seconds an engine with no client waits before it exits
@@ -80,6 +84,12 @@ def _free_subid_span() -> str:
     return f"{start}-{start + 65535}"
 
 
+def missing_tools() -> list[str]:
+    """The programs a rootless engine needs that are not installed here (podman, newuidmap
+    from uidmap): :data:`INSTALL` installs them."""
+    return [tool for tool in ("podman", "newuidmap") if shutil.which(tool) is None]
+
+
 def _preflight() -> str:
     """The podman executable, or an error naming what to install or configure."""
     podman = shutil.which("podman")
@@ -87,7 +97,7 @@ def _preflight() -> str:
         missing = "Podman is not installed" if podman is None else "uidmap is not installed"
         raise EngineUnavailable(
             f"{missing}, so there is no rootless engine for you here. Ask your admin to run "
-            "`sudo apt-get install podman uidmap slirp4netns catatonit` (then "
+            f"`{INSTALL}` (then "
             "`nbcontainers hub setup`)."
         )
     uid = os.getuid()
