@@ -2,7 +2,8 @@
 container kernel. :func:`load` wires one ``Magics`` class per theme around one shared
 :class:`~.state.NotebookState`:
 
-- :mod:`.session`   use, local, list, stop, restart, logs, `%%container`, cell routing
+- :mod:`.session`   use, local, list, stop, restart, logs, pin, `%%container`, cell routing
+  (how a kernel is specified, checked, started and warmed: :mod:`nbcontainers.relay.session`)
 - :mod:`.transfer`  push, pull (the files they move through: :mod:`.pickles`)
 - :mod:`.snapshot`  snapshot, and snapshot folders as images
 - :mod:`.status`    status
@@ -13,14 +14,14 @@ container kernel. :func:`load` wires one ``Magics`` class per theme around one s
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..relay.session import warm_listed
 from .completion import Completion
 from .export import MAGIC_NAMES, ExportMagics
 from .parser import Dispatcher
-from .session import LOCAL_ASSIGNMENT, WARM_VARIABLE, SessionMagics
+from .session import LOCAL_ASSIGNMENT, SessionMagics
 from .snapshot import SnapshotMagics
 from .state import NotebookState
 from .status import StatusMagics
@@ -84,7 +85,7 @@ def load(shell: Any) -> None:
     if kernel is not None:
         completion.patch(kernel)
     setattr(shell, _STATE_ATTR, Loaded(state, session, export, completion))
-    warm = os.environ.get(WARM_VARIABLE, "").split()
+    warm = warm_listed()
     if warm:
         session.warm(warm)
 

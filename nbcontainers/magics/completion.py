@@ -11,7 +11,10 @@ from .parser import SUBCOMMANDS
 from .session import LOCAL_PREFIXES
 from .state import NotebookState
 
-__all__ = ["Completion"]
+__all__ = ["USE_FLAGS", "Completion"]
+
+# `%container use NAME` takes these (the per-notebook resources, within the admin's policy).
+USE_FLAGS = ["--cpus", "--gpus", "--mem"]
 
 
 class Completion:
@@ -60,7 +63,8 @@ class Completion:
         return self._original_inspect(code, cursor_pos, detail_level, omit_sections)
 
     def complete_magic(self, _shell: Any, event: Any) -> list[str]:
-        """Tab completion for `%container …`: subcommands, then image/kernel names."""
+        """Tab completion for `%container …`: subcommands, then image/kernel names, then
+        `use`'s resource flags."""
         words = event.line.split()
         at_new_word = event.line.endswith(" ")
         position = len(words) - (0 if at_new_word else 1)
@@ -69,6 +73,11 @@ class Completion:
             return SUBCOMMANDS
         if words[1] in ("use",) and position == 2:
             return sorted(load_catalog())
+        if words[1] == "use" and position >= 3:
+            if words[position - 1] in (*USE_FLAGS, "--memory"):
+                return []  # the flag's value is the user's to type
+            used = {"--mem" if word == "--memory" else word for word in words[2:position]}
+            return [flag for flag in USE_FLAGS if flag not in used]  # each flag once
         if words[1] in ("status", "stop", "restart", "logs") and position == 2:
             return sorted(self.state.relays)
         if words[1] == "push":

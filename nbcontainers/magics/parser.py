@@ -33,6 +33,7 @@ SUBCOMMANDS = [
     "push",
     "pull",
     "snapshot",
+    "pin",
 ]
 
 Handler = Callable[[argparse.Namespace], Any]
@@ -64,7 +65,8 @@ def container_parser() -> UsageParser:
     use = sub.add_parser("use")
     use.add_argument("name")
     use.add_argument("--gpus", default=None)
-    use.add_argument("--memory", default=None)
+    # --mem as the issue and the help write it; --memory as it was first spelt.
+    use.add_argument("--mem", "--memory", dest="memory", default=None)
     use.add_argument("--cpus", type=float, default=None)
     for name in ("local", "list"):
         sub.add_parser(name)
@@ -84,6 +86,8 @@ def container_parser() -> UsageParser:
     snap.add_argument("--build", action="store_true")
     snap.add_argument("--verify", action="store_true")
     snap.add_argument("--wheels", action="store_true")
+    # pin reads its own arguments (:mod:`.pin`): everything after the word is passed on.
+    sub.add_parser("pin").add_argument("argv", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -103,9 +107,12 @@ class Dispatcher:
     def parse(self, line: str) -> argparse.Namespace:
         # A fresh parser per line: building one costs microseconds and holds no state.
         try:
-            args = container_parser().parse_args(shlex.split(line))
+            words = shlex.split(line)
         except ValueError as exc:  # shlex: "No closing quotation"
             raise UsageError(f"%container: {exc}") from None
+        if words[:1] == ["pin"]:  # argparse's REMAINDER drops leading options: pass all on
+            return argparse.Namespace(command="pin", argv=words[1:])
+        args = container_parser().parse_args(words)
         if args.command is None:
             raise UsageError(
                 "%container needs a subcommand: " + ", ".join(SUBCOMMANDS) + ". See `%container?`."

@@ -6,38 +6,30 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import logging
 import os
 import re
 import sys
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from ..catalog.entries import load_catalog
-from ..catalog.kernelspecs import kernel_json
-from ..errors import NbcontainersError, UnknownImage, did_you_mean
-from ..kernels.gpu_request import gpu_request
+from ..errors import NbcontainersError
 from ..kernels.pool import kernel_pool
-from ..relay.kernel import Relay, exposure, warm_start
-from .missing import Engines, ensure_in_cell, image_of_spec
+from ..relay.connection import exposure
+from ..relay.kernel import Relay
+from ..relay.session import POOL_VARIABLE, WARM_VARIABLE, Resources
+from .missing import showing
 from .parser import Dispatcher, Handler
 from .snapshot import snapshot_folder_image
-from .state import NotebookState, catalog_names, provisioner_of
+from .state import NotebookState, catalog_names
 from .status import format_duration
 
+# POOL_VARIABLE and WARM_VARIABLE are nbcontainers.relay.session's, re-exported here.
 __all__ = ["LOCAL_ASSIGNMENT", "LOCAL_PREFIXES", "POOL_VARIABLE", "WARM_VARIABLE", "SessionMagics"]
-
-# c.ContainerProvisioner.pool_size for `%container use` kernels (set in the server's env).
-POOL_VARIABLE = "NBCONTAINERS_POOL_SIZE"
-# Images whose pool a notebook fills as the extension loads, e.g. "python pytorch-cpu".
-WARM_VARIABLE = "NBCONTAINERS_POOL_WARM"
-
-log = logging.getLogger("nbcontainers.pool")
 
 # Cells starting with these run locally even while a container kernel is active.
 LOCAL_PREFIXES = (
@@ -64,7 +56,6 @@ class SessionMagics(Magics):
         self.dispatch: Dispatcher | None = None
         self._exit_hook = False
         self._exposure_said = False
-        self.engines = Engines()
 
     def subcommands(self) -> dict[str, Handler]:
         return {
@@ -74,16 +65,20 @@ class SessionMagics(Magics):
             "stop": self.stop,
             "restart": self.restart,
             "logs": self.logs,
+            "pin": self.pin,
         }
 
     @line_cell_magic
     def container(self, line: str, cell: str | None = None) -> Any:
         """Run this notebook's cells in a container kernel.
 
-        %container use NAME [--gpus all|N|IDS] [--memory 8g] [--cpus 2]
+        %container use NAME [--gpus all|N|IDS] [--mem 8g] [--cpus 2]
             From now on, cells run in a container kernel for catalog image (or kernelspec)
             NAME, started in the notebook's folder. Outputs, errors, input(), interrupts,
             widgets, completion and inspection all work as in a local kernel.
+            --gpus, --mem (or --memory) and --cpus choose this notebook's GPUs, memory
+            and CPUs, within the admin's policy (a request over it is refused, naming the
+            flag and the limit); a new choice starts a new kernel.
         %container use ./DIR      the same for a snapshot folder: its image snapshot-DIR is
             built (once) and registered first
         %container local          cells run locally again; the container keeps running
@@ -108,6 +103,8 @@ class SessionMagics(Magics):
             --minimal keeps only what the session imported and what that requires.
             conda installs are pinned from pip's index (same version) or refused by name;
             environment.json also records GPUs (nvidia-smi) and torch/CUDA/cuDNN facts.
+        %container pin [...]      write what the active container kernel runs (image
+            digest, snapshot lock) into this notebook's metadata
         %%container [NAME]        run just this cell in the active (or NAME's) container
 
         Variables move through a private shared tmpfs folder: push as pickles (protocol 5),
@@ -123,7 +120,7 @@ class SessionMagics(Magics):
         """`%%container [NAME]`: this cell in NAME's kernel (started if need be), else in
         the active one."""
         try:
-            relay = self.relay(name, {}) if name else self.state.existing(None)
+            relay = self.relay(name, Resources()) if name else self.state.existing(None)
         except NbcontainersError as exc:
             raise UsageError(str(exc)) from None
         relay.execute(cell)
@@ -131,15 +128,11 @@ class SessionMagics(Magics):
     # -- subcommands ------------------------------------------------------------------------
 
     def use(self, args: argparse.Namespace) -> None:
-        overrides = {
-            k: v
-            for k, v in (("gpus", args.gpus), ("mem_limit", args.memory), ("cpus", args.cpus))
-            if v is not None
-        }
+        resources = Resources(gpus=args.gpus, memory=args.memory, cpus=args.cpus)
         name = args.name
         if name.startswith((".", "/", "~")) or os.sep in name:
             name = snapshot_folder_image(name, self.state.shell)
-        relay = self.relay(name, overrides)
+        relay = self.relay(name, resources)
         self.state.active = relay.name
         print(
             f"Cells now run in container kernel {relay.name!r} "
@@ -188,122 +181,65 @@ class SessionMagics(Magics):
 
     def logs(self, args: argparse.Namespace) -> None:
         relay = self.state.existing(args.name)
-        runtime = provisioner_of(relay).runtime
+        runtime = self.state.kernels.describe(relay)[2]
         print(runtime.logs(relay.container_id or "", tail=args.tail))
+
+    def pin(self, args: argparse.Namespace) -> None:
+        """`%container pin ...`: :func:`nbcontainers.magics.pin.pin` reads its arguments."""
+        try:
+            from .pin import pin  # type: ignore[import-not-found,unused-ignore]
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.pin":
+                raise  # something pin itself needs: its own message says what
+            raise UsageError(
+                "%container pin is not available in this installation of nbcontainers "
+                f"(no module {exc.name}). Upgrade nbcontainers, or write the image into the "
+                "notebook's metadata by hand."
+            ) from None
+        pin(self.state.shell, list(args.argv))
 
     # -- kernels ----------------------------------------------------------------------------
 
-    def kernel_spec(self, name: str, overrides: dict[str, Any]) -> tuple[str, KernelSpec]:
-        """The kernelspec to start for ``name`` (a catalog image, else an installed
-        kernelspec) with ``overrides`` and the transfer folder in its provisioner config;
-        and the name the notebook knows the kernel by."""
-        catalog = load_catalog()
-        try:
-            image = catalog[name]  # also takes the kernelspec name, "nbc-python"
-        except UnknownImage:
-            image = None
-        if image is not None:
-            image_name = image.name
-            # Built in memory: a catalog image needs no installed kernelspec.
-            spec = KernelSpec(**kernel_json(image), resource_dir="")
-            spec.name = image.kernel_name
-        else:
-            manager = KernelSpecManager()
-            try:
-                spec = manager.get_kernel_spec(name)
-            except NoSuchKernel:
-                known = set(catalog) | set(manager.find_kernel_specs())
-                raise UsageError(
-                    f"Unknown image or kernel {name!r}.{did_you_mean(name, known)} "
-                    f"Catalog images: {', '.join(catalog)}."
-                ) from None
-            image_name = name
-        provisioner = spec.metadata.get("kernel_provisioner", {})
-        if provisioner.get("provisioner_name") == "nbcontainers":
-            config = provisioner.setdefault("config", {})
-            config.update(overrides)
-            pool = os.environ.get(POOL_VARIABLE, "")
-            if pool.isdigit() and "pool_size" not in config:
-                # The server's setting reaches a notebook's kernel only through its environment.
-                config["pool_size"] = int(pool)
-            mounts = list(config.get("extra_mounts", []))
-            # push/pull and snapshot wheels go through this folder, at the same path inside.
-            xfer = self.state.transfer_dir()
-            config["extra_mounts"] = [*mounts, f"{xfer}:{xfer}:rw"]
-        elif overrides:
-            raise UsageError(
-                f"--gpus/--memory/--cpus only apply to container images, not kernel {name!r}."
-            )
-        return image_name, spec
-
     def warm(self, names: list[str]) -> threading.Thread:
-        """Fill the pools of ``names`` (``NBCONTAINERS_POOL_WARM``) from a background thread,
-        so that the notebook's first ``%container use`` of one is pooled too: one kernel of
-        each started and stopped as a relay would. Images not on the engine are skipped
-        (nothing is built behind the user's back); failures go to the log only."""
+        """Fill the pools of ``names`` (``NBCONTAINERS_POOL_WARM``) in the background, so that
+        the notebook's first ``%container use`` of one is pooled too
+        (:meth:`~nbcontainers.relay.session.RelaySession.warm`)."""
+        # The transfer folder the warming made goes at exit.
+        return self.state.kernels.warm(names, os.getcwd(), done=self._hook_exit)
 
-        def fill() -> None:
-            for name in names:
-                try:
-                    image_name, spec = self.kernel_spec(name, {})
-                    config = spec.metadata.get("kernel_provisioner", {}).get("config", {})
-                    wanted = image_of_spec(spec)
-                    if not config.get("pool_size") or wanted is None:
-                        continue
-                    image, engine = wanted
-                    if self.engines.get(engine).image_info(image.ref) is None:
-                        continue
-                    warm_start(image_name, spec, os.getcwd())
-                except Exception as exc:  # never in the user's way: the use starts cold
-                    log.warning("nbcontainers: cannot warm the kernel pool for %s: %s", name, exc)
-            if not self._exit_hook:  # the transfer folder kernel_spec() made goes at exit
-                atexit.register(self.shutdown, now=True)
-                self._exit_hook = True
-
-        thread = threading.Thread(target=fill, name="nbc-pool-warm", daemon=True)
-        thread.start()
-        return thread
-
-    def relay(self, name: str, overrides: dict[str, Any]) -> Relay:
-        """The running kernel for ``name``, or a new one; new limits mean a new kernel."""
-        image_name, spec = self.kernel_spec(name, overrides)
-        relay = self.state.relays.get(image_name)
-        if relay is not None and relay.alive and not overrides:
+    def relay(self, name: str, resources: Resources) -> Relay:
+        """The running kernel for ``name``, or a new one; new resources mean a new kernel."""
+        kernels = self.state.kernels
+        kernel = kernels.specify(name, resources)
+        relay = self.state.relays.get(kernel.name)
+        if relay is not None and relay.alive and not resources:
             return relay
         if relay is not None:
             relay.stop()
         shell = self.state.shell
-        wanted = image_of_spec(spec)
-        if wanted is not None:  # built or pulled here, with progress, when it is missing
-            image, engine = wanted
-            runtime = self.engines.get(engine)
-            gpus = spec.metadata["kernel_provisioner"]["config"].get("gpus")
-            try:  # a GPU image on a host without GPUs fails now, not after a long build
-                gpu_request(image, gpus, remote=runtime.ping().remote)
-            except NbcontainersError as exc:
-                raise UsageError(str(exc)) from None
-            ensure_in_cell(shell, image, runtime)
-        relay = Relay(
-            image_name,
-            spec,
+        kernel = kernels.precheck(kernel, partial(showing, shell))
+        relay = kernels.start(
+            kernel,
             shell.kernel,
             cwd=os.getcwd(),
             execution_count=lambda: int(shell.displayhook.prompt_count),
         )
-        relay.start()
         if not self._exposure_said:
             # Said once per notebook: the fix is the server's setting, not this cell's.
             self._exposure_said = True
             why = exposure(shell.kernel)
             if why:
                 print(f"Warning: {why}", file=sys.stderr)
+        # After the first start, so it runs before the provisioner's own exit hook (atexit is
+        # last-in, first-out): the local kernel's exit ends its containers.
+        self._hook_exit()
+        self.state.relays[kernel.name] = relay
+        return relay
+
+    def _hook_exit(self) -> None:
         if not self._exit_hook:
-            # Registered after the first start, so it runs before the provisioner's own exit
-            # hook (atexit is last-in, first-out): the local kernel's exit ends its containers.
             atexit.register(self.shutdown, now=True)
             self._exit_hook = True
-        self.state.relays[image_name] = relay
-        return relay
 
     def shutdown(self, now: bool = False) -> None:
         """Stop every container kernel of this notebook (``now``: kill, don't ask)."""

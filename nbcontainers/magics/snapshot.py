@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, magics_class
 from ..catalog.entries import register_user_image
 from .missing import ensure_in_cell, showing
 from .parser import Handler
-from .state import NotebookState, catalog_names, provisioner_of
+from .state import NotebookState, catalog_names
 
 __all__ = ["SnapshotMagics", "register_snapshot_image", "snapshot_folder_image"]
 
@@ -37,7 +37,7 @@ class SnapshotMagics(Magics):
         relay = self.state.active_relay()
         runtime = get_runtime()
         # The container's base image is recorded by digest; the local kernel has none.
-        image_ref = provisioner_of(relay).catalog_image.ref if relay is not None else None
+        image_ref = self.state.kernels.describe(relay)[1].ref if relay is not None else None
         evaluate, wheel_dir = self.state.evaluator()
         # Relative to the notebook's folder (the local kernel's cwd), which the container
         # kernel shares at the same path: the folder is where the user looks for it.

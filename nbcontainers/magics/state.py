@@ -1,24 +1,23 @@
 """What the magics of one notebook share: its container kernels, which one runs its cells,
-and the transfer folder both sides mount."""
+the service that makes them (:class:`~nbcontainers.relay.session.RelaySession`) and the
+transfer folder both sides mount."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from IPython.core.error import UsageError
 
 from ..catalog.entries import load_catalog
 from ..errors import did_you_mean
 from ..relay.kernel import Relay
+from ..relay.session import RelaySession
 from .pickles import make_transfer_dir
 
-if TYPE_CHECKING:
-    from ..kernels.provisioner import ContainerProvisioner
-
-__all__ = ["Evaluate", "NotebookState", "catalog_names", "provisioner_of"]
+__all__ = ["Evaluate", "NotebookState", "catalog_names"]
 
 # evaluate(code, expression): run ``code`` in a kernel, return the value of ``expression``.
 Evaluate = Callable[[str, str], Any]
@@ -27,17 +26,6 @@ Evaluate = Callable[[str, str], Any]
 def catalog_names() -> str:
     """The catalog's image names, for messages that say what could be used instead."""
     return ", ".join(load_catalog())
-
-
-def provisioner_of(relay: Relay) -> ContainerProvisioner:
-    """The nbcontainers provisioner behind ``relay``; a usage error for a kernel from a
-    plain kernelspec (`%container use python3`), which has no container to report on."""
-    from ..kernels.provisioner import ContainerProvisioner
-
-    provisioner = relay.km.provisioner
-    if not isinstance(provisioner, ContainerProvisioner):
-        raise UsageError(f"Kernel {relay.name!r} does not run in a container.")
-    return provisioner
 
 
 class NotebookState:
@@ -52,6 +40,8 @@ class NotebookState:
         self.relays: dict[str, Relay] = {}
         self.active: str | None = None
         self._transfer_dir: str | None = None
+        # How its kernels are specified, checked, started and warmed; what they run on.
+        self.kernels = RelaySession(self.transfer_dir)
 
     def active_relay(self) -> Relay | None:
         """The container kernel that runs the notebook's cells, or None (local)."""

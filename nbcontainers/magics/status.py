@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, magics_class
 
 from ..runtimes import ContainerStats, GPURequest, ImageInfo
 from .parser import Handler
-from .state import NotebookState, provisioner_of
+from .state import NotebookState
 
 __all__ = [
     "StatusMagics",
@@ -36,10 +36,8 @@ class StatusMagics(Magics):
 
     def status(self, args: argparse.Namespace) -> None:
         relay = self.state.existing(args.name)
-        provisioner = provisioner_of(relay)
-        runtime = provisioner.runtime
+        kernel, image, runtime = self.state.kernels.describe(relay)
         cid = relay.container_id or ""
-        image = provisioner.catalog_image
         lines = [
             f"kernel      {relay.name} ({'active' if relay.name == self.state.active else 'idle'})",
             f"image       {image.name}: {image.ref}",
@@ -51,9 +49,9 @@ class StatusMagics(Magics):
         lines += [
             f"cpu         {format_cpu(stats)}",
             f"memory      {format_memory(stats)}",
-            # What the container was given, not what the host has: the provisioner decided
-            # at launch.
-            "gpus        " + format_gpus(provisioner.gpu_request),
+            # What the container was given, not what the host has: decided before the start
+            # (the image's needs, the host's GPUs, the policy) as the provisioner decides.
+            "gpus        " + format_gpus(kernel.gpus),
         ]
         print("\n".join(lines))
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
-import nbcontainers.relay.kernel as relay_module
+import nbcontainers.relay.connection as relay_module
 from nbcontainers.relay.kernel import Relay, exposure
 
 

@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -46,11 +45,12 @@ def loaded(shell: InteractiveShell) -> Loaded:
 
 class StandInRelay:
     """What the themes read of a :class:`~nbcontainers.relay.kernel.Relay`, without a
-    kernel: its name, container, provisioner and start time."""
+    kernel: its name, container and start time. What it runs on is the notebook's
+    :class:`~nbcontainers.relay.session.RelaySession`'s to say (``container_kernel``)."""
 
-    def __init__(self, name: str, provisioner: Any, container_id: str | None, alive: bool = True):
+    def __init__(self, name: str, kernel: Any, container_id: str | None, alive: bool = True):
         self.name = name
-        self.km = SimpleNamespace(provisioner=provisioner)
+        self.kernel = kernel  # the RelayKernel it was started as (None: not by the session)
         self.container_id = container_id
         self.alive = alive
         self.started_at = time.time() - 65
@@ -69,18 +69,21 @@ class StandInRelay:
 def container_kernel(
     shell: InteractiveShell, fake_runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> StandInRelay:
-    """A running 'python' container kernel on the fake runtime, active in the notebook."""
-    import nbcontainers.kernels.provisioner as provisioner_module
-    from nbcontainers.kernels.provisioner import ContainerProvisioner
+    """A running 'python' container kernel on the fake runtime, active in the notebook, as
+    the notebook's relay session started it (``specify``, then ``start``)."""
+    from dataclasses import replace
+
     from nbcontainers.runtimes import ContainerSpec
 
-    monkeypatch.setattr(provisioner_module, "shared_runtime", lambda name="docker": fake_runtime)
-    provisioner = ContainerProvisioner(image="python")
-    cid = fake_runtime.run(
-        ContainerSpec(image=provisioner.catalog_image.ref, command=("python",), mem_limit="2g")
-    )
-    relay = StandInRelay("python", provisioner, cid)
+    monkeypatch.setattr("nbcontainers.runtimes.get_runtime", lambda name="auto": fake_runtime)
     state = loaded(shell).state
+    kernel = replace(state.kernels.specify("python"), runtime_name="docker")
+    assert kernel.image is not None
+    cid = fake_runtime.run(
+        ContainerSpec(image=kernel.image.ref, command=("python",), mem_limit="2g")
+    )
+    relay = StandInRelay("python", kernel, cid)
+    state.kernels.kernels["python"] = kernel
     state.relays["python"] = relay  # type: ignore[assignment]
     state.active = "python"
     return relay

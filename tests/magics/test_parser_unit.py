@@ -75,6 +75,7 @@ def test_every_subcommand_parses_with_its_defaults() -> None:
             "wheels": False,
         },
         "snapshot ./env --minimal --wheels": {"dir": "./env", "minimal": True, "wheels": True},
+        "pin": {"argv": []},
     }
     for line, expected in lines.items():
         args = vars(parser.parse_args(line.split()))
@@ -120,6 +121,7 @@ def test_load_wires_every_subcommand_to_a_theme(shell: InteractiveShell) -> None
         "stop": "SessionMagics",
         "restart": "SessionMagics",
         "logs": "SessionMagics",
+        "pin": "SessionMagics",
         "push": "TransferMagics",
         "pull": "TransferMagics",
         "snapshot": "SnapshotMagics",

@@ -3,6 +3,7 @@ what an interrupt leaves (the in-memory runtime emits the build events)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,8 @@ from IPython.core.error import UsageError
 from nbcontainers.catalog.entries import CatalogImage
 from nbcontainers.magics import cellprogress as progress_module
 from nbcontainers.magics.cellprogress import TextProgress, WidgetProgress, cell_progress
-from nbcontainers.magics.missing import ensure_in_cell, image_of_spec
+from nbcontainers.magics.missing import ensure_in_cell
+from nbcontainers.relay.session import RelaySession
 from nbcontainers.runtimes.base import BuildCallback, BuildEvent, BuildRequest, ImageInfo
 from nbcontainers.runtimes.fake import FakeRuntime
 
@@ -207,22 +209,39 @@ def test_an_image_no_registry_has_is_a_usage_error(capsys: pytest.CaptureFixture
     assert re.fullmatch(r"The pull failed after \d+ s\.", capsys.readouterr().out.splitlines()[-1])
 
 
-def test_image_of_a_kernelspec() -> None:
-    def spec(provisioner: dict[str, Any]) -> Any:
-        return SimpleNamespace(metadata={"kernel_provisioner": provisioner})
+def test_image_of_a_kernelspec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image and runtime an installed kernelspec's nbcontainers provisioner starts, as
+    the relay session decides them (no config parsed back: the session wrote it)."""
 
-    found = image_of_spec(
-        spec(
+    def install(name: str, metadata: dict[str, Any]) -> None:
+        folder = tmp_path / "kernels" / name
+        folder.mkdir(parents=True)
+        argv = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        spec = {"argv": argv, "display_name": name, "language": "python", "metadata": metadata}
+        (folder / "kernel.json").write_text(json.dumps(spec))
+
+    def provisioner(config: dict[str, Any]) -> dict[str, Any]:
+        return {"kernel_provisioner": config}
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    install(
+        "team",
+        provisioner(
             {"provisioner_name": "nbcontainers", "config": {"image": "python", "runtime": "podman"}}
-        )
+        ),
     )
-    assert found is not None and found[0].name == "python" and found[1] == "podman"
-    assert image_of_spec(spec({"provisioner_name": "local-provisioner"})) is None
-    assert image_of_spec(SimpleNamespace(metadata={})) is None
+    install("other", provisioner({"provisioner_name": "local-provisioner"}))
+    install("plain", {})
+    session = RelaySession(lambda: str(tmp_path / "xfer"))
+    found = session.specify("team")
+    assert found.image is not None and found.image.name == "python"
+    assert found.runtime_name == "podman" and found.in_container
+    assert session.specify("other").image is None and not session.specify("other").in_container
+    assert session.specify("plain").image is None and not session.specify("plain").in_container
 
 
 def test_engines_are_made_once_per_name_and_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nbcontainers.magics.missing import Engines
+    from nbcontainers.relay.session import Engines
 
     made: list[str] = []
     monkeypatch.setattr(
@@ -238,10 +257,10 @@ def test_engines_are_made_once_per_name_and_docker_host(monkeypatch: pytest.Monk
 def test_on_a_hub_a_catalog_image_comes_from_the_shared_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import nbcontainers.magics.missing as missing_module
+    import nbcontainers.relay.session as session_module
 
     monkeypatch.setattr(
-        missing_module, "missing_image_message", lambda ref, kernel: f"{ref}: ask your admin"
+        session_module, "missing_image_message", lambda ref, kernel: f"{ref}: ask your admin"
     )
     engine = FakeRuntime(rootless=True)
     with pytest.raises(UsageError, match="nbcontainers/tiny:1: ask your admin"):
