@@ -47,6 +47,7 @@ from .plan import LaunchConfig
 
 __all__ = [
     "KEYS",
+    "METADATA_KEY",
     "NOTEBOOK_IMAGE",
     "PIN_MIMETYPE",
     "Declaration",

@@ -1,0 +1,203 @@
+"""`%container pin`: write what the current container kernel runs into the notebook's own
+metadata (``metadata.nbcontainers``, :mod:`nbcontainers.kernels.declared`), so that the
+``nbc-notebook`` kernel, papermill and a colleague's machine start that same image.
+
+A kernel cannot edit the notebook a frontend holds in memory: JupyterLab, Notebook 7 and
+VS Code save their own copy over the file, and nbclient/papermill write theirs; no message
+of the Jupyter protocol sets notebook metadata, and JupyterLab exposes no page global to
+Javascript outputs (only a lab extension can reach the model). So the pin goes two ways:
+
+- into the file on disk (atomically, every other byte of JSON kept), where the notebook's
+  path is known (``JPY_SESSION_NAME``/``__session__`` from Jupyter Server, VS Code's
+  ``__vsc_ipynb_file__``, or ``--notebook PATH``); the frontend then asks before it saves
+  over a file changed on disk, and *File > Reload Notebook from Disk* shows the metadata;
+- as this cell's output (:data:`~nbcontainers.kernels.declared.PIN_MIMETYPE`), which every
+  frontend keeps in its own copy and saves: a notebook whose metadata was saved over still
+  declares the pin through it, and papermill's output notebook carries it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ..catalog.entries import CatalogImage, load_catalog
+from ..errors import NbcontainersError
+from ..kernels.declared import (
+    METADATA_KEY,
+    PIN_MIMETYPE,
+    declaration_from_metadata,
+    lock_hash,
+    notebook_path,
+)
+from .parser import UsageParser
+
+__all__ = ["pin", "pinned_metadata", "write_pin"]
+
+
+def _parser() -> UsageParser:
+    parser = UsageParser(prog="%container pin", add_help=False)
+    parser.add_argument("name", nargs="?", help="the container kernel (default: the active one)")
+    parser.add_argument("--notebook", default=None, help="the .ipynb to write (default: this one)")
+    return parser
+
+
+def pin(shell: Any, argv: list[str]) -> None:
+    """`%container pin [NAME] [--notebook PATH]`: pin the active (or NAME's) container kernel,
+    else the container this kernel itself runs in, into the notebook's metadata."""
+    args = _parser().parse_args(argv)
+    try:
+        metadata, what = _current(shell, args.name)
+        notebook = _notebook(shell, args.notebook)
+        if notebook is not None:
+            # Relative to the notebook's folder, as the reader takes it.
+            snapshot = metadata.get("snapshot")
+            if snapshot and Path(snapshot).is_relative_to(notebook.parent):
+                metadata["snapshot"] = os.path.relpath(snapshot, notebook.parent)
+        declaration_from_metadata(metadata, notebook.parent if notebook else Path.cwd())
+        if notebook is not None:
+            write_pin(notebook, metadata)
+    except NbcontainersError as exc:
+        raise UsageError(str(exc)) from None
+    shown = json.dumps(metadata, sort_keys=True)
+    if notebook is None:
+        where = (
+            "Not written to a file: the frontend did not say which notebook this is (papermill "
+            "and nbclient don't); this cell's output carries the pin, or run `%container pin "
+            "--notebook PATH`."
+        )
+    else:
+        where = (
+            f"Written to {notebook}. This cell's output carries it too, so saving the open "
+            "notebook keeps it; File > Reload Notebook from Disk shows it in the metadata."
+        )
+    text = f"Pinned {what}: metadata.nbcontainers = {shown}\n{where}"
+    from IPython.display import display
+
+    display({PIN_MIMETYPE: metadata, "text/plain": text}, raw=True)  # type: ignore[no-untyped-call]
+
+
+def pinned_metadata(
+    image: CatalogImage, info_id: str | None, gpus: Any, mem_limit: str, cpus: float
+) -> dict[str, Any]:
+    """The ``metadata.nbcontainers`` that runs ``image`` again: a snapshot by its folder and
+    lock hash, a registry ref pinned by digest as it is, a catalog image by name and ID."""
+    metadata: dict[str, Any] = {}
+    folder = image.source
+    if image.user_defined and folder is not None and (folder / "environment.json").is_file():
+        metadata["snapshot"] = str(folder)
+        lock = lock_hash(folder)
+        if lock:
+            metadata["lock_sha256"] = lock
+    elif "@sha256:" in image.ref:
+        metadata["image"] = image.ref
+    else:
+        metadata["image"] = image.name
+        if info_id:
+            metadata["digest"] = info_id
+    if gpus not in (None, ""):
+        metadata["gpus"] = gpus
+    if mem_limit:
+        metadata["mem_limit"] = mem_limit
+    if cpus:
+        metadata["cpus"] = cpus
+    return metadata
+
+
+def _current(shell: Any, name: str | None) -> tuple[dict[str, Any], str]:
+    """What to pin and how to name it: the relayed kernel, else this kernel's own image."""
+    relay = _relay(shell, name)
+    if relay is not None:
+        provisioner = relay.km.provisioner
+        image = provisioner.catalog_image
+        info = provisioner.runtime.image_info(image.ref)
+        metadata = pinned_metadata(
+            image,
+            info.id if info else None,
+            provisioner.gpus,
+            provisioner.mem_limit,
+            provisioner.cpus,
+        )
+        return metadata, f"container kernel {relay.name!r} ({image.ref})"
+    own = os.environ.get("NBCONTAINERS_IMAGE")
+    if not own:
+        raise UsageError(
+            "No container kernel to pin: start one with `%container use NAME`, or run this in "
+            "a kernel of an nbc-* kernelspec."
+        )
+    # A kernel of an nbc-* kernelspec runs in the image itself; the engine may be out of reach.
+    image = load_catalog()[own]
+    info_id = os.environ.get("NBCONTAINERS_IMAGE_ID")
+    if not info_id:
+        try:
+            from ..runtimes import get_runtime
+
+            found = get_runtime().image_info(image.ref)
+            info_id = found.id if found else None
+        except NbcontainersError:
+            info_id = None
+    return pinned_metadata(image, info_id, None, "", 0.0), f"this kernel's image ({image.ref})"
+
+
+def _relay(shell: Any, name: str | None) -> Any:
+    """The `%container use` kernel to pin, None when this notebook has none."""
+    loaded = getattr(shell, "_nbcontainers_magics", None)
+    state = getattr(loaded, "state", None)
+    relays = dict(getattr(state, "relays", {}) or {})
+    if not relays:
+        if name:
+            raise UsageError(f"No container kernel {name!r} in this notebook: `%container list`.")
+        return None
+    if name is None:
+        name = getattr(state, "active", None) or (next(iter(relays)) if len(relays) == 1 else None)
+    if name is None:
+        raise UsageError(f"Which kernel? `%container pin NAME` with one of: {', '.join(relays)}.")
+    if name.startswith("nbc-") and name[4:] in relays:
+        name = name[4:]
+    if name not in relays:
+        raise UsageError(f"No container kernel {name!r}; this notebook has {', '.join(relays)}.")
+    return relays[name]
+
+
+def _notebook(shell: Any, given: str | None) -> Path | None:
+    """The notebook file to write: ``--notebook``, else the one the frontend named."""
+    if given:
+        path = Path(given).expanduser().resolve()
+        if path.suffix != ".ipynb" or not path.is_file():
+            raise UsageError(f"--notebook {given}: no such .ipynb file.")
+        return path
+    user_ns = getattr(shell, "user_ns", {})
+    # ipykernel copies JPY_SESSION_NAME to __session__; VS Code sets __vsc_ipynb_file__.
+    for name in (user_ns.get("__session__"), user_ns.get("__vsc_ipynb_file__")):
+        if name:
+            found = notebook_path({"JPY_SESSION_NAME": str(name)}, os.getcwd())
+            if found is not None:
+                return found
+    return notebook_path(os.environ, os.getcwd())
+
+
+def write_pin(notebook: Path, metadata: dict[str, Any]) -> None:
+    """Set ``metadata.nbcontainers`` in the notebook file, atomically, keeping the rest."""
+    try:
+        data = json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot read {notebook} to pin into it: {exc}.") from None
+    if not isinstance(data, dict) or not isinstance(data.setdefault("metadata", {}), dict):
+        raise UsageError(f"{notebook} is not a notebook (no metadata object).")
+    data["metadata"][METADATA_KEY] = metadata
+    # nbformat's own layout (indent 1, sorted keys), so a diff shows the pin alone.
+    text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=notebook.parent, prefix=f".{notebook.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, notebook.stat().st_mode & 0o7777)
+        os.replace(tmp, notebook)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
