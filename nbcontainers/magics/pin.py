@@ -111,17 +111,20 @@ def pinned_metadata(
 
 def _current(shell: Any, name: str | None) -> tuple[dict[str, Any], str]:
     """What to pin and how to name it: the relayed kernel, else this kernel's own image."""
-    relay = _relay(shell, name)
-    if relay is not None:
-        provisioner = relay.km.provisioner
-        image = provisioner.catalog_image
-        info = provisioner.runtime.image_info(image.ref)
+    # The state `load` keeps on the shell (magics/__init__.py), and the image, engine and
+    # settings the relay session started each kernel with: never read back from the kernel.
+    state = getattr(getattr(shell, "_nbcontainers_magics", None), "state", None)
+    if state is not None and (state.relays or name):
+        relay = state.existing(name)
+        kernel, image, runtime = state.kernels.describe(relay)
+        config = kernel.spec.metadata.get("kernel_provisioner", {}).get("config", {})
+        info = runtime.image_info(image.ref)
         metadata = pinned_metadata(
             image,
             info.id if info else None,
-            provisioner.gpus,
-            provisioner.mem_limit,
-            provisioner.cpus,
+            config.get("gpus"),
+            str(config.get("mem_limit") or ""),
+            float(config.get("cpus") or 0.0),
         )
         return metadata, f"container kernel {relay.name!r} ({image.ref})"
     own = os.environ.get("NBCONTAINERS_IMAGE")
@@ -142,26 +145,6 @@ def _current(shell: Any, name: str | None) -> tuple[dict[str, Any], str]:
         except NbcontainersError:
             info_id = None
     return pinned_metadata(image, info_id, None, "", 0.0), f"this kernel's image ({image.ref})"
-
-
-def _relay(shell: Any, name: str | None) -> Any:
-    """The `%container use` kernel to pin, None when this notebook has none."""
-    loaded = getattr(shell, "_nbcontainers_magics", None)
-    state = getattr(loaded, "state", None)
-    relays = dict(getattr(state, "relays", {}) or {})
-    if not relays:
-        if name:
-            raise UsageError(f"No container kernel {name!r} in this notebook: `%container list`.")
-        return None
-    if name is None:
-        name = getattr(state, "active", None) or (next(iter(relays)) if len(relays) == 1 else None)
-    if name is None:
-        raise UsageError(f"Which kernel? `%container pin NAME` with one of: {', '.join(relays)}.")
-    if name.startswith("nbc-") and name[4:] in relays:
-        name = name[4:]
-    if name not in relays:
-        raise UsageError(f"No container kernel {name!r}; this notebook has {', '.join(relays)}.")
-    return relays[name]
 
 
 def _notebook(shell: Any, given: str | None) -> Path | None:

@@ -45,20 +45,23 @@ def notebook(path: Path) -> Path:
     return path
 
 
-def relay_shell(image: CatalogImage, runtime: FakeRuntime, session: str, **traits: Any) -> Any:
-    """A shell whose notebook has one `%container use` kernel of ``image``."""
-    provisioner = SimpleNamespace(
-        catalog_image=image,
-        runtime=runtime,
-        gpus=traits.get("gpus"),
-        mem_limit=traits.get("mem_limit", ""),
-        cpus=traits.get("cpus", 0.0),
+def relay_shell(image: CatalogImage, runtime: FakeRuntime, session: str, **config: Any) -> Any:
+    """A shell whose notebook has one `%container use` kernel of ``image`` (the magics' state
+    with a real NotebookState's lookup, the relay session's description of the kernel)."""
+    from nbcontainers.magics.state import NotebookState
+
+    spec = SimpleNamespace(
+        metadata={"kernel_provisioner": {"config": {"image": image.name, **config}}}
     )
-    relay = SimpleNamespace(name=image.name, km=SimpleNamespace(provisioner=provisioner))
-    state = SimpleNamespace(relays={image.name: relay}, active=image.name)
-    return SimpleNamespace(
-        _nbcontainers_magics=SimpleNamespace(state=state), user_ns={"__session__": session}
+    relay = SimpleNamespace(name=image.name)
+    state = NotebookState.__new__(NotebookState)
+    state.relays, state.active = {image.name: relay}, image.name
+    state.kernels = SimpleNamespace(  # type: ignore[assignment]
+        describe=lambda r: (SimpleNamespace(spec=spec), image, runtime)
     )
+    shell = SimpleNamespace(user_ns={"__session__": session})
+    shell._nbcontainers_magics = SimpleNamespace(state=state)  # type: ignore[attr-defined]
+    return shell
 
 
 def test_what_each_kind_of_image_pins_to(tmp_path: Path) -> None:
@@ -142,7 +145,7 @@ def test_pin_refuses_clearly(tmp_path: Path, shown: list[dict[str, Any]]) -> Non
         pin(bare, ["--what"])
     image = load_catalog()["python"]
     shell = relay_shell(image, FakeRuntime(images=[image.ref]), "")
-    with pytest.raises(UsageError, match="No container kernel 'torch'"):
+    with pytest.raises(UsageError, match="No container kernel 'torch' in this notebook"):
         pin(shell, ["torch"])
     with pytest.raises(UsageError, match=r"no such \.ipynb file"):
         pin(shell, ["--notebook", str(tmp_path / "gone.ipynb")])
