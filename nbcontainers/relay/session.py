@@ -35,8 +35,7 @@ from ..kernels.plan import LaunchConfig
 from ..kernels.policy import Policy, load_policy
 from ..kernels.policy_rules import apply_policy, check_image
 from ..kernels.warmup import warm_in_background
-from ..runtimes.base import BuildEvent, ContainerRuntime, GPURequest
-from ..runtimes.podman.store import missing_image_message
+from ..runtimes.base import BuildEvent, ContainerRuntime, GPURequest, missing_image_advice
 from .connection import make_manager, remove_socket_folder
 from .kernel import Relay
 
@@ -326,12 +325,13 @@ def ensure_image(
     runtime = runtime or get_runtime()
     if runtime.image_info(image.ref) is not None:
         return
-    if not image.user_defined and runtime.ping().rootless:
-        # On a hub the catalog images come from the admin's shared store: a copy built in
-        # each user's own storage would cost minutes and gigabytes per user.
-        shared = missing_image_message(image.ref, image.kernel_name)
-        if shared:
-            raise ImageMissing(shared)
+    if not image.user_defined:
+        # The engine may know where catalog images come from: on a hub (rootless Podman) the
+        # admin's shared store, as a copy built in each user's own storage would cost minutes
+        # and gigabytes per user. A user's own image is built for them.
+        advice = missing_image_advice(runtime, image.ref, image.kernel_name)
+        if advice:
+            raise ImageMissing(advice)
     if image.buildable:
         with show(
             f"Image {image.name} ({image.ref}) is not built yet: building it now "

@@ -257,12 +257,9 @@ def test_engines_are_made_once_per_name_and_docker_host(monkeypatch: pytest.Monk
 def test_on_a_hub_a_catalog_image_comes_from_the_shared_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import nbcontainers.relay.session as session_module
-
-    monkeypatch.setattr(
-        session_module, "missing_image_message", lambda ref, kernel: f"{ref}: ask your admin"
-    )
     engine = FakeRuntime(rootless=True)
+    # What rootless Podman's runtime says on a hub (runtimes.base.ExplainsMissingImages).
+    engine.missing_image_advice = lambda ref, kernel: f"{ref}: ask your admin"  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="nbcontainers/tiny:1: ask your admin"):
         ensure_in_cell(SimpleNamespace(), image(tmp_path), engine)
     assert engine.builds == [] and capsys.readouterr().out == ""
