@@ -32,6 +32,7 @@ from ..pipsettings import PipSettings, read_pip_settings
 from ..runtimes.base import ContainerSpec, EngineFacts, GPURequest, Mount, Placement, placements
 from .connection import PrivateDir
 from .guards import NO_GPUS, RUNTIME_ENV, check_config, matches, parse_mount, refuse_env
+from .home import KernelHome, home_for, kernel_name
 from .identity import Host, kernel_user
 from .limits import checked_cpus, checked_pids
 
@@ -55,7 +56,9 @@ __all__ = [
     "plan_launch",
 ]
 
-HOME = "/home/nbc"  # a tmpfs: writable whatever uid the kernel runs as
+# A tmpfs, writable whatever uid the kernel runs as: HOME only where no lasting home can be
+# made (a cluster's kernels, a server without a data folder; see home.py), else scratch.
+HOME = "/home/nbc"
 CONNECTION_FILE = "/run/nbcontainers/kernel.json"
 PIP_CONF = "/run/nbcontainers/pip.conf"
 IMAGE_LABEL = "io.nbcontainers.image"
@@ -104,7 +107,7 @@ class LaunchConfig:
     mem_limit: str = ""
     cpus: float = 0.0
     shm_size: str = DEFAULT_SHM_SIZE
-    home_size: str = DEFAULT_HOME_SIZE  # the HOME tmpfs
+    home_size: str = DEFAULT_HOME_SIZE  # the /home/nbc tmpfs (HOME only where none lasts)
     pids_limit: int = DEFAULT_PIDS_LIMIT
     extra_mounts: tuple[Any, ...] = ()  # 'host:container[:ro|rw]' strings or dicts
     env_allowlist: tuple[str, ...] = DEFAULT_ENV_ALLOWLIST
@@ -160,10 +163,15 @@ class LaunchPlan:
     notes: tuple[str, ...] = ()  # warnings for the server log
     placement: tuple[Placement, ...] = ()
     home_size: str = DEFAULT_HOME_SIZE
+    home: KernelHome | None = None  # the lasting ~ and identity; None: HOME is the tmpfs
 
     def container_spec(self, shared_netns: str | None = None) -> ContainerSpec:
         """The spec to run. ``shared_netns`` (``container:<id>``) is required, and used, only
-        when the plan joins the owner's shared network namespace."""
+        when the plan joins the owner's shared network namespace. First makes on the host what
+        the spec mounts of the kernel's home (idempotent: every start, cold or pooled, calls
+        this before its container runs)."""
+        if self.home is not None:
+            self.home.prepare()
         network = self.network
         if network == SHARED:
             if not shared_netns:
@@ -176,7 +184,11 @@ class LaunchPlan:
             labels=self.labels,
             env=self.env,
             mounts=self.mounts,
-            tmpfs={HOME: f"rw,exec,mode=1777,size={self.home_size}"},
+            tmpfs=(
+                {}  # a home mounted over the scratch folder's path
+                if self.home is not None and self.home.path == HOME
+                else {HOME: f"rw,exec,mode=1777,size={self.home_size}"}
+            ),
             working_dir=self.working_dir,
             user=self.user,
             network_mode=network,
@@ -254,6 +266,21 @@ def plan_launch(
         if cert and os.path.isfile(cert) and all(m.target != cert for m in mounts):
             mounts.append(Mount(cert, cert, read_only=True))
     mounts.extend(parse_mount(item) for item in config.extra_mounts)
+    user = kernel_user(config.user, host, rootless=facts.rootless)
+    home = home_for(user, host, kernel.env, image, mounts, facts)
+    if home is not None:
+        mounts.extend(home.mounts())
+        env.update(home.env())
+        if home.uid == 0 and not image.user_defined:
+            # Root may write the image's own site-packages, lost with the container: pip
+            # installs for the user instead (a catalog image's Python is no virtualenv,
+            # where --user is refused).
+            env["PIP_USER"] = "1"
+        if workdir == HOME:
+            workdir = home.path
+    else:  # HOME stays the tmpfs; the kernel still knows its user's name
+        name = kernel_name(host.uid, None, kernel.env, host.owner)
+        env.update({"USER": name, "LOGNAME": name})
 
     network: str | None = config.network
     if network == SHARED and config.transport == "tcp":
@@ -297,7 +324,7 @@ def plan_launch(
         env=env,
         mounts=tuple(mounts),
         working_dir=workdir,
-        user=kernel_user(config.user, host, rootless=facts.rootless),
+        user=user,
         network=network,
         ports=ports,
         gpus=gpus,
@@ -306,6 +333,7 @@ def plan_launch(
         notes=tuple(notes),
         placement=placement,
         home_size=config.home_size,
+        home=home,
         **limits,
     )
 
