@@ -222,11 +222,15 @@ def _passwd(uid: int) -> pwd.struct_passwd | None:
         return None
 
 
-def _group_name(gid: int, name: str) -> str:
+def _group(gid: int) -> str:
     try:
-        found = grp.getgrgid(gid).gr_name
+        return grp.getgrgid(gid).gr_name
     except KeyError:
-        found = ""
+        return ""
+
+
+def _group_name(gid: int, name: str) -> str:
+    found = _group(gid)
     return found if _NAME.fullmatch(found) else name
 
 

@@ -35,6 +35,15 @@ HOST = Host(owner="ada", uid=1000, gid=1000, hostname="h", pid=42, started="7")
 ROOT = Host(owner="root", uid=0, gid=0, hostname="h", pid=42, started="7")
 
 
+@pytest.fixture(autouse=True)
+def _no_host_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan sees only the environment each test gives (HOME, XDG_DATA_HOME), never this
+    machine's passwd entries: without a HOME there is no lasting home (tests/kernels/
+    test_home_unit.py tests that)."""
+    monkeypatch.setattr("nbcontainers.kernels.home._passwd", lambda uid: None)
+    monkeypatch.setattr("nbcontainers.kernels.home._group", lambda gid: "")
+
+
 def _facts(
     limits: tuple[str, ...] = LIMITS, gpu_mode: str = "device-requests", rootless: bool = False
 ) -> EngineFacts:
@@ -195,7 +204,9 @@ def test_environment_is_an_allowlist_and_the_hub_token_never_passes(tmp_path: Pa
     assert plan.env["HTTPS_PROXY"] == "http://proxy:3128"
     assert plan.env["FROM_SPEC"] == "kept"  # the kernelspec's own variables pass
     assert plan.env["MY"] == "42"  # the env setting, as strings
-    assert plan.env["HOME"] == HOME and plan.env["NBCONTAINERS_IMAGE"] == "python"
+    # The user's home path (a lasting folder mounted there: test_home_unit.py), not the server's.
+    assert plan.env["HOME"] == "/home/ada" and plan.env["NBCONTAINERS_IMAGE"] == "python"
+    assert plan.env["USER"] == plan.env["LOGNAME"] == "ada"
     assert plan.env["PYTHONUNBUFFERED"] == "1"
 
 

@@ -30,7 +30,7 @@ from nbcontainers.pipsettings import PipSettings
 from nbcontainers.runtimes.base import LIMITS, ContainerSpec, ContainerStats, EngineFacts
 from nbcontainers.runtimes.fake import FakeRuntime
 
-from .test_plan_unit import HOST
+from .test_plan_unit import HOST, _no_host_accounts  # noqa: F401 (an autouse fixture)
 
 FACTS = EngineFacts(
     "docker", "20.10", "1.41", "unix://x", "linux", False, "none", frozenset(LIMITS)
@@ -49,13 +49,19 @@ CONNECTION = {
 }
 
 
-def _spec(tmp_path: Path, cwd: Path, session: str = "a.ipynb", **config: Any) -> ContainerSpec:
-    """The cold start's container spec for one start (a fresh private folder and kernel id)."""
+def _spec(
+    tmp_path: Path, cwd: Path, session: str = "a.ipynb", home: Path | None = None, **config: Any
+) -> ContainerSpec:
+    """The cold start's container spec for one start (a fresh private folder and kernel id);
+    ``home``: the server's HOME (else it has none, and kernels keep the tmpfs HOME)."""
+    env = {"LANG": "C.UTF-8", "JPY_SESSION_NAME": session}
+    if home is not None:
+        env["HOME"] = str(home)
     kernel = KernelStart(
         kernel_id=session,
         command=COMMAND,
         cwd=str(cwd),
-        env={"LANG": "C.UTF-8", "JPY_SESSION_NAME": session},
+        env=env,
         private_dir=PrivateDir(tmp_path / f"nbc-{session}"),
         started_at=1_700_000_000.0 + len(session),
     )
@@ -89,6 +95,27 @@ def test_two_starts_differing_only_in_what_a_hand_over_gives_share_a_key(tmp_pat
     # A member binds the start's socket names before its start; the signing key it is handed.
     assert pool_key(a, private, {**CONNECTION, "hb_port": 6}) != key
     assert pool_key(a, private, {**CONNECTION, "key": "another", "ip": "/tmp/nbc-b/s/k"}) == key
+
+
+@pytest.mark.parametrize("home_in_root", [True, False])
+def test_a_lasting_home_keeps_two_starts_alike(tmp_path: Path, home_in_root: bool) -> None:
+    """Home folder, identity files and environment are the same for every start of a user's
+    kernel, so a pooled kernel is keyed like the cold one (whether the workspace root holds
+    the home or a folder of the data dir is mounted at its path)."""
+    root = tmp_path / "root"
+    home = root / "home" if home_in_root else tmp_path / "home"
+    nb1, nb2 = root / "nb1", root / "nb2"
+    for folder in (home, nb1, nb2):
+        folder.mkdir(parents=True)
+    a = _spec(tmp_path, nb1, "a.ipynb", home=home, workspace_root=str(root))
+    b = _spec(tmp_path, nb2, "b.ipynb", home=home, workspace_root=str(root))
+    key = pool_key(a, PrivateDir(tmp_path / "nbc-a.ipynb"), CONNECTION)
+    assert key is not None and key == pool_key(b, PrivateDir(tmp_path / "nbc-b.ipynb"), CONNECTION)
+    assert a.env["HOME"] == b.env["HOME"] == str(home) and a.env["USER"] == "ada"
+    by_target = {m.target: m for m in a.mounts}
+    assert by_target["/etc/passwd"].read_only and by_target["/etc/group"].read_only
+    assert (str(home) in by_target) is not home_in_root  # a mount of its own only outside
+    assert a.tmpfs.keys() == {"/home/nbc"}  # the scratch tmpfs stays (home_size)
 
 
 def test_workspace_root_is_mounted_only_around_the_notebook(tmp_path: Path) -> None:
