@@ -1,15 +1,18 @@
 """The fix for this host: what a command to run looks like here (a checkout or an installed
-package, systemd or not, Docker installed or not), and why a user image can't be used."""
+package, systemd or not, Docker installed or not), and why a user image can't be used. The
+host's facts are gathered here; each engine's own commands come from its runtime package
+(``runtimes/docker/fixes.py``, ``runtimes/podman/service.py``)."""
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog.entries import CatalogImage, user_config_path
+from ..runtimes.docker import fixes as docker_fixes
+from ..runtimes.podman import service as podman_service
 
 __all__ = ["HostFacts", "engine_fix", "host_facts", "image_problem"]
 
@@ -38,33 +41,26 @@ def host_facts() -> HostFacts:
         checkout=_checkout(),
         system=platform.system(),
         systemd=os.path.isdir("/run/systemd/system"),
-        docker_installed=shutil.which("dockerd") is not None,
-        podman_installed=shutil.which("podman") is not None,
+        docker_installed=docker_fixes.daemon_installed(),
+        podman_installed="podman" not in podman_service.missing_tools(),
     )
 
 
 def engine_fix(engine: str, host: HostFacts, endpoint: str | None = None) -> str:
-    """The command that gets ``engine`` ("docker" or "podman") answering on this host;
-    ``endpoint`` is where DOCKER_HOST (or a rootless socket) pointed, None for the default."""
+    """The command that gets ``engine`` ("docker" or "podman") answering on this host, in the
+    words of the runtime that knows it; ``endpoint`` is where DOCKER_HOST (or a rootless
+    socket) pointed, None for the default."""
     if endpoint and os.environ.get("DOCKER_HOST") == endpoint:
         return f"start the engine DOCKER_HOST names ({endpoint}), or unset DOCKER_HOST"
-    if endpoint and engine == "docker":  # the user's rootless Docker socket stopped answering
-        return "systemctl --user start docker" if host.systemd else "dockerd-rootless.sh &"
     if engine == "podman":
-        if not host.podman_installed:
-            return "sudo apt-get install podman uidmap slirp4netns catatonit"
-        if host.systemd:
-            return "systemctl --user enable --now podman.socket"
-        return "podman system service --time=0 &"
-    if host.system == "Darwin" or host.system == "Windows":
-        return "start Docker Desktop (or set DOCKER_HOST to an engine that runs)"
-    if host.checkout is not None:
-        # The checkout's own script installs and starts Debian's docker.io where none runs.
-        return f"make -C {host.checkout} engine"
-    if not host.docker_installed:
-        start = "sudo systemctl start docker" if host.systemd else "sudo dockerd &"
-        return f"sudo apt-get install docker.io && {start}"
-    return "sudo systemctl start docker" if host.systemd else "sudo dockerd &"
+        return podman_service.start_fix(systemd=host.systemd, installed=host.podman_installed)
+    return docker_fixes.start_fix(
+        system=host.system,
+        systemd=host.systemd,
+        installed=host.docker_installed,
+        checkout=host.checkout,
+        rootless=bool(endpoint) and engine == "docker",
+    )
 
 
 def image_problem(image: CatalogImage) -> str:

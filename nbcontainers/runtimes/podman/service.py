@@ -27,6 +27,7 @@ __all__ = [
     "ensure_service",
     "idle_timeout",
     "missing_tools",
+    "start_fix",
     "user_name",
 ]
 
@@ -82,6 +83,16 @@ def _free_subid_span() -> str:
                 if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
                     start = max(start, int(parts[1]) + int(parts[2]))
     return f"{start}-{start + 65535}"
+
+
+def start_fix(*, systemd: bool, installed: bool) -> str:
+    """The command that gets the user's rootless engine answering: installing it where it is
+    missing, its socket unit under systemd, else the service in the background."""
+    if not installed:
+        return INSTALL
+    if systemd:
+        return "systemctl --user enable --now podman.socket"
+    return "podman system service --time=0 &"
 
 
 def missing_tools() -> list[str]:
