@@ -112,9 +112,10 @@ def test_imports_point_downward() -> None:
 # the seam instead (the ContainerRuntime Protocol, or a function of the engine's package).
 ENGINE_CLIS = {"docker", "podman", "kubectl", "nerdctl", "crictl", "nvidia-ctk"}
 ENGINE_SDKS = {
-    # SDK -> the engine packages allowed to import it (Podman and Swarm speak Docker's API)
-    "docker": ("runtimes.docker", "runtimes.podman", "runtimes.swarm"),
-    "requests": ("runtimes.docker", "runtimes.podman", "runtimes.swarm"),
+    # SDK -> the engine packages allowed to import it (Podman and Swarm use Docker's runtime
+    # for the API they share, and import no SDK of their own)
+    "docker": ("runtimes.docker",),
+    "requests": ("runtimes.docker",),
     "kubernetes": ("runtimes.kubernetes",),
 }
 # Engine packages and which others they build on (Podman's and Swarm's APIs are Docker's).

@@ -25,6 +25,7 @@ from ..recipe.lock import index_pins, minimal_packages
 from ..recipe.redact import redact
 from ..runtimes.base import ContainerRuntime
 from ..sources import bundle, call_in_kernel
+from ..untrusted import copy_left_file, kernel_owners
 from .folder import check_target, write_snapshot
 from .verify import image_packages
 
@@ -68,27 +69,48 @@ def take_snapshot(
     """
     check_target(folder)  # before the capture: a wrong folder fails in a second, not minutes
     snap = capture_kernel(evaluate)
-    wheels = _local_wheels(evaluate, snap, wheel_dir)
-    if vendor_all:
-        wheels.update(_download_all(evaluate, snap, wheel_dir, minimal))
-    apt_base = set(image_packages(runtime, image_ref).apt) if image_ref and runtime else None
-    hashes = lookup_hashes(snap, minimal)
-    project = Path(str(snap.facts.get("cwd") or "")) if snap.facts.get("cwd") else None
-    written = write_snapshot(
-        snap,
-        folder,
-        minimal=minimal,
-        wheels=wheels,
-        project=project if project and project.is_dir() else None,
-        base=base,
-        apt_base=apt_base,
-        hashes=hashes,
-    )
-    # The folder has its copies; the shared folder may be the user's workspace.
-    for wheel in wheels.values():
-        wheel.unlink(missing_ok=True)
-    shutil.rmtree(Path(wheel_dir) / "all", ignore_errors=True)
+    owners = kernel_owners(evaluate, wheel_dir)
+    left: list[Path] = []
+    private = Path(tempfile.mkdtemp(prefix="nbc-snapshot-wheels-"))
+    try:
+        wheels = _local_wheels(evaluate, snap, wheel_dir)
+        if vendor_all:
+            wheels.update(_download_all(evaluate, snap, wheel_dir, minimal))
+        left = list(wheels.values())
+        # From here on only our private copies are read: the shared folder is the kernel's
+        # (and, in the temp folder, any local user's) to change under us.
+        wheels = _adopt(wheels, owners, private)
+        apt_base = set(image_packages(runtime, image_ref).apt) if image_ref and runtime else None
+        hashes = lookup_hashes(snap, minimal)
+        project = Path(str(snap.facts.get("cwd") or "")) if snap.facts.get("cwd") else None
+        written = write_snapshot(
+            snap,
+            folder,
+            minimal=minimal,
+            wheels=wheels,
+            project=project if project and project.is_dir() else None,
+            base=base,
+            apt_base=apt_base,
+            hashes=hashes,
+        )
+    finally:
+        # The folder has its copies; the shared folder may be the user's workspace.
+        for wheel in left:
+            wheel.unlink(missing_ok=True)
+        shutil.rmtree(Path(wheel_dir) / "all", ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
     return written, snap
+
+
+def _adopt(files: dict[str, Path], owners: frozenset[int], into: Path) -> dict[str, Path]:
+    """Private copies of the files the kernel left (key -> copy), see ``untrusted.py``."""
+    adopted: dict[str, Path] = {}
+    for number, (key, path) in enumerate(files.items()):
+        target = into / str(number) / path.name  # one folder each: two keys, one file name
+        target.parent.mkdir()
+        copy_left_file(path, target, owners, SnapshotError)
+        adopted[key] = target
+    return adopted
 
 
 def _local_wheels(evaluate: Evaluate, snap: Snapshot, wheel_dir: str) -> dict[str, Path]:
@@ -119,8 +141,20 @@ def _download_all(
     packages = minimal_packages(snap) if minimal else list(snap.packages)
     pins = [f"{name}=={version}" for name, version in index_pins(packages)]
     dest = Path(wheel_dir) / "all"
-    dest.mkdir(exist_ok=True)
-    (dest / "pins.txt").write_text("\n".join(pins) + "\n")
+    try:
+        # Made here, never reused: in a shared folder a ready-made `all` (a link to one of
+        # the user's folders) would have us write into and read from a place someone chose.
+        dest.mkdir()
+    except FileExistsError:
+        raise SnapshotError(
+            f"{dest} exists already: something other than this snapshot made it in the shared "
+            "folder. Refused, nothing was written; snapshot again."
+        ) from None
+    pins_fd = os.open(
+        dest / "pins.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644
+    )
+    with os.fdopen(pins_fd, "w") as pins_file:
+        pins_file.write("\n".join(pins) + "\n")
     code, err = call_in_kernel(
         evaluate, _wheels_source(), "download", str(dest), str(dest / "pins.txt")
     )
