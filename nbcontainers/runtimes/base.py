@@ -344,6 +344,15 @@ class ContainerRuntime(Protocol):
         """Containers (running or not) with every label given; a None value matches any."""
         ...
 
+    # -- the user's next step ---------------------------------------------------------------
+
+    def advice(self, topic: str, subject: str) -> str:
+        """What the user can run to look into ``subject``, in this engine's words, as a phrase
+        to put in a message: topic ``"locate"``, where container ``subject`` runs and what
+        became of it (Swarm: its service's tasks, listed on a manager); topic ``"node"``, how
+        to check node ``subject``'s address. "" for a topic it doesn't know."""
+        ...
+
 
 def refuse_unenforceable(
     spec: ContainerSpec, limits: frozenset[str], engine: str, placement: bool = False

@@ -24,6 +24,7 @@ from ..errors import (
     BuildError,
     ContainerConflict,
     ContainerNotFound,
+    EngineUnavailable,
     ImageMissing,
     RuntimeFailure,
 )
@@ -108,8 +109,6 @@ class FakeRuntime:
 
     def _check(self) -> None:
         if not self.available:
-            from ..errors import EngineUnavailable
-
             raise EngineUnavailable("Cannot reach the fake engine (set available=True).")
 
     def ping(self) -> EngineFacts:
@@ -187,6 +186,9 @@ class FakeRuntime:
         self._check()
         with self._lock:
             return _matching(self._images.values(), labels, repository)
+
+    def advice(self, topic: str, subject: str) -> str:
+        return f"fake-engine {topic} {subject}" if topic in ("locate", "node") else ""
 
     # -- containers -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from nbcontainers.runtimes.base import (
     BuildRequest,
     ContainerRuntime,
     ContainerSpec,
+    parse_placement,
 )
 
 ENGINES = [
@@ -210,6 +211,44 @@ def test_unenforceable_limits_are_refused() -> None:
     with pytest.raises(Unsupported, match="memory"):
         rt.run(ContainerSpec(image="i", command=("sleep", "infinity"), mem_limit="1g"))
     assert rt.list({}) == []
+
+
+# Holds on any node of any cluster; two values for one label hold on none.
+ANYWHERE = (parse_placement("node.hostname!=nbc-no-such-node"),)
+NOWHERE = (parse_placement("node.labels.nbc.zone==a"), parse_placement("node.labels.nbc.zone==b"))
+
+
+def test_placement_is_honoured_or_refused(engine: Engine) -> None:
+    """An engine that can place containers honours every rule (one no node meets is
+    ``Unsupported``, with nothing left); one that can't refuses any rule, never ignores it."""
+    mine = {KERNEL_ID: f"contract-{engine.tag}"}
+    if not engine.runtime.ping().placement:
+        with pytest.raises(Unsupported, match=r"can't honour placement \(node.hostname!="):
+            engine.run("sleep", "infinity", placement=ANYWHERE)
+        assert engine.runtime.list(mine) == []
+        return
+    cid = engine.run("sleep", "infinity", placement=ANYWHERE)
+    state = engine.runtime.state(cid)
+    assert state is not None and state.running
+    with pytest.raises(Unsupported, match=r"nbc\.zone"):
+        engine.run("sleep", "infinity", placement=NOWHERE)
+    assert [s.id for s in engine.runtime.list(mine)] == [cid]
+
+
+def test_advice_is_in_the_engines_own_words(engine: Engine) -> None:
+    """What the provisioner tells a user to run comes from the runtime: the command of the
+    engine that runs the kernel, naming the container or node it is about."""
+    own = {
+        "fake": "fake-engine",
+        "docker": "`docker inspect",
+        "podman": "`podman inspect",
+        "swarm": "`docker service ps --no-trunc",
+        "kubernetes": "`kubectl -n",
+    }[engine.runtime.ping().name]
+    locate = engine.runtime.advice("locate", "nbc-python-k1")
+    assert locate.startswith(own) and "nbc-python-k1" in locate
+    assert "node-7" in engine.runtime.advice("node", "node-7")
+    assert engine.runtime.advice("no-such-topic", "x") == ""
 
 
 def test_joining_a_network_namespace(engine: Engine) -> None:

@@ -4,12 +4,18 @@ another installed package adds an engine without touching this one."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from nbcontainers.errors import ConfigError
-from nbcontainers.runtimes import ENTRY_POINT_GROUP, available_runtimes, get_runtime
+from nbcontainers.runtimes import (
+    ENTRY_POINT_GROUP,
+    available_runtimes,
+    engine_facts,
+    get_runtime,
+)
 from nbcontainers.runtimes.docker.runtime import DockerRuntime
 from nbcontainers.runtimes.fake import FakeRuntime
 
@@ -115,3 +121,59 @@ def test_kernel_starts_share_one_runtime_per_engine(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
     other = shared_runtime("auto")
     assert isinstance(other, DockerRuntime) and other.endpoint == "tcp://10.0.0.5:2376"
+    # An explicit name follows DOCKER_HOST too: the runtime it made reads it once.
+    docker_here = shared_runtime("docker")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.6:2376")
+    assert shared_runtime("docker") is not docker_here
+
+
+def test_the_registry_is_the_entry_point_group() -> None:
+    # One table: pyproject.toml's entry points, for our engines as for anyone's.
+    from importlib.metadata import entry_points
+
+    ours = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert available_runtimes() == ours
+    assert set(ours) >= {"docker", "podman", "swarm", "kubernetes"}
+
+
+class _Counting(FakeRuntime):
+    asked = 0
+
+    def ping(self):  # type: ignore[no-untyped-def]
+        type(self).asked += 1
+        return super().ping()
+
+
+def test_engine_facts_are_kept_per_runtime_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one caching rule: ping() always asks; engine_facts keeps its answer per runtime
+    object for FACTS_TTL seconds, and fresh=True asks again."""
+    import nbcontainers.runtimes as runtimes
+
+    one, two = _Counting(), _Counting()
+    _Counting.asked = 0
+    assert engine_facts(one) is engine_facts(one)
+    assert _Counting.asked == 1
+    engine_facts(two)  # another runtime object: its own entry
+    assert _Counting.asked == 2
+    engine_facts(one, fresh=True)
+    assert _Counting.asked == 3
+    now = time.monotonic()
+    monkeypatch.setattr(runtimes.time, "monotonic", lambda: now + runtimes.FACTS_TTL + 1)
+    engine_facts(one)
+    assert _Counting.asked == 4
+    one.ping()
+    assert _Counting.asked == 5  # the health check is never answered from the cache
+
+
+def test_docker_ping_always_asks_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbcontainers.runtimes.fake import FakeRuntime as Facts
+
+    asked: list[str] = []
+    runtime = DockerRuntime("unix:///nowhere.sock")
+    monkeypatch.setattr(runtime, "_ask_facts", lambda: asked.append("x") or Facts().ping())
+    runtime.ping()
+    runtime.ping()
+    assert asked == ["x", "x"]
+    engine_facts(runtime)
+    engine_facts(runtime)
+    assert asked == ["x", "x", "x"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal as signal_module
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from ...errors import (
     NbcontainersError,
     RuntimeFailure,
 )
+from .. import engine_facts
 from ..base import (
     BuildCallback,
     BuildRequest,
@@ -45,8 +45,6 @@ from .wire import (
 
 __all__ = ["DockerRuntime", "device_requests", "tagger"]
 
-FACTS_TTL = 60.0  # seconds a process reuses an endpoint's facts
-_FACTS: dict[str, tuple[float, EngineFacts]] = {}
 PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
 CALL_TIMEOUT = 120.0
 
@@ -145,18 +143,18 @@ class DockerRuntime:
     # -- engine and images ------------------------------------------------------------------
 
     def ping(self) -> EngineFacts:
-        # Every kernel start asks: two round trips, ~10 ms here. An endpoint's facts barely
-        # change, so a process keeps them a while; a dead engine fails the next real call.
-        cached = _FACTS.get(self.endpoint)
-        if cached and time.monotonic() - cached[0] < FACTS_TTL:
-            return cached[1]
-        facts = self._ask_facts()
-        _FACTS[self.endpoint] = (time.monotonic(), facts)
-        return facts
+        # Always asks (two round trips, ~10 ms): callers that only want the facts use
+        # runtimes.engine_facts, the process's one cache of them.
+        return self._ask_facts()
 
     def _ask_facts(self) -> EngineFacts:
         with self._translate("ask the engine for its version"):
             return facts_from(self.api.version(), self.api.info(), self.endpoint)
+
+    def advice(self, topic: str, subject: str) -> str:
+        cli = self.engine_label.split()[0].lower()  # docker, podman: this host runs it all
+        where = {"locate": f"`{cli} inspect {subject}` on this host", "node": f"`{cli} info`"}
+        return where.get(topic, "")
 
     def builder(self) -> str:
         return find_builder().description
@@ -235,7 +233,7 @@ class DockerRuntime:
     # -- containers -------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec) -> str:
-        refuse_unenforceable(spec, self.ping().limits, self.engine_label)
+        refuse_unenforceable(spec, engine_facts(self).limits, self.engine_label)
         with self._translate(f"start a container from {spec.image}"):
             created = self.api.create_container(
                 spec.image,

@@ -22,7 +22,7 @@ from ...errors import (
     RuntimeFailure,
     Unsupported,
 )
-from ..base import BuildCallback, BuildRequest, ImageInfo, ProgressCallback
+from ..base import BuildCallback, BuildRequest, EngineFacts, ImageInfo, ProgressCallback
 from .names import ROLE
 from .pods import PodSettings
 from .status import missing_verbs
@@ -30,10 +30,12 @@ from .template import load_template
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",
+    "LIMITS",
     "SA_DIR",
     "Apis",
     "ClusterImages",
     "check_role",
+    "cluster_facts",
     "connect",
     "settings_from_env",
     "translate",
@@ -41,6 +43,23 @@ __all__ = [
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_START_TIMEOUT = 600.0
+LIMITS = frozenset({"memory", "cpus", "shm"})  # no per-pod pids limit (the kubelet sets it)
+
+
+def cluster_facts(version: str, endpoint: str, namespace: str) -> EngineFacts:
+    """What a cluster at ``endpoint`` can do for kernels in ``namespace``."""
+    return EngineFacts(
+        name="kubernetes",
+        version=version,
+        api_version="v1",
+        endpoint=f"{endpoint} (namespace {namespace})",
+        os="linux",
+        rootless=False,
+        gpu_mode="extended-resources",
+        limits=LIMITS,
+        remote=True,
+        placement=True,  # node selectors and affinity: see placement.py
+    )
 
 
 def _pairs(text: str, what: str) -> dict[str, str]:

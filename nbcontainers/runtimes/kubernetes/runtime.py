@@ -36,7 +36,17 @@ from ..base import (
     ExecResult,
     refuse_unenforceable,
 )
-from .client import SA_DIR, Apis, ClusterImages, check_role, connect, settings_from_env, translate
+from .client import (
+    LIMITS,
+    SA_DIR,
+    Apis,
+    ClusterImages,
+    check_role,
+    cluster_facts,
+    connect,
+    settings_from_env,
+    translate,
+)
 from .names import CONTAINER
 from .placement import confine
 from .pods import (
@@ -55,7 +65,6 @@ __all__ = ["KubernetesRuntime"]
 
 EXEC_TIMEOUT = 120.0
 TERM_GRACE = 30  # seconds between SIGTERM and SIGKILL, the kubelet's default
-LIMITS = frozenset({"memory", "cpus", "shm"})  # no per-pod pids limit (the kubelet sets it)
 
 
 class KubernetesRuntime(ClusterImages):
@@ -157,18 +166,14 @@ class KubernetesRuntime(ClusterImages):
         check_role(
             apis.authorization, apis.endpoint, self.settings.namespace, self.settings.pod_policies
         )
-        return EngineFacts(
-            name="kubernetes",
-            version=str(info.git_version),
-            api_version="v1",
-            endpoint=f"{apis.endpoint} (namespace {self.settings.namespace})",
-            os="linux",
-            rootless=False,
-            gpu_mode="extended-resources",
-            limits=LIMITS,
-            remote=True,
-            placement=True,
-        )
+        return cluster_facts(str(info.git_version), apis.endpoint, self.settings.namespace)
+
+    def advice(self, topic: str, subject: str) -> str:
+        if topic == "locate":  # a container id here is its pod's name
+            return f"`kubectl -n {self.settings.namespace} get pod {subject} -o wide`"
+        if topic == "node":
+            return f"`kubectl get node {subject} -o wide` (its INTERNAL-IP)"
+        return ""
 
     # -- containers -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Docker Swarm runtime: each container is one Swarm service (one replica, never restarted)
 that Swarm places on a node; run on a manager. Images, builds and facts come from the Docker
-runtime it extends; the Engine API shapes are read in ``swarm_wire.py``."""
+runtime it extends; the Engine API shapes are read in ``wire.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import ContainerNotFound, EngineUnavailable, RuntimeFailure, Unsupported
+from .. import engine_facts
 from ..base import (
     ContainerSpec,
     ContainerState,
@@ -28,17 +29,18 @@ from ..docker.wire import label_filter
 from .wire import (
     GPU_KIND,
     SERVICE_LABEL,
+    advice,
+    create_arguments,
     gpu_nodes,
     secret_mounts,
     service_spec,
     start_failure,
     state_from_service,
+    stop_arguments,
 )
 
 __all__ = ["SwarmRuntime"]
 
-FACTS_TTL = 60.0
-_FACTS: dict[str, tuple[float, EngineFacts]] = {}
 START_TIMEOUT = 120.0  # seconds a task may take to be placed and started (an image pull)
 _STOP_SIGNALS = (signal_module.SIGTERM, signal_module.SIGKILL)
 
@@ -65,10 +67,6 @@ class SwarmRuntime(DockerRuntime):
     # -- engine -----------------------------------------------------------------------------
 
     def ping(self) -> EngineFacts:
-        key = f"{self.endpoint} {self.placement}"
-        cached = _FACTS.get(key)
-        if cached and time.monotonic() - cached[0] < FACTS_TTL:
-            return cached[1]
         facts = self._ask_facts()
         with self._translate("ask the engine about its swarm"):
             info = self.api.info()
@@ -106,13 +104,15 @@ class SwarmRuntime(DockerRuntime):
             remote=True,
             placement=True,
         )
-        _FACTS[key] = (time.monotonic(), facts)
         return facts
+
+    def advice(self, topic: str, subject: str) -> str:
+        return advice(topic, subject)
 
     # -- services ---------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec) -> str:
-        facts = self.ping()
+        facts = engine_facts(self)
         refuse_unenforceable(spec, facts.limits, self.engine_label, placement=True)
         if spec.network_mode not in (None, "bridge", "default"):
             raise Unsupported(
@@ -127,8 +127,8 @@ class SwarmRuntime(DockerRuntime):
         body = service_spec(spec, name, [s[:3] for s in secrets], gpus, placement)
         try:
             with self._translate(f"create a service from {spec.image}"):
-                created = self.api._post_json(self.api._url("/services/create"), data=body)
-                service_id = str(self.api._result(created, True)["ID"])
+                created = self.api.create_service(**create_arguments(body))
+                service_id = str(created["ID"])
         except Exception:
             self._remove_secrets(name)
             raise
@@ -261,13 +261,9 @@ class SwarmRuntime(DockerRuntime):
         if service is None:
             return
         with self._translate(f"stop service {container_id[:12]}"):
-            spec = dict(service["Spec"])
-            if spec.get("Mode", {}).get("Replicated", {}).get("Replicas") == 0:
+            if service["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas") == 0:
                 return
-            spec["Mode"] = {"Replicated": {"Replicas": 0}}
-            url = self.api._url("/services/{0}/update", service["ID"])
-            params = {"version": service["Version"]["Index"]}
-            self.api._raise_for_status(self.api._post_json(url, data=spec, params=params))
+            self.api.update_service(**stop_arguments(service))
 
     def signal(self, container_id: str, signum: int) -> None:
         name = signal_module.Signals(signum).name

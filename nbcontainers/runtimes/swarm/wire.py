@@ -17,12 +17,15 @@ __all__ = [
     "SECRET_MAX",
     "SERVICE_LABEL",
     "UNSTARTED",
+    "advice",
     "container_labels",
+    "create_arguments",
     "gpu_nodes",
     "secret_mounts",
     "service_spec",
     "start_failure",
     "state_from_service",
+    "stop_arguments",
 ]
 
 GPU_KIND = "NVIDIA-GPU"  # the generic resource nodes advertise (daemon.json node-generic-resources)
@@ -159,6 +162,45 @@ def service_spec(
             ],
         },
     }
+
+
+def create_arguments(body: Mapping[str, Any]) -> dict[str, Any]:
+    """docker-py's public ``APIClient.create_service`` arguments for a :func:`service_spec`
+    body (the SDK's private request helpers may go in any release)."""
+    return {
+        "task_template": body["TaskTemplate"],
+        "name": body["Name"],
+        "labels": body["Labels"],
+        "mode": body["Mode"],
+        "endpoint_spec": body["EndpointSpec"],
+    }
+
+
+def stop_arguments(service: Mapping[str, Any]) -> dict[str, Any]:
+    """``APIClient.update_service`` arguments that scale ``service`` (as inspected) to no
+    replicas: the API replaces the whole spec, so the rest of it is sent back unchanged."""
+    spec = service["Spec"]
+    return {
+        "service": service["ID"],
+        "version": service["Version"]["Index"],
+        "task_template": spec.get("TaskTemplate"),
+        "name": spec.get("Name"),
+        "labels": spec.get("Labels"),
+        "mode": {"Replicated": {"Replicas": 0}},
+        "update_config": spec.get("UpdateConfig"),
+        "rollback_config": spec.get("RollbackConfig"),
+        "endpoint_spec": spec.get("EndpointSpec"),
+    }
+
+
+def advice(topic: str, subject: str) -> str:
+    """What to run on a manager to look into service ``subject`` ("locate") or node
+    ``subject`` ("node"); see ``ContainerRuntime.advice``."""
+    if topic == "locate":
+        return f"`docker service ps --no-trunc {subject}` on a manager"
+    if topic == "node":
+        return f"`docker node inspect {subject}` on a manager (its Status.Addr)"
+    return ""
 
 
 def gpu_nodes(nodes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
