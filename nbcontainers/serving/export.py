@@ -20,6 +20,7 @@ from ..evaluate import Evaluate
 from ..recipe.capture import capture_kernel
 from ..recipe.dockerfile import DEFAULT_BASE
 from ..runtimes.base import BuildCallback, ContainerRuntime
+from ..untrusted import copy_left_tree, kernel_owners
 from . import serialize, smoke
 from .lock import plan_lock
 from .render import DEBIAN_PYTHON, ExportPlan, dns_name, write_export
@@ -146,11 +147,17 @@ def export(
     from ..catalog.build import build_image
     from ..catalog.entries import CatalogImage
 
-    staged = Path(work_dir) / f"export-{uuid.uuid4().hex[:8]}"
-    staged.mkdir(mode=0o777)
-    staged.chmod(0o777)  # a container kernel may run as another uid
+    shared = Path(work_dir) / f"export-{uuid.uuid4().hex[:8]}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # a container kernel may run as another uid
+    private = Path(tempfile.mkdtemp(prefix="nbc-export-model-"))
+    staged = private / "staged"
     try:
-        meta = kernel_capture(evaluate, name, str(staged), options)
+        owners = kernel_owners(evaluate, shared)
+        meta = kernel_capture(evaluate, name, str(shared), options)
+        # Only our private copy is read from here on: what the kernel left is the kernel's
+        # to change under us, and a link or FIFO there is refused (see untrusted.py).
+        copy_left_tree(shared, staged, owners, ExportError)
         # Not an error: the safetensors form serves the same answers; the user should know.
         fallback = meta.pop("note", "")
         if fallback:
@@ -183,7 +190,8 @@ def export(
         )
         written = write_export(plan, staged, folder, version)
     finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
     result = Exported(name=model, folder=written, runtime=runtime)
     say(f"Exported {name} ({meta['kind']}, {meta['format']}) to {written}")
     say(batching_line(meta))
