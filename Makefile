@@ -7,7 +7,7 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm kserve-client check unit bench clean examples clean-images
+.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm kserve-client check unit bench gpu-check clean examples clean-images
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
@@ -84,6 +84,11 @@ bench: setup
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/serving.py
+
+# The GPU path on a real GPU machine (root, NVIDIA driver, PyTorch with CUDA; no engine
+# needed): the system Python runs it, since such a machine has torch but not our venv.
+gpu-check:
+	python3 scripts/gpu-check.py
 
 # clean: orphaned kernel containers, the venvs (the kernelspecs in .venv) and the demo's output;
 # the images stay (rebuilding takes minutes). clean-images also removes the catalog images.
