@@ -9,7 +9,23 @@ from dataclasses import dataclass
 
 from .errors import GPUUnavailable
 
-__all__ = ["GPU", "HostGPUs", "check_cuda", "detect_gpus", "parse_gpu_request"]
+__all__ = [
+    "GPU",
+    "HostGPUs",
+    "check_cuda",
+    "cuda_for_driver",
+    "detect_gpus",
+    "parse_gpu_request",
+]
+
+# The newest CUDA each driver branch supports (what nvidia-smi prints for it), newest first:
+# for a host known by its device nodes and driver files only, without NVML or nvidia-smi.
+_DRIVER_CUDA = (
+    (580, "13.0"), (575, "12.9"), (570, "12.8"), (565, "12.7"), (560, "12.6"), (555, "12.5"),
+    (550, "12.4"), (545, "12.3"), (535, "12.2"), (530, "12.1"), (525, "12.0"), (520, "11.8"),
+    (515, "11.7"), (510, "11.6"), (495, "11.5"), (470, "11.4"), (465, "11.3"), (460, "11.2"),
+    (455, "11.1"), (450, "11.0"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,15 @@ def detect_gpus(timeout: float = 5.0) -> HostGPUs:
     if smi.gpus or found is None:
         return smi
     return found
+
+
+def cuda_for_driver(driver: str) -> str | None:
+    """The newest CUDA the NVIDIA driver ``driver`` (e.g. ``550.54.15``) supports, or None."""
+    match = re.match(r"(\d+)", driver)
+    if not match:
+        return None
+    branch = int(match.group(1))
+    return next((cuda for first, cuda in _DRIVER_CUDA if branch >= first), None)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from ..catalog.entries import CatalogImage
 from ..errors import ConfigError, GPUUnavailable
 from ..hostgpus import HostGPUs, check_cuda, detect_gpus, parse_gpu_request
 from ..runtimes.base import GPURequest
+from ..runtimes.cdi import host_gpus
 
 __all__ = ["gpu_request"]
 
@@ -43,6 +44,10 @@ def gpu_request(
     if remote:  # the kernel runs on a cluster node: this host's GPUs say nothing; the engine checks
         return GPURequest(count=-1 if count is None else count, device_ids=ids)
     host = (detect or detect_gpus)()
+    if not host.gpus and detect is None:
+        # No NVML and no nvidia-smi (a host whose engine gets its GPUs from a CDI spec, or a
+        # minimal host): the spec's devices and driver files are the same facts.
+        host = host_gpus() or host
     if image.gpu:
         # The driver must be new enough for the image's CUDA, or torch fails only at first use.
         check_cuda(image.name, image.cuda, host, image.cpu_variant)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, GPUUnavailable, did_you_mean
+from ..hostgpus import GPU, HostGPUs, cuda_for_driver
 from .base import ContainerSpec, GPURequest, Mount
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "GPUSpec",
     "apply_edits",
     "find_spec",
+    "host_gpus",
     "host_spec",
     "select",
     "spec_dirs",
@@ -252,6 +254,32 @@ def _no_access(node: str) -> str:
         f"Your engine runs as you ({user}), and you can't open the GPU device {node} (group "
         f"{group}, mode {info.st_mode & 0o777:o}). Ask your admin: `sudo usermod -aG {group} "
         f"{user}` (then log in again)."
+    )
+
+
+def host_gpus() -> HostGPUs | None:
+    """The host's GPUs as its CDI spec (or its ``/dev/nvidia*``) describes them, for a host
+    without NVML or ``nvidia-smi``: the driver version from the spec's ``libcuda.so.VERSION``
+    (else ``/proc/driver/nvidia/version``), the CUDA it supports from that. None without GPUs."""
+    spec = find_spec() or host_spec()
+    if spec is None or not spec.names():
+        return None
+    driver = None
+    for edits in (spec.common, *spec.devices.values()):
+        for mount in edits.get("mounts") or ():
+            found = re.search(r"libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$", str(mount.get("hostPath")))
+            driver = driver or (found.group(1) if found else None)
+    if driver is None:
+        with contextlib.suppress(OSError):
+            text = Path("/proc/driver/nvidia/version").read_text()
+            found = re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", text)
+            driver = found.group(1) if found else None
+    gpus = tuple(GPU(int(n), "NVIDIA GPU", "", 0) for n in spec.names())
+    return HostGPUs(
+        gpus=gpus,
+        driver_version=driver,
+        cuda_version=cuda_for_driver(driver) if driver else None,
+        source=f"CDI spec {spec.path}",
     )
 
 
