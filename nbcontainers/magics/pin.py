@@ -35,6 +35,7 @@ from ..kernels.declared import (
     lock_hash,
     notebook_path,
 )
+from ..runtimes.base import ImageInfo
 from .parser import UsageParser
 
 __all__ = ["pin", "pinned_metadata", "write_pin"]
@@ -83,12 +84,16 @@ def pin(shell: Any, argv: list[str]) -> None:
 
 
 def pinned_metadata(
-    image: CatalogImage, info_id: str | None, gpus: Any, mem_limit: str, cpus: float
+    image: CatalogImage, info: ImageInfo | None, gpus: Any, mem_limit: str, cpus: float
 ) -> dict[str, Any]:
-    """The ``metadata.nbcontainers`` that runs ``image`` again: a snapshot by its folder and
-    lock hash, a registry ref pinned by digest as it is, a catalog image by name and ID."""
+    """The ``metadata.nbcontainers`` that runs ``image`` (``info``: the engine's view of it)
+    again: a snapshot by its folder and lock hash; a registry image by its repo digest (a
+    tag may move, a digest can be pulled anywhere); a locally built image by name and ID."""
     metadata: dict[str, Any] = {}
     folder = image.source
+    # The repository a tag ref names ("host:5000/team/x:1" -> "host:5000/team/x").
+    repo = image.ref.rpartition(":")[0] if ":" in image.ref.split("/")[-1] else image.ref
+    pulled = [d for d in (info.repo_digests if info else ()) if d.split("@")[0] == repo]
     if image.user_defined and folder is not None and (folder / "environment.json").is_file():
         metadata["snapshot"] = str(folder)
         lock = lock_hash(folder)
@@ -96,10 +101,12 @@ def pinned_metadata(
             metadata["lock_sha256"] = lock
     elif "@sha256:" in image.ref:
         metadata["image"] = image.ref
+    elif pulled and image.user_defined:
+        metadata["image"] = pulled[0]
     else:
         metadata["image"] = image.name
-        if info_id:
-            metadata["digest"] = info_id
+        if info is not None:
+            metadata["digest"] = info.id
     if gpus not in (None, ""):
         metadata["gpus"] = gpus
     if mem_limit:
@@ -118,10 +125,9 @@ def _current(shell: Any, name: str | None) -> tuple[dict[str, Any], str]:
         relay = state.existing(name)
         kernel, image, runtime = state.kernels.describe(relay)
         config = kernel.spec.metadata.get("kernel_provisioner", {}).get("config", {})
-        info = runtime.image_info(image.ref)
         metadata = pinned_metadata(
             image,
-            info.id if info else None,
+            runtime.image_info(image.ref),
             config.get("gpus"),
             str(config.get("mem_limit") or ""),
             float(config.get("cpus") or 0.0),
@@ -135,16 +141,18 @@ def _current(shell: Any, name: str | None) -> tuple[dict[str, Any], str]:
         )
     # A kernel of an nbc-* kernelspec runs in the image itself; the engine may be out of reach.
     image = load_catalog()[own]
-    info_id = os.environ.get("NBCONTAINERS_IMAGE_ID")
-    if not info_id:
+    info = None
+    given = os.environ.get("NBCONTAINERS_IMAGE_ID")
+    if given:  # set by whoever started this kernel, where the engine can't be asked from here
+        info = ImageInfo(given, (image.ref,), (), {}, 0, "")
+    else:
         try:
             from ..runtimes import get_runtime
 
-            found = get_runtime().image_info(image.ref)
-            info_id = found.id if found else None
+            info = get_runtime().image_info(image.ref)
         except NbcontainersError:
-            info_id = None
-    return pinned_metadata(image, info_id, None, "", 0.0), f"this kernel's image ({image.ref})"
+            info = None
+    return pinned_metadata(image, info, None, "", 0.0), f"this kernel's image ({image.ref})"
 
 
 def _notebook(shell: Any, given: str | None) -> Path | None:

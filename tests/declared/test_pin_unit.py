@@ -15,6 +15,7 @@ from nbcontainers.catalog.entries import CatalogImage, load_catalog
 from nbcontainers.kernels.declared import PIN_MIMETYPE, read_declaration
 from nbcontainers.magics import pin as pin_module
 from nbcontainers.magics.pin import pin, pinned_metadata, write_pin
+from nbcontainers.runtimes.base import ImageInfo
 from nbcontainers.runtimes.fake import FakeRuntime
 
 DIGEST = "sha256:" + "ab" * 32
@@ -66,10 +67,19 @@ def relay_shell(image: CatalogImage, runtime: FakeRuntime, session: str, **confi
 
 def test_what_each_kind_of_image_pins_to(tmp_path: Path) -> None:
     python = load_catalog()["python"]
-    assert pinned_metadata(python, DIGEST, None, "", 0.0) == {"image": "python", "digest": DIGEST}
+    built = ImageInfo(DIGEST, (python.ref,), (), {}, 1, "")
+    assert pinned_metadata(python, built, None, "", 0.0) == {"image": "python", "digest": DIGEST}
+    # A registry image pulled by tag is pinned by the digest its registry gave it.
+    tagged = CatalogImage("mine", "127.0.0.1:5000/team/x:1", "x", user_defined=True)
+    pulled = ImageInfo(
+        DIGEST, (tagged.ref,), (f"127.0.0.1:5000/team/x@{'sha256:' + 'ef' * 32}",), {}, 1, ""
+    )
+    assert pinned_metadata(tagged, pulled, None, "", 0.0) == {
+        "image": f"127.0.0.1:5000/team/x@sha256:{'ef' * 32}"
+    }
     ref = f"127.0.0.1:5000/x@{DIGEST}"
     by_ref = CatalogImage("pinned-x", ref, "x", user_defined=True)
-    assert pinned_metadata(by_ref, "sha256:" + "cd" * 32, 1, "8g", 2.0) == {
+    assert pinned_metadata(by_ref, built, 1, "8g", 2.0) == {
         "image": ref, "gpus": 1, "mem_limit": "8g", "cpus": 2.0,
     }  # fmt: skip
     env = tmp_path / "env"
@@ -81,7 +91,7 @@ def test_what_each_kind_of_image_pins_to(tmp_path: Path) -> None:
     )
     import hashlib
 
-    assert pinned_metadata(snap, DIGEST, None, "", 0.0) == {
+    assert pinned_metadata(snap, built, None, "", 0.0) == {
         "snapshot": str(env), "lock_sha256": hashlib.sha256(b"numpy==2.0.0\n").hexdigest(),
     }  # fmt: skip
 
