@@ -12,11 +12,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-# What a kernel can see of itself: cwd, env, ids, files, import path, mounts, privileges,
-# and what IPython noted of its start.
+# What a kernel can see of itself: cwd, env, ids, who it is and its home, files, import
+# path, mounts, privileges, and what IPython noted of its start.
 SEEN = textwrap.dedent(
     """
-    import json, os, sys
+    import getpass, json, os, pwd, site, subprocess, sys
     mounts = sorted(
         (line.split()[4], line.split()[5].split(",")[0])
         for line in open("/proc/self/mountinfo")
@@ -26,6 +26,15 @@ SEEN = textwrap.dedent(
         "cwd": os.getcwd(),
         "env": dict(os.environ),
         "ids": [os.getuid(), os.getgid(), os.getgroups()],
+        "who": {
+            "getuser": getpass.getuser(),
+            "passwd": list(pwd.getpwuid(os.getuid())),
+            "whoami": subprocess.run(["whoami"], capture_output=True, text=True).stdout.strip(),
+            "home": os.path.expanduser("~"),
+            "home_writable": os.access(os.path.expanduser("~"), os.W_OK),
+            "user_site": site.getusersitepackages(),
+            "user_site_on_path": site.getusersitepackages() in sys.path,
+        },
         "files": sorted(os.listdir(".")),
         "path": sys.path,
         "argv": sys.argv,
@@ -102,6 +111,14 @@ def assert_alike(
     assert b["env"].pop("JPY_SESSION_NAME") == sessions[1]
     assert b["env"] == a["env"]
     assert b["ids"] == a["ids"]
+    # Who it is and its ~: a passwd entry for any uid, a writable home whose user site is on
+    # the import path from the interpreter's start (%pip install imports at once).
+    assert b["who"] == a["who"]
+    assert a["who"]["getuser"] == a["env"]["USER"] == a["env"]["LOGNAME"]
+    assert a["who"]["home"] == a["env"]["HOME"]
+    assert a["who"]["passwd"][5] == a["env"]["HOME"] or a["ids"][0] == 0  # root: the image's
+    assert a["who"]["whoami"] == a["who"]["passwd"][0]
+    assert a["who"]["home_writable"] and a["who"]["user_site_on_path"]
     assert b["files"] == a["files"] == ["data.csv"]
     assert b["path"] == a["path"]
     assert b["argv"] == a["argv"]
