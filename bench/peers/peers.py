@@ -1,27 +1,42 @@
 """Our serving image against MLServer (with its scikit-learn runtime) and PyTriton
 (``nvidia-pytriton``, which bundles Triton's server), each installed from PyPI on the same
 base image, serving the same iris model, measured with the same client in the same run:
-build time, image size, cold start to a ready model, and p50/p99 and requests/s of one-row
-Open Inference Protocol JSON requests at each concurrency. Not part of CI: it builds two
-large images (PyTriton's wheel alone is several hundred MB).
+build time, image size, cold start to the first answered inference, and requests/s and
+p50/p99 of one-row Open Inference Protocol JSON requests at each concurrency, with each
+peer's figures as a ratio to ours. Not part of CI: the peers' images are large.
 
-Usage: python bench/peers/peers.py [--requests N] [--clients 32,64] [--starts K]
-                                   [--only ours,mlserver,pytriton] [--build-only | --reuse]
+Usage: python bench/peers/peers.py [--requests N] [--clients 1,8,32,64] [--starts K]
+                                   [--only ours,mlserver,pytriton] [--ready-timeout S]
+                                   [--build-only | --reuse] [--keep]
 
-``--build-only`` builds the peers' images and keeps them (no container runs: it may go
-outside the Docker lock); ``--reuse`` then measures with them instead of building again.
+Run it under the Docker lock (it starts containers): ``flock /tmp/nbc-dock.lock nice -n 19
+.venv/bin/python bench/peers/peers.py``. ``--build-only`` builds the peers' images and keeps
+them (no containers: it may run outside the lock); ``--reuse`` measures kept images instead of
+building again. Every container it starts is removed at its end (SIGTERM and Ctrl-C
+included), and every image it built unless ``--keep``. The base image and BuildKit's layer
+cache stay, so a second run builds in seconds.
+
+Each server runs as its project documents it for production, with its defaults otherwise:
+ours with ``NBC_WORKERS`` = the container's CPUs; MLServer with ``debug: false`` (no access
+log line per request, as ours) and its default one inference worker; PyTriton with dynamic
+batching (``max_batch_size`` set), one model instance and ``--shm-size 256m`` (its docs: the
+64 MB Docker default may not hold its proxy's buffers).
+
+A peer that does not answer within ``--ready-timeout`` is reported with its container state
+and last log lines instead of figures; the other servers are still measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib.util
 import json
+import signal
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +52,8 @@ from nbcontainers.serving import smoke
 from nbcontainers.serving.export import ExportOptions, export_from_namespace
 
 BASE = "nbcontainers/base:bookworm"
+INFER = "/v2/models/iris/infer"
+LABEL = "io.nbcontainers.bench=peers"
 
 # The same client as bench/serving.py: one row per request, keep-alive connections.
 _spec = importlib.util.spec_from_file_location(
@@ -48,7 +65,8 @@ _spec.loader.exec_module(bench)
 
 # Python, a virtualenv, pip from PyPI with the machine's pip settings as BuildKit secrets
 # (never in a layer, as our own images get them), and an iris model trained in the image
-# so the pickle matches the scikit-learn that pip chose.
+# so the pickle matches the scikit-learn that pip chose. PYTHONUNBUFFERED so that a peer's
+# own messages reach `docker logs` before it is killed.
 DOCKERFILE = """ARG BASE_IMAGE={base}
 FROM ${{BASE_IMAGE}}
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates python3 \\
@@ -63,12 +81,12 @@ COPY peer/ /opt/peer/
 RUN /opt/venv/bin/python -c "import joblib; from sklearn.datasets import load_iris; \\
 from sklearn.linear_model import LogisticRegression; X, y = load_iris(return_X_y=True); \\
 joblib.dump(LogisticRegression(max_iter=500).fit(X, y), '/opt/peer/model/model.joblib')"
-ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+ENV PATH=/opt/venv/bin:$PATH HOME=/tmp PYTHONUNBUFFERED=1
 EXPOSE 8080
 {tail}
 """
 
-MLSERVER = {
+MLSERVER: dict[str, Any] = {
     # uvloop 0.22 dropped the implicit event loop MLServer 1.7's workers ask for.
     "requirements": ["mlserver", "mlserver-sklearn", "scikit-learn", "joblib", "uvloop<0.22"],
     "files": {
@@ -79,20 +97,26 @@ MLSERVER = {
                 "parameters": {"uri": "./model.joblib"},
             }
         ),
-        # MLServer's defaults but the port: one worker, adaptive batching off.
-        "model/settings.json": json.dumps({"http_port": 8080, "grpc_port": 8081}),
+        # debug (default true) is uvicorn's access log: a line per request, which ours
+        # does not write either. Otherwise MLServer's defaults: one inference worker.
+        "model/settings.json": json.dumps({"http_port": 8080, "grpc_port": 8081, "debug": False}),
     },
     "tail": 'CMD ["mlserver", "start", "/opt/peer/model"]',
-    "port": 8080,
+    "run": [],
+    "dists": ["mlserver", "mlserver-sklearn", "scikit-learn", "numpy"],
 }
 
 TRITON_SERVER = """
+import logging
+
 import joblib
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
+# PyTriton says nothing unless logging is configured: its start-up steps go to docker logs.
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 model = joblib.load("/opt/peer/model/model.joblib")
 
 
@@ -113,12 +137,20 @@ with Triton(config=TritonConfig(http_port=8080, grpc_port=8081, metrics_port=808
     triton.serve()
 """
 
-PYTRITON = {
+PYTRITON: dict[str, Any] = {
     "requirements": ["nvidia-pytriton", "scikit-learn", "joblib"],
     "files": {"model/.keep": "", "serve.py": TRITON_SERVER},
     "tail": 'CMD ["python", "/opt/peer/serve.py"]',
-    "port": 8080,
+    "run": ["--shm-size", "256m"],
+    "dists": ["nvidia-pytriton", "tritonclient", "scikit-learn", "numpy"],
 }
+
+PEERS = {"mlserver": MLSERVER, "pytriton": PYTRITON}
+OURS_DISTS = ["uvicorn", "scikit-learn", "numpy"]
+
+
+class NotReady(RuntimeError):
+    """A server that never answered an inference: its state and last log lines."""
 
 
 def docker(*args: str) -> str:
@@ -146,27 +178,86 @@ def build_peer(
     return ref, time.perf_counter() - t0
 
 
-def start(ref: str, port: int, container_port: int) -> str:
-    return docker("run", "-d", "-p", f"127.0.0.1:{port}:{container_port}", ref).strip()
+def build_ours(runtime: Any, tmp: Path) -> tuple[str, float]:
+    model = LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))
+    options = ExportOptions(example="X[:4]", folder=tmp / "ours")
+    result = export_from_namespace(
+        {"iris": model, "X": X}, "iris", options, runtime=runtime, version=__version__,
+        say=lambda line: None,
+    )  # fmt: skip
+    assert result.image is not None
+    return result.image, result.build_seconds
 
 
-def wait_ready(cid: str, port: int, timeout: float = 120) -> float:
-    t0 = time.perf_counter()
+class Containers:
+    """Every container this run started, so that the end removes them, however it ends."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def start(self, ref: str, port: int, extra: list[str]) -> str:
+        args = ["run", "-d", "--label", LABEL, "-p", f"127.0.0.1:{port}:8080", *extra, ref]
+        cid = docker(*args).strip()
+        self.ids.append(cid)
+        return cid
+
+    def remove(self, cid: str) -> None:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        if cid in self.ids:
+            self.ids.remove(cid)
+
+    def remove_all(self) -> None:
+        for cid in list(self.ids):
+            self.remove(cid)
+
+
+def answer(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """Status and body of one request. Only the status is read for health: MLServer and
+    Triton answer ready with an empty body, not JSON (what stopped the last run's probe)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body, headers)
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def last_lines(cid: str, n: int = 25) -> str:
+    logs = subprocess.run(["docker", "logs", "--tail", str(n), cid], capture_output=True, text=True)
+    return (logs.stdout + logs.stderr).strip() or "(the container printed nothing)"
+
+
+def wait_ready(cid: str, port: int, t0: float, timeout: float) -> float:
+    """Seconds from ``t0`` (before `docker run`) to the first answered inference."""
+    said = "no answer yet"
+    checked = t0
     while time.perf_counter() - t0 < timeout:
         try:
-            smoke.request(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
-            # Ready for the model, not just the server: one answered request.
-            smoke.request(f"http://127.0.0.1:{port}/v2/models/iris/infer", BODY, timeout=10)
-            return time.perf_counter() - t0
-        except Exception:
-            time.sleep(0.05)
-    logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
-    said = (logs.stdout + logs.stderr)[-3000:]
-    raise RuntimeError(f"{cid[:12]} not ready after {timeout} s: {said}")
+            status, _ = answer(port, "GET", "/v2/health/ready")
+            said = f"GET /v2/health/ready: {status}"
+            if status == 200:
+                status, reply = answer(port, "POST", INFER, BODIES[0])
+                said = f"POST {INFER}: {status} {reply[:300]!r}"
+                if status == 200 and "outputs" in json.loads(reply):
+                    return time.perf_counter() - t0
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            said = f"{type(exc).__name__}: {exc}"
+        if time.perf_counter() - checked > 3:
+            checked = time.perf_counter()
+            state = docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", cid)
+            if not state.startswith("running"):
+                raise NotReady(f"container exited ({state.strip()}); last log lines:\n"
+                               + last_lines(cid))  # fmt: skip
+        time.sleep(0.05)
+    raise NotReady(
+        f"no inference answered {timeout:.0f} s after `docker run` (last: {said}); "
+        f"last log lines:\n{last_lines(cid)}"
+    )
 
 
 X = load_iris(return_X_y=True)[0]
-BODY = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": list(X[0])}]}
 BODIES = [
     json.dumps(
         {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": list(r)}]}
@@ -175,103 +266,147 @@ BODIES = [
 ]
 
 
+def versions(ref: str, dists: list[str]) -> str:
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "def v(d):\n"
+        "    try:\n        return m.version(d)\n"
+        "    except m.PackageNotFoundError:\n        return '-'\n"
+        "print(', '.join(f'{d} {v(d)}' for d in sys.argv[1:]))"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--label", LABEL, "--network", "none", "--entrypoint",
+         "/opt/venv/bin/python", ref, "-c", code, *dists],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.strip() or out.stderr.strip()[-200:]
+
+
 def measure(
-    ref: str, container_port: int, starts: int, requests: int, clients: list[int]
+    boxes: Containers, ref: str, extra: list[str], args: argparse.Namespace, clients: list[int]
 ) -> dict[str, Any]:
     colds = []
-    for _ in range(starts):
+    for _ in range(args.starts):
         port = smoke.free_port()
-        cid = start(ref, port, container_port)
+        t0 = time.perf_counter()
+        cid = boxes.start(ref, port, extra)
         try:
-            colds.append(wait_ready(cid, port))
+            colds.append(wait_ready(cid, port, t0, args.ready_timeout))
         finally:
-            docker("rm", "-f", cid)
+            boxes.remove(cid)
     port = smoke.free_port()
-    cid = start(ref, port, container_port)
+    cid = boxes.start(ref, port, extra)
     runs = {}
     try:
-        wait_ready(cid, port)
+        wait_ready(cid, port, time.perf_counter(), args.ready_timeout)
         for c in clients:
-            bench.throughput(port, "/v2/models/iris/infer", BODIES, 500, c)  # warm up
-            runs[c] = bench.throughput(port, "/v2/models/iris/infer", BODIES, requests, c)
+            bench.throughput(port, INFER, BODIES, min(500, args.requests), c)  # warm up
+            runs[c] = bench.throughput(port, INFER, BODIES, args.requests, c)
     finally:
-        docker("rm", "-f", cid)
+        boxes.remove(cid)
     size = int(docker("image", "inspect", "--format", "{{.Size}}", ref))
     return {"cold": colds, "runs": runs, "size": size}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--clients", default="32,64")
-    parser.add_argument("--starts", type=int, default=3)
-    parser.add_argument("--only", default="ours,mlserver,pytriton")
-    parser.add_argument("--build-only", action="store_true")
-    parser.add_argument("--reuse", action="store_true")
-    args = parser.parse_args()
-    clients = [int(c) for c in args.clients.split(",")]
-    runtime = get_runtime()
-    base_size = int(docker("image", "inspect", "--format", "{{.Size}}", BASE))
-    results: dict[str, dict[str, Any]] = {}
-    builds: dict[str, Callable[[Path], tuple[str, float, int]]] = {}
-
-    def ours(tmp: Path) -> tuple[str, float, int]:
-        model = LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))
-        options = ExportOptions(example="X[:4]", folder=tmp / "ours")
-        result = export_from_namespace(
-            {"iris": model, "X": X}, "iris", options, runtime=runtime, version=__version__,
-            say=lambda line: None,
-        )  # fmt: skip
-        assert result.image is not None
-        return result.image, result.build_seconds, 8080
-
-    builds["ours"] = ours
-    peers = {"mlserver": MLSERVER, "pytriton": PYTRITON}
-    for name, peer in peers.items():
-        builds[name] = lambda tmp, n=name, p=peer: (  # type: ignore[misc]
-            *build_peer(runtime, n, p, tmp, args.reuse),
-            8080,
-        )
-    if args.build_only:
-        with tempfile.TemporaryDirectory() as work:
-            for name in args.only.split(","):
-                if name in peers:
-                    t0 = time.perf_counter()
-                    try:
-                        build_peer(runtime, name, peers[name], Path(work))
-                        print(f"{name}: built in {time.perf_counter() - t0:.0f} s")
-                    except Exception as exc:
-                        print(f"{name}: build FAILED: {type(exc).__name__}: {str(exc)[-1500:]}")
-        return
-    with tempfile.TemporaryDirectory() as work:
-        for name in args.only.split(","):
-            ref = ""
-            try:
-                ref, build_s, container_port = builds[name](Path(work))
-                results[name] = {"build": build_s}
-                results[name] |= measure(ref, container_port, args.starts, args.requests, clients)
-            except Exception as exc:  # one peer failing still reports the others
-                results[name] = {"error": f"{type(exc).__name__}: {str(exc)[-800:]}"}
-            finally:
-                if ref:
-                    subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
-    print(f"one iris model, base {BASE} ({base_size / 1e6:.0f} MB), {args.requests} one-row "
-          "OIP JSON requests per concurrency, same client, same run")  # fmt: skip
-    head = "".join(f" {f'c={c} req/s':>11} {'p50/p99 ms':>14}" for c in clients)
-    print(f"{'':10} {'build s':>8} {'+MB':>6} {'ready s':>8}{head}")
+def report(results: dict[str, dict[str, Any]], clients: list[int], base_size: int) -> None:
+    head = "".join(f" {f'c={c} req/s':>11} {'p50/p99 ms':>13}" for c in clients)
+    print(f"{'':9} {'build s':>7} {'MB':>5} {'+MB':>5} {'ready s':>7}{head}")
     for name, r in results.items():
         if "error" in r:
-            print(f"{name:10} FAILED: {r['error']}")
+            print(f"{name:9} FAILED: {r['error']}")
             continue
         cells = ""
         for c in clients:
             lat, rps, failures = r["runs"][c]
-            ok = "" if not failures else f" ({len(failures)} failed)"
-            cells += f" {rps:11.0f} {bench.pct(lat, 0.5):6.2f}/{bench.pct(lat, 0.99):<7.2f}{ok}"
-        growth = (r["size"] - base_size) / 1e6
-        print(
-            f"{name:10} {r['build']:8.0f} {growth:6.0f} {statistics.median(r['cold']):8.2f}{cells}"
-        )
+            bad = f" ({len(failures)} failed)" if failures else ""
+            cells += f" {rps:11.0f} {bench.pct(lat, 0.5):6.2f}/{bench.pct(lat, 0.99):<6.2f}{bad}"
+        mib, grown = r["size"] / 2**20, (r["size"] - base_size) / 2**20
+        ready = statistics.median(r["cold"])
+        print(f"{name:9} {r['build']:7.0f} {mib:5.0f} {grown:5.0f} {ready:7.2f}{cells}")
+    ours = results.get("ours", {})
+    if "runs" not in ours:
+        return
+    print("\nours against each peer (ours/peer for req/s; peer/ours for p99, ready and +MB):")
+    for name, r in results.items():
+        if name == "ours" or "runs" not in r:
+            continue
+        ratios = []
+        for c in clients:
+            (olat, orps, _), (plat, prps, _) = ours["runs"][c], r["runs"][c]
+            p99 = bench.pct(plat, 0.99) / bench.pct(olat, 0.99)
+            ratios.append(f"c={c}: {orps / prps:.2f}x req/s, p99 {p99:.2f}x")
+        ready = statistics.median(r["cold"]) / statistics.median(ours["cold"])
+        grow = (r["size"] - base_size) / (ours["size"] - base_size)
+        print(f"  {name}: {'; '.join(ratios)}; ready {ready:.2f}x; +MB {grow:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--clients", default="1,8,32,64")
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--only", default="ours,mlserver,pytriton")
+    parser.add_argument("--ready-timeout", type=float, default=90)
+    parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the images built")
+    args = parser.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    names = args.only.split(",")
+    unknown = set(names) - {"ours", *PEERS}
+    if unknown:
+        parser.error(f"--only: unknown {sorted(unknown)}; choose from ours,{','.join(PEERS)}")
+    runtime = get_runtime()
+    if args.build_only:
+        with tempfile.TemporaryDirectory() as work:
+            for name in (n for n in names if n in PEERS):
+                t0 = time.perf_counter()
+                try:
+                    build_peer(runtime, name, PEERS[name], Path(work))
+                    print(f"{name}: built in {time.perf_counter() - t0:.0f} s")
+                except Exception as exc:
+                    print(f"{name}: build FAILED: {type(exc).__name__}: {str(exc)[-1500:]}")
+        return
+
+    # `timeout` and Ctrl-C end the run through the `finally` below, never leaving containers.
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    base_size = int(docker("image", "inspect", "--format", "{{.Size}}", BASE))
+    boxes, built = Containers(), []
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            for name in names:
+                t0 = time.perf_counter()
+                try:
+                    if name == "ours":
+                        ref, build_s = build_ours(runtime, Path(work))
+                        extra, dists = [], OURS_DISTS
+                    else:
+                        ref, build_s = build_peer(runtime, name, PEERS[name], Path(work),
+                                                  args.reuse)  # fmt: skip
+                        extra, dists = PEERS[name]["run"], PEERS[name]["dists"]
+                    built.append(ref)
+                    print(f"{name}: {ref}: {versions(ref, dists)}", flush=True)
+                    results[name] = {"build": build_s, "image": ref}
+                    results[name] |= measure(boxes, ref, extra, args, clients)
+                    print(f"{name}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
+                except Exception as exc:
+                    # One server failing still reports the others.
+                    text = getattr(exc, "stderr", None) or str(exc)
+                    results[name] = {"error": f"{type(exc).__name__}: {text[-2500:]}"}
+    finally:
+        boxes.remove_all()
+        if not args.keep:
+            for ref in built:
+                subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
+    print(f"\none iris model, base {BASE} ({base_size / 2**20:.0f} MiB), {args.requests} one-row "
+          f"OIP JSON requests per concurrency after {min(500, args.requests)} to warm up, same "
+          f"client, same run; ready = `docker run` to the first answered inference, median of "
+          f"{args.starts}; MB = MiB")  # fmt: skip
+    report(results, clients, base_size)
 
 
 if __name__ == "__main__":
