@@ -321,3 +321,25 @@ def test_gpu_image_without_gpu_is_a_usage_error(frontend: Frontend) -> None:
     content, outputs = frontend.run("%container use pytorch-gpu --gpus all")
     assert content["ename"] == "UsageError"
     assert "nbc-pytorch-cpu" in "".join(str(m["content"]) for m in outputs)
+
+
+def test_use_chooses_memory_and_cpus_per_notebook(frontend: Frontend, runtime: Any) -> None:
+    """`--mem`/`--cpus` reach the engine as the container's limits; a new choice is a new
+    kernel in a new container."""
+
+    def container() -> dict[str, Any]:
+        cid = frontend.text("%container status").split("container   ")[1].split()[0]
+        [found] = [
+            s for s in runtime.list({"io.nbcontainers.kernel-id": None}) if s.id.startswith(cid)
+        ]
+        return dict(runtime.api.inspect_container(found.id))
+
+    assert "Cells now run" in frontend.text("%container use python --mem 300m --cpus 1")
+    first = container()
+    assert first["HostConfig"]["Memory"] == 300 << 20
+    assert first["HostConfig"]["NanoCpus"] == 10**9
+    assert frontend.text("print(6 * 7)").strip() == "42"
+    assert "Cells now run" in frontend.text("%container use python --memory 400m")
+    second = container()
+    assert second["Id"] != first["Id"] and second["HostConfig"]["Memory"] == 400 << 20
+    assert "Stopped" in frontend.text("%container stop")
