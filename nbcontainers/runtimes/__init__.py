@@ -14,6 +14,9 @@ The caching rule (nothing else in the package keeps runtimes or engine facts):
 - an engine's facts are kept by :func:`engine_facts`: ``ping()``'s answer, per runtime object,
   for :data:`FACTS_TTL` seconds (``fresh=True`` asks again, after a failure that may mean the
   engine changed). ``ping()`` itself always asks the engine: it is the health check.
+
+Not an engine's and so outside the rule: which build client this host has
+(``buildkit.find_builder``), found once per process like any installed program.
 """
 
 from __future__ import annotations

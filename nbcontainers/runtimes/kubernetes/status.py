@@ -109,7 +109,9 @@ def _unschedulable_fix(message: str) -> tuple[type[NbcontainersError], str]:
     if "Insufficient memory" in message or "Insufficient cpu" in message:
         return RuntimeFailure, "Lower c.ContainerProvisioner.mem_limit / cpus, or add nodes."
     if "affinity" in message or "selector" in message:
-        return RuntimeFailure, "Check NBC_K8S_NODE_SELECTOR against your nodes' labels."
+        return RuntimeFailure, (
+            "Check NBC_K8S_NODE_SELECTOR and the 'placement' setting against your nodes' labels."
+        )
     if "taint" in message:
         return RuntimeFailure, "The nodes are tainted: use nodes without the taint."
     return RuntimeFailure, "Check the cluster has a node for it (`kubectl describe pod`)."
