@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import site
 import subprocess
 import sys
 from typing import Any
@@ -50,6 +51,7 @@ def capture() -> str:
             "machine": platform.machine(),
             "executable": sys.executable,
             "prefix": sys.prefix,
+            "user_site": _user_site(),
             "cwd": os.getcwd(),
             "image": os.environ.get("NBCONTAINERS_IMAGE"),
             "modules": sorted({m.split(".")[0] for m in list(sys.modules)}),
@@ -60,6 +62,16 @@ def capture() -> str:
             "history": history,
         }
     )
+
+
+def _user_site() -> str | None:
+    """Where ``pip install --user`` (``%pip install`` as a non-root user) puts packages, when
+    this Python reads it: in a container kernel a folder of the lasting home, kept per image
+    (kernels/home.py). Its distributions are among the ``distributions``, with this location,
+    so a snapshot pins them like the image's own."""
+    if not site.ENABLE_USER_SITE:
+        return None
+    return site.getusersitepackages()
 
 
 def _conda_records() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import zipfile
 from collections.abc import Iterator
@@ -101,6 +102,11 @@ def test_identity_home_and_pip_install_last(
         out, reply = run(kc, capture_source() + "\nprint(__nbc_capture())", 120)
         assert reply["status"] == "ok", out
         assert "nbctiny" in {p.name for p in parse_capture(out).packages}
+        captured = json.loads(out)
+        site = f"{userbase}/lib/python3.11/site-packages"
+        assert captured["user_site"] == site  # says where %pip put it
+        [tiny] = [d for d in captured["distributions"] if d["name"] == "nbctiny"]
+        assert tiny["location"] == site and tiny["direct_url"]["url"].startswith("file://")
         km.restart_kernel(now=True)
         kc.wait_for_ready(timeout=60)
         out, reply = run(
