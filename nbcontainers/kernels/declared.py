@@ -430,9 +430,10 @@ def apply_declaration(
             if "still being" in str(exc):
                 raise
             raise ConfigError(
-                f"{declaration.key('image')}: the engine cannot get {declaration.image}: {exc} "
-                "Check that its registry is reachable and still holds that digest (`docker pull "
-                "REF`; `docker login HOST` if it is private), or declare another image."
+                f"{declaration.key('image')}: the engine cannot get {declaration.image}: "
+                f"{str(exc).rstrip('.')}. Check that its registry is reachable and still holds "
+                "that digest (`docker pull REF`; `docker login HOST` if it is private), or "
+                "declare another image."
             ) from None
     elif declaration.digest:
         _check_digest(runtime, image, declaration)
