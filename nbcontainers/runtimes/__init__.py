@@ -49,7 +49,6 @@ from .base import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "FACTS_TTL",
     "BuildEvent",
     "BuildRequest",
     "ContainerRuntime",
