@@ -411,7 +411,10 @@ def apply_declaration(
     if not {"image", "gpus"} <= {f.name for f in fields(config)}:
         config = DeclaredConfig(**{f.name: getattr(config, f.name) for f in fields(config)})
     config = replace(config, **changes)
-    apply_policy(load_policy(), config, image, None)  # its own message names the rule
+    try:
+        apply_policy(load_policy(), config, image, None)
+    except ConfigError as exc:  # the policy's own message, said to come from the notebook
+        raise ConfigError(f"{declaration.source or 'The declaration'} is refused: {exc}") from None
     runtime = runtime or shared_runtime()
     try:
         gpu_request(image, declaration.gpus, remote=runtime.ping().remote)
