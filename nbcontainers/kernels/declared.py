@@ -267,8 +267,8 @@ def declaration_from_metadata(value: Any, folder: Path, source: str = "") -> Dec
             raise bad(
                 "image",
                 "is a registry ref not pinned by digest (it may name another image tomorrow)",
-                "Pin it as 'repo@sha256:<64 hex>' (`docker inspect --format "
-                "'{{index .RepoDigests 0}}' REF` prints it), or name a catalog image",
+                "Pin it as 'repo@sha256:<64 hex>' (the image's RepoDigests, as the engine's "
+                "image inspect lists them), or name a catalog image",
             )
         if "@" not in image and not _NAME_RE.fullmatch(image):
             raise bad("image", "is not a catalog image name", "Use lowercase letters, 0-9, ._-")
@@ -435,8 +435,8 @@ def apply_declaration(
             raise ConfigError(
                 f"{declaration.key('image')}: the engine cannot get {declaration.image}: "
                 f"{str(exc).rstrip('.')}. Check that its registry is reachable and still holds "
-                "that digest (`docker pull REF`; `docker login HOST` if it is private), or "
-                "declare another image."
+                "that digest (and that you are logged in to it, if it is private), or declare "
+                "another image."
             ) from None
     elif declaration.digest:
         _check_digest(runtime, image, declaration)
@@ -454,7 +454,7 @@ def _check_digest(runtime: ContainerRuntime, image: CatalogImage, decl: Declarat
     raise ConfigError(
         f"{decl.key('digest')}: the notebook is pinned to image {decl.digest}, but "
         f"{image.name!r} ({image.ref}) {now}; that digest is not available here. Get that very "
-        "image (`docker load` it, or pull it by digest and declare 'image': 'repo@sha256:…'), "
+        "image (load it into this engine, or push it and declare 'image': 'repo@sha256:…'), "
         f"or run `%container pin` to pin this machine's {image.name!r}, or remove 'digest' to "
         "run whatever the catalog builds."
     )
