@@ -402,10 +402,12 @@ def main() -> None:
         if not args.keep:
             for ref in built:
                 subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
-    print(f"\none iris model, base {BASE} ({base_size / 2**20:.0f} MiB), {args.requests} one-row "
-          f"OIP JSON requests per concurrency after {min(500, args.requests)} to warm up, same "
-          f"client, same run; ready = `docker run` to the first answered inference, median of "
-          f"{args.starts}; MB = MiB")  # fmt: skip
+    print(
+        f"\none iris model, base {BASE} ({base_size / 2**20:.0f} MiB), {args.requests} one-row "
+        f"OIP JSON requests per concurrency after {min(500, args.requests)} to warm up, same "
+        "client, same run; ready = `docker run` to the first answered inference, median of "
+        f"{args.starts}; MB = MiB; build s from BuildKit's cache where it had the layers"
+    )
     report(results, clients, base_size)
 
 
