@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..runtimes.docker.runtime import DockerRuntime
+from ..runtimes.base import ContainerRuntime
 from ..runtimes.podman.storageconf import add_store, drop_store
 from ..runtimes.podman.userengine import (
     list_images,
@@ -67,7 +67,7 @@ class Engines:
     storage driver (``probe``: none, Podman finds the driver of an existing store), and the
     system Docker engine (``system``) the images are copied from."""
 
-    def __init__(self, store: SharedStore, system: DockerRuntime) -> None:
+    def __init__(self, store: SharedStore, system: ContainerRuntime) -> None:
         self.store = store
         self.system = system
         self._homes: dict[str, Path] = {}

@@ -40,11 +40,11 @@ from pathlib import Path
 
 from ..catalog.entries import load_catalog
 from ..errors import ConfigError
-from ..runtimes.docker.export import image_id
-from ..runtimes.docker.runtime import DockerRuntime
+from ..runtimes import get_runtime
+from ..runtimes.base import ContainerRuntime
 from ..runtimes.podman.service import INSTALL, missing_tools
 from ..runtimes.podman.storageconf import STORAGE_CONF, add_store
-from ..runtimes.podman.store import KNOWN_DRIVERS
+from ..runtimes.podman.store import KNOWN_DRIVERS, source_image_id
 from . import homefiles
 from .group import HUB_GROUP, ensure_group
 from .peruser import (
@@ -103,7 +103,7 @@ def _check_users(checks: Sequence[UserCheck], fix: bool, echo: Echo, res: SetupR
 
 
 def _load_images(
-    store: SharedStore, system: DockerRuntime, names: Sequence[str], echo: Echo, res: SetupResult
+    store: SharedStore, system: ContainerRuntime, names: Sequence[str], echo: Echo, res: SetupResult
 ) -> dict[str, str]:
     """Load into the store from ``system`` (the system Docker engine, where the catalog images
     are built); returns the images it has: ref -> image id."""
@@ -112,7 +112,7 @@ def _load_images(
     for name in names or list(catalog):
         image = catalog[name]
         have = store.image_id(image.ref)
-        source = image_id(system, image.ref)  # None also where no Docker engine answers
+        source = source_image_id(system, image.ref)  # None also where no engine answers
         if source is None:
             msg = f"  {name}: {image.ref} is not on the system Docker engine"
             if have:
@@ -215,7 +215,9 @@ def run_setup(
     res.changes += group.changes + rundirs.changes
     res.problems += group.problems + rundirs.problems
     store = SharedStore(store_root, driver or "vfs")
-    system = DockerRuntime()  # DOCKER_HOST or the default socket, as the docker command
+    # The system Docker engine (DOCKER_HOST or its default socket, as for the docker command),
+    # through the registry: the catalog images are built there.
+    system = get_runtime("docker")
     engines = Engines(store, system)
     echo("Storage drivers of users' engines:")
     drivers = plan_drivers(checks, echo, engines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtimes.docker.runtime import DockerRuntime
+from ..runtimes.base import ContainerRuntime
 from ..runtimes.podman.store import DEFAULT_STORE, StoreEngine
 
 __all__ = ["DEFAULT_STORE", "SharedStore"]
@@ -51,7 +51,7 @@ class SharedStore:
             folder.mkdir(mode=0o700 if folder == self.root else 0o755)
             folder.chmod(0o700 if folder == self.root else 0o755)  # whatever the umask
 
-    def load_from(self, source: DockerRuntime, ref: str) -> None:
+    def load_from(self, source: ContainerRuntime, ref: str) -> None:
         """Copy ``ref`` from ``source`` (the system Docker engine) into the store."""
         self.make_root()
         self.engine.load(source, ref)

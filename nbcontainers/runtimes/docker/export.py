@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-from ...errors import NbcontainersError
 from .runtime import DockerRuntime
 
-__all__ = ["SavedImage", "image_id", "saved_image"]
+__all__ = ["SavedImage", "saved_image"]
 
 
 class SavedImage:
@@ -54,13 +53,3 @@ def saved_image(runtime: DockerRuntime, ref: str) -> Iterator[SavedImage]:
     finally:
         saved.stream.close()  # a feeder still writing gets a broken pipe and ends
         feeder.join()
-
-
-def image_id(runtime: DockerRuntime, ref: str) -> str | None:
-    """The id of ``ref`` on ``runtime``'s engine without its ``sha256:`` prefix (as Podman
-    writes ids), or ``None`` when the image is not there or the engine does not answer."""
-    try:
-        info = runtime.image_info(ref)
-    except NbcontainersError:
-        return None
-    return info.id.removeprefix("sha256:") or None if info else None

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ...errors import NbcontainersError, Unsupported
+from ..base import ContainerRuntime
 from ..docker.export import saved_image
 from ..docker.runtime import DockerRuntime
 from .storageconf import missing_image_message
@@ -28,6 +30,7 @@ __all__ = [
     "StoreEngine",
     "load_saved",
     "missing_image_message",
+    "source_image_id",
 ]
 
 # Where `hub setup` keeps the shared store unless told otherwise; `doctor` looks there too.
@@ -38,10 +41,27 @@ LOAD_TIMEOUT = 1800.0  # seconds for one `docker save | podman load` of a multi-
 Loader = Callable[[IO[bytes]], "subprocess.CompletedProcess[str]"]
 
 
-def load_saved(load: Loader, source: DockerRuntime, ref: str, where: object) -> None:
+def source_image_id(source: ContainerRuntime, ref: str) -> str | None:
+    """The id of ``ref`` on ``source`` (the engine images are copied from) as Podman writes
+    ids (no ``sha256:``), or ``None`` when the image is not there or the engine does not
+    answer: what a store's copy is compared with."""
+    try:
+        info = source.image_info(ref)
+    except NbcontainersError:
+        return None
+    return info.id.removeprefix("sha256:") or None if info else None
+
+
+def load_saved(load: Loader, source: ContainerRuntime, ref: str, where: object) -> None:
     """Save ``ref`` from ``source`` (the system Docker engine) and feed it to ``load`` (a
     ``podman load`` as root or as a user, reading its stdin); ``RuntimeError`` naming both
     sides when either fails."""
+    if not isinstance(source, DockerRuntime):
+        raise Unsupported(
+            f"Images are copied into Podman stores from a Docker engine's saved images; the "
+            f"{type(source).__name__} runtime saves none. Build the images on the system "
+            "Docker engine (`nbcontainers images build`)."
+        )
     with saved_image(source, ref) as saved:
         loaded = load(saved.stream)
     if saved.error or loaded.returncode != 0:
@@ -90,7 +110,7 @@ class StoreEngine:
         )
         return [line for line in done.stdout.splitlines() if line.strip()]
 
-    def load(self, source: DockerRuntime, ref: str) -> None:
+    def load(self, source: ContainerRuntime, ref: str) -> None:
         """Copy ``ref`` from ``source`` into the store (its folder must exist already)."""
 
         def load(stream: IO[bytes]) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
-from ..docker.runtime import DockerRuntime
+from ..base import ContainerRuntime
 from .store import KNOWN_DRIVERS, LOAD_TIMEOUT, load_saved
 
 __all__ = [
@@ -96,7 +96,7 @@ def user_image_id(run: UserCommand, ref: str) -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def load_for_user(run: UserCommand, source: DockerRuntime, ref: str) -> None:
+def load_for_user(run: UserCommand, source: ContainerRuntime, ref: str) -> None:
     """Copy ``ref`` from ``source`` (the system Docker engine) into the user's own storage."""
 
     def load(stream: IO[bytes]) -> Done:
