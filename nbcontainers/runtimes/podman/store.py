@@ -21,7 +21,6 @@ from ...errors import NbcontainersError, Unsupported
 from ..base import ContainerRuntime
 from ..docker.export import saved_image
 from ..docker.runtime import DockerRuntime
-from .storageconf import missing_image_message
 
 __all__ = [
     "DEFAULT_STORE",
@@ -29,7 +28,6 @@ __all__ = [
     "LOAD_TIMEOUT",
     "StoreEngine",
     "load_saved",
-    "missing_image_message",
     "source_image_id",
 ]
 
