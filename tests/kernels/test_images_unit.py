@@ -113,6 +113,7 @@ def test_podmans_advice_comes_from_the_users_storage_conf(
     monkeypatch.setattr(engine, "ping", lambda: facts)
     said = missing_image_advice(engine, "nbcontainers/python:x", "nbc-python")
     assert said is not None and "shared image store (/var/lib/nbcontainers/s)" in said
-    monkeypatch.setattr(engine, "ping", lambda: replace(facts, rootless=False))
-    assert missing_image_advice(engine, "nbcontainers/python:x", "nbc-python") is None
+    rootful = PodmanRuntime(base_url="unix:///nonexistent.sock")
+    monkeypatch.setattr(rootful, "ping", lambda: replace(facts, rootless=False))
+    assert missing_image_advice(rootful, "nbcontainers/python:x", "nbc-python") is None
     assert missing_image_advice(FakeRuntime(rootless=True), "x", "nbc-x") is None

@@ -179,7 +179,9 @@ class PodmanRuntime(DockerRuntime):
         """On a hub the catalog images come from the admin's shared store (the user's
         ``storage.conf`` names it, or says the admin loads the user's own storage): the user
         is sent to the admin, never to a build of gigabytes in their own storage."""
-        return missing_image_message(ref, kernel) if self.ping().rootless else None
+        from .. import engine_facts  # the one caching rule for an engine's facts
+
+        return missing_image_message(ref, kernel) if engine_facts(self).rootless else None
 
     def stats(self, container_id: str) -> ContainerStats:
         """As Docker's, but unknown where the engine cannot account a container: rootless on
