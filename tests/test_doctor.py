@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jupyter_client.manager import KernelManager
@@ -77,8 +78,8 @@ def test_a_dead_engine_fails_the_first_check(fake_runtime: FakeRuntime) -> None:
 
 
 ALONE = SecurityFacts(uid=1000, others=[], runtime_dirs=[], stores=[])
-DEBIAN = HostFacts(None, "Linux", systemd=True, docker_installed=False, podman_installed=False)
-CHECKOUT = HostFacts(Path("/src/nbc"), "Linux", True, True, False)
+DEBIAN = HostFacts(None, "Linux")
+CHECKOUT = HostFacts(Path("/src/nbc"), "Linux")
 
 
 def _gpus(monkeypatch: pytest.MonkeyPatch, gpus: HostGPUs) -> None:
@@ -112,18 +113,54 @@ def test_with_a_gpu_a_missing_gpu_image_is_built(
 
 
 @pytest.mark.parametrize(
-    ("host", "engine", "fix"),
+    ("facts", "engine", "fix"),
     [
-        (CHECKOUT, "docker", "make -C /src/nbc engine"),
-        (DEBIAN, "docker", "sudo apt-get install docker.io && sudo systemctl start docker"),
-        (HostFacts(None, "Linux", False, True, False), "docker", "sudo dockerd &"),
-        (HostFacts(None, "Darwin", False, False, False), "docker", "start Docker Desktop"),
-        (DEBIAN, "podman", "sudo apt-get install podman uidmap slirp4netns catatonit"),
-        (HostFacts(None, "Linux", True, False, True), "podman", "systemctl --user enable --now"),
+        (
+            {"system": "Linux", "systemd": True, "installed": False},
+            "docker",
+            "sudo apt-get install docker.io && sudo systemctl start docker",
+        ),
+        ({"system": "Linux", "systemd": False, "installed": True}, "docker", "sudo dockerd &"),
+        (
+            {"system": "Darwin", "systemd": False, "installed": False},
+            "docker",
+            "start Docker Desktop",
+        ),
+        (
+            {"systemd": True, "installed": False},
+            "podman",
+            "sudo apt-get install podman uidmap slirp4netns catatonit",
+        ),
+        ({"systemd": True, "installed": True}, "podman", "systemctl --user enable --now"),
     ],
 )
-def test_the_engine_fix_fits_the_host(host: HostFacts, engine: str, fix: str) -> None:
-    assert engine_fix(engine, host).startswith(fix)
+def test_the_engine_fix_fits_the_host(facts: dict[str, Any], engine: str, fix: str) -> None:
+    """Each engine's own words, from its runtime package, for any host."""
+    from nbcontainers.runtimes.docker import fixes as docker_fixes
+    from nbcontainers.runtimes.podman import service as podman_service
+
+    if engine == "docker":
+        said = docker_fixes.start_fix(rootless=False, **facts)
+    else:
+        said = podman_service.start_fix(**facts)
+    assert said.startswith(fix)
+
+
+def test_doctor_asks_the_runtime_that_knows_the_engine() -> None:
+    from nbcontainers.runtimes.docker import fixes as docker_fixes
+    from nbcontainers.runtimes.docker.runtime import DockerRuntime
+    from nbcontainers.runtimes.podman import service as podman_service
+    from nbcontainers.runtimes.podman.runtime import PodmanRuntime
+
+    docker, podman = DockerRuntime(), PodmanRuntime(base_url="unix:///nonexistent.sock")
+    assert engine_fix(docker, "docker", CHECKOUT).startswith("make -C /src/nbc engine")
+    mac = HostFacts(Path("/src/nbc"), "Darwin")  # no Debian script there: the runtime's fix
+    assert engine_fix(docker, "docker", mac) == docker_fixes.start_fix_here()
+    assert engine_fix(docker, "docker", DEBIAN) == docker_fixes.start_fix_here()
+    rootless = engine_fix(docker, "docker", CHECKOUT, "unix:///run/user/1000/docker.sock")
+    assert rootless in ("systemctl --user start docker", "dockerd-rootless.sh &")
+    assert engine_fix(podman, "podman", CHECKOUT) == podman_service.start_fix_here()
+    assert engine_fix(FakeRuntime(), "fake", DEBIAN).startswith("start the fake engine")
 
 
 def test_engine_down_outside_a_checkout(fake_runtime: FakeRuntime) -> None:

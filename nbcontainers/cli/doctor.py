@@ -26,10 +26,15 @@ def doctor(as_json: bool) -> None:
     from dataclasses import asdict
 
     from ..doctor import exit_code, run_checks
+    from ..doctor.security import security_facts
+    from ..hub.store import shared_stores_here
     from ..runtimes import choose_engine
 
     name, endpoint, why = choose_engine()
-    checks = run_checks(get_runtime(), why=why, engine_name=name, endpoint=endpoint)
+    security = security_facts(shared_stores_here())
+    checks = run_checks(
+        get_runtime(), why=why, engine_name=name, endpoint=endpoint, security=security
+    )
     if as_json:
         click.echo(json.dumps([asdict(c) for c in checks], indent=2))
     else:

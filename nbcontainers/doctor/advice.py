@@ -1,7 +1,6 @@
-"""The fix for this host: what a command to run looks like here (a checkout or an installed
-package, systemd or not, Docker installed or not), and why a user image can't be used. The
-host's facts are gathered here; each engine's own commands come from its runtime package
-(``runtimes/docker/fixes.py``, ``runtimes/podman/service.py``)."""
+"""The fix for this host: what gets the engine answering (a checkout's own ``make engine``, else
+the command the runtime that knows the engine names: ``runtime.advice("start", endpoint)``),
+and why a user image can't be used."""
 
 from __future__ import annotations
 
@@ -11,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog.entries import CatalogImage, user_config_path
-from ..runtimes.docker import fixes as docker_fixes
-from ..runtimes.podman import service as podman_service
+from ..runtimes.base import ContainerRuntime
 
 __all__ = ["HostFacts", "engine_fix", "host_facts", "image_problem"]
+
+_DESKTOP = ("Darwin", "Windows")  # Docker Desktop: a checkout's Debian script does not apply
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,6 @@ class HostFacts:
 
     checkout: Path | None  # the source checkout nbcontainers runs from, if it runs from one
     system: str  # platform.system(): "Linux", "Darwin", "Windows"
-    systemd: bool  # PID 1 is systemd, so `systemctl` starts services
-    docker_installed: bool  # a Docker engine (dockerd) is installed on this host
-    podman_installed: bool
 
 
 def _checkout() -> Path | None:
@@ -37,30 +34,21 @@ def _checkout() -> Path | None:
 
 
 def host_facts() -> HostFacts:
-    return HostFacts(
-        checkout=_checkout(),
-        system=platform.system(),
-        systemd=os.path.isdir("/run/systemd/system"),
-        docker_installed=docker_fixes.daemon_installed(),
-        podman_installed="podman" not in podman_service.missing_tools(),
-    )
+    return HostFacts(checkout=_checkout(), system=platform.system())
 
 
-def engine_fix(engine: str, host: HostFacts, endpoint: str | None = None) -> str:
-    """The command that gets ``engine`` ("docker" or "podman") answering on this host, in the
-    words of the runtime that knows it; ``endpoint`` is where DOCKER_HOST (or a rootless
-    socket) pointed, None for the default."""
+def engine_fix(
+    runtime: ContainerRuntime, engine: str, host: HostFacts, endpoint: str | None = None
+) -> str:
+    """The command that gets ``runtime`` (registered as ``engine``) answering on this host;
+    ``endpoint`` is where DOCKER_HOST (or a rootless socket) pointed, None for the default."""
     if endpoint and os.environ.get("DOCKER_HOST") == endpoint:
         return f"start the engine DOCKER_HOST names ({endpoint}), or unset DOCKER_HOST"
-    if engine == "podman":
-        return podman_service.start_fix(systemd=host.systemd, installed=host.podman_installed)
-    return docker_fixes.start_fix(
-        system=host.system,
-        systemd=host.systemd,
-        installed=host.docker_installed,
-        checkout=host.checkout,
-        rootless=bool(endpoint) and engine == "docker",
-    )
+    if engine == "docker" and not endpoint and host.checkout and host.system not in _DESKTOP:
+        # The checkout's own script installs and starts Debian's docker.io where none runs.
+        return f"make -C {host.checkout} engine"
+    said = runtime.advice("start", endpoint or "")
+    return said or f"start the {engine} engine, then run `nbcontainers doctor` again"
 
 
 def image_problem(image: CatalogImage) -> str:

@@ -92,7 +92,7 @@ def _engine_checks(
                 "engine",
                 "fail",
                 detail,
-                engine_fix(engine_name, host, endpoint),
+                engine_fix(runtime, engine_name, host, endpoint),
                 EngineUnavailable.exit_code,
             )
         ]

@@ -11,15 +11,13 @@ import json
 import os
 import pwd
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..kernels.connection import other_login_users
 from ..rundir import check_private, hub_user_dir, user_runtime_dir
-from ..runtimes.podman.storageconf import STORAGE_CONF, configured_stores
-from ..runtimes.podman.store import DEFAULT_STORE
 from .checks import Check
 
 __all__ = ["SecurityFacts", "security_checks", "security_facts", "tcp_listeners"]
@@ -62,18 +60,17 @@ def _runtime_dirs(users: Iterable[pwd.struct_passwd]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def security_facts() -> SecurityFacts:
+def security_facts(stores: Sequence[Path] = ()) -> SecurityFacts:
+    """This host's facts; ``stores`` are its shared image stores (the CLI asks the hub's
+    ``shared_stores_here``: the store is the hub's, and its engine's configuration Podman's)."""
     uid = os.getuid()
     others = other_login_users(uid)
     users = [pwd.getpwnam(name) for name in others] if uid == 0 else []
-    stores = [Path(s) for s in configured_stores(STORAGE_CONF)]
-    if DEFAULT_STORE.exists() and DEFAULT_STORE not in stores:
-        stores.append(DEFAULT_STORE)
     return SecurityFacts(
         uid=uid,
         others=others,
         runtime_dirs=_runtime_dirs(users),
-        stores=stores,
+        stores=list(stores),
         listening=tcp_listeners(),
         run_users=users,
     )

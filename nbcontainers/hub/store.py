@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtimes.base import ContainerRuntime
+from ..runtimes.podman.storageconf import STORAGE_CONF, configured_stores
 from ..runtimes.podman.store import DEFAULT_STORE, StoreEngine
 
-__all__ = ["DEFAULT_STORE", "SharedStore"]
+__all__ = ["DEFAULT_STORE", "SharedStore", "shared_stores_here"]
+
+
+def shared_stores_here() -> list[Path]:
+    """The shared stores on this host: those the system ``storage.conf`` names, and the
+    default one where it exists (named or not: `doctor` checks who can read it)."""
+    stores = [Path(s) for s in configured_stores(STORAGE_CONF)]
+    if DEFAULT_STORE.exists() and DEFAULT_STORE not in stores:
+        stores.append(DEFAULT_STORE)
+    return stores
 
 
 @dataclass(frozen=True)

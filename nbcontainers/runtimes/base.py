@@ -350,7 +350,9 @@ class ContainerRuntime(Protocol):
         """What the user can run to look into ``subject``, in this engine's words, as a phrase
         to put in a message: topic ``"locate"``, where container ``subject`` runs and what
         became of it (Swarm: its service's tasks, listed on a manager); topic ``"node"``, how
-        to check node ``subject``'s address. "" for a topic it doesn't know."""
+        to check node ``subject``'s address; topic ``"start"``, the command that gets the
+        engine answering on this host (``subject``: the endpoint it was looked for at, "" for
+        its default). "" for a topic it doesn't know."""
         ...
 
 

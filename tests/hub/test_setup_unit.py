@@ -145,3 +145,18 @@ def test_an_overlay_user_drops_the_vfs_store_and_keeps_other_lines(tmp_path: Pat
     other = drop_store('[storage.options]\nadditionalimagestores = ["/a", "/s"]\n', "/s", "vfs")
     conf.write_text(other)
     assert configured_stores(conf) == ["/a"]
+
+
+@needs_toml
+def test_doctor_is_given_the_stores_the_system_conf_names_and_the_default_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbcontainers.hub import store as hub_store
+
+    conf, default = tmp_path / "storage.conf", tmp_path / "default"
+    conf.write_text(add_store("", "/srv/images", "vfs"))
+    monkeypatch.setattr(hub_store, "STORAGE_CONF", conf)
+    monkeypatch.setattr(hub_store, "DEFAULT_STORE", default)
+    assert hub_store.shared_stores_here() == [Path("/srv/images")]
+    default.mkdir()  # made by setup, named in no file (yet): checked all the same
+    assert hub_store.shared_stores_here() == [Path("/srv/images"), default]

@@ -152,6 +152,10 @@ class DockerRuntime:
             return facts_from(self.api.version(), self.api.info(), self.endpoint)
 
     def advice(self, topic: str, subject: str) -> str:
+        if topic == "start":  # the engine does not answer: what starts it on this host
+            from .fixes import start_fix_here
+
+            return start_fix_here(subject)
         cli = self.engine_label.split()[0].lower()  # docker, podman: this host runs it all
         where = {"locate": f"`{cli} inspect {subject}` on this host", "node": f"`{cli} info`"}
         return where.get(topic, "")

@@ -183,6 +183,13 @@ class PodmanRuntime(DockerRuntime):
 
         return missing_image_message(ref, kernel) if engine_facts(self).rootless else None
 
+    def advice(self, topic: str, subject: str) -> str:
+        if topic == "start":  # the user's own engine: installed, its socket unit, or by hand
+            from .service import start_fix_here
+
+            return start_fix_here()
+        return super().advice(topic, subject)
+
     def stats(self, container_id: str) -> ContainerStats:
         """As Docker's, but unknown where the engine cannot account a container: rootless on
         cgroup v1 (``podman stats`` refuses there), where its API answers with the figures of

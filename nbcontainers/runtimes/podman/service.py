@@ -28,6 +28,7 @@ __all__ = [
     "idle_timeout",
     "missing_tools",
     "start_fix",
+    "start_fix_here",
     "user_name",
 ]
 
@@ -93,6 +94,12 @@ def start_fix(*, systemd: bool, installed: bool) -> str:
     if systemd:
         return "systemctl --user enable --now podman.socket"
     return "podman system service --time=0 &"
+
+
+def start_fix_here() -> str:
+    """:func:`start_fix` for this host."""
+    installed = shutil.which("podman") is not None
+    return start_fix(systemd=os.path.isdir("/run/systemd/system"), installed=installed)
 
 
 def missing_tools() -> list[str]:
