@@ -259,3 +259,52 @@ def test_a_declaration_over_the_policys_maximum_is_refused(
     print(message)
     assert "mem_limit='64g' is over the maximum '1g' (max_mem_limit" in message
     assert {s.id for s in runtime.list({KERNEL_ID: None})} == before
+
+
+def test_a_declared_snapshot_folder_is_built_with_progress_then_runs(
+    python_image: str,
+    runtime: Any,
+    own_catalog: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An nbc-notebook kernel (the provisioner, told the notebook as Jupyter Server tells it)
+    of a notebook declaring a snapshot folder whose image was never built: built at the start
+    with its steps in the log, and the kernel runs in it."""
+    nbc_notebook_installed()
+    import hashlib
+    import logging
+
+    from jupyter_client.manager import KernelManager
+
+    token = uuid.uuid4().hex[:8]
+    folder = tmp_path / f"env{token}"
+    folder.mkdir()
+    base = load_catalog()[python_image].ref
+    (folder / "Dockerfile").write_text(
+        f"ARG BASE_IMAGE={base}\nFROM ${{BASE_IMAGE}}\nENV NBC_SNAP_MARKER={token}\n"
+    )
+    (folder / "requirements.lock").write_text("# nothing beyond the base\n")
+    (folder / "environment.json").write_text(json.dumps({"kind": "nbcontainers-snapshot"}))
+    lock = hashlib.sha256((folder / "requirements.lock").read_bytes()).hexdigest()
+    nb_file = write_notebook(
+        tmp_path / "snap.ipynb",
+        [],
+        {"nbcontainers": {"snapshot": folder.name, "lock_sha256": lock}},
+    )
+    caplog.set_level(logging.INFO)
+    km = KernelManager(kernel_name="nbc-notebook")
+    try:
+        km.start_kernel(cwd=str(tmp_path), env={**os.environ, "JPY_SESSION_NAME": str(nb_file)})
+        with connected(km) as kc:
+            out, reply = run(kc, "import os; print(os.environ['NBC_SNAP_MARKER'])")
+        assert reply["status"] == "ok" and out.strip() == token
+        image = load_catalog()[f"snapshot-env{token}"]
+        assert runtime.image_info(image.ref) is not None
+        said = [r.getMessage() for r in caplog.records]
+        assert any(f"Building {image.ref}: step" in line for line in said), said
+    finally:
+        km.shutdown_kernel(now=True)
+        for ref in {i.ref for n, i in load_catalog().items() if n == f"snapshot-env{token}"}:
+            if runtime.image_info(ref) is not None:
+                runtime.remove_image(ref)
