@@ -115,6 +115,20 @@ def kernelspec_prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 
 
 @pytest.fixture(autouse=True)
+def own_kernel_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test's kernels get a home (and a pip user base) of their own: a kernel's ``~``
+    lasts across kernels by design (kernels/home.py keeps it in the server user's data dir),
+    so without this one test's `%pip install` would be in the next test's kernel."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Docker-marked tests must remove every kernel container they start."""
     if request.node.get_closest_marker("docker") is None:

@@ -143,6 +143,9 @@ class ContainerSpec:
     # Where a cluster engine may place the container (every rule holds); an engine that
     # can't honour placement (``EngineFacts.placement`` False) refuses a non-empty one.
     placement: tuple[Placement, ...] = ()
+    # Device nodes as ``host:container:permissions``: only what a runtime derives from a CDI
+    # spec for ``gpus`` (runtimes/cdi.py); users' settings never reach this field.
+    devices: tuple[str, ...] = ()
 
     def limits(self) -> frozenset[str]:
         """The :data:`LIMITS` this spec asks the engine to enforce."""

@@ -13,11 +13,12 @@ from ...errors import (
     ContainerConflict,
     ContainerNotFound,
     EngineUnavailable,
+    GPUUnavailable,
     ImageMissing,
     NbcontainersError,
     RuntimeFailure,
 )
-from .. import engine_facts
+from .. import cdi, engine_facts
 from ..base import (
     BuildCallback,
     BuildRequest,
@@ -238,6 +239,8 @@ class DockerRuntime:
 
     def run(self, spec: ContainerSpec) -> str:
         refuse_unenforceable(spec, engine_facts(self).limits, self.engine_label)
+        if spec.gpus is not None and not self._native_gpus():
+            spec = self._gpus_from_cdi(spec)
         with self._translate(f"start a container from {spec.image}"):
             created = self.api.create_container(
                 spec.image,
@@ -260,6 +263,28 @@ class DockerRuntime:
                     self.api.remove_container(container_id, force=True, v=True)
                 raise
         return container_id
+
+    def _native_gpus(self) -> bool:
+        """Whether the engine hands out GPUs itself: Docker with the NVIDIA runtime. Without
+        it, device requests fail, so the host's CDI spec is applied here instead."""
+        if "nvidia" in engine_facts(self).runtimes:
+            return True
+        # No spec and no /dev/nvidia0: nothing to apply; device requests then fail with the
+        # engine's own answer, which names the NVIDIA Container Toolkit.
+        return cdi.find_spec() is None and cdi.host_spec() is None
+
+    def _gpus_from_cdi(self, spec: ContainerSpec) -> ContainerSpec:
+        """``spec`` with exactly its GPUs' device nodes, mounts and environment from the
+        host's CDI spec (or one made from ``/dev/nvidia*``): see runtimes/cdi.py."""
+        assert spec.gpus is not None
+        found = cdi.find_spec() or cdi.host_spec()
+        if found is None:
+            raise GPUUnavailable(
+                "This host has no CDI spec and no /dev/nvidia0, so no GPU can be given to the "
+                "kernel. Install the NVIDIA driver, then `sudo nvidia-ctk cdi generate "
+                "--output=/etc/cdi/nvidia.yaml`."
+            )
+        return cdi.apply_edits(spec, cdi.select(found, spec.gpus), engine_facts(self).rootless)
 
     def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
         """HostConfig arguments that give ``spec`` its GPUs: Docker's device requests."""
@@ -399,4 +424,5 @@ def _host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> 
         init=spec.init,
         read_only=spec.read_only,
         privileged=False,
+        devices=list(spec.devices) or None,  # only a CDI spec's GPU nodes (runtimes/cdi.py)
     )

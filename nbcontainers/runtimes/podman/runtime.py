@@ -10,9 +10,10 @@ starts it again when it has gone. Containers keep running without it (conmon hol
 
 Containers run in the user's own user namespace: the container's root is the user on the
 host, so a kernel runs as root *inside* (capabilities dropped, no new privileges) to write
-files the user owns. What the engine cannot do here (limits on cgroup v1, CDI GPUs through the
-compatible API before Podman 5.4) is refused with :class:`~nbcontainers.errors.Unsupported`
-naming the fix, never ignored.
+files the user owns. What the engine cannot do here (limits on cgroup v1) is refused with
+:class:`~nbcontainers.errors.Unsupported` naming the fix, never ignored; GPUs, which its
+compatible API hands out only from Podman 5.4, nbcontainers gives from the host's CDI spec
+itself before that (runtimes/cdi.py).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import BuildError, ContainerNotFound, RuntimeFailure, Unsupported
+from ...errors import BuildError, ContainerNotFound, RuntimeFailure
 from ...rundir import user_runtime_dir
+from .. import engine_facts
 from ..base import (
     LIMITS,
     BuildCallback,
@@ -136,21 +138,17 @@ class PodmanRuntime(DockerRuntime):
             raise BuildError("Building needs the podman command: `sudo apt-get install podman`.")
         return f"podman build (remote, {self.endpoint})"
 
+    def _native_gpus(self) -> bool:
+        """Podman 5.4+ applies a CDI spec itself when asked through its Docker-compatible API;
+        4.x ignores the request silently, so nbcontainers applies the spec (runtimes/cdi.py)."""
+        if not cdi_specs():
+            return False
+        version = engine_facts(self).version
+        return tuple(int(n) for n in re.findall(r"\d+", version)[:2]) >= _CDI_API
+
     def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
         if spec.gpus is None:
             return {}
-        if not cdi_specs():
-            raise Unsupported(
-                "GPUs in rootless Podman kernels need a CDI spec, and this host has none. Ask "
-                "your admin to run `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`."
-            )
-        version = self.ping().version
-        if tuple(int(n) for n in re.findall(r"\d+", version)[:2]) < _CDI_API:
-            raise Unsupported(
-                f"Podman {version} ignores GPU requests made through its "
-                "Docker-compatible API, so the kernel would run without its GPU. Use Podman "
-                '5.4 or newer, or the system engine (`runtime = "docker"`).'
-            )
         ids = list(spec.gpus.device_ids) or ["all"]
         return device_requests(driver="cdi", device_ids=[f"nvidia.com/gpu={i}" for i in ids])
 
