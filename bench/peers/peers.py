@@ -7,7 +7,7 @@ peer's figures as a ratio to ours. Not part of CI: the peers' images are large.
 
 Usage: python bench/peers/peers.py [--requests N] [--clients 1,8,32,64] [--starts K]
                                    [--only ours,mlserver,pytriton] [--ready-timeout S]
-                                   [--build-only | --reuse] [--keep]
+                                   [--workers N] [--build-only | --reuse] [--keep]
 
 Run it under the Docker lock (it starts containers): ``flock /tmp/nbc-dock.lock nice -n 19
 .venv/bin/python bench/peers/peers.py``. ``--build-only`` builds the peers' images and keeps
@@ -20,7 +20,8 @@ Each server runs as its project documents it for production, with its defaults o
 ours with ``NBC_WORKERS`` = the container's CPUs; MLServer with ``debug: false`` (no access
 log line per request, as ours) and its default one inference worker; PyTriton with dynamic
 batching (``max_batch_size`` set), one model instance and ``--shm-size 256m`` (its docs: the
-64 MB Docker default may not hold its proxy's buffers).
+64 MB Docker default may not hold its proxy's buffers). ``--workers N`` gives all three N:
+``NBC_WORKERS``, ``MLSERVER_PARALLEL_WORKERS``, and N PyTriton model instances.
 
 A peer that does not answer within ``--ready-timeout`` is reported with its container state
 and last log lines instead of figures; the other servers are still measured.
@@ -103,11 +104,13 @@ MLSERVER: dict[str, Any] = {
     },
     "tail": 'CMD ["mlserver", "start", "/opt/peer/model"]',
     "run": [],
+    "workers": "MLSERVER_PARALLEL_WORKERS",
     "dists": ["mlserver", "mlserver-sklearn", "scikit-learn", "numpy"],
 }
 
 TRITON_SERVER = """
 import logging
+import os
 
 import joblib
 import numpy as np
@@ -125,11 +128,13 @@ def infer(**inputs):
     return {"output-0": model.predict(inputs["input-0"]).astype(np.int64).reshape(-1, 1)}
 
 
-# Dynamic batching on (PyTriton's default with max_batch_size), as Triton users run it.
+# Dynamic batching on (PyTriton's default with max_batch_size), as Triton users run it; the
+# callable given N times is N model instances (PyTriton's knob; the bench's --workers).
+instances = int(os.environ.get("PEER_INSTANCES", "1"))
 with Triton(config=TritonConfig(http_port=8080, grpc_port=8081, metrics_port=8082)) as triton:
     triton.bind(
         model_name="iris",
-        infer_func=infer,
+        infer_func=[infer] * instances,
         inputs=[Tensor(name="input-0", dtype=np.float64, shape=(4,))],
         outputs=[Tensor(name="output-0", dtype=np.int64, shape=(1,))],
         config=ModelConfig(max_batch_size=64),
@@ -142,6 +147,7 @@ PYTRITON: dict[str, Any] = {
     "files": {"model/.keep": "", "serve.py": TRITON_SERVER},
     "tail": 'CMD ["python", "/opt/peer/serve.py"]',
     "run": ["--shm-size", "256m"],
+    "workers": "PEER_INSTANCES",
     "dists": ["nvidia-pytriton", "tritonclient", "scikit-learn", "numpy"],
 }
 
@@ -350,6 +356,12 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the images built")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="the same for all: NBC_WORKERS, MLServer's parallel_workers, PyTriton's model "
+        "instances (default: each server's own default)",
+    )
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     names = args.only.split(",")
@@ -384,10 +396,14 @@ def main() -> None:
                     if name == "ours":
                         ref, build_s = build_ours(runtime, Path(work))
                         extra, dists = [], OURS_DISTS
+                        knob = "NBC_WORKERS"
                     else:
                         ref, build_s = build_peer(runtime, name, PEERS[name], Path(work),
                                                   args.reuse)  # fmt: skip
                         extra, dists = PEERS[name]["run"], PEERS[name]["dists"]
+                        knob = PEERS[name]["workers"]
+                    if args.workers:
+                        extra = [*extra, "-e", f"{knob}={args.workers}"]
                     built.append(ref)
                     print(f"{name}: {ref}: {versions(ref, dists)}", flush=True)
                     results[name] = {"build": build_s, "image": ref}
@@ -406,7 +422,8 @@ def main() -> None:
         f"\none iris model, base {BASE} ({base_size / 2**20:.0f} MiB), {args.requests} one-row "
         f"OIP JSON requests per concurrency after {min(500, args.requests)} to warm up, same "
         "client, same run; ready = `docker run` to the first answered inference, median of "
-        f"{args.starts}; MB = MiB; build s from BuildKit's cache where it had the layers"
+        f"{args.starts}; MB = MiB; build s from BuildKit's cache where it had the layers; "
+        + (f"{args.workers} workers each" if args.workers else "each server's default workers")
     )
     report(results, clients, base_size)
 
