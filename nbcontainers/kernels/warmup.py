@@ -29,7 +29,9 @@ from ..errors import did_you_mean
 from .pool import kernel_pool
 from .provisioner import ContainerProvisioner
 
-__all__ = ["WarmStart", "warm", "warm_in_background", "warm_pools"]
+# The public name (users' configs name this module); warm, warm_in_background and WarmStart
+# are the package's own, for nbcontainers.relay.session.
+__all__ = ["warm_pools"]
 
 log = logging.getLogger("nbcontainers.pool")
 READY_TIMEOUT = 300.0  # seconds to wait for the first members before saying nothing
