@@ -37,8 +37,10 @@ __all__ = [
     "GPU_KIND",
     "Edits",
     "GPUSpec",
+    "applicable",
     "apply_edits",
     "find_spec",
+    "give_gpus",
     "host_gpus",
     "host_spec",
     "select",
@@ -211,6 +213,27 @@ def _honour(hook: Mapping[str, Any], path: Path, lib_dirs: list[str], links: lis
             "engine with native CDI (Podman 5.4+, Docker with CDI enabled), or regenerate the "
             "spec with `sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`."
         )
+
+
+def applicable() -> bool:
+    """Whether there is anything to apply: a spec, or GPU nodes to make one from. Without
+    either, an engine's own device requests fail with its answer, which names the NVIDIA
+    Container Toolkit."""
+    return find_spec() is not None or host_spec() is not None
+
+
+def give_gpus(spec: ContainerSpec, rootless: bool) -> ContainerSpec:
+    """``spec`` with exactly its GPUs' device nodes, mounts and environment from the host's
+    CDI spec (or one made from ``/dev/nvidia*``)."""
+    assert spec.gpus is not None
+    found = find_spec() or host_spec()
+    if found is None:
+        raise GPUUnavailable(
+            "This host has no CDI spec and no /dev/nvidia0, so no GPU can be given to the "
+            "kernel. Install the NVIDIA driver, then `sudo nvidia-ctk cdi generate "
+            "--output=/etc/cdi/nvidia.yaml`."
+        )
+    return apply_edits(spec, select(found, spec.gpus), rootless)
 
 
 def apply_edits(spec: ContainerSpec, edits: Edits, rootless: bool) -> ContainerSpec:

@@ -1,4 +1,9 @@
-"""Docker Engine runtime: the only module that imports the Docker SDK; it translates its errors."""
+"""Docker Engine runtime: the only module that imports the Docker SDK; it translates its errors.
+
+DockerRuntime is long because it is the whole ContainerRuntime Protocol for the Docker Engine
+API (about twenty methods, each a few lines around one docker-py call and its errors), which
+Podman and Swarm inherit; the request and answer shapes live in ``wire.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from ...errors import (
     ContainerConflict,
     ContainerNotFound,
     EngineUnavailable,
-    GPUUnavailable,
     ImageMissing,
     NbcontainersError,
     RuntimeFailure,
@@ -33,10 +37,12 @@ from ..base import (
 )
 from ..buildkit import build_argv, build_tagged, find_builder
 from .wire import (
+    device_requests,
     engine_fix_hint,
     explanation,
     facts_from,
     follow_events,
+    host_config,
     images_from,
     label_filter,
     repo_and_tag,
@@ -44,7 +50,7 @@ from .wire import (
     stats_from,
 )
 
-__all__ = ["DockerRuntime", "device_requests", "tagger"]
+__all__ = ["DockerRuntime", "tagger"]
 
 PING_TIMEOUT = 5.0  # a dead engine is reported within this many seconds
 CALL_TIMEOUT = 120.0
@@ -240,7 +246,7 @@ class DockerRuntime:
     def run(self, spec: ContainerSpec) -> str:
         refuse_unenforceable(spec, engine_facts(self).limits, self.engine_label)
         if spec.gpus is not None and not self._native_gpus():
-            spec = self._gpus_from_cdi(spec)
+            spec = cdi.give_gpus(spec, engine_facts(self).rootless)
         with self._translate(f"start a container from {spec.image}"):
             created = self.api.create_container(
                 spec.image,
@@ -251,7 +257,7 @@ class DockerRuntime:
                 working_dir=spec.working_dir,
                 user=spec.user,
                 ports=list(spec.ports) or None,
-                host_config=_host_config(self.api, spec, self._gpu_options(spec)),
+                host_config=host_config(self.api, spec, self._gpu_options(spec)),
                 detach=True,
             )
             container_id = str(created["Id"])
@@ -265,26 +271,9 @@ class DockerRuntime:
         return container_id
 
     def _native_gpus(self) -> bool:
-        """Whether the engine hands out GPUs itself: Docker with the NVIDIA runtime. Without
-        it, device requests fail, so the host's CDI spec is applied here instead."""
-        if "nvidia" in engine_facts(self).runtimes:
-            return True
-        # No spec and no /dev/nvidia0: nothing to apply; device requests then fail with the
-        # engine's own answer, which names the NVIDIA Container Toolkit.
-        return cdi.find_spec() is None and cdi.host_spec() is None
-
-    def _gpus_from_cdi(self, spec: ContainerSpec) -> ContainerSpec:
-        """``spec`` with exactly its GPUs' device nodes, mounts and environment from the
-        host's CDI spec (or one made from ``/dev/nvidia*``): see runtimes/cdi.py."""
-        assert spec.gpus is not None
-        found = cdi.find_spec() or cdi.host_spec()
-        if found is None:
-            raise GPUUnavailable(
-                "This host has no CDI spec and no /dev/nvidia0, so no GPU can be given to the "
-                "kernel. Install the NVIDIA driver, then `sudo nvidia-ctk cdi generate "
-                "--output=/etc/cdi/nvidia.yaml`."
-            )
-        return cdi.apply_edits(spec, cdi.select(found, spec.gpus), engine_facts(self).rootless)
+        """Whether the engine hands out GPUs itself (Docker with the NVIDIA runtime); else
+        the host's CDI spec is applied here (runtimes/cdi.py)."""
+        return "nvidia" in engine_facts(self).runtimes or not cdi.applicable()
 
     def _gpu_options(self, spec: ContainerSpec) -> dict[str, Any]:
         """HostConfig arguments that give ``spec`` its GPUs: Docker's device requests."""
@@ -391,38 +380,3 @@ class DockerRuntime:
 def tagger(runtime: DockerRuntime) -> Callable[[str, str], None]:
     """``tag(image_id, ref)`` on ``runtime``'s engine (what a cancelled build restores)."""
     return lambda image_id, ref: runtime.api.tag(image_id, *repo_and_tag(ref))
-
-
-def device_requests(**request: Any) -> dict[str, Any]:
-    """HostConfig arguments for one device request (``driver``, ``count``, ``device_ids``,
-    ``capabilities``), for this runtime and the engines that speak its API."""
-    import docker.types
-
-    return {"device_requests": [docker.types.DeviceRequest(**request)]}
-
-
-def _host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> Any:
-    """The engine's HostConfig for ``spec``: mounts, limits, GPUs and the security settings."""
-    import docker.types
-
-    port_bindings = {f"{c}/tcp": (ip, p) for c, (ip, p) in spec.ports.items()}
-    return api.create_host_config(
-        mounts=[
-            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
-            for m in spec.mounts
-        ],
-        tmpfs=dict(spec.tmpfs) or None,
-        network_mode=spec.network_mode,
-        port_bindings=port_bindings or None,
-        **gpu_options,
-        mem_limit=spec.mem_limit,
-        nano_cpus=spec.nano_cpus,
-        shm_size=spec.shm_size,
-        pids_limit=spec.pids_limit,
-        cap_drop=list(spec.cap_drop) or None,
-        security_opt=list(spec.security_opt) or None,
-        init=spec.init,
-        read_only=spec.read_only,
-        privileged=False,
-        devices=list(spec.devices) or None,  # only a CDI spec's GPU nodes (runtimes/cdi.py)
-    )

@@ -9,13 +9,22 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ...errors import RuntimeFailure
-from ..base import ContainerState, ContainerStats, EngineFacts, ImageInfo, ProgressCallback
+from ..base import (
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    EngineFacts,
+    ImageInfo,
+    ProgressCallback,
+)
 
 __all__ = [
+    "device_requests",
     "engine_fix_hint",
     "explanation",
     "facts_from",
     "follow_events",
+    "host_config",
     "images_from",
     "label_filter",
     "repo_and_tag",
@@ -219,3 +228,38 @@ def repo_and_tag(ref: str) -> tuple[str, str]:
     """``registry/repo:tag`` as the Engine API takes it: repo and tag ("latest" if none)."""
     repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
     return repo, tag or "latest"
+
+
+def device_requests(**request: Any) -> dict[str, Any]:
+    """HostConfig arguments for one device request (``driver``, ``count``, ``device_ids``,
+    ``capabilities``), for this runtime and the engines that speak its API."""
+    import docker.types
+
+    return {"device_requests": [docker.types.DeviceRequest(**request)]}
+
+
+def host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> Any:
+    """The engine's HostConfig for ``spec``: mounts, limits, GPUs and the security settings."""
+    import docker.types
+
+    port_bindings = {f"{c}/tcp": (ip, p) for c, (ip, p) in spec.ports.items()}
+    return api.create_host_config(
+        mounts=[
+            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+            for m in spec.mounts
+        ],
+        tmpfs=dict(spec.tmpfs) or None,
+        network_mode=spec.network_mode,
+        port_bindings=port_bindings or None,
+        **gpu_options,
+        mem_limit=spec.mem_limit,
+        nano_cpus=spec.nano_cpus,
+        shm_size=spec.shm_size,
+        pids_limit=spec.pids_limit,
+        cap_drop=list(spec.cap_drop) or None,
+        security_opt=list(spec.security_opt) or None,
+        init=spec.init,
+        read_only=spec.read_only,
+        privileged=False,
+        devices=list(spec.devices) or None,  # only a CDI spec's GPU nodes (runtimes/cdi.py)
+    )

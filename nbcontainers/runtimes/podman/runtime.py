@@ -43,7 +43,8 @@ from ..base import (
     ImageInfo,
 )
 from ..buildkit import build_flags, build_tagged
-from ..docker.runtime import DockerRuntime, device_requests, tagger
+from ..docker.runtime import DockerRuntime, tagger
+from ..docker.wire import device_requests
 from .build import cancel_on_service
 from .service import ensure_service, idle_timeout
 from .storageconf import missing_image_message
