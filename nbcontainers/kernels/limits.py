@@ -29,7 +29,7 @@ __all__ = [
 
 MIN_MEMORY = 6 << 20  # Docker's own minimum memory limit ("Minimum memory limit allowed is 6MB")
 MIN_NANO_CPUS = 10_000_000  # 0.01 CPU: Docker's smallest CPU limit
-MIN_TMPFS = 1 << 20  # /dev/shm and HOME: a tmpfs of size 0 is an unlimited tmpfs
+MIN_TMPFS = 1 << 20  # /dev/shm and /home/nbc: a tmpfs of size 0 is an unlimited tmpfs
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?")
 
