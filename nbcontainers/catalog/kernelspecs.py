@@ -1,10 +1,13 @@
-"""Kernelspecs, one per catalog image (`nbc-<image>`), rendered and installed for Jupyter."""
+"""Kernelspecs, one per catalog image (`nbc-<image>`) and `nbc-notebook` (the image its
+notebook declares), rendered and installed for Jupyter. Their argv runs the launcher, for
+frontends that ignore kernel provisioners."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import struct
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -17,11 +20,15 @@ from ..errors import ConfigError
 from .entries import Catalog, CatalogImage
 
 __all__ = [
+    "NOTEBOOK_KERNEL",
     "install_kernelspecs",
     "installed_kernelspecs",
     "kernel_json",
+    "notebook_kernel_json",
     "remove_kernelspecs",
     "write_kernelspec",
+    "write_kernelspecs",
+    "write_notebook_kernelspec",
 ]
 
 GENERATED = (
@@ -30,23 +37,58 @@ GENERATED = (
 )
 
 
-def kernel_json(image: CatalogImage) -> dict[str, Any]:
+# The kernelspec whose image is whatever the notebook declares (kernels/declared.py).
+NOTEBOOK_KERNEL = "nbc-notebook"
+NOTEBOOK_IMAGE = "@notebook"
+NOTEBOOK_DISPLAY_NAME = "Container (from this notebook)"
+# What runs in the image: "python3" is the image's interpreter.
+KERNEL_COMMAND = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def kernel_json(image: CatalogImage, python: str = "python3") -> dict[str, Any]:
     """The kernel.json for ``image``: it names the catalog image, never a raw image ref."""
+    spec = _spec(image.kernel_name, image.name, image.display_name, python)
+    spec["metadata"]["nbcontainers"]["ref"] = image.ref
+    return spec
+
+
+def notebook_kernel_json(python: str = "python3") -> dict[str, Any]:
+    """The kernel.json of ``nbc-notebook``: the image and resources its notebook declares."""
+    return _spec(NOTEBOOK_KERNEL, NOTEBOOK_IMAGE, NOTEBOOK_DISPLAY_NAME, python)
+
+
+def _spec(kernel_name: str, image: str, display_name: str, python: str) -> dict[str, Any]:
     return {
-        # "python3" is the image's interpreter: the provisioner runs argv as given, in the image.
-        "argv": ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": image.display_name,
+        # Frontends that ignore kernel provisioners (VS Code, Zed, nteract) run argv: the
+        # launcher starts the same container kernel on the host's ``python`` (jupyter_client
+        # swaps "python3" for its own interpreter; installs write the installer's path), and
+        # runs the part after "--" in the image. The provisioner runs only that part.
+        "argv": [
+            python,
+            "-m",
+            "nbcontainers.launch",
+            "--kernel",
+            kernel_name,
+            "--image",
+            image,
+            "-f",
+            "{connection_file}",
+            "--",
+            *KERNEL_COMMAND,
+        ],
+        "display_name": display_name,
         "language": "python",
-        # Signals need the container's pid; a message reaches the kernel whatever the engine.
+        # A message reaches the kernel however it was started, whatever the engine (a signal
+        # would need the container's pid); the launcher passes on a SIGINT all the same.
         "interrupt_mode": "message",
         "env": {},
         "metadata": {
             "kernel_provisioner": {
                 "provisioner_name": "nbcontainers",
-                "config": {"image": image.name},
+                "config": {"image": image},
             },
             "debugger": True,  # ipykernel 6+ in every catalog image speaks the debug protocol
-            "nbcontainers": {"generated": GENERATED, "ref": image.ref},
+            "nbcontainers": {"generated": GENERATED},
         },
     }
 
@@ -103,12 +145,28 @@ def _svg(rgb: tuple[int, int, int]) -> str:
     )
 
 
-def write_kernelspec(image: CatalogImage, folder: Path) -> Path:
+def write_kernelspec(image: CatalogImage, folder: Path, python: str = "python3") -> Path:
     """Write ``nbc-<image>/`` (kernel.json and logos) under ``folder``; return its path."""
-    target = folder / image.kernel_name
+    return _write(folder, image.kernel_name, kernel_json(image, python), image.name)
+
+
+def write_notebook_kernelspec(folder: Path, python: str = "python3") -> Path:
+    """Write ``nbc-notebook/`` under ``folder``; return its path."""
+    return _write(folder, NOTEBOOK_KERNEL, notebook_kernel_json(python), "notebook")
+
+
+def write_kernelspecs(catalog: Catalog, folder: Path, python: str = "python3") -> list[Path]:
+    """Write every catalog image's kernelspec and ``nbc-notebook`` under ``folder`` (what
+    `nbcontainers images regenerate` writes to the checkout's kernelspecs/)."""
+    written = [write_kernelspec(image, folder, python) for image in catalog.values()]
+    return [*written, write_notebook_kernelspec(folder, python)]
+
+
+def _write(folder: Path, kernel_name: str, spec: dict[str, Any], colour_of: str) -> Path:
+    target = folder / kernel_name
     target.mkdir(parents=True, exist_ok=True)
-    (target / "kernel.json").write_text(json.dumps(kernel_json(image), indent=1) + "\n")
-    rgb = _colour(image.name)
+    (target / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
+    rgb = _colour(colour_of)
     (target / "logo-32x32.png").write_bytes(_png(32, rgb))
     (target / "logo-64x64.png").write_bytes(_png(64, rgb))
     (target / "logo-svg.svg").write_text(_svg(rgb))
@@ -123,13 +181,19 @@ def install_kernelspecs(
     prefix: str | None = None,
     replace: bool = False,
 ) -> dict[str, str]:
-    """Install kernelspecs for ``names`` (default: every catalog image); return name -> path.
+    """Install kernelspecs for ``names`` (default: every catalog image, and ``nbc-notebook``);
+    return name -> path. "notebook" (or "nbc-notebook") among ``names`` is ``nbc-notebook``.
 
     An installed nbcontainers kernelspec of the same name is updated; a kernelspec of that name
-    that some other tool installed is only overwritten with ``replace``.
+    that some other tool installed is only overwritten with ``replace``. The launcher in argv
+    runs on this interpreter, which has nbcontainers.
     """
     manager = KernelSpecManager()
-    chosen = [catalog[n] for n in names] if names else list(catalog.values())
+    wanted = list(names or [])
+    notebook = not wanted or any(n in ("notebook", NOTEBOOK_KERNEL) for n in wanted)
+    wanted = [n for n in wanted if n not in ("notebook", NOTEBOOK_KERNEL)]
+    chosen = [catalog[n] for n in wanted] if wanted else ([] if names else list(catalog.values()))
+    kernel_names = [image.kernel_name for image in chosen] + [NOTEBOOK_KERNEL] * notebook
     if prefix is not None:
         folder = Path(prefix).absolute() / "share" / "jupyter" / "kernels"
     elif user:
@@ -137,8 +201,8 @@ def install_kernelspecs(
     else:
         folder = Path(SYSTEM_JUPYTER_PATH[0]) / "kernels"
     if not replace:
-        for image in chosen:
-            existing = folder / image.kernel_name / "kernel.json"
+        for kernel_name in kernel_names:
+            existing = folder / kernel_name / "kernel.json"
             if existing.is_file() and not _is_ours(existing):
                 raise ConfigError(
                     f"{existing.parent} holds a kernelspec that nbcontainers did not install. "
@@ -147,12 +211,14 @@ def install_kernelspecs(
     installed = {}
     # Jupyter installs by copying a folder: render each spec into a scratch one first.
     with tempfile.TemporaryDirectory() as tmp:
-        for image in chosen:
-            source = write_kernelspec(image, Path(tmp))
+        sources = [write_kernelspec(image, Path(tmp), sys.executable) for image in chosen]
+        if notebook:
+            sources.append(write_notebook_kernelspec(Path(tmp), sys.executable))
+        for source in sources:
             path = manager.install_kernel_spec(
-                str(source), image.kernel_name, user=user and prefix is None, prefix=prefix
+                str(source), source.name, user=user and prefix is None, prefix=prefix
             )
-            installed[image.kernel_name] = path
+            installed[source.name] = path
     return installed
 
 

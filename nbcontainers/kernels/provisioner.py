@@ -331,14 +331,16 @@ class ContainerProvisioner(ProvisionerTraits, KernelProvisionerBase):  # type: i
         )
         if how == "unreachable":
             node = self.starter.node or "?"
+            check = self.runtime.advice("node", self.starter.node or "NODE")
             await self.kill()
             await self.cleanup()
             raise RuntimeFailure(
                 f"This server can't reach the kernel on node {node} at "
                 f"{info['ip']}:{info['hb_port']} (no route, or the packets are dropped). Let "
                 "this host reach the nodes' TCP ports (a firewall rule for the published kernel "
-                "ports), check the node's address (`docker node inspect NODE`), or constrain "
-                "kernels to reachable nodes with 'placement'."
+                "ports), check the node's address"
+                + (f" ({check})" if check else "")
+                + ", or constrain kernels to reachable nodes with 'placement'."
             )
 
     def resolve_path(self, path: str) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError, RuntimeFailure, Unsupported
 from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, shared_runtime
-from ..runtimes.base import ContainerSpec
+from ..runtimes.base import ContainerSpec, Placement
 from .connection import (
     PrivateDir,
     connection_for_container,
@@ -35,6 +35,7 @@ from .connection import (
 )
 from .crash import crash_report
 from .declared import NOTEBOOK_IMAGE
+from .declared_start import declared_settings
 from .gpu_request import gpu_request
 from .guards import RUNTIME_ENV, refuse_env
 from .identity import Host
@@ -55,7 +56,6 @@ from .pool import PoolRequest, kernel_pool, start_from_pool
 from .pooled import Pooled, release_pooled
 
 __all__ = [
-    "DEFAULT_NOTEBOOK_IMAGE",
     "LAUNCHER_MODULE",
     "NOTEBOOK_IMAGE",
     "KernelStarter",
@@ -63,8 +63,6 @@ __all__ = [
     "container_argv",
 ]
 
-# What nbc-notebook starts when the notebook declares nothing (said in one line).
-DEFAULT_NOTEBOOK_IMAGE = "python"
 # The module every nbc-* kernelspec's argv runs; what follows its "--" runs in the image.
 LAUNCHER_MODULE = "nbcontainers.launch"
 
@@ -175,7 +173,7 @@ class KernelStarter:
         if not self.engine_facts().remote:
             return config
         # A restart goes back to the node it ran on: connected clients keep its address.
-        pin = (f"node.hostname=={self.node}",) if self.node else ()
+        pin = (Placement(self.node),) if self.node else ()
         return replace(config, transport="tcp", placement=config.placement + pin)
 
     # -- before anything runs --------------------------------------------------------------
@@ -185,7 +183,14 @@ class KernelStarter:
     ) -> None:
         """Everything that can refuse this start, before any image is built or pulled: the
         image's name (did-you-mean), the engine, GPUs, the admin's policy, then the image."""
-        self._resolve(env, cwd)
+        self._resolved = None
+        if self.settings.image == NOTEBOOK_IMAGE:  # nbc-notebook: what its notebook declares
+            self._resolved, note = declared_settings(
+                self.settings, env, cwd, self.runtime, self.log
+            )
+            if note:
+                self.notes.append(note)
+                self.log.warning("%s", note)
         img = self.catalog_image  # unknown names fail here, with a did-you-mean
         remote = self.engine_facts().remote
         # GPU first: "this host has no GPU, use X" helps more than "image missing".
@@ -198,30 +203,6 @@ class KernelStarter:
             self.log.debug("nbcontainers: %s is in use by the warm pool", img.ref)
         else:
             self.ensure_image()
-
-    def _resolve(self, env: Mapping[str, str], cwd: str | None) -> None:
-        """For NOTEBOOK_IMAGE: the notebook's declared image and resources, on the settings."""
-        self._resolved = None
-        if self.settings.image != NOTEBOOK_IMAGE:
-            return
-        from . import declared
-
-        notebook = declared.notebook_path(env, cwd)
-        declaration, note = declared.read_declaration(notebook, DEFAULT_NOTEBOOK_IMAGE)
-        # Builds a declared snapshot or pulls a pinned digest, with progress in the log.
-        launch = declared.apply_declaration(
-            self.settings.launch,
-            declaration,
-            runtime=self.runtime,
-            log=self.log,
-            wait=self.settings.startup_timeout,
-        )
-        image = getattr(launch, "image", "") or declared.resolve_image(declaration).name
-        gpus = getattr(launch, "gpus", declaration.gpus)
-        self._resolved = replace(self.settings, image=image, gpus=gpus, launch=launch)
-        if note:
-            self.notes.append(note)
-            self.log.warning("%s", note)
 
     def check_policy(self, spec_env: Mapping[str, str]) -> None:
         """The admin's policy on this start's resolved settings (and the checks that hold
@@ -338,10 +319,11 @@ class KernelStarter:
         assert self.container_id is not None
         state = self.runtime.state(self.container_id)
         if state is None or not state.address:
+            where = self.runtime.advice("locate", self.container_id)
             raise RuntimeFailure(
                 f"The {self.engine_facts().name} engine started kernel container "
-                f"{self.container_id[:12]} but says nowhere where it runs; `docker service ps` "
-                "on a manager shows its task."
+                f"{self.container_id[:12]} but says nowhere where it runs"
+                + (f"; {where} shows what became of it." if where else ".")
             )
         self.node = state.node
         return state

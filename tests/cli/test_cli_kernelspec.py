@@ -81,12 +81,28 @@ def test_remove_all_asks_first(kernels: Path, tmp_path: Path) -> None:
 
 def test_the_committed_kernelspecs_are_what_regenerate_writes() -> None:
     from nbcontainers.catalog.entries import load_catalog
-    from nbcontainers.catalog.kernelspecs import GENERATED, kernel_json
+    from nbcontainers.catalog.kernelspecs import GENERATED, kernel_json, notebook_kernel_json
 
     root = Path(__file__).resolve().parents[2] / "kernelspecs"
     for image in load_catalog(include_user=False).values():
         committed = json.loads((root / image.kernel_name / "kernel.json").read_text())
         assert committed == kernel_json(image), "run `nbcontainers images regenerate`"
+    notebook = json.loads((root / "nbc-notebook" / "kernel.json").read_text())
+    assert notebook == notebook_kernel_json(), "run `nbcontainers images regenerate`"
     # The note names commands that exist.
     for command in re.findall(r"`nbcontainers ([a-z ]+)`", GENERATED):
         assert CliRunner().invoke(main, [*command.split(), "--help"]).exit_code == 0, command
+
+
+def test_install_all_adds_nbc_notebook_and_runs_the_launcher_here(
+    kernels: Path, tmp_path: Path
+) -> None:
+    import sys
+
+    assert cli("kernelspec", "install", "--prefix", str(tmp_path)).exit_code == 0
+    spec = json.loads((kernels / "nbc-notebook" / "kernel.json").read_text())
+    assert spec["display_name"] == "Container (from this notebook)"
+    python = json.loads((kernels / "nbc-python" / "kernel.json").read_text())["argv"]
+    # The installing interpreter, which has nbcontainers: a frontend runs argv as written.
+    assert python[:3] == [sys.executable, "-m", "nbcontainers.launch"]
+    assert python[python.index("--") + 1 :][:1] == ["python3"]  # the image's interpreter

@@ -1,0 +1,259 @@
+"""The kernelspec's plain argv, started by jupyter_client's LocalProvisioner (what VS Code,
+Zed and nteract do), against the real Docker engine: the container kernel, never the host's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from nbcontainers.kernels.plan import IMAGE_LABEL
+from nbcontainers.labels import KERNEL_ID, SERVER_PID
+
+from .plain import plain_kernel_manager
+
+pytestmark = pytest.mark.docker
+
+
+def _run(kc: BlockingKernelClient, code: str) -> str:
+    out: list[str] = []
+    reply = kc.execute_interactive(
+        code,
+        timeout=60,
+        output_hook=lambda m: (
+            out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
+        ),
+    )
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out).strip()
+
+
+def _containers(runtime: Any, km: KernelManager) -> list[Any]:
+    """The kernel's containers: the provisioner labels them with the kernel's id, the
+    launcher with the id in its connection file's name (kernel-ID.json)."""
+    launched = Path(km.connection_file).stem.removeprefix("kernel-")
+    kernel_id = (
+        km.kernel_id if type(km.provisioner).__name__ == "ContainerProvisioner" else launched
+    )
+    return list(runtime.list({KERNEL_ID: kernel_id}))
+
+
+@pytest.fixture
+def plain(python_image: str, tmp_path: Path) -> Iterator[tuple[KernelManager, Path]]:
+    """A started plain-argv kernel (its client on ``km.kc``) in the notebook folder ``work``."""
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    km = plain_kernel_manager(tmp_path / "kernels")
+    km.start_kernel(cwd=str(work))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    km.kc = kc  # type: ignore[attr-defined]
+    yield km, work
+    kc.stop_channels()
+    if km.has_kernel:
+        km.shutdown_kernel(now=True)
+
+
+def test_plain_argv_runs_in_a_labelled_container(
+    runtime: Any, plain: tuple[KernelManager, Path]
+) -> None:
+    km, work = plain
+    assert type(km.provisioner).__name__ == "LocalProvisioner"  # the argv ran, no provisioner
+    said = _run(
+        km.kc,  # type: ignore[attr-defined]
+        "import os, socket\nopen('made-inside.txt', 'w').write('x')\n"
+        "print(socket.gethostname(), os.getcwd(), os.getuid(), os.getgid(), "
+        "os.environ['NBCONTAINERS_IMAGE'])",
+    )
+    hostname, cwd, uid, gid, image = said.split()
+    # Before the launcher this printed the host's name: the kernel ran on the host.
+    assert hostname != socket.gethostname()
+    assert cwd == str(work.resolve()) and image == "python"
+    assert (int(uid), int(gid)) == (os.getuid(), os.getgid())
+    made = work / "made-inside.txt"  # the folder is mounted at the same path
+    assert made.read_text() == "x" and made.stat().st_uid == os.getuid()
+    (state,) = _containers(runtime, km)
+    assert state.id.startswith(hostname) and state.running
+    labels = runtime.api.inspect_container(state.id)["Config"]["Labels"]
+    assert labels[IMAGE_LABEL] == "python"
+    launcher = km.provisioner.process.pid  # type: ignore[union-attr]
+    assert labels[SERVER_PID] == str(launcher)  # gc's backstop knows whose kernel it is
+    km.shutdown_kernel()
+    assert _containers(runtime, km) == []  # shutdown removes it
+
+
+@pytest.mark.parametrize("mode", ["message", "signal"])
+@pytest.mark.parametrize("door", ["launcher", "provisioner"])
+def test_interrupt_stops_a_running_cell(
+    python_image: str, tmp_path: Path, door: str, mode: str
+) -> None:
+    if door == "launcher":
+        km = plain_kernel_manager(tmp_path, interrupt_mode=mode)
+    else:
+        km = KernelManager(kernel_name="nbc-python")
+        km.kernel_spec.interrupt_mode = mode
+    km.start_kernel(cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        msg_id = kc.execute("import time\nfor _ in range(60): time.sleep(1)")
+        while True:  # the cell runs
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["msg_type"] == "execute_input":
+                break
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=20)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+        assert time.monotonic() - t0 < 10
+        assert _run(kc, "print(6 * 7)") == "42"  # the kernel lives on
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_restart_gives_a_fresh_container(runtime: Any, plain: tuple[KernelManager, Path]) -> None:
+    km, _ = plain
+    (before,) = _containers(runtime, km)
+    _run(km.kc, "x = 1")  # type: ignore[attr-defined]
+    km.restart_kernel()
+    km.kc.wait_for_ready(timeout=60)  # type: ignore[attr-defined]
+    assert "NameError" in str(
+        km.kc.execute_interactive("x", timeout=30)["content"]  # type: ignore[attr-defined]
+    )
+    (after,) = _containers(runtime, km)
+    assert after.id != before.id and runtime.state(before.id) is None
+
+
+def test_sigkill_of_the_launcher_takes_the_container(
+    runtime: Any, plain: tuple[KernelManager, Path]
+) -> None:
+    km, _ = plain
+    assert len(_containers(runtime, km)) == 1
+    launcher = km.provisioner.process.pid  # type: ignore[union-attr]
+    os.killpg(launcher, signal.SIGKILL)  # the whole group, as a frontend's kill does
+    t0 = time.monotonic()
+    while _containers(runtime, km) and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
+    assert _containers(runtime, km) == [], "the container outlived its launcher by 60 s"
+    print(f"container gone {time.monotonic() - t0:.2f} s after SIGKILL of the launcher")
+    km.shutdown_kernel(now=True)  # collects the dead launcher
+
+
+def test_engine_down_is_an_error_and_no_host_kernel(python_image: str, tmp_path: Path) -> None:
+    from jupyter_client.connect import write_connection_file
+
+    conn, info = write_connection_file(str(tmp_path / "kernel-x.json"))
+    spec = json.loads(
+        (
+            Path(plain_kernel_manager(tmp_path / "k").kernel_spec.resource_dir) / "kernel.json"
+        ).read_text()
+    )
+    argv = [sys.executable if a == "python3" else a for a in spec["argv"][:1]] + spec["argv"][1:]
+    argv = [a.replace("{connection_file}", conn) for a in argv]
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/dead.sock"}
+    t0 = time.monotonic()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.startswith("Error: ") and "dead.sock" in done.stderr, done.stderr
+    assert time.monotonic() - t0 < 30
+    # No kernel anywhere: nothing listens on the connection file's ports.
+    for key in ("shell_port", "hb_port"):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(info[key]))) != 0
+
+
+def test_the_provisioner_still_starts_one_container_and_no_launcher(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    """Where Jupyter reads the provisioner (Jupyter Server, nbclient, papermill, console),
+    argv's launcher never runs: one container per kernel, not two."""
+    km = KernelManager(kernel_name="nbc-python")
+    km.start_kernel(cwd=str(tmp_path))
+    try:
+        assert type(km.provisioner).__name__ == "ContainerProvisioner"
+        assert len(_containers(runtime, km)) == 1
+        assert not _launchers()
+        state = runtime.api.inspect_container(_containers(runtime, km)[0].id)
+        assert "nbcontainers.launch" not in state["Config"]["Cmd"]
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_jupyter_console_uses_the_provisioner(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    bin_dir = Path(sys.executable).parent
+    console = subprocess.Popen(
+        [str(bin_dir / "jupyter"), "console", "--kernel", "nbc-python", "--simple-prompt"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    seen: set[str] = set()
+    launchers = False
+    assert console.stdin is not None
+    console.stdin.write("import time; time.sleep(4); print('slept')\n")
+    console.stdin.flush()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 8:  # while the cell runs
+        seen |= {s.id for s in runtime.list({KERNEL_ID: None}) if s.running}
+        launchers = launchers or bool(_launchers())
+        time.sleep(0.3)
+    out, _ = console.communicate("exit\n", timeout=60)
+    assert "slept" in out, out
+    assert len(seen) == 1 and not launchers
+
+
+def _launchers() -> list[int]:
+    """Processes running the launcher on this host."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = Path("/proc", pid, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if pid.isdigit() and b"nbcontainers.launch\0" in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def test_nbc_notebook_starts_what_the_notebook_declares(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    notebook = tmp_path / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["nbcontainers"] = {"image": "python"}
+    nbformat.write(nb, notebook)
+    km = plain_kernel_manager(tmp_path / "kernels", "nbc-notebook")
+    km.start_kernel(cwd=str(tmp_path), env={**os.environ, "JPY_SESSION_NAME": str(notebook)})
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        said = _run(
+            kc, "import os, socket; print(os.environ['NBCONTAINERS_IMAGE'], socket.gethostname())"
+        )
+        image, hostname = said.split()
+        assert image == "python" and hostname != socket.gethostname()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
