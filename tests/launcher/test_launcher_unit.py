@@ -16,9 +16,9 @@ import pytest
 from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.catalog.kernelspecs import kernel_json, notebook_kernel_json
 from nbcontainers.errors import ConfigError
-from nbcontainers.kernels.reaper import Reaper
 from nbcontainers.kernels.starter import container_argv
-from nbcontainers.launch import _connection, _parse, kernelspec_config, start_settings
+from nbcontainers.launch.launcher import _connection, _parse, kernelspec_config, start_settings
+from nbcontainers.launch.reaper import Reaper
 
 
 def test_kernelspec_argv_runs_the_launcher_and_names_the_kernel_command() -> None:

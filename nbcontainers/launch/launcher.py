@@ -1,4 +1,4 @@
-"""`python -m nbcontainers.launch`: the container kernel for frontends that run argv themselves.
+"""The kernelspec launcher: the container kernel for frontends that run argv themselves.
 
 Every ``nbc-*`` kernelspec's ``argv`` runs this module. Jupyter Server, nbclient, papermill
 and ``jupyter console`` read the kernelspec's ``metadata.kernel_provisioner`` and never run it
@@ -33,7 +33,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, NbcontainersError
+from ..errors import ConfigError, NbcontainersError
 
 __all__ = ["main"]
 
@@ -89,9 +89,9 @@ def start_settings(config: Mapping[str, Any]) -> Any:
     keys checked as the provisioner checks them."""
     from traitlets import TraitError
 
-    from .kernels.plan import LaunchConfig
-    from .kernels.provisioner_traits import ProvisionerTraits
-    from .kernels.starter import StartSettings
+    from ..kernels.plan import LaunchConfig
+    from ..kernels.provisioner_traits import ProvisionerTraits
+    from ..kernels.starter import StartSettings
 
     values = dict(config)
     if "runtime" in values:
@@ -139,11 +139,11 @@ def _connection(path: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, command: list[str], log: logging.Logger) -> int:
     """Start the kernel's container, stay in front of it, remove it; the kernel's exit code."""
-    from .kernels.connection import connection_for_container, write_private
-    from .kernels.curve import kernel_command
-    from .kernels.plan import CONNECTION_FILE, HOME, KernelStart
-    from .kernels.reaper import Reaper
-    from .kernels.starter import KernelStarter
+    from ..kernels.connection import connection_for_container, write_private
+    from ..kernels.curve import kernel_command
+    from ..kernels.plan import CONNECTION_FILE, HOME, KernelStart
+    from ..kernels.starter import KernelStarter
+    from .reaper import Reaper
 
     info = _connection(args.connection_file)
     config, spec_env = kernelspec_config(args.kernel, args.image)
@@ -246,7 +246,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
