@@ -15,7 +15,11 @@ Cases are interleaved (one start of each case per round, then round trips in alt
 batches), and every figure is printed as a ratio against the local kernel measured in the
 same run, because these machines are shared and noisy.
 
-Usage: python bench/kernel_start.py [--starts 7] [--execs 400] [--swarm NODE]
+Usage: python bench/kernel_start.py [--starts 7] [--execs 400] [--swarm NODE] [--cases a,b]
+
+The launcher case starts the kernelspec's plain argv (``python -m nbcontainers.launch``) with
+jupyter_client's LocalProvisioner, as frontends without provisioners do; compare it with the
+provisioner's "tcp on 127.0.0.1" case (the same ports) and its default (ipc) case.
 
 ``--swarm NODE`` adds kernels on that Swarm node (this host must be a manager; for the test
 swarm: `bash scripts/ensure-swarm.sh up` with NBC_SWARM_IMAGES naming the python image), with
@@ -50,7 +54,28 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("nbc-python (warm pool)", "nbc-python", {"pool_size": 1}),
     # An ipython_kernel_config.py is code: the member then waits with its kernel not started.
     ("nbc-python (warm pool, .py config)", "nbc-python", {"pool_size": 1, "py_config": True}),
+    # The kernelspec's argv run by jupyter_client's LocalProvisioner, as VS Code, Zed and
+    # nteract run it: python -m nbcontainers.launch, tcp ports on 127.0.0.1.
+    ("nbc-python launcher (plain argv)", "nbc-python", {"plain": True}),
 ]
+# A copy of each nbc-* kernelspec without its provisioner metadata (set up by main()).
+PLAIN_SPECS: list[str] = []
+
+
+def plain_specs(folder: Path) -> None:
+    """Copy the installed nbc-* kernelspecs into ``folder`` without provisioner metadata."""
+    import json
+    import shutil
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    for name, path in KernelSpecManager().find_kernel_specs().items():
+        if name.startswith("nbc-"):
+            shutil.copytree(path, folder / name)
+            spec = json.loads((folder / name / "kernel.json").read_text())
+            spec["metadata"].pop("kernel_provisioner", None)
+            (folder / name / "kernel.json").write_text(json.dumps(spec))
+    PLAIN_SPECS.append(str(folder))
 
 
 def swarm_cases(node: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -84,7 +109,13 @@ def start(
         profile.mkdir(parents=True, exist_ok=True)
         (profile / "ipython_kernel_config.py").write_text("c.IPKernelApp.log_level = 30\n")
         config["env"] = {"IPYTHONDIR": str(profile.parent)}
-    km = KernelManager(kernel_name=kernel)
+    if config.pop("plain", False):
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        specs = KernelSpecManager(kernel_dirs=PLAIN_SPECS)
+        km = KernelManager(kernel_name=kernel, kernel_spec_manager=specs)
+    else:
+        km = KernelManager(kernel_name=kernel)
     if config:
         km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
     kernel_pool().wait_ready(1, timeout=60)  # no refill while this start is timed
@@ -130,10 +161,21 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=7)
     parser.add_argument("--execs", type=int, default=400)
     parser.add_argument("--swarm", metavar="NODE", help="also run kernels on this Swarm node")
+    parser.add_argument(
+        "--cases",
+        default="",
+        help="only the cases whose label holds one of these comma-separated words "
+        "(the local kernel always runs: it is the yardstick)",
+    )
     args = parser.parse_args()
     from nbcontainers.kernels.pool import kernel_pool
 
     cases = CASES + (swarm_cases(args.swarm) if args.swarm else [])
+    if args.cases:
+        words = args.cases.split(",")
+        cases = [c for c in cases if c[0] == "local ipykernel" or any(w in c[0] for w in words)]
+    plain_dir = tempfile.TemporaryDirectory()
+    plain_specs(Path(plain_dir.name))
     answers: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     ready: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     waited: dict[str, list[float]] = {label: [] for label, _, _ in cases}
