@@ -56,6 +56,7 @@ __all__ = [
     "declaration_from_metadata",
     "lock_hash",
     "notebook_path",
+    "notebook_trusted",
     "read_declaration",
     "resolve_image",
 ]
@@ -218,11 +219,46 @@ def read_declaration(notebook: Path | None, default_image: str) -> tuple[Declara
             "what a container kernel runs into it."
         )
     declaration = declaration_from_metadata(declared, Path(notebook).parent, where)
+    if declaration.kind != "catalog":
+        _check_trusted(Path(notebook), data, declaration)
     if declaration.image or declaration.snapshot is not None:
         return declaration, None
     return replace(declaration, image=default_image), (
         f"{where} declares resources but no image: running the catalog's default image "
         f"{default_image!r} with them. Add 'image' or 'snapshot' to choose one."
+    )
+
+
+def notebook_trusted(data: Any) -> bool:
+    """Whether Jupyter trusts this notebook content here: signed in the user's trust database
+    (what Jupyter Server does when the user saves it, or `jupyter trust NOTEBOOK`)."""
+    try:
+        import nbformat
+        from nbformat.sign import NotebookNotary
+
+        notary = NotebookNotary()  # type: ignore[no-untyped-call]
+        # Read as Jupyter Server reads it (nbformat may fill in what an old file lacks).
+        node = nbformat.reads(json.dumps(data), as_version=4)  # type: ignore[no-untyped-call]
+        return bool(notary.check_signature(node))  # type: ignore[no-untyped-call]
+    except Exception:  # no nbformat, an unreadable trust database: not trusted
+        return False
+
+
+def _check_trusted(notebook: Path, data: Any, decl: Declaration) -> None:
+    """An image from outside the catalogs (a registry digest, a snapshot folder's Dockerfile)
+    runs its code as the user, with the notebook's folder mounted, the moment its kernel
+    starts, and JupyterLab starts it when the notebook is opened: so only for a notebook
+    Jupyter trusts here, or one that papermill or nbclient was asked to run."""
+    if notebook_trusted(data) or _papermill_notebook() == notebook.resolve():
+        return
+    what = f"image {decl.image}" if decl.kind == "digest" else f"snapshot folder {decl.snapshot}"
+    key = "image" if decl.kind == "digest" else "snapshot"
+    raise ConfigError(
+        f"{decl.key(key)}: this notebook asks for {what}, which is not in your catalog, and "
+        "Jupyter does not trust the notebook here (it was not saved by you on this machine): "
+        "its kernel would run that image's code as you, with this folder mounted, as soon as "
+        f"it is opened. If you trust it, run `jupyter trust {notebook}` and start the kernel "
+        "again; else pick a kernel of one image (nbc-<image>)."
     )
 
 

@@ -34,6 +34,7 @@ from ..kernels.declared import (
     declaration_from_metadata,
     lock_hash,
     notebook_path,
+    notebook_trusted,
 )
 from ..runtimes.base import ImageInfo
 from .parser import UsageParser
@@ -180,6 +181,9 @@ def write_pin(notebook: Path, metadata: dict[str, Any]) -> None:
         raise UsageError(f"Cannot read {notebook} to pin into it: {exc}.") from None
     if not isinstance(data, dict) or not isinstance(data.setdefault("metadata", {}), dict):
         raise UsageError(f"{notebook} is not a notebook (no metadata object).")
+    # A notebook Jupyter trusted stays trusted after this edit (its signature is of the
+    # content); one it did not trust is not made trusted by a pin.
+    trusted = notebook_trusted(data)
     data["metadata"][METADATA_KEY] = metadata
     # nbformat's own layout (indent 1, sorted keys), so a diff shows the pin alone.
     text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
@@ -192,3 +196,9 @@ def write_pin(notebook: Path, metadata: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if trusted:
+        import nbformat
+        from nbformat.sign import NotebookNotary
+
+        notary = NotebookNotary()  # type: ignore[no-untyped-call]
+        notary.sign(nbformat.reads(text, as_version=4))  # type: ignore[no-untyped-call]

@@ -48,7 +48,15 @@ def own_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "config"
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(folder))
     monkeypatch.setenv("NBCONTAINERS_PROGRESS", "")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))  # trust database
     return folder
+
+
+def sign(nb: Any) -> None:
+    """What Jupyter Server does when the user saves a notebook: trust it in their database."""
+    from nbformat.sign import NotebookNotary
+
+    NotebookNotary().sign(nb)
 
 
 def write_notebook(path: Path, sources: list[str], metadata: dict[str, Any] | None = None) -> Path:
@@ -110,6 +118,7 @@ def test_pin_then_a_removed_image_is_pulled_back_by_digest(
         )
         # The frontend saves its in-memory copy over the file: the output still declares it.
         nbformat.write(nb, nb_file)
+        sign(nbformat.read(nb_file, as_version=4))  # as the frontend's save does
         assert "nbcontainers" not in json.loads(nb_file.read_text())["metadata"]
         declaration, note = read_declaration(nb_file, "python")
         assert (declaration.image, note) == (ref, None)
@@ -293,9 +302,17 @@ def test_a_declared_snapshot_folder_is_built_with_progress_then_runs(
         {"nbcontainers": {"snapshot": folder.name, "lock_sha256": lock}},
     )
     caplog.set_level(logging.INFO)
+    env = {**os.environ, "JPY_SESSION_NAME": str(nb_file)}
+    # A notebook from elsewhere (not trusted here) may not pick an image from outside the
+    # catalog: refused before anything is built.
+    km = KernelManager(kernel_name="nbc-notebook")
+    with pytest.raises(ConfigError, match=f"jupyter trust {nb_file}"):
+        km.start_kernel(cwd=str(tmp_path), env=env)
+    assert not any("Building" in r.getMessage() for r in caplog.records)
+    sign(nbformat.read(nb_file, as_version=4))  # `jupyter trust`, or the user's own save
     km = KernelManager(kernel_name="nbc-notebook")
     try:
-        km.start_kernel(cwd=str(tmp_path), env={**os.environ, "JPY_SESSION_NAME": str(nb_file)})
+        km.start_kernel(cwd=str(tmp_path), env=env)
         with connected(km) as kc:
             out, reply = run(kc, "import os; print(os.environ['NBC_SNAP_MARKER'])")
         assert reply["status"] == "ok" and out.strip() == token

@@ -38,6 +38,7 @@ def own_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "config"
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(folder))
     monkeypatch.setattr("nbcontainers.kernels.policy.POLICY_FILE", tmp_path / "no-policy.json")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))  # its trust database
     return folder
 
 
@@ -343,3 +344,46 @@ def test_a_snapshot_that_changed_since_the_pin_is_refused(tmp_path: Path) -> Non
         )
     with pytest.raises(ConfigError, match="is not a snapshot folder"):
         apply_declaration(LaunchConfig(), parse({"snapshot": "nothere"}, tmp_path), runtime=fake())
+
+
+def sign(path: Path) -> None:
+    """What Jupyter Server does when the user saves a notebook: trust it in their database."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    NotebookNotary().sign(nbformat.read(path, as_version=4))
+
+
+@pytest.mark.parametrize("declared", [{"image": REF}, {"snapshot": "env"}])
+def test_images_from_outside_the_catalog_need_a_trusted_notebook(
+    tmp_path: Path, declared: dict[str, Any]
+) -> None:
+    """Opening a notebook starts its kernel: one from elsewhere must not pick the image whose
+    code then runs as the user with the folder mounted; `jupyter trust` is the way to say yes."""
+    nb = notebook(tmp_path / "nb.ipynb", {"nbcontainers": declared})
+    with pytest.raises(ConfigError) as caught:
+        read_declaration(nb, "python")
+    message = str(caught.value)
+    assert f"jupyter trust {nb}" in message and "not in your catalog" in message, message
+    sign(nb)
+    assert read_declaration(nb, "python")[0].kind in ("digest", "snapshot")
+    # A catalog image is the user's (or admin's) own choice: no trust needed.
+    plain = notebook(tmp_path / "plain.ipynb", {"nbcontainers": {"image": "pytorch-cpu"}})
+    assert read_declaration(plain, "python")[0].image == "pytorch-cpu"
+
+
+def test_a_notebook_papermill_is_asked_to_run_needs_no_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb_file = notebook(tmp_path / "in.ipynb", {"nbcontainers": {"image": REF}})
+    nb = nbformat.read(nb_file, as_version=4)
+    nb.metadata["papermill"] = {"input_path": str(nb_file)}
+    client = NotebookClient(nb)
+
+    def start(self: NotebookClient) -> Declaration:
+        return read_declaration(nb_file, "python")[0]
+
+    assert start(client).image == REF

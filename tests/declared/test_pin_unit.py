@@ -26,6 +26,7 @@ def own_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBCONTAINERS_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.delenv("NBCONTAINERS_IMAGE", raising=False)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
 
 
 @pytest.fixture
@@ -37,7 +38,9 @@ def shown(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 def notebook(path: Path) -> Path:
     nb = {
-        "cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# Über\n", "x"]}],
+        "cells": [
+            {"cell_type": "markdown", "id": "c1", "metadata": {}, "source": ["# Über\n", "x"]}
+        ],
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
         "nbformat": 4,
         "nbformat_minor": 5,
@@ -182,3 +185,25 @@ def test_a_file_that_is_no_notebook_is_left_alone(tmp_path: Path) -> None:
         write_pin(bad, {"image": "python"})
     assert bad.read_text() == "[1, 2]"
     assert pin_module.__doc__ and "Reload Notebook from Disk" in pin_module.__doc__
+
+
+def test_a_trusted_notebook_stays_trusted_and_an_untrusted_one_is_not_made_so(
+    tmp_path: Path,
+) -> None:
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    from nbcontainers.kernels.declared import notebook_trusted
+
+    def trusted(path: Path) -> bool:
+        return notebook_trusted(json.loads(path.read_text()))
+
+    mine = notebook(tmp_path / "mine.ipynb")
+    NotebookNotary().sign(nbformat.read(mine, as_version=4))
+    assert trusted(mine)
+    write_pin(mine, {"image": f"127.0.0.1:5000/x@{DIGEST}"})
+    assert trusted(mine)  # re-signed: its own pin does not make the user's notebook suspect
+    theirs = notebook(tmp_path / "theirs.ipynb")
+    theirs.write_text(theirs.read_text().replace("Über", "Someone else's"))  # other content
+    write_pin(theirs, {"image": f"127.0.0.1:5000/x@{DIGEST}"})
+    assert not trusted(theirs)
