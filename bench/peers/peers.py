@@ -13,8 +13,8 @@ Run it under the Docker lock (it starts containers): ``flock /tmp/nbc-dock.lock 
 .venv/bin/python bench/peers/peers.py``. ``--build-only`` builds the peers' images and keeps
 them (no containers: it may run outside the lock); ``--reuse`` measures kept images instead of
 building again. Every container it starts is removed at its end (SIGTERM and Ctrl-C
-included), and every image it built or reused unless ``--keep``. The base image and BuildKit's layer
-cache stay, so a second run builds in seconds.
+included), and every image it built or reused unless ``--keep``. The base image and
+BuildKit's layer cache stay, so a second run builds in seconds.
 
 Each server runs as its project documents it for production, with its defaults otherwise:
 ours with ``NBC_WORKERS`` = the container's CPUs; MLServer with ``debug: false`` (no access
