@@ -342,3 +342,60 @@ def test_connection_files_that_are_not_json_are_ignored(host: SecurityFacts) -> 
     (runtime / "kernel-x.json").write_text("not json")
     (runtime / "kernel-y.json").write_text(json.dumps([1]))
     assert _by_name(security_checks(host))["kernel transport"].status == "ok"
+
+
+def _spec_dir(tmp_path: Path, mode: int = 0o666) -> Path:
+    """A CDI spec whose two GPU nodes are plain files standing in for device nodes."""
+    import json
+
+    for name in ("nvidia0", "nvidia1"):
+        (tmp_path / name).touch()
+        (tmp_path / name).chmod(mode)
+    node = lambda n: {"path": f"/dev/{n}", "hostPath": str(tmp_path / n)}  # noqa: E731
+    spec = {
+        "kind": "nvidia.com/gpu",
+        "devices": [
+            {"name": "0", "containerEdits": {"deviceNodes": [node("nvidia0")]}},
+            {"name": "1", "containerEdits": {"deviceNodes": [node("nvidia1")]}},
+        ],
+        "containerEdits": {"mounts": [{"hostPath": "/x/libcuda.so.550.54.15",
+                                       "containerPath": "/x/libcuda.so.550.54.15"}]},
+    }  # fmt: skip
+    (tmp_path / "cdi").mkdir()
+    (tmp_path / "cdi" / "nvidia.json").write_text(json.dumps(spec))
+    return tmp_path / "cdi"
+
+
+def test_gpus_known_from_the_cdi_spec_and_who_gives_them(
+    fake_runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No NVML, no nvidia-smi: the spec's devices and driver file say what is here, and doctor
+    says that nbcontainers hands them out (the fake engine has no NVIDIA runtime)."""
+    _gpus(monkeypatch, HostGPUs(detail="no NVIDIA driver found"))
+    monkeypatch.setenv("NBCONTAINERS_CDI_DIRS", str(_spec_dir(tmp_path)))
+    checks = _by_name(run_checks(fake_runtime, host=DEBIAN, security=ALONE))
+    assert checks["gpus"].detail.startswith("0: NVIDIA GPU, 1: NVIDIA GPU; driver 550.54.15, CUDA")
+    devices = checks["gpu devices"]
+    assert devices.status == "ok" and "GPUs 0, 1" in devices.detail
+    assert "by nbcontainers, from the CDI spec" in devices.detail
+
+
+def test_a_rootless_user_who_cannot_open_the_nodes_gets_the_usermod_line(
+    fake_runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import dataclasses
+    import grp
+    import os
+    import pwd
+
+    _gpus(monkeypatch, HostGPUs(detail="no NVIDIA driver found"))
+    monkeypatch.setenv("NBCONTAINERS_CDI_DIRS", str(_spec_dir(tmp_path, mode=0o660)))
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr("os.getuid", lambda: nobody.pw_uid)
+    facts = dataclasses.replace(fake_runtime.ping(), rootless=True)
+    monkeypatch.setattr(fake_runtime, "ping", lambda: facts)
+    checks = run_checks(fake_runtime, host=DEBIAN, security=ALONE)
+    access = [c for c in checks if c.name == "gpu access"]
+    group = grp.getgrgid(os.stat(tmp_path / "nvidia0").st_gid).gr_name
+    assert [c.fix for c in access] == [f"sudo usermod -aG {group} nobody  # then log in again"] * 2
+    assert f"can't open {tmp_path}/nvidia0" in access[0].detail

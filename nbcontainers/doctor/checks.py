@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError, EngineUnavailable, ImageMissing, NbcontainersError
 from ..hostgpus import detect_gpus
-from ..runtimes.base import LIMITS, ContainerRuntime
+from ..runtimes import cdi
+from ..runtimes.base import LIMITS, ContainerRuntime, EngineFacts
 from .advice import HostFacts, engine_fix, host_facts, image_problem
 
 if TYPE_CHECKING:
@@ -135,6 +136,9 @@ def _engine_checks(
         checks.append(Check("builder", "warn", str(exc)))
 
     gpus = detect_gpus()
+    if not gpus:
+        # Without NVML and nvidia-smi the CDI spec (or /dev/nvidia*) still says what is here.
+        gpus = cdi.host_gpus() or gpus
     if gpus:
         names = ", ".join(f"{g.index}: {g.name}" for g in gpus.gpus)
         checks.append(
@@ -145,16 +149,7 @@ def _engine_checks(
                 f"{gpus.cuda_version} (via {gpus.source})",
             )
         )
-        if engine.gpu_setup:
-            checks.append(
-                Check(
-                    "gpu runtime",
-                    "warn",
-                    "the engine lists no 'nvidia' runtime; GPU containers need the "
-                    "NVIDIA Container Toolkit",
-                    engine.gpu_setup,
-                )
-            )
+        checks += _gpu_device_checks(engine)
     else:
         checks.append(Check("gpus", "ok", f"none ({gpus.detail}); CPU images only"))
 
@@ -179,6 +174,59 @@ def _engine_checks(
     else:
         checks.append(Check("orphans", "ok", "no orphaned kernel containers"))
     return checks
+
+
+def _gpu_device_checks(engine: EngineFacts) -> list[Check]:
+    """How kernels get the GPUs on this engine, and whether this user's engine can open them."""
+    spec = cdi.find_spec()
+    made = spec is None
+    spec = spec or cdi.host_spec()
+    generate = "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+    if spec is None:
+        return [Check("gpu devices", "warn", "no CDI spec and no /dev/nvidia0", generate)]
+    checks = []
+    if "nvidia" in engine.runtimes:
+        how = "the engine's NVIDIA runtime (device requests)"
+    else:
+        how = "nbcontainers, from the CDI spec (each kernel gets its GPUs' nodes only)"
+    if made:
+        checks.append(
+            Check(
+                "gpu devices",
+                "warn",
+                f"no CDI spec: GPUs {', '.join(spec.names())} from /dev/nvidia*, the driver's "
+                f"libraries and nvidia-smi; given by {how}. A full spec also carries the "
+                "driver's other libraries and firmware",
+                generate,
+            )
+        )
+    else:
+        checks.append(
+            Check("gpu devices", "ok", f"{spec.path}: GPUs {', '.join(spec.names())}; by {how}")
+        )
+    if engine.rootless:
+        user = _user_name()
+        blocked = cdi.unopenable(user, spec) if user else {}
+        for node, group in blocked.items():
+            checks.append(
+                Check(
+                    "gpu access",
+                    "warn",
+                    f"your rootless engine runs as you ({user}) and can't open {node} "
+                    f"(group {group}): GPU kernels will be refused",
+                    f"sudo usermod -aG {group} {user}  # then log in again",
+                )
+            )
+    return checks
+
+
+def _user_name() -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None  # no passwd entry: nothing a usermod line could name
 
 
 def _image_checks(
