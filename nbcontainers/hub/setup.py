@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ..catalog.entries import load_catalog
 from ..errors import ConfigError
-from ..runtimes import get_runtime
+from ..runtimes import cdi, get_runtime
 from ..runtimes.base import ContainerRuntime
 from ..runtimes.podman.service import INSTALL, missing_tools
 from ..runtimes.podman.storageconf import STORAGE_CONF, add_store
@@ -171,6 +171,26 @@ def _write_conf(conf: Path, store: SharedStore, echo: Echo, res: SetupResult) ->
     res.changes.append(f"wrote {conf}")
 
 
+def gpu_access(users: Sequence[str], echo: Echo) -> None:
+    """Whether each user's rootless engine can open the GPU device nodes (it opens them as the
+    user), with the line that grants it. A report, not a problem: the admin may mean some
+    users to have no GPU."""
+    spec = cdi.find_spec() or cdi.host_spec()
+    if spec is None:
+        return  # no GPU on this host: nothing to grant
+    echo(f"GPU devices (GPUs {', '.join(spec.names())}; what each user's engine can open):")
+    for user in users:
+        blocked = cdi.unopenable(user, spec)
+        if not blocked:
+            echo(f"  {user}: can open every GPU device node")
+            continue
+        groups = ",".join(sorted(set(blocked.values())))
+        echo(
+            f"  {user}: can't open {', '.join(blocked)}; GPU kernels will be refused. If "
+            f"{user} should use GPUs: sudo usermod -aG {groups} {user}"
+        )
+
+
 def run_setup(
     users: Sequence[str] = (),
     images: Sequence[str] = (),
@@ -235,6 +255,7 @@ def run_setup(
     verify([name for name, d in drivers.items() if d == store.driver], store, engines, echo, res)
     echo("A throwaway container and the rootless network, as each user:")
     try_users(store, drivers, available, engines, facts, echo, res)
+    gpu_access([c.name for c in checks], echo)
     echo("Per-user limits enforced by the OS (systemd slices, from the policy's user_* rules):")
     try:
         res.changes += write_slices([c.name for c in checks], echo, system_root)

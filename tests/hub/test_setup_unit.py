@@ -160,3 +160,44 @@ def test_doctor_is_given_the_stores_the_system_conf_names_and_the_default_one(
     assert hub_store.shared_stores_here() == [Path("/srv/images")]
     default.mkdir()  # made by setup, named in no file (yet): checked all the same
     assert hub_store.shared_stores_here() == [Path("/srv/images"), default]
+
+
+def test_each_users_access_to_the_gpu_nodes_is_reported_with_the_grant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rootless engine opens /dev/nvidia* as its user: setup says, per user, whether that
+    works, and the usermod line where it doesn't (a report: some users may be meant to have
+    no GPU)."""
+    import grp
+    import json
+
+    from nbcontainers.hub.setup import gpu_access
+
+    for name, mode in (("nvidia0", 0o660), ("nvidiactl", 0o666)):
+        (tmp_path / name).touch()
+        (tmp_path / name).chmod(mode)
+    node = lambda n: {"path": f"/dev/{n}", "hostPath": str(tmp_path / n)}  # noqa: E731
+    (tmp_path / "cdi").mkdir()
+    (tmp_path / "cdi" / "nvidia.json").write_text(
+        json.dumps(
+            {
+                "kind": "nvidia.com/gpu",
+                "devices": [{"name": "0", "containerEdits": {"deviceNodes": [node("nvidia0")]}}],
+                "containerEdits": {"deviceNodes": [node("nvidiactl")]},
+            }
+        )
+    )
+    monkeypatch.setenv("NBCONTAINERS_CDI_DIRS", str(tmp_path / "cdi"))
+    said: list[str] = []
+    gpu_access(["root", "nobody"], said.append)
+    group = grp.getgrgid((tmp_path / "nvidia0").stat().st_gid).gr_name
+    assert said == [
+        "GPU devices (GPUs 0; what each user's engine can open):",
+        "  root: can open every GPU device node",
+        f"  nobody: can't open {tmp_path}/nvidia0; GPU kernels will be refused. If nobody "
+        f"should use GPUs: sudo usermod -aG {group} nobody",
+    ]
+    monkeypatch.setenv("NBCONTAINERS_CDI_DIRS", str(tmp_path / "none"))
+    said.clear()
+    gpu_access(["nobody"], said.append)  # no GPU on the host (and no /dev/nvidia0 here)
+    assert said == []
