@@ -62,7 +62,9 @@ def podman_runtime() -> object:
         pytest.skip(f"no user {PODMAN_USER} for rootless Podman")
     run_dir = f"/run/user/{user.pw_uid}"
     started = subprocess.run(
-        ["runuser", "-u", PODMAN_USER, "--", "env", f"HOME={user.pw_dir}",
+        # Not root's XDG_DATA_HOME (own_kernel_homes points it at a test folder): Podman
+        # keeps the user's image store under it.
+        ["runuser", "-u", PODMAN_USER, "--", "env", "-u", "XDG_DATA_HOME", f"HOME={user.pw_dir}",
          f"XDG_RUNTIME_DIR={run_dir}", sys.executable, "-c",
          "from nbcontainers.runtimes.podman import PodmanRuntime; print(PodmanRuntime().ping())"],
         capture_output=True, text=True, timeout=60, cwd="/", check=False,
