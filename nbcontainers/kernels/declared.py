@@ -19,6 +19,8 @@ Nothing declared is the catalog's default image, said in one line. Anything decl
 can't be had is a ConfigError naming the key and the fix: never another image, never the
 host. ``%container pin`` (magics/pin.py) writes the same keys; when a frontend overwrote the
 file with its in-memory copy, the pin's own output (:data:`PIN_MIMETYPE`) still declares it.
+An image from outside the catalogs (a digest, a snapshot folder) needs a notebook Jupyter
+trusts here, or papermill/nbclient asked to run it: JupyterLab starts a kernel on open.
 
 The module is long because each of the seven keys has its own check and message (naming the
 key and the fix) beside the reading of a notebook and the applying to a kernel's settings.
