@@ -430,4 +430,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     np.seterr(all="ignore")
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        raise SystemExit(
+            f"peers.py stopped ({exc or 'Ctrl-C'}); its containers were removed"
+        ) from None
