@@ -84,13 +84,6 @@ def pin_outputs(cell: Any) -> list[Any]:
     return [o["data"][PIN_MIMETYPE] for o in cell.outputs if PIN_MIMETYPE in o.get("data", {})]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="runtimes/docker/wire.py repo_and_tag() splits 'repo@sha256:…' at its last ':', so "
-    "the engine is asked for tag '<hex>' of 'repo@sha256' (B2's report has the fix): remove "
-    "this mark when that is fixed",
-)
 def test_pin_then_a_removed_image_is_pulled_back_by_digest(
     registry: Registry, python_image: str, runtime: Any, own_catalog: Path, tmp_path: Path
 ) -> None:

@@ -225,7 +225,13 @@ def follow_events(
 
 
 def repo_and_tag(ref: str) -> tuple[str, str]:
-    """``registry/repo:tag`` as the Engine API takes it: repo and tag ("latest" if none)."""
+    """``registry/repo:tag`` as the Engine API takes it: repo and tag ("latest" if none); for
+    ``repo@sha256:…`` the digest, which the API's ``tag`` takes too."""
+    if "@" in ref:
+        # A digest's own colon is not a tag's: splitting at the last ':' would ask the engine
+        # for tag "<hex>" of "repo@sha256".
+        repo, _, digest = ref.partition("@")
+        return repo, digest
     repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
     return repo, tag or "latest"
 
