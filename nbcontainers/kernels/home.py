@@ -150,7 +150,11 @@ def plan_home(
     own = rootless or uid == server_uid  # the kernel is the server's user
     entry = _passwd(server_uid if rootless else uid)
     name = kernel_name(uid, entry, server_env if own else {}, owner if own else "")
-    home = entry.pw_dir if entry else (server_env.get("HOME", "") if own else "")
+    # The server's own user: its $HOME first, as the host's expanduser("~") reads it (a
+    # spawner may set it); another uid's home: the host's passwd only.
+    home = server_env.get("HOME", "") if own else ""
+    if not os.path.isabs(home) and entry is not None:
+        home = entry.pw_dir
     home = os.path.normpath(home) if os.path.isabs(home) else ""
     if home in _NO_HOME:
         home = ""

@@ -180,3 +180,28 @@ def test_a_pooled_kernel_of_another_uid_equals_a_cold_one(
         for km in (cold, pooled):
             if km is not None and km.has_kernel:
                 km.shutdown_kernel(now=True)
+
+
+def test_the_users_own_home_where_the_workspace_root_holds_it(
+    python_image: str, tmp_path: Path, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterHub's case: the workspace root is the user's home, so ``~`` is that folder itself
+    (no folder of the data dir over it): a file written to ``~`` is in the home on the host."""
+    home = tmp_path / "home"
+    notebook = home / "project"
+    notebook.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    with container_kernel(notebook, workspace_root=str(home)) as (km, kc):
+        out, reply = run(
+            kc,
+            "import os, site, sys; open(os.path.expanduser('~/direct.txt'), 'w').write('x')\n"
+            "print(os.path.expanduser('~'), os.getcwd(), site.getusersitepackages() in sys.path)",
+        )
+        assert reply["status"] == "ok", out
+        assert out.split() == [str(home), str(notebook), "True"]
+        targets = [m["Destination"] for m in runtime.api.inspect_container(
+            km.provisioner.container_id)["Mounts"]]  # fmt: skip
+        assert targets.count(str(home)) == 1  # the workspace root's mount, and no other
+    assert (home / "direct.txt").read_text() == "x"
+    site = home / ".local/share/nbcontainers/python/python/lib/python3.11/site-packages"
+    assert site.is_dir()

@@ -5,6 +5,7 @@ ownership, and a root server that never follows a link its kernel's user planted
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -137,3 +138,16 @@ def test_names_come_from_passwd_then_the_hub_then_the_uid() -> None:
     assert kernel_name(7, None, {"JUPYTERHUB_USER": "x:0:0:"}, "ada") == "ada"  # no injection
     assert kernel_name(7, None, {}, "7") == "u7"  # a number is no name
     assert kernel_name(7, None, {"JUPYTERHUB_USER": "a\nroot::0:0"}, "") == "u7"
+
+
+def test_the_servers_home_variable_wins_for_its_own_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the host's ``expanduser("~")``: $HOME first (a spawner may set it), the passwd entry
+    after; for another uid only that uid's passwd entry counts."""
+    entry = pwd.struct_passwd(("grace", "x", 1000, 1000, "", "/home/grace", "/bin/sh"))
+    monkeypatch.setattr("nbcontainers.kernels.home._passwd", lambda uid: entry)
+    own = _home(tmp_path)
+    assert own is not None and own.path == str(tmp_path / "host-home") and own.name == "grace"
+    other = _home(tmp_path, server_uid=0, XDG_DATA_HOME=str(tmp_path / "data"))
+    assert other is not None and other.path == "/home/grace"
