@@ -50,8 +50,21 @@ def _containers(runtime: Any, km: KernelManager) -> list[Any]:
     return list(runtime.list({KERNEL_ID: kernel_id}))
 
 
+def _shut_down(km: KernelManager, runtime: Any) -> None:
+    """Shut down as a frontend does (a shutdown request; SIGKILL only if it hangs), then wait
+    for the container to go: after a SIGKILL the reaper removes it within a second or so."""
+    ids = {s.id for s in _containers(runtime, km)} if km.has_kernel else set()
+    if km.has_kernel:
+        km.shutdown_kernel()
+    deadline = time.monotonic() + 15
+    while any(runtime.state(i) for i in ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 @pytest.fixture
-def plain(python_image: str, tmp_path: Path) -> Iterator[tuple[KernelManager, Path]]:
+def plain(
+    python_image: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[KernelManager, Path]]:
     """A started plain-argv kernel (its client on ``km.kc``) in the notebook folder ``work``."""
     work = tmp_path / "notebooks"
     work.mkdir()
@@ -63,8 +76,7 @@ def plain(python_image: str, tmp_path: Path) -> Iterator[tuple[KernelManager, Pa
     km.kc = kc  # type: ignore[attr-defined]
     yield km, work
     kc.stop_channels()
-    if km.has_kernel:
-        km.shutdown_kernel(now=True)
+    _shut_down(km, request.getfixturevalue("runtime"))
 
 
 def test_plain_argv_runs_in_a_labelled_container(
@@ -98,7 +110,7 @@ def test_plain_argv_runs_in_a_labelled_container(
 @pytest.mark.parametrize("mode", ["message", "signal"])
 @pytest.mark.parametrize("door", ["launcher", "provisioner"])
 def test_interrupt_stops_a_running_cell(
-    python_image: str, tmp_path: Path, door: str, mode: str
+    runtime: Any, python_image: str, tmp_path: Path, door: str, mode: str
 ) -> None:
     if door == "launcher":
         km = plain_kernel_manager(tmp_path, interrupt_mode=mode)
@@ -119,13 +131,14 @@ def test_interrupt_stops_a_running_cell(
         t0 = time.monotonic()
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=20)
-        assert reply["parent_header"]["msg_id"] == msg_id
+        while reply["parent_header"]["msg_id"] != msg_id:  # wait_for_ready's kernel_info
+            reply = kc.get_shell_msg(timeout=20)
         assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
         assert time.monotonic() - t0 < 10
         assert _run(kc, "print(6 * 7)") == "42"  # the kernel lives on
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        _shut_down(km, runtime)
 
 
 def test_restart_gives_a_fresh_container(runtime: Any, plain: tuple[KernelManager, Path]) -> None:
@@ -193,7 +206,7 @@ def test_the_provisioner_still_starts_one_container_and_no_launcher(
         state = runtime.api.inspect_container(_containers(runtime, km)[0].id)
         assert "nbcontainers.launch" not in state["Config"]["Cmd"]
     finally:
-        km.shutdown_kernel(now=True)
+        _shut_down(km, runtime)
 
 
 def test_jupyter_console_uses_the_provisioner(
@@ -256,4 +269,4 @@ def test_nbc_notebook_starts_what_the_notebook_declares(
         assert image == "python" and hostname != socket.gethostname()
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        _shut_down(km, runtime)
