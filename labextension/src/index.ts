@@ -56,7 +56,7 @@ class OOMWatch {
   }
 
   private key(r: IKernelRecord): string {
-    return `${r.container_id}:${r.ended_at ?? ''}`;
+    return r.container_id; // a container is killed once
   }
 
   private async explain(r: IKernelRecord, panel: NotebookPanel): Promise<void> {
@@ -74,6 +74,15 @@ class OOMWatch {
       p.textContent = line;
       body.appendChild(p);
     }
+    // JupyterLab's own "Kernel Restarting ... appears to have died" for this notebook says
+    // less: this dialog takes its place (dialogs queue, so it would otherwise wait behind).
+    Dialog.tracker.forEach(dialog => {
+      const header = dialog.node.querySelector('.jp-Dialog-header')?.textContent ?? '';
+      const text = dialog.node.textContent ?? '';
+      if (header.includes('Kernel Restarting') && text.includes(panel.context.path)) {
+        dialog.reject();
+      }
+    });
     await showDialog({
       title: `Kernel killed: out of memory (limit ${limit})`,
       body: new WidgetBody(body),

@@ -40,8 +40,8 @@ export class Poller {
     try {
       this.records = await listKernels();
     } catch (error) {
-      // A server without the extension, or one restarting: show nothing, try again.
-      this.records = [];
+      // A server without the extension, or one restarting: keep the last list, try again.
+      return;
     }
     this.changed.emit(this.records);
   }

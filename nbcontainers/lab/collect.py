@@ -73,7 +73,7 @@ class Collector:
         self.pending: dict[str, asyncio.Future[Sample]] = {}
         self.facts: dict[int, EngineFacts | None] = {}
         self.digests: dict[tuple[int, str], str | None] = {}
-        self.ended: dict[str, KernelRecord] = {}
+        self.ended: dict[str, KernelRecord] = {}  # container id -> record of a dead kernel
         self.watched: set[str] = set()
         self.notebooks: dict[str, str | None] = {}  # this server's kernel id -> notebook path
         self.host = host_memory()
@@ -207,9 +207,9 @@ class Collector:
             out.append(await loop.run_in_executor(self.pool, self._record, f))
         self._forget({f.state.id for f in found})
         cutoff = time.time() - KEEP_ENDED
-        for kernel_id, record in list(self.ended.items()):
+        for container_id, record in list(self.ended.items()):
             if (record["ended_at"] or 0) < cutoff:
-                del self.ended[kernel_id]
+                del self.ended[container_id]
             else:
                 out.append(record)
         return out
@@ -299,7 +299,7 @@ class Collector:
             host=self.host,
         )
         record["ended_at"] = time.time()
-        self.ended[kernel_id] = self._advised(record)
+        self.ended[state.id] = self._advised(record)  # by container: each death is listed
 
     def lookup(self, records: Iterable[KernelRecord], key: str) -> KernelRecord | None:
         """The live record whose kernel id or container id (or its 12-character short form)
