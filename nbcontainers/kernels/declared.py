@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import inspect
 import json
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -153,7 +155,8 @@ def _papermill_notebook() -> Path | None:
     one (a call from a worker thread sees no coroutine frames)."""
     if "nbclient.client" not in sys.modules:
         return None
-    frame: Any = sys._getframe(1)
+    current = inspect.currentframe()
+    frame: Any = current.f_back if current is not None else None
     while frame is not None:
         found = _client_notebook(frame.f_locals.get("self"))
         if found is not None:
@@ -174,20 +177,14 @@ def _client_notebook(client: Any) -> Path | None:
     if not given.endswith(".ipynb") or "://" in given:
         return None
     path = Path(given).expanduser()
-    if not path.is_absolute():
-        path = _papermill_cwd() / path
-    return path.resolve() if path.is_file() else None
-
-
-def _papermill_cwd() -> Path:
-    # papermill opens a relative input path from the folder it was started in, which --cwd
-    # may since have left; its local file handler keeps that folder.
-    try:
-        from papermill.iorw import papermill_io  # type: ignore[import-untyped]
-
-        return Path(papermill_io.get_handler("local")._cwd or Path.cwd())
-    except Exception:
-        return Path.cwd()
+    if path.is_absolute():
+        return path.resolve() if path.is_file() else None
+    # papermill opens a relative input path from the folder it was started in, which --cwd may
+    # since have left: that folder is the shell's $PWD, which os.chdir does not change.
+    for folder in (Path.cwd(), Path(os.environ.get("PWD") or ".")):
+        if (folder / path).is_file():
+            return (folder / path).resolve()
+    return None
 
 
 def read_declaration(notebook: Path | None, default_image: str) -> tuple[Declaration, str | None]:
