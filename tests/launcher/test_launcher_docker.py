@@ -192,6 +192,28 @@ def test_engine_down_is_an_error_and_no_host_kernel(python_image: str, tmp_path:
             assert s.connect_ex(("127.0.0.1", int(info[key]))) != 0
 
 
+def test_absent_image_is_an_error_and_no_host_kernel(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    from jupyter_client.connect import write_connection_file
+
+    config = tmp_path / "config"
+    config.mkdir()
+    ref = "nbcontainers-test/never-built:none"
+    (config / "images.json").write_text(json.dumps({"images": {"ghost": {"ref": ref}}}))
+    assert runtime.image_info(ref) is None
+    conn, info = write_connection_file(str(tmp_path / "kernel-ghost.json"))
+    argv = [sys.executable, "-m", "nbcontainers.launch", "--kernel", "nbc-ghost", "--image"]
+    argv += ["ghost", "-f", conn, "--", "python3", "-m", "ipykernel_launcher", "-f", conn]
+    env = {**os.environ, "NBCONTAINERS_CONFIG_DIR": str(config)}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 4, done.stderr  # ImageMissing's exit code
+    assert done.stderr.startswith("Error: ") and ref in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    with socket.socket() as s:  # and no kernel listens anywhere
+        assert s.connect_ex(("127.0.0.1", int(info["shell_port"]))) != 0
+
+
 def test_the_provisioner_still_starts_one_container_and_no_launcher(
     runtime: Any, python_image: str, tmp_path: Path
 ) -> None:
