@@ -168,7 +168,10 @@ export class KernelsPanel extends Widget {
           `${r.relayed ? ' (%container use)' : ''} · ${r.engine}`
       )
     );
-    const figures = [r.state, duration(r.uptime_s), memoryText(r), gpuText(r)].filter(Boolean);
+    // A dead kernel has no figures left, only the limit it met.
+    const memory =
+      r.ended_at === null ? memoryText(r) : r.memory_limit === null ? '' : `limit ${size(r.memory_limit)}`;
+    const figures = [r.state, duration(r.uptime_s), memory, gpuText(r)].filter(Boolean);
     row.appendChild(el('div', 'nbc-kernel-figures', figures.join(' · ')));
     if (r.ended_at === null) {
       const buttons = el('div', 'nbc-kernel-buttons');
