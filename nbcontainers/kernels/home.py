@@ -44,6 +44,14 @@ _ANY_PYTHON = tuple(f"3.{minor}" for minor in range(8, 15))
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 # Homes that are no home: never mounted over, never the kernel's HOME.
 _NO_HOME = frozenset({"", "/", "/nonexistent", "/root/nonexistent", "/dev/null"})
+# A folder of the image's own never gets a home mounted over it (HOME=/tmp in some CI jobs):
+# such a home is mounted at /home/<name> instead.
+# fmt: off
+_SYSTEM = frozenset({
+    "/tmp", "/var/tmp", "/home", "/opt", "/srv", "/mnt", "/media", "/usr", "/usr/local", "/etc",
+    "/var", "/run", "/bin", "/sbin", "/lib", "/boot",
+})
+# fmt: on
 # The image's own accounts a kernel can't do without; the rest of the image's passwd is not
 # known on the host (reading it would cost an engine round trip per start).
 _BASE_PASSWD = (
@@ -163,7 +171,7 @@ def plan_home(
     if holder is not None:
         path, host_path, mounted = home, holder.source + home[len(holder.target) :], False
     elif data:
-        path = home or f"/home/{name}"
+        path = home if home and home not in _SYSTEM else f"/home/{name}"
         host_path = os.path.join(data, "home" if own else f"homes/{uid}")
         mounted = True
     else:

@@ -151,3 +151,9 @@ def test_the_servers_home_variable_wins_for_its_own_user(
     assert own is not None and own.path == str(tmp_path / "host-home") and own.name == "grace"
     other = _home(tmp_path, server_uid=0, XDG_DATA_HOME=str(tmp_path / "data"))
     assert other is not None and other.path == "/home/grace"
+
+
+def test_a_home_that_is_a_system_folder_is_mounted_at_home_name(tmp_path: Path) -> None:
+    home = plan_home(1000, 1000, 1000, {"HOME": "/tmp"}, "ada", "python", "3.11", (), False)
+    assert home is not None and home.path == "/home/ada"  # the image's /tmp stays its own
+    assert home.host_path == "/tmp/.local/share/nbcontainers/home"  # still the user's data dir
