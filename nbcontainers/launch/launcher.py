@@ -179,9 +179,9 @@ def run(args: argparse.Namespace, command: list[str], log: logging.Logger) -> in
             ports=tuple(starter.ports),
             started_at=time.time(),
         )
+        # Watched from before the engine is asked: a SIGKILL mid-start leaves nothing either.
+        reaper.watch(kernel.kernel_id, str(private.path))
         starter.start(kernel, info)
-        assert starter.container_id is not None and starter.private_dir is not None
-        reaper.watch(starter.container_id, str(starter.private_dir))
         code = _stay_in_front(starter, float(config.get("stop_timeout", 5.0)))
     finally:
         starter.cleanup()

@@ -31,21 +31,24 @@ class Reaper:
         """Fork the reaper. Call it before any thread or engine connection exists: the
         child is a copy of this process and must not share a connection with it."""
         read_fd, write_fd = os.pipe()
+        launcher = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(write_fd)
             code = 0
             try:
-                _reap(read_fd, runtime_name)
+                _reap(read_fd, runtime_name, launcher)
             except BaseException:
                 code = 1
             os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
         os.close(read_fd)
         return cls(write_fd, pid)
 
-    def watch(self, container_id: str, private_dir: str) -> None:
-        """From now on the reaper removes this container if the launcher dies."""
-        self._send(f"run {container_id} {private_dir}\n")
+    def watch(self, kernel_id: str, private_dir: str) -> None:
+        """From now on, if the launcher dies, the reaper removes the containers of kernel
+        ``kernel_id`` that this launcher started (by their labels: also one whose start was
+        under way) and ``private_dir``."""
+        self._send(f"run {kernel_id} {private_dir}\n")
 
     def done(self) -> None:
         """The launcher removed the container itself: the reaper exits."""
@@ -64,7 +67,7 @@ class Reaper:
             os.write(self._fd, line.encode())
 
 
-def _reap(read_fd: int, runtime_name: str) -> None:
+def _reap(read_fd: int, runtime_name: str, launcher: int) -> None:
     os.setsid()  # out of the launcher's session and process group
     for signum in (signal.SIGINT, signal.SIGHUP):  # what a frontend sends the kernel's group
         signal.signal(signum, signal.SIG_IGN)
@@ -78,7 +81,7 @@ def _reap(read_fd: int, runtime_name: str) -> None:
     lines = data.decode().splitlines()
     last = lines[-1].split() if lines else []
     if len(last) == 3 and last[0] == "run":
-        _remove(runtime_name, last[1], last[2])
+        _remove(runtime_name, last[1], launcher, last[2])
 
 
 def _close_other_fds(keep: set[int]) -> None:
@@ -92,11 +95,13 @@ def _close_other_fds(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _remove(runtime_name: str, container_id: str, private_dir: str) -> None:
+def _remove(runtime_name: str, kernel_id: str, launcher: int, private_dir: str) -> None:
+    from ..labels import KERNEL_ID, SERVER_PID
     from ..runtimes import get_runtime
 
     runtime: Any = get_runtime(runtime_name)  # a new connection: none is shared with the parent
     try:
-        runtime.remove(container_id)  # kills it first: a running kernel goes too
+        for state in runtime.list({KERNEL_ID: kernel_id, SERVER_PID: str(launcher)}):
+            runtime.remove(state.id)  # kills it first: a running kernel goes too
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
