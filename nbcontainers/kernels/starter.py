@@ -350,7 +350,9 @@ class KernelStarter:
             return
         tail = self.runtime.logs(state.id, tail=20)
         mem = self.effective.launch.mem_limit
-        self.last_crash = crash_report(state, self.catalog_image.name, mem, tail)
+        # The name as started; a re-adopted nbc-notebook kernel has no notebook to resolve.
+        name = self._catalog_image.name if self._catalog_image else self.effective.image
+        self.last_crash = crash_report(state, name, mem, tail)
         self.log.error("%s", self.last_crash)
 
     def signal(self, signum: int) -> None:
