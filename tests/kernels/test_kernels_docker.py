@@ -55,7 +55,8 @@ def test_executes_in_container_with_workspace_and_host_uid(
     cwd, uid, gid, home, in_container = out.split()
     assert cwd == str(tmp_path)
     assert (int(uid), int(gid)) == (os.getuid(), os.getgid())
-    assert home == "/home/nbc" and in_container == "True"
+    # ~ is the server user's home path, backed by a lasting folder (kernels/home.py).
+    assert home == str(Path.home()) and in_container == "True"
     written = tmp_path / "written.txt"
     assert written.read_text() == "hi"
     assert written.stat().st_uid == os.getuid()
