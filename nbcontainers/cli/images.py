@@ -277,7 +277,7 @@ def images_prune(names: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
 def images_regenerate(check: bool) -> None:
     """Regenerate images/catalog.json and kernelspecs/ from the image sources."""
     from ..catalog.entries import catalog_path, load_catalog, render_catalog
-    from ..catalog.kernelspecs import write_kernelspec
+    from ..catalog.kernelspecs import write_kernelspecs
 
     path = catalog_path()
     text = render_catalog()
@@ -290,6 +290,5 @@ def images_regenerate(check: bool) -> None:
         return
     path.write_text(text)
     out = path.resolve().parent.parent / "kernelspecs"  # data/images links to the checkout
-    for image in load_catalog(include_user=False).values():
-        write_kernelspec(image, out)
+    write_kernelspecs(load_catalog(include_user=False), out)  # nbc-notebook too
     click.echo(f"wrote {path} and {out}/")
