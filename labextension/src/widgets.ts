@@ -24,6 +24,7 @@ export class Poller {
   readonly changed = new Signal<this, IKernelRecord[]>(this);
   records: IKernelRecord[] = [];
   private timer = 0;
+  private busy = false;
 
   constructor(private interval = 2000) {}
 
@@ -37,11 +38,17 @@ export class Poller {
   }
 
   async refresh(): Promise<void> {
+    if (this.busy) {
+      return; // a slow answer (an engine under load): never pile requests up
+    }
+    this.busy = true;
     try {
       this.records = await listKernels();
     } catch (error) {
       // A server without the extension, or one restarting: keep the last list, try again.
       return;
+    } finally {
+      this.busy = false;
     }
     this.changed.emit(this.records);
   }

@@ -36,7 +36,7 @@ from .records import (
 
 __all__ = ["FRESH", "Collector", "Found"]
 
-FRESH = 1.5  # seconds a sample stays current; the front end asks every 2 s
+FRESH = 3.0  # seconds a sample stays current (the front end asks every 2 s)
 FIRST_WAIT = 3.0  # how long a list waits for a container's first sample
 KEEP_ENDED = 600.0  # seconds a dead kernel's record stays listed
 WORKERS = 4
@@ -167,11 +167,11 @@ class Collector:
     async def find(self) -> list[Found]:
         """The owner's containers, joined with this server's kernels."""
         by_container, by_pid = await self.server_kernels()
-        loop = asyncio.get_running_loop()
         found: list[Found] = []
         for runtime in self.runtimes():
             try:
-                states = await loop.run_in_executor(self.pool, self._owned, runtime)
+                # Not on the samplers' pool: a list must not queue behind ~1 s stats calls.
+                states = await asyncio.to_thread(self._owned, runtime)
             except Exception as exc:
                 self.serverapp.log.warning("nbcontainers: can't list kernels: %s", exc)
                 continue
@@ -202,9 +202,7 @@ class Collector:
                 waits.append(self.pending[f.state.id])
         if waits:
             await asyncio.wait(waits, timeout=FIRST_WAIT)
-        out: list[KernelRecord] = []
-        for f in found:
-            out.append(await loop.run_in_executor(self.pool, self._record, f))
+        out = await asyncio.to_thread(lambda: [self._record(f) for f in found])
         self._forget({f.state.id for f in found})
         cutoff = time.time() - KEEP_ENDED
         for container_id, record in list(self.ended.items()):
