@@ -37,3 +37,13 @@ def workspace(podman_runtime: Any) -> Iterator[tuple[pwd.struct_passwd, Path, Pa
     holder = podman_runtime.state(holder_name(user.pw_name))
     if holder is not None:
         podman_runtime.remove(holder.id)
+
+
+@pytest.fixture
+def pool(python_image: str) -> Iterator[Any]:
+    """This process's pool, emptied (every idle container removed) after the test."""
+    from nbcontainers.kernels.pool import kernel_pool
+
+    yield kernel_pool()
+    kernel_pool().drain()
+    kernel_pool().reopen()

@@ -17,18 +17,16 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import KernelManager
 
-from nbcontainers.kernels.pool import kernel_pool
 from nbcontainers.recipe.capture import capture_source, parse_capture
 
-from ..drive import connected, container_kernel, run
-from .pool_alike import SEEN, assert_alike, ipython_dir, made, seen_in
+from ..drive import container_kernel, run
+from .pool_alike import assert_alike, ipython_dir, made
+from .pooled_starts import seen_by, start_nbc_python
 
 pytestmark = pytest.mark.docker
 
@@ -122,27 +120,6 @@ def test_identity_home_and_pip_install_last(
     assert folder.stat().st_uid == expect_uid and folder.stat().st_mode & 0o777 == 0o700
 
 
-@pytest.fixture
-def pool(python_image: str) -> Iterator[Any]:
-    yield kernel_pool()
-    kernel_pool().drain()
-    kernel_pool().reopen()
-
-
-def _start(cwd: Path, session: str, **config: Any) -> KernelManager:
-    km = KernelManager(kernel_name="nbc-python")
-    km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
-    km.start_kernel(cwd=str(cwd), env={**os.environ, "JPY_SESSION_NAME": session})
-    return km
-
-
-def _seen(km: KernelManager) -> dict[str, Any]:
-    with connected(km) as kc:
-        out, reply = run(kc, SEEN)
-    assert reply["status"] == "ok", out
-    return seen_in(out)
-
-
 def test_a_pooled_kernel_of_another_uid_equals_a_cold_one(
     pool: Any, runtime: Any, tmp_path: Path, data: Path
 ) -> None:
@@ -160,14 +137,14 @@ def test_a_pooled_kernel_of_another_uid_equals_a_cold_one(
         "user": f"{UID}:{UID}",
         "env": {"IPYTHONDIR": ipython},
     }
-    cold = _start(notebook, "project/nb/a.ipynb", **config)
+    cold = start_nbc_python(notebook, "project/nb/a.ipynb", **config)
     pooled = None
     try:
         assert cold.provisioner._pooled is None
         assert pool.wait_ready(1, timeout=60)
-        pooled = _start(notebook, "project/nb/b.ipynb", **config)
+        pooled = start_nbc_python(notebook, "project/nb/b.ipynb", **config)
         assert pooled.provisioner._pooled is not None
-        a, b = _seen(cold), _seen(pooled)
+        a, b = seen_by(cold), seen_by(pooled)
         assert_alike(a, b, notebook, tmp_path, ("project/nb/a.ipynb", "project/nb/b.ipynb"))
         assert b["ids"][:2] == [UID, UID]
         assert b["who"]["getuser"] == b["who"]["whoami"] == f"u{UID}"

@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +17,14 @@ from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 from nbcontainers.kernels import pool as pool_module
 from nbcontainers.kernels.orphans import find_orphans, remove_orphans
-from nbcontainers.kernels.pool import kernel_pool
 from nbcontainers.kernels.pooled import POOL_ROLE
 from nbcontainers.labels import ROLE
 
 from ..drive import connected, run
-from .pool_alike import SEEN, assert_alike, ipython_dir, made, seen_in
+from .pool_alike import assert_alike, ipython_dir, made
+from .pooled_starts import seen_by, start_nbc_python
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def pool(python_image: str) -> Iterator[Any]:
-    """This process's pool, emptied (every idle container removed) after the test."""
-    yield kernel_pool()
-    kernel_pool().drain()
-    kernel_pool().reopen()
-
-
-def _start(cwd: Path, session: str, **config: Any) -> KernelManager:
-    km = KernelManager(kernel_name="nbc-python")
-    km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
-    km.start_kernel(cwd=str(cwd), env={**os.environ, "JPY_SESSION_NAME": session})
-    return km
-
-
-def _seen(km: KernelManager) -> dict[str, Any]:
-    with connected(km) as kc:
-        out, reply = run(kc, SEEN)
-    assert reply["status"] == "ok", out
-    return seen_in(out)
 
 
 def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
@@ -59,17 +36,17 @@ def test_pooled_kernel_equals_a_cold_one_and_the_pool_refills(
     (tmp_path / "elsewhere").mkdir()
     ipython = ipython_dir(tmp_path)
     config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython}}
-    cold = _start(notebook, "project/nb/a.ipynb", **config)
+    cold = start_nbc_python(notebook, "project/nb/a.ipynb", **config)
     pooled = restarted = None
     try:
         assert cold.provisioner._pooled is None  # nothing was pooled yet: this one is cold
         assert pool.wait_ready(1, timeout=60)  # ...and the pool fills behind it
         # No config file is Python here: the member started its kernel early (sockets bound).
         assert _bound_early(pool) == ["k-1", "k-2", "k-3", "k-4", "k-5"]
-        pooled = _start(notebook, "project/nb/b.ipynb", **config)
+        pooled = start_nbc_python(notebook, "project/nb/b.ipynb", **config)
         assert pooled.provisioner._pooled is not None
         assert pool.wait_ready(1, timeout=60)  # refilled after the take
-        a, b = _seen(cold), _seen(pooled)
+        a, b = seen_by(cold), seen_by(pooled)
         sessions = ("project/nb/a.ipynb", "project/nb/b.ipynb")
         assert_alike(a, b, notebook, tmp_path, sessions)
         assert b["ids"] == [os.getuid(), os.getgid(), a["ids"][2]]
@@ -112,10 +89,10 @@ def test_a_python_config_file_runs_only_after_the_hand_over(pool: Any, tmp_path:
     )
     ipython = ipython_dir(tmp_path, config_file)
     config = {"pool_size": 1, "workspace_root": str(tmp_path), "env": {"IPYTHONDIR": ipython}}
-    _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
+    start_nbc_python(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
     assert pool.wait_ready(1, timeout=60)
     assert _bound_early(pool) == []  # the member waits with its kernel not yet started
-    km = _start(tmp_path, "second.ipynb", **config)
+    km = start_nbc_python(tmp_path, "second.ipynb", **config)
     try:
         assert km.provisioner._pooled is not None
         with connected(km) as kc:
@@ -129,7 +106,7 @@ def test_a_python_config_file_runs_only_after_the_hand_over(pool: Any, tmp_path:
 
 def test_two_starts_at_once_get_two_kernels(pool: Any, tmp_path: Path) -> None:
     config = {"pool_size": 2, "workspace_root": str(tmp_path)}
-    _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
+    start_nbc_python(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)  # learn the pool
     assert pool.wait_ready(2, timeout=90)
 
     async def both() -> set[str | None]:
@@ -181,7 +158,7 @@ def test_a_pool_that_cannot_fill_leaves_starts_cold(
     config = {"pool_size": 1, "workspace_root": str(tmp_path)}
     with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
         for session in ("a.ipynb", "b.ipynb"):
-            km = _start(tmp_path, session, **config)
+            km = start_nbc_python(tmp_path, session, **config)
             try:
                 assert km.provisioner._pooled is None
                 with connected(km) as kc:
@@ -241,7 +218,7 @@ def test_idle_members_stay_under_the_memory_cap(
     # An idle member uses ~36 MiB here: a 50 MiB cap holds one of the three asked for.
     config = {"pool_size": 3, "pool_max_memory": "50m", "workspace_root": str(tmp_path)}
     with caplog.at_level(logging.WARNING, logger="nbcontainers.pool"):
-        _start(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)
+        start_nbc_python(tmp_path, "first.ipynb", **config).shutdown_kernel(now=True)
         assert pool.wait_ready(1, timeout=60)
         assert not pool.wait_ready(2, timeout=3)  # no second one comes
     [member] = [s for s in runtime.list({ROLE: POOL_ROLE}) if s.running]
