@@ -45,6 +45,7 @@ from typing import Any
 from ..catalog.entries import CatalogImage, load_catalog, register_user_image
 from ..errors import ConfigError, NbcontainersError, UnknownImage, did_you_mean
 from ..hostgpus import parse_gpu_request
+from ..runtimes import engine_facts
 from ..runtimes.base import ContainerRuntime
 from .limits import MIN_MEMORY, checked_cpus, checked_size
 from .plan import LaunchConfig
@@ -452,7 +453,7 @@ def apply_declaration(
         raise ConfigError(f"{declaration.source or 'The declaration'} is refused: {exc}") from None
     runtime = runtime or shared_runtime()
     try:
-        gpu_request(image, declaration.gpus, remote=runtime.ping().remote)
+        gpu_request(image, declaration.gpus, remote=engine_facts(runtime).remote)
     except NbcontainersError as exc:
         key = "gpus" if declaration.gpus is not None else "image"
         raise ConfigError(

@@ -23,7 +23,14 @@ from typing import Any
 
 from ..catalog.entries import CatalogImage, load_catalog
 from ..errors import ConfigError, RuntimeFailure, Unsupported
-from ..runtimes import ContainerRuntime, ContainerState, EngineFacts, GPURequest, shared_runtime
+from ..runtimes import (
+    ContainerRuntime,
+    ContainerState,
+    EngineFacts,
+    GPURequest,
+    engine_facts,
+    shared_runtime,
+)
 from ..runtimes.base import ContainerSpec, Placement
 from .connection import (
     PrivateDir,
@@ -157,10 +164,10 @@ class KernelStarter:
         return self._catalog_image
 
     def engine_facts(self) -> EngineFacts:
-        # Asked once per starter (restarts reuse it): one or two engine round trips. Not
-        # once per process: "auto" may name another engine when the environment changes.
+        # The process's one cache of engine facts (runtimes.engine_facts, per runtime object):
+        # a start then pays no engine round trip for them; kept per starter for restarts.
         if self._facts is None:
-            self._facts = self.runtime.ping()
+            self._facts = engine_facts(self.runtime)
         return self._facts
 
     def transport(self) -> str:

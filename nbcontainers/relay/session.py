@@ -35,6 +35,7 @@ from ..kernels.plan import LaunchConfig
 from ..kernels.policy import Policy, load_policy
 from ..kernels.policy_rules import apply_policy, check_image
 from ..kernels.warmup import warm_in_background
+from ..runtimes import engine_facts
 from ..runtimes.base import BuildEvent, ContainerRuntime, GPURequest, missing_image_advice
 from .connection import make_manager, remove_socket_folder
 from .kernel import Relay
@@ -217,7 +218,7 @@ class RelaySession:
             return kernel
         image, runtime = kernel.image, self.engines.get(kernel.runtime_name)
         config = kernel.spec.metadata["kernel_provisioner"]["config"]
-        gpus = gpu_request(image, config.get("gpus"), remote=runtime.ping().remote)
+        gpus = gpu_request(image, config.get("gpus"), remote=engine_facts(runtime).remote)
         policy = load_policy()
         if kernel.resources:
             check_resources(policy, image, kernel.resources, gpus)
