@@ -7,7 +7,7 @@ NBC := $(BIN)/nbcontainers
 IMAGES ?= python pytorch-cpu
 EXAMPLE_OUT := examples/quickstart.executed.ipynb
 
-.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm kserve-client check unit bench gpu-check clean examples clean-images
+.PHONY: demo test setup venv engine base podman hub images kernelspecs browser swarm kserve-client check unit bench gpu-check labextension clean examples clean-images
 
 demo: setup
 	$(BIN)/papermill --log-output -k nbc-python examples/quickstart.ipynb $(EXAMPLE_OUT)
@@ -16,7 +16,7 @@ demo: setup
 test: setup podman hub browser swarm kserve-client check
 	NBCONTAINERS_REQUIRE_DOCKER=1 $(BIN)/pytest -v tests
 
-setup: venv engine base images kernelspecs
+setup: venv engine base images kernelspecs labextension
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -55,6 +55,13 @@ images: venv base
 
 kernelspecs: venv
 	$(NBC) kernelspec install --sys-prefix
+
+# The JupyterLab / Notebook 7 extension, built from labextension/ (its yarn.lock) into
+# nbcontainers/labextension/ (skipped when up to date), and the server extension enabled in the
+# venv (an editable install does not put the wheel's enabling file there).
+labextension: venv
+	PATH=$(abspath $(BIN)):$$PATH bash scripts/build-labextension.sh
+	$(BIN)/jupyter server extension enable --sys-prefix nbcontainers.lab
 
 # Re-executes examples/*.ipynb and saves them with their outputs (what the README shows).
 examples: setup
