@@ -57,11 +57,12 @@ kernelspecs: venv
 	$(NBC) kernelspec install --sys-prefix
 
 # The JupyterLab / Notebook 7 extension, built from labextension/ (its yarn.lock) into
-# nbcontainers/labextension/ (skipped when up to date), and the server extension enabled in the
-# venv (an editable install does not put the wheel's enabling file there).
+# nbcontainers/labextension/ (skipped when up to date), where the wheel takes it from. The wheel
+# also carries the file that enables the server extension; this checkout's editable venv does
+# not get it (tests/lab starts its servers with their own data and config folders), so the
+# test suite's other Jupyter servers run without it.
 labextension: venv
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/build-labextension.sh
-	$(BIN)/jupyter server extension enable --sys-prefix nbcontainers.lab
 
 # Re-executes examples/*.ipynb and saves them with their outputs (what the README shows).
 examples: setup
