@@ -42,7 +42,13 @@ def test_the_readme_first_commands_in_a_fresh_venv(tmp_path: Path, python_image:
     work = tmp_path / "work"
     (work / "home").mkdir(parents=True)
     shutil.copy(CHECKOUT / "examples" / "quickstart.ipynb", work / "in.ipynb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "NBCONTAINERS"))}
+    # A fresh user's environment: none of the suite's Jupyter, nbcontainers or per-test data
+    # folders (conftest's XDG_DATA_HOME would move `kernelspec install --user`'s target).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUPYTER", "NBCONTAINERS")) and k != "XDG_DATA_HOME"
+    }
     env.update(HOME=str(work / "home"), PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}")
     env.pop("VIRTUAL_ENV", None)
 
