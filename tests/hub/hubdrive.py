@@ -204,12 +204,13 @@ def _podman_as(user: str) -> list[str]:
             "PATH=/usr/bin:/bin", "podman"]  # fmt: skip
 
 
-def podman_as(user: str, *args: str) -> str:
-    """``podman ARGS`` as ``user`` (the CLI on the user's own storage); its stdout."""
+def podman_as(user: str, *args: str, check: bool = True) -> str:
+    """``podman ARGS`` as ``user`` (the CLI on the user's own storage): its stdout, or with
+    ``check=False`` its stdout and stderr whatever it exits with."""
     done = subprocess.run(
-        [*_podman_as(user), *args], capture_output=True, text=True, timeout=60, cwd="/", check=True
+        [*_podman_as(user), *args], capture_output=True, text=True, timeout=60, cwd="/", check=check
     )
-    return done.stdout
+    return done.stdout if check else done.stdout + done.stderr
 
 
 def user_containers(user: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,29 +186,111 @@ def test_an_engine_killed_with_its_containers_is_reset_as_after_a_reboot(
     assert not list(fallback.iterdir())
 
 
+BROKEN = "1d04" * 16
+GONE = f'getting container from store "{BROKEN}": container not known'
+JOINED = "ab12" * 16
+
+
+class _Engine:
+    """What DockerRuntime's list, state and remove answer, in order, for PodmanRuntime above."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, **answers: list[object]) -> None:
+        from nbcontainers.runtimes.docker.runtime import DockerRuntime
+
+        self.answers = answers
+        self.removed: list[str] = []
+        for name in ("list", "state"):
+            monkeypatch.setattr(DockerRuntime, name, self._answering(name))
+        monkeypatch.setattr(DockerRuntime, "remove", self._remove)
+        monkeypatch.setattr(podman, "BROKEN_SETTLE", 0.0)
+
+    def _answering(self, name: str) -> Any:
+        def answer(runtime: object, arg: object) -> object:
+            got = self.answers[name].pop(0)
+            if isinstance(got, Exception):
+                raise got
+            return got
+
+        return answer
+
+    def _remove(self, container_id: str) -> None:  # bound here: the runtime is not passed
+        got = self.answers["remove"].pop(0) if self.answers.get("remove") else None
+        if isinstance(got, Exception):
+            raise got
+        self.removed.append(container_id)
+
+
+def _state(cid: str, status: str) -> Any:
+    from nbcontainers.runtimes.base import ContainerState
+
+    return ContainerState(
+        id=cid, name=f"nbc-{cid[:4]}", image="i", status=status, exit_code=None,
+        oom_killed=False, labels={},
+    )  # fmt: skip
+
+
 def test_a_container_vanishing_while_podman_lists_is_asked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from nbcontainers.errors import RuntimeFailure
-    from nbcontainers.runtimes.docker.runtime import DockerRuntime
 
-    answers: list[object] = [
-        RuntimeFailure('list containers: getting container from store "1d04": container not known'),
-        ["listed"],
-    ]
-
-    def listing(self: object, labels: object) -> object:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    monkeypatch.setattr(DockerRuntime, "list", listing)
+    engine = _Engine(
+        monkeypatch,
+        list=[RuntimeFailure(f"list containers: {GONE}"), ["listed"]],
+        state=[None],  # gone a moment later: a removal that was in flight
+    )
     runtime = podman.PodmanRuntime(base_url="unix:///elsewhere.sock")
     assert runtime.list({}) == ["listed"]
-    answers[:] = [RuntimeFailure("list containers: permission denied")]
+    assert engine.removed == []  # nothing to remove: it was already going
+    engine.answers["list"] = [RuntimeFailure("list containers: permission denied")]
     with pytest.raises(RuntimeFailure, match="permission denied"):  # anything else: at once
         runtime.list({})
+
+
+def test_a_record_whose_storage_is_gone_is_removed_with_the_ended_ones_joined_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nbcontainers.errors import RuntimeFailure
+
+    dependents = RuntimeFailure(
+        f"remove container {BROKEN[:12]}: container {BROKEN} has dependent containers which "
+        f"must be removed before it: {JOINED}: container already exists"
+    )
+    engine = _Engine(
+        monkeypatch,
+        # The holder's inspect fails, still so a moment later; its joined kernel has exited.
+        state=[
+            RuntimeFailure(f"inspect: {GONE}"),
+            RuntimeFailure(f"inspect: {GONE}"),
+            _state(JOINED, "exited"),
+            None,
+        ],
+        remove=[dependents, None, None],
+    )
+    runtime = podman.PodmanRuntime(base_url="unix:///elsewhere.sock")
+    assert runtime.state("nbc-netns-ada") is None
+    assert engine.removed == [JOINED, BROKEN]
+
+
+def test_a_record_whose_storage_is_gone_with_a_running_container_joined_says_what_to_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nbcontainers.errors import RuntimeFailure
+
+    dependents = RuntimeFailure(
+        f"container {BROKEN} has dependent containers which must be removed before it: "
+        f"{JOINED}: container already exists"
+    )
+    engine = _Engine(
+        monkeypatch,
+        list=[RuntimeFailure(f"list containers: {GONE}")],
+        state=[RuntimeFailure(f"inspect: {GONE}"), _state(JOINED, "running")],
+        remove=[dependents],
+    )
+    runtime = podman.PodmanRuntime(base_url="unix:///elsewhere.sock")
+    with pytest.raises(RuntimeFailure, match=r"running containers are joined to it: nbc-ab12\."):
+        runtime.list({})
+    assert engine.removed == []  # a running kernel is never touched
 
 
 NO_PASSWD_UID = 48213  # no passwd entry on this host (asserted where it matters)
@@ -266,3 +349,31 @@ def test_a_real_process_with_no_passwd_entry_gets_a_message_not_a_keyerror() -> 
     assert done.returncode == 0 and f"uid {NO_PASSWD_UID} has no user name" in done.stdout, (
         done.stdout + done.stderr
     )
+
+
+def test_two_calls_finding_the_engine_gone_start_it_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A kernel start and the pool's refill find the engine dead together. Unchanged code: each
+    # started one, and each took the other's fresh engine for a survivor of the dead one
+    # ("not reset, still running: …podman …catatonit"), so the kernel start was a 500.
+    import threading
+
+    up = threading.Event()
+    starts: list[str] = []
+
+    def start(argv: list[str], path: Path, env: object, wait: float) -> None:
+        starts.append(argv[1])
+        time.sleep(0.3)  # an engine takes a moment to answer
+        up.set()
+
+    monkeypatch.setattr(podman_service, "_answers", lambda path: up.is_set())
+    monkeypatch.setattr(podman_service, "_start_service", start)
+    monkeypatch.setattr(podman_service, "_preflight", lambda: "/usr/bin/podman")
+    sock = tmp_path / "run" / "podman" / "podman.sock"
+    callers = [threading.Thread(target=podman.ensure_service, args=(sock,)) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(10)
+    assert starts == ["system"]

@@ -19,6 +19,7 @@ itself before that (runtimes/cdi.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -51,7 +52,13 @@ from .storageconf import missing_image_message
 
 __all__ = ["PodmanRuntime", "cdi_specs", "idle_timeout", "runtime_dir", "user_socket"]
 
-LIST_TRIES = 3
+LIST_TRIES = 4
+BROKEN_SETTLE = 0.2  # seconds: how long a removal in flight may leave a record without storage
+# Podman's answer for a container in its database whose storage is gone.
+_NO_STORAGE = re.compile(r'getting container from store "([0-9a-f]{12,64})": container not known')
+_DEPENDENTS = re.compile(r"has dependent containers which must be removed before it: ([0-9a-f, ]+)")
+_ID = re.compile(r"[0-9a-f]{64}")
+log = logging.getLogger(__name__)
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 # `podman build` prints "STEP 2/7: RUN pip install ..." when a step starts.
 _STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
@@ -154,17 +161,72 @@ class PodmanRuntime(DockerRuntime):
         return device_requests(driver="cdi", device_ids=[f"nvidia.com/gpu={i}" for i in ids])
 
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
-        """As Docker's, asked again when a container vanished while Podman listed (its API then
-        fails the whole list: "getting container from store …: container not known"; seen
-        when a kernel start and a restart heal one user's leftovers at once)."""
+        """As Docker's, asked again when Podman's API fails the whole list over one container
+        it cannot read ("getting container from store …: container not known"): one that
+        vanished while Podman listed (a kernel start and a restart healing one user's
+        leftovers at once), or a record whose storage is gone for good (see :meth:`state`)."""
         for attempt in range(LIST_TRIES):
             try:
                 return super().list(labels)
             except RuntimeFailure as exc:
-                if "container not known" not in str(exc) or attempt == LIST_TRIES - 1:
+                if attempt == LIST_TRIES - 1 or not self._forget_broken(exc):
                     raise
-                time.sleep(0.1)
         raise AssertionError("unreachable")
+
+    def state(self, container_id: str) -> ContainerState | None:
+        """As Docker's; a container whose record outlived its storage is removed and reported
+        gone (None), as it is for every purpose: it can neither run nor be inspected."""
+        try:
+            return super().state(container_id)
+        except RuntimeFailure as exc:
+            if not self._forget_broken(exc):
+                raise
+        return super().state(container_id)
+
+    def _forget_broken(self, exc: RuntimeFailure) -> bool:
+        """Remove the container ``exc`` says Podman cannot find in its storage, once it is
+        still so a moment later; return whether ``exc`` was that. An engine killed while it
+        removed a container (between deleting its storage and its record: an admin ending the
+        user's processes, the OOM killer) leaves such a record, and from then on Podman fails
+        every list and every inspect of it, so every kernel start of that user, until the
+        record goes. A removal in flight leaves the same state for a moment: hence the wait,
+        and removing is what that removal was doing anyway."""
+        found = _NO_STORAGE.search(str(exc))
+        if found is None:
+            return False
+        time.sleep(BROKEN_SETTLE)
+        try:
+            super().state(found[1])
+        except RuntimeFailure as again:
+            if _NO_STORAGE.search(str(again)) is None:
+                raise
+            log.warning("removing container %s: its storage is gone (%s)", found[1][:12], again)
+            self._remove_broken(found[1])
+        return True
+
+    def _remove_broken(self, container_id: str) -> None:
+        """Remove a record without storage, and first the ended containers joined to it (a
+        network holder's kernels), which Podman otherwise names as "dependent containers".
+        A running one is never touched: then the user is told what to stop."""
+        try:
+            self.remove(container_id)
+            return
+        except RuntimeFailure as refused:
+            joined = _DEPENDENTS.search(str(refused))
+            if joined is None:
+                raise
+        states = [super(PodmanRuntime, self).state(i) for i in _ID.findall(joined[1])]
+        running = [s.name for s in states if s is not None and s.status == "running"]
+        if running:
+            raise RuntimeFailure(
+                f"Your container {container_id[:12]} lost its storage (its engine was killed "
+                f"while removing it), and running containers are joined to it: "
+                f"{', '.join(running)}. Stop them (`podman stop NAME`), then try again."
+            )
+        for state in states:
+            if state is not None:
+                self.remove(state.id)
+        self.remove(container_id)
 
     def image_info(self, ref: str) -> ImageInfo | None:
         info = super().image_info(ref)

@@ -7,6 +7,7 @@ runtime that talks to it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import getpass
 import os
 import shutil
@@ -172,6 +173,16 @@ def ensure_service(path: Path, wait: float = SERVICE_WAIT) -> None:
     idle = idle_timeout()
     podman = _preflight()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # One start at a time per user: a server's kernel start and its pool's refill often find
+    # the engine gone together, and each would take the other's fresh engine for a survivor
+    # of the dead one (and refuse to reset), or reset under it.
+    with (path.parent / "nbcontainers-service.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _answers(path):
+            _start_locked(podman, idle, path, wait)
+
+
+def _start_locked(podman: str, idle: int, path: Path, wait: float) -> None:
     log_path = path.parent / "nbcontainers-service.log"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(path.parent.parent)}
     said = _start_service([podman, "system", "service", f"--time={idle}"], path, env, wait)
