@@ -37,6 +37,7 @@ __all__ = [
     "GPU_KIND",
     "Edits",
     "GPUSpec",
+    "ImageConfig",
     "applicable",
     "apply_edits",
     "find_spec",
@@ -56,6 +57,7 @@ DRIVER_LIBS = ("libcuda.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so", "
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 # The kernel's start makes create-symlinks' links here (the root filesystem may be read-only).
 LINK_DIR = "/tmp/.nbc-cdi-links"
+LIBRARY_PATH = "LD_LIBRARY_PATH"
 _GPU_NODE = re.compile(r"^nvidia(\d+)$")
 
 
@@ -70,6 +72,14 @@ class GPUSpec:
     def names(self) -> list[str]:
         """The devices a count picks from, in index order (not "all", not the UUID aliases)."""
         return sorted((n for n in self.devices if n.isdigit()), key=int)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What the image itself sets that the edits must keep: its environment and command."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,7 @@ def _merge(parts: Sequence[Mapping[str, Any]], path: Path) -> Edits:
             for target, link in links
         ]
     if lib_dirs:
-        env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(lib_dirs))
+        env[LIBRARY_PATH] = ":".join(dict.fromkeys(lib_dirs))
     return Edits(
         devices=tuple(devices.values()),
         mounts=tuple(mounts.values()),
@@ -222,9 +232,11 @@ def applicable() -> bool:
     return find_spec() is not None or host_spec() is not None
 
 
-def give_gpus(spec: ContainerSpec, rootless: bool) -> ContainerSpec:
+def give_gpus(
+    spec: ContainerSpec, rootless: bool, image: ImageConfig | None = None
+) -> ContainerSpec:
     """``spec`` with exactly its GPUs' device nodes, mounts and environment from the host's
-    CDI spec (or one made from ``/dev/nvidia*``)."""
+    CDI spec (or one made from ``/dev/nvidia*``); ``image``: what the image itself sets."""
     assert spec.gpus is not None
     found = find_spec() or host_spec()
     if found is None:
@@ -233,27 +245,39 @@ def give_gpus(spec: ContainerSpec, rootless: bool) -> ContainerSpec:
             "kernel. Install the NVIDIA driver, then `sudo nvidia-ctk cdi generate "
             "--output=/etc/cdi/nvidia.yaml`."
         )
-    return apply_edits(spec, select(found, spec.gpus), rootless)
+    return apply_edits(spec, select(found, spec.gpus), rootless, image)
 
 
-def apply_edits(spec: ContainerSpec, edits: Edits, rootless: bool) -> ContainerSpec:
+def apply_edits(
+    spec: ContainerSpec, edits: Edits, rootless: bool, image: ImageConfig | None = None
+) -> ContainerSpec:
     """``spec`` with the GPU edits applied and its GPU request spent. A rootless engine opens
     the device nodes as the user, so a node the user can't open is refused here, by name,
-    with the fix (the admin adds the user to the node's group)."""
+    with the fix (the admin adds the user to the node's group).
+
+    The container's environment replaces the image's variable by variable, so the spec's
+    library folders come before the ``LD_LIBRARY_PATH`` the spec or else the image sets (CUDA
+    images name their own libraries there), never instead of it. A container started with
+    the image's command gets that command wrapped in the start lines too."""
+    image = image or ImageConfig()
     if rootless:
         for node in edits.host_nodes:
             if not os.access(node, os.R_OK | os.W_OK):
                 raise GPUUnavailable(_no_access(node))
     command = tuple(spec.command)
-    if edits.start and command:
+    if edits.start and (command or image.command):
         script = " && ".join(edits.start) + ' && exec "$@"'
-        command = ("/bin/sh", "-c", script, "nbc-cdi", *command)
+        command = ("/bin/sh", "-c", script, "nbc-cdi", *(command or image.command))
+    env = {**spec.env, **edits.env}
+    before = spec.env.get(LIBRARY_PATH) or image.env.get(LIBRARY_PATH)
+    if LIBRARY_PATH in edits.env and before:
+        env[LIBRARY_PATH] = f"{edits.env[LIBRARY_PATH]}:{before}"
     return replace(
         spec,
         gpus=None,
         devices=(*spec.devices, *edits.devices),
         mounts=(*spec.mounts, *edits.mounts),
-        env={**spec.env, **edits.env},
+        env=env,
         command=command,
     )
 

@@ -4,6 +4,7 @@ host's /dev/nvidia* when none exists."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,33 @@ def test_the_nodes_a_user_cannot_open_are_named_with_their_group(tmp_path: Path)
         str(tmp_path / "nvidia0"): group,
         str(tmp_path / "nvidiactl"): group,
     }
+
+
+def test_the_spec_libraries_come_before_the_images_own_not_instead() -> None:
+    # CUDA images name their libraries in LD_LIBRARY_PATH; a container's variable replaces the
+    # image's, so unchanged code dropped them (the GPU libraries found, the image's not).
+    edits = cdi.Edits(env={"LD_LIBRARY_PATH": cdi.LINK_DIR}, start=(f"mkdir -p {cdi.LINK_DIR}",))
+    image = cdi.ImageConfig(env={"LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}, command=("serve",))
+    base = ContainerSpec(image="i", command=("python",), gpus=GPURequest(count=1))
+    applied = cdi.apply_edits(base, edits, rootless=False, image=image)
+    assert applied.env["LD_LIBRARY_PATH"] == f"{cdi.LINK_DIR}:/usr/local/cuda/lib64"
+    mine = replace(base, env={"LD_LIBRARY_PATH": "/opt/mine"})  # the caller's own wins over it
+    assert cdi.apply_edits(mine, edits, False, image).env["LD_LIBRARY_PATH"] == (
+        f"{cdi.LINK_DIR}:/opt/mine"
+    )
+    bare = cdi.apply_edits(base, edits, rootless=False)  # an image that sets none
+    assert bare.env["LD_LIBRARY_PATH"] == cdi.LINK_DIR
+
+
+def test_a_container_on_the_images_command_still_runs_the_start_lines() -> None:
+    # Unchanged code skipped the links (and so the libraries behind them) for a container
+    # started without a command of its own.
+    edits = cdi.Edits(env={"LD_LIBRARY_PATH": cdi.LINK_DIR}, start=(f"mkdir -p {cdi.LINK_DIR}",))
+    base = ContainerSpec(image="i", command=(), gpus=GPURequest(count=1))
+    applied = cdi.apply_edits(base, edits, False, cdi.ImageConfig(command=("serve", "--port=8")))
+    assert applied.command[:2] == ("/bin/sh", "-c") and applied.command[-2:] == (
+        "serve",
+        "--port=8",
+    )
+    no_start = cdi.apply_edits(base, cdi.Edits(), False, cdi.ImageConfig(command=("serve",)))
+    assert no_start.command == ()  # nothing to run first: the engine runs the image's command

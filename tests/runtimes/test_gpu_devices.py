@@ -24,7 +24,7 @@ import pytest
 from nbcontainers.errors import GPUUnavailable
 from nbcontainers.labels import KERNEL_ID
 from nbcontainers.runtimes import cdi
-from nbcontainers.runtimes.base import ContainerRuntime, ContainerSpec, GPURequest
+from nbcontainers.runtimes.base import BuildRequest, ContainerRuntime, ContainerSpec, GPURequest
 
 NVIDIA_MAJOR = 195  # the driver's character devices: nvidia0.. and nvidiactl (minor 255)
 LIBCUDA = "libcuda.so.550.54.15"
@@ -135,6 +135,22 @@ def test_gpu_1_sees_exactly_its_node_the_libraries_and_the_specs_environment(
     assert lines[2] == "FAKE=applied"
     assert lines[3] == "stub driver library"  # the library at the spec's path
     assert lines[4] == f"{LIB}/{LIBCUDA}"  # create-symlinks, made at the kernel's start
+
+
+@pytest.mark.docker
+def test_the_images_own_library_path_is_kept_behind_the_gpus(
+    engine: tuple[ContainerRuntime, str], fake_gpu_host: Path, tmp_path: Path
+) -> None:
+    # CUDA images set LD_LIBRARY_PATH; unchanged code replaced it with the spec's folders.
+    runtime, image = engine
+    (tmp_path / "Dockerfile").write_text(f"FROM {image}\nENV LD_LIBRARY_PATH=/opt/image-libs\n")
+    tag = f"nbc-test-ldpath:{uuid.uuid4().hex[:8]}"
+    runtime.build(BuildRequest(context=tmp_path, tag=tag))
+    try:
+        lines = _report(runtime, tag, GPURequest(device_ids=("1",))).splitlines()
+    finally:
+        runtime.remove_image(tag)
+    assert lines[1] == f"LD={cdi.LINK_DIR}:{LIB}:/opt/image-libs"
 
 
 @pytest.mark.docker

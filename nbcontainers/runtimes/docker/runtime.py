@@ -237,6 +237,18 @@ class DockerRuntime:
             except docker.errors.NotFound:  # Podman answers a plain 404
                 return
 
+    def _image_config(self, ref: str) -> cdi.ImageConfig:
+        """The image's own environment and command (what applying a CDI spec must keep)."""
+        import docker.errors
+
+        with self._translate(f"inspect image {ref}"):
+            try:
+                config = self.api.inspect_image(ref).get("Config") or {}
+            except docker.errors.ImageNotFound:
+                return cdi.ImageConfig()  # the start says so, with its own words
+        env = dict(str(e).partition("=")[::2] for e in config.get("Env") or ())
+        return cdi.ImageConfig(env=env, command=tuple(config.get("Cmd") or ()))
+
     def images(self, labels: _Labels = None, repository: str | None = None) -> list[ImageInfo]:
         with self._translate("list images"):
             return images_from(self.api.images(filters=label_filter(labels)), repository)
@@ -246,7 +258,7 @@ class DockerRuntime:
     def run(self, spec: ContainerSpec) -> str:
         refuse_unenforceable(spec, engine_facts(self).limits, self.engine_label)
         if spec.gpus is not None and not self._native_gpus():
-            spec = cdi.give_gpus(spec, engine_facts(self).rootless)
+            spec = cdi.give_gpus(spec, engine_facts(self).rootless, self._image_config(spec.image))
         with self._translate(f"start a container from {spec.image}"):
             created = self.api.create_container(
                 spec.image,
