@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ..kernels.identity import Host
 from ..kernels.policy import POLICY_FILE, load_policy
+from ..kernels.pooled import POOL_ROLE
 from ..kernels.provisioner import ContainerProvisioner
-from ..labels import KERNEL_ID, OWNER, SERVER_HOST, SERVER_PID
+from ..labels import KERNEL_ID, OWNER, ROLE, SERVER_HOST, SERVER_PID
 from ..runtimes import ContainerRuntime, ContainerState, ContainerStats, EngineFacts
 from .gpus import container_gpus
 from .records import (
@@ -34,12 +36,17 @@ from .records import (
     oom_advice,
 )
 
-__all__ = ["FRESH", "Collector", "Found"]
+__all__ = ["FRESH", "IDLE_FRESH", "SHARED", "Collector", "Found"]
 
 FRESH = 3.0  # seconds a sample stays current (the front end asks every 2 s)
+# A kernel that has run nothing for ACTIVE_FOR seconds is sampled every IDLE_FRESH: an idle
+# kernel's figures hardly move, and sampling 10 of them every 3 s was most of the polling cost.
+ACTIVE_FOR = 30.0
+IDLE_FRESH = 15.0
 FIRST_WAIT = 3.0  # how long a list waits for a container's first sample
 KEEP_ENDED = 600.0  # seconds a dead kernel's record stays listed
 WORKERS = 4
+SHARED = 1.5  # seconds a finished list answers other requests (tabs, scripts) too
 
 
 @dataclass
@@ -59,6 +66,20 @@ class Found:
     parent: ServerKernel | None  # the local kernel relaying to it
 
 
+def _recently_active(kernel: Any, now: datetime) -> bool:
+    """Whether a Jupyter kernel is busy or was within :data:`ACTIVE_FOR` seconds (its
+    manager's ``execution_state`` and ``last_activity``); True where it can't tell."""
+    if getattr(kernel, "execution_state", None) == "busy":
+        return True
+    last = getattr(kernel, "last_activity", None)
+    if not isinstance(last, datetime):
+        return True
+    try:
+        return (now - last).total_seconds() < ACTIVE_FOR
+    except TypeError:  # a naive timestamp
+        return True
+
+
 class Collector:
     """The owner's container kernels for one Jupyter server (``serverapp``)."""
 
@@ -76,8 +97,11 @@ class Collector:
         self.ended: dict[str, KernelRecord] = {}  # container id -> record of a dead kernel
         self.watched: set[str] = set()
         self.notebooks: dict[str, str | None] = {}  # this server's kernel id -> notebook path
+        self.active: set[str] = set()  # this server's kernels that ran a cell lately
         self.host = host_memory()
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="nbc-lab")
+        self.listing: asyncio.Future[list[KernelRecord]] | None = None  # the latest list
+        self.listed_at = 0.0  # when it was finished (time.monotonic())
 
     # -- this server's side -----------------------------------------------------------------
 
@@ -93,8 +117,12 @@ class Collector:
             pass
         by_container: dict[str, ServerKernel] = {}
         by_pid: dict[int, ServerKernel] = {}
+        active: set[str] = set()
+        now = datetime.now(timezone.utc)
         for kernel_id in list(km.list_kernel_ids()):
             kernel = km.get_kernel(kernel_id)
+            if _recently_active(kernel, now):
+                active.add(kernel_id)
             prov = getattr(kernel, "provisioner", None)
             entry: ServerKernel = {"kernel_id": kernel_id, "notebook": notebooks.get(kernel_id)}
             self.notebooks[kernel_id] = notebooks.get(kernel_id)
@@ -105,7 +133,17 @@ class Collector:
                     by_container[prov.container_id] = entry
             elif isinstance(getattr(prov, "pid", None), int):
                 by_pid[prov.pid] = entry  # type: ignore[union-attr]
+        self.active = active
         return by_container, by_pid
+
+    def freshness(self, f: Found) -> float:
+        """How old ``f``'s sample may get: :data:`FRESH` while its kernel (or the local kernel
+        relaying to it) runs cells or ran one lately, :data:`IDLE_FRESH` once it is idle, and
+        for an idle pool member. A container of another server of the user's: as asked."""
+        kernel = f.known or f.parent
+        if kernel is not None:
+            return FRESH if kernel["kernel_id"] in self.active else IDLE_FRESH
+        return IDLE_FRESH if f.state.labels.get(ROLE) == POOL_ROLE else FRESH
 
     def runtimes(self) -> list[ContainerRuntime]:
         """Every runtime this server's kernels use, and the default one, each once."""
@@ -187,7 +225,26 @@ class Collector:
 
     async def records(self) -> list[KernelRecord]:
         """The endpoint's list: live containers with their latest samples, then kept records
-        of kernels that died."""
+        of kernels that died. Requests within :data:`SHARED` seconds of a finished list, or
+        while one is being made, get that list: several tabs or scripts polling the same
+        server ask the engines once."""
+        listing = self.listing
+        if listing is None or (listing.done() and time.monotonic() - self.listed_at > SHARED):
+            listing = self.listing = asyncio.ensure_future(self._records())
+
+            def finished(_: asyncio.Future[list[KernelRecord]]) -> None:
+                self.listed_at = time.monotonic()
+
+            listing.add_done_callback(finished)
+        # Shielded: one client hanging up must not cancel the list the others wait for.
+        return list(await asyncio.shield(listing))
+
+    def invalidate(self) -> None:
+        """The next request lists afresh (after a stop, say)."""
+        if self.listing is not None and self.listing.done():
+            self.listing = None
+
+    async def _records(self) -> list[KernelRecord]:
         found = await self.find()
         loop = asyncio.get_running_loop()
         waits = []
@@ -196,7 +253,8 @@ class Collector:
             if not f.state.running:
                 continue
             sample = self.samples.get(f.state.id)
-            if (sample is None or now - sample.at > FRESH) and f.state.id not in self.pending:
+            stale = sample is None or now - sample.at > self.freshness(f)
+            if stale and f.state.id not in self.pending:
                 self.pending[f.state.id] = self._start_sample(loop, f)
             if sample is None:
                 waits.append(self.pending[f.state.id])

@@ -74,6 +74,7 @@ class KernelHandler(_Base):
             for f in found:
                 await asyncio.to_thread(f.runtime.stop, f.state.id, STOP_TIMEOUT)
                 await asyncio.to_thread(f.runtime.remove, f.state.id)
+        self.collector.invalidate()  # the next list must not show the stopped kernel
         self.set_status(204)
         self.finish()
 

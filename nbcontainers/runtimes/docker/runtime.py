@@ -37,6 +37,8 @@ from ..base import (
 )
 from ..buildkit import build_argv, build_tagged, find_builder
 from .wire import (
+    CPUCounters,
+    ListedStates,
     device_requests,
     engine_fix_hint,
     explanation,
@@ -45,9 +47,10 @@ from .wire import (
     host_config,
     images_from,
     label_filter,
+    one_shot_supported,
     repo_and_tag,
     state_from,
-    stats_from,
+    stats_since,
 )
 
 __all__ = ["DockerRuntime", "tagger"]
@@ -365,9 +368,16 @@ class DockerRuntime:
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
     def list(self, labels: Mapping[str, str | None]) -> Sequence[ContainerState]:
+        """One listing call; a container is inspected only when its row differs from the state
+        kept from an earlier listing (``ListedStates``: new, or its status or name changed)."""
+        kept: ListedStates = self.__dict__.setdefault("_listed", ListedStates())
         with self._translate("list containers"):
             rows = self.api.containers(all=True, filters=label_filter(labels))
-            return self._states_of(str(row["Id"]) for row in rows)
+            reused = {str(row["Id"]): kept.reuse(row) for row in rows}
+            asked = self._states_of(cid for cid, state in reused.items() if state is None)
+        kept.keep(asked)
+        fresh = {state.id: state for state in asked}
+        return [s for cid, r in reused.items() if (s := r or fresh.get(cid)) is not None]
 
     def _states_of(self, ids: Iterable[str]) -> Sequence[ContainerState]:
         # One may be gone between the listing and the asking: it is left out.
@@ -384,9 +394,16 @@ class DockerRuntime:
         return ExecResult(int(code if code is not None else -1), output)
 
     def stats(self, container_id: str) -> ContainerStats:
-        """One sample of CPU/memory use (the engine takes about a second to measure)."""
+        """One sample of CPU/memory use. The first of a container waits for the engine's two
+        samples (about a second); a later one within ``CPU_BASE_AGE`` asks for one
+        (``one_shot``) and measures CPU against the counters kept from the one before."""
+        counters: CPUCounters = self.__dict__.setdefault("_cpu_counters", CPUCounters())
+        before = counters.previous(container_id)
         with self._translate(f"read stats of container {container_id[:12]}"):
-            return stats_from(self.api.stats(container_id, stream=False))
+            one_shot = True if before is not None and one_shot_supported(self.api) else None
+            raw = self.api.stats(container_id, stream=False, one_shot=one_shot)
+        counters.keep(container_id, raw)
+        return stats_since(raw, before if one_shot else None)
 
 
 def tagger(runtime: DockerRuntime) -> Callable[[str, str], None]:

@@ -19,6 +19,8 @@ from ..base import (
 )
 
 __all__ = [
+    "CPUCounters",
+    "ListedStates",
     "device_requests",
     "engine_fix_hint",
     "explanation",
@@ -27,9 +29,11 @@ __all__ = [
     "host_config",
     "images_from",
     "label_filter",
+    "one_shot_supported",
     "repo_and_tag",
     "state_from",
     "stats_from",
+    "stats_since",
 ]
 
 
@@ -269,3 +273,95 @@ def host_config(api: Any, spec: ContainerSpec, gpu_options: dict[str, Any]) -> A
         privileged=False,
         devices=list(spec.devices) or None,  # only a CDI spec's GPU nodes (runtimes/cdi.py)
     )
+
+
+# -- listing and sampling without asking twice ---------------------------------------------------
+
+KEPT_STATES = 512  # inspected states kept for listings; the oldest go first
+CPU_BASE_AGE = 30.0  # seconds a container's CPU counters serve as the base of the next sample
+# A kept state is not reused while the container is in these: its start time or exit code moves.
+_STIRRING = ("restarting", "removing")
+
+
+class ListedStates:
+    """Inspected states of listed containers, reused while a listing's row shows the same
+    container in the same status under the same name.
+
+    A listing's rows lack the start time, exit code and OOM flag that an inspect gives, and
+    inspecting every row made a listing of 10 kernels 11 engine calls. nbcontainers starts a
+    container once (a kernel restart makes a new one), so a running container's inspect stays
+    true while it runs; an exited one's stays true until it runs again, which changes its row.
+    Blind spot: a container restarted by hand and back in the same status between two
+    listings keeps its earlier start time here.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[str, ContainerState] = {}
+
+    def reuse(self, row: Mapping[str, Any]) -> ContainerState | None:
+        kept = self.states.get(str(row.get("Id", "")))
+        if kept is None or kept.status in _STIRRING or row.get("State") != kept.status:
+            return None
+        names = {str(n).lstrip("/") for n in row.get("Names") or ()}
+        return kept if kept.name in names else None
+
+    def keep(self, listed: Iterable[ContainerState]) -> None:
+        for state in listed:
+            self.states.pop(state.id, None)  # to the end: the newest
+            self.states[state.id] = state
+        for old in list(self.states)[: max(0, len(self.states) - KEPT_STATES)]:
+            self.states.pop(old, None)
+
+
+class CPUCounters:
+    """Each container's CPU counters from its last sample, so that the next can be a single
+    sample (the engine's ``one_shot``) measured against it, instead of the engine waiting a
+    second for two samples of its own."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[float, Mapping[str, Any]]] = {}
+
+    def previous(self, container_id: str) -> Mapping[str, Any] | None:
+        kept = self.seen.get(container_id)
+        if kept is None or time.monotonic() - kept[0] > CPU_BASE_AGE:
+            return None  # an old base would average CPU over minutes: ask for two samples
+        return kept[1]
+
+    def keep(self, container_id: str, raw: Mapping[str, Any]) -> None:
+        now = raw.get("cpu_stats") or {}
+        if not now.get("system_cpu_usage"):
+            return  # a stopped container has no counters
+        self.seen.pop(container_id, None)
+        self.seen[container_id] = (time.monotonic(), now)
+        for old in list(self.seen)[: max(0, len(self.seen) - KEPT_STATES)]:
+            self.seen.pop(old, None)
+
+
+def one_shot_supported(api: Any) -> bool:
+    """Whether the engine answers ``one_shot`` stats (Engine API 1.41; Podman's says 1.41)."""
+    from docker.utils import version_gte
+
+    try:
+        return bool(version_gte(str(api._version), "1.41"))
+    except Exception:  # an odd version string: the two-sample call always works
+        return False
+
+
+def stats_since(raw: Mapping[str, Any], before: Mapping[str, Any] | None) -> ContainerStats:
+    """:func:`stats_from`, with CPU measured against ``before`` (this container's CPU counters
+    from the previous sample) where the engine sent no previous sample of its own (a one-shot
+    answer's ``precpu_stats`` is empty: its CPU would be the average since the start)."""
+    stats = stats_from(raw)
+    if ((raw.get("precpu_stats") or {}).get("system_cpu_usage") or 0) > 0:
+        return stats
+    cpu: float | None = None
+    try:
+        now = raw["cpu_stats"]
+        if before is not None and now.get("system_cpu_usage"):
+            used = now["cpu_usage"]["total_usage"] - before["cpu_usage"]["total_usage"]
+            elapsed = now["system_cpu_usage"] - before["system_cpu_usage"]
+            cpus = now.get("online_cpus") or 1
+            cpu = max(0.0, 100.0 * used / elapsed * cpus) if elapsed > 0 else 0.0
+    except (KeyError, TypeError):
+        pass
+    return ContainerStats(cpu, stats.memory_used, stats.memory_limit)
