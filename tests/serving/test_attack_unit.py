@@ -25,6 +25,7 @@ import pytest
 
 from nbcontainers.serving.image import BadRequest, Limits, Server, check_json, decode_infer
 from nbcontainers.serving.image.grpc_service import decode_grpc_infer
+from nbcontainers.serving.image.offload import decode_request, encode_reply
 from nbcontainers.serving.image.serve import available_cpus
 from nbcontainers.serving.server import server_source
 from tests.serving.test_serving_unit import started, write_model
@@ -263,13 +264,26 @@ async def probe_health(app: Server, done: asyncio.Event, latencies: list[float])
         await asyncio.sleep(0.005)
 
 
-def assert_health_kept_answering(latencies: list[float], at_least: int) -> None:
-    """Nine probes in ten within the 50 ms budget, and none held for long: a blocked loop
-    holds a probe for the whole decode or encode (0.26-0.32 s here). The tail has some room
-    because CI shares 2 cores with the test's own event loop and other processes."""
+def blocking_time(work: Any) -> float:
+    """How long ``work`` holds this thread, the best of three: what a loop running it inline
+    would keep every health probe waiting, on this machine at this moment."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def assert_health_kept_answering(latencies: list[float], at_least: int, blocking: float) -> None:
+    """No probe held for as long as the work would block the loop (``blocking``, measured in
+    the same run, so a loaded machine slows both), and nine in ten within the 50 ms budget
+    or a quarter of that time, whichever is longer: a blocked loop holds one probe for the
+    whole decode or encode (0.26-0.32 s on an idle machine here)."""
     latencies.sort()
     assert len(latencies) > at_least, latencies
-    assert latencies[int(len(latencies) * 0.9)] < 0.05 and latencies[-1] < 0.2, latencies[-5:]
+    assert latencies[-1] < 0.6 * blocking, (blocking, latencies[-5:])
+    assert latencies[int(len(latencies) * 0.9)] < max(0.05, blocking / 4), (blocking, latencies)
 
 
 def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
@@ -291,7 +305,10 @@ def test_health_answers_while_a_large_body_is_decoded(tmp_path: Path) -> None:
         app.offload.shutdown()
 
     asyncio.run(scenario())
-    assert_health_kept_answering(latencies, at_least=20)
+    # What the server's own decoding costs when run inline, as a blocked loop would run it.
+    decode = (app.meta, app.max_elements)
+    held = blocking_time(lambda: decode_request("predict", body, None, *decode))
+    assert_health_kept_answering(latencies, at_least=20, blocking=held)
 
 
 def test_grpc_messages_that_are_not_requests_are_400(tmp_path: Path) -> None:
@@ -419,7 +436,9 @@ def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
         app.offload.shutdown()
 
     asyncio.run(scenario())
-    assert_health_kept_answering(latencies, at_least=10)
+    rows = [np.random.default_rng(0).random((1000, 500))]
+    held = blocking_time(lambda: encode_reply("predict", rows, None, app.meta))
+    assert_health_kept_answering(latencies, at_least=10, blocking=held)
 
 
 def test_ready_only_once_every_worker_has_the_model(
