@@ -102,6 +102,7 @@ class Collector:
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="nbc-lab")
         self.listing: asyncio.Future[list[KernelRecord]] | None = None  # the latest list
         self.listed_at = 0.0  # when it was finished (time.monotonic())
+        self.listed_kernels: tuple[tuple[str, str | None], ...] = ()  # this server's, then
 
     # -- this server's side -----------------------------------------------------------------
 
@@ -228,8 +229,12 @@ class Collector:
         of kernels that died. Requests within :data:`SHARED` seconds of a finished list, or
         while one is being made, get that list: several tabs or scripts polling the same
         server ask the engines once."""
-        listing = self.listing
-        if listing is None or (listing.done() and time.monotonic() - self.listed_at > SHARED):
+        listing, kernels = self.listing, self._kernels_now()
+        aged = listing is not None and listing.done() and time.monotonic() > self.listed_at + SHARED
+        # A kernel started or shut down since that list: list afresh (a script that starts a
+        # kernel and then lists must find it).
+        if listing is None or aged or kernels != self.listed_kernels:
+            self.listed_kernels = kernels
             listing = self.listing = asyncio.ensure_future(self._records())
 
             def finished(_: asyncio.Future[list[KernelRecord]]) -> None:
@@ -238,6 +243,14 @@ class Collector:
             listing.add_done_callback(finished)
         # Shielded: one client hanging up must not cancel the list the others wait for.
         return list(await asyncio.shield(listing))
+
+    def _kernels_now(self) -> tuple[tuple[str, str | None], ...]:
+        """This server's kernels and their containers, as a key of the shared list."""
+        km = self.serverapp.kernel_manager
+        provisioners = {
+            k: getattr(km.get_kernel(k), "provisioner", None) for k in km.list_kernel_ids()
+        }
+        return tuple(sorted((k, getattr(p, "container_id", None)) for k, p in provisioners.items()))
 
     def invalidate(self) -> None:
         """The next request lists afresh (after a stop, say)."""

@@ -201,7 +201,9 @@ def test_clients_polling_together_share_one_list(fake_runtime: Any) -> None:
         ContainerSpec("img", ("sleep",), labels={KERNEL_ID: "k", OWNER: Host.current().owner})
     )
     runtime = CountingRuntime(fake_runtime)
-    collector = Collector(_server(), lambda: runtime)  # type: ignore[arg-type,return-value]
+    server = _server()
+    km = server.kernel_manager
+    collector = Collector(server, lambda: runtime)  # type: ignore[arg-type,return-value]
 
     async def polls() -> None:
         # Three tabs at once: one list. Asked again within SHARED: the same list.
@@ -216,6 +218,17 @@ def test_clients_polling_together_share_one_list(fake_runtime: Any) -> None:
         collector.listed_at -= collect.SHARED + 0.1
         await collector.records()
         assert runtime.lists == 3
+        # A kernel started on this server since: a fresh list, however recent the last.
+        kernel = SimpleNamespace(provisioner=SimpleNamespace(container_id="c-new"))
+        km.list_kernel_ids = lambda: ["k-new"]
+        km.get_kernel = lambda k: kernel
+        await collector.records()
+        assert runtime.lists == 4
+        await collector.records()
+        assert runtime.lists == 4
+        kernel.provisioner.container_id = "c-restarted"  # a restart's new container
+        await collector.records()
+        assert runtime.lists == 5
 
     try:
         asyncio.run(polls())
