@@ -4,12 +4,16 @@ Every ``nbc-*`` kernelspec's ``argv`` runs this module. Jupyter Server, nbclient
 and ``jupyter console`` read the kernelspec's ``metadata.kernel_provisioner`` and never run it
 (the provisioner starts the container); frontends that ignore provisioners (VS Code, Zed,
 nteract, jupyter_client's LocalProvisioner) run it with the connection file they wrote, and
-get the same container kernel: the same :class:`~nbcontainers.kernels.starter.KernelStarter`
-decides image, mounts, uid, policy, GPUs, limits and labels. The kernel binds the connection
-file's ports, published on 127.0.0.1 only. The launcher stays in front of the kernel: SIGINT
-reaches the kernel, SIGTERM stops it, its exit code is the kernel's, and the container goes
-with the launcher however it ends (a forked reaper removes it after a SIGKILL). A start that
-can't be made prints ``Error: …`` on stderr and exits non-zero: no kernel runs on the host.
+get the same container kernel. The launcher itself stays small (no engine SDK, no Jupyter
+machinery): this user's start service (:mod:`.service`, started on first use) starts the
+container with the same :class:`~nbcontainers.kernels.starter.KernelStarter` as the
+provisioner (config files, kernelspec config, policy, GPUs, limits, labels, warm pool), the
+kernel binds Unix sockets in its private folder as the provisioner's do, and the launcher
+forwards the connection file's TCP ports on 127.0.0.1 to them (:mod:`.proxy`). It stays in
+front of the kernel: SIGINT reaches the kernel, SIGTERM stops it, its exit code is the
+kernel's, and the container goes with the launcher however it ends (the service sees its
+connection close; a forked reaper covers a service that died too). A start that can't be
+made prints ``Error: …`` on stderr and exits non-zero: no kernel runs on the host.
 
 Usage (as the kernelspec writes it)::
 
@@ -20,28 +24,25 @@ Usage (as the kernelspec writes it)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import os
 import signal
+import socket
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NbcontainersError
+from .client import connect, send
+from .reaper import Reaper
 
 __all__ = ["main"]
 
-# Loopback names a frontend may write as the connection file's ip: the ports are published there.
+# Loopback names a frontend may write as the connection file's ip: the launcher binds there.
 _LOOPBACK = ("127.0.0.1", "localhost")
-# Provisioner settings that shape no container here: the pool serves a server's later starts,
-# and a launcher lives for one kernel; the rest come from the connection file.
-_NOT_HERE = {"pool_size", "pool_warm", "pool_max_memory", "transport", "encryption"}
 
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -63,66 +64,6 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return parsed, command
 
 
-def kernelspec_config(kernel: str, image: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The kernelspec's provisioner config and env (so an edit there applies to both ways in);
-    ``{"image": image}`` when the kernelspec can't be found from here."""
-    if kernel:
-        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-        try:
-            spec = KernelSpecManager().get_kernel_spec(kernel)
-        except (NoSuchKernel, OSError, ValueError):
-            spec = None
-        provisioner = (spec.metadata or {}).get("kernel_provisioner") or {} if spec else {}
-        if spec is not None and provisioner.get("provisioner_name") == "nbcontainers":
-            return dict(provisioner.get("config") or {}), dict(spec.env or {})
-    if not image:
-        raise ConfigError(
-            f"Cannot find kernelspec {kernel!r} from here, and no --image was given: reinstall "
-            "the kernelspecs with `nbcontainers kernelspec install`."
-        )
-    return {"image": image}, {}
-
-
-def start_settings(config: Mapping[str, Any]) -> Any:
-    """:class:`~nbcontainers.kernels.starter.StartSettings` from a kernelspec's config, its
-    keys checked as the provisioner checks them."""
-    from traitlets import TraitError
-
-    from ..kernels.plan import LaunchConfig
-    from ..kernels.provisioner_traits import ProvisionerTraits
-    from ..kernels.starter import StartSettings
-
-    values = dict(config)
-    if "runtime" in values:
-        values["runtime_name"] = values.pop("runtime")
-    names = set(ProvisionerTraits.class_trait_names(config=True))
-    unknown = sorted(set(values) - names)
-    if unknown:
-        valid = sorted((names - {"runtime_name"}) | {"runtime"})
-        raise ConfigError(
-            f"Unknown kernel_provisioner config key(s) {', '.join(map(repr, unknown))} for "
-            f"'nbcontainers'. Valid keys: {', '.join(valid)}."
-        )
-    try:  # the traits' defaults and checks, as the provisioner gets them
-        traits = ProvisionerTraits(**values)
-    except TraitError as exc:
-        raise ConfigError(f"Bad kernel_provisioner config: {exc}") from None
-    launch: dict[str, Any] = {}
-    for f in fields(LaunchConfig):
-        if hasattr(traits, f.name) and f.name not in _NOT_HERE:
-            value = getattr(traits, f.name)
-            launch[f.name] = tuple(value) if isinstance(value, list) else value
-    return StartSettings(
-        image=traits.image,
-        launch=LaunchConfig(**launch, transport="tcp"),
-        gpus=traits.gpus,
-        missing_image=traits.missing_image,
-        runtime_name=traits.runtime_name,
-        startup_timeout=traits.startup_timeout,
-    )
-
-
 def _connection(path: str) -> dict[str, Any]:
     try:
         info: dict[str, Any] = json.loads(Path(path).read_text())
@@ -137,109 +78,92 @@ def _connection(path: str) -> dict[str, Any]:
     return info
 
 
-def run(args: argparse.Namespace, command: list[str], log: logging.Logger) -> int:
-    """Start the kernel's container, stay in front of it, remove it; the kernel's exit code."""
-    from ..kernels.connection import connection_for_container, write_private
-    from ..kernels.curve import kernel_command
-    from ..kernels.plan import CONNECTION_FILE, HOME, KernelStart
-    from ..kernels.starter import KernelStarter
-    from .reaper import Reaper
+class _Service:
+    """This kernel's connection to the start service: JSON lines each way."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._reader = sock.makefile("rb")
+
+    def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # the service is gone: the next read says so
+            send(self.sock, message)
+
+    def next(self) -> dict[str, Any] | None:
+        """The service's next message (its log lines printed on stderr); None at its end."""
+        while True:
+            try:
+                raw = self._reader.readline()
+            except OSError:
+                return None
+            if not raw:
+                return None
+            message: dict[str, Any] = json.loads(raw)
+            if "log" not in message:
+                return message
+            print(f"nbcontainers: {message['log']}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, command: list[str]) -> int:
+    """Have the kernel's container started, forward its ports, stay in front of it until it
+    ends; return its exit code."""
     info = _connection(args.connection_file)
-    config, spec_env = kernelspec_config(args.kernel, args.image)
-    settings = start_settings(config)
-    reaper = Reaper.start(settings.runtime_name)  # before any engine connection or thread
-    starter = KernelStarter(settings, log)
+    reaper = Reaper.start()  # before any thread or connection exists
     try:
-        env, cwd = dict(os.environ), os.getcwd()
-        starter.precheck(env, cwd, spec_env)
-        network = starter.effective.launch.network
-        starter.ports = [
-            int(info[k])
-            for k in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
-        ]
-        private = starter.open_private()
-        write_private(
-            private.connection_file, json.dumps(connection_for_container(info, "tcp", network))
-        )
-        # The kernel's command names the connection file as the container sees it.
-        argv = [part.replace(args.connection_file, "{connection_file}") for part in command]
-        cmd = [part.replace("{connection_file}", CONNECTION_FILE) for part in argv]
-        if info.get("curve_publickey"):  # the frontend's keys: the kernel needs a copy it can write
-            cmd = kernel_command(argv, CONNECTION_FILE, f"{HOME}/.kernel.json")
+        service = _Service(connect(os.environ))
         name = Path(args.connection_file).stem
-        kernel = KernelStart(
-            # The file's name is the frontend's kernel id (kernel-ID.json) or a unique temp name.
-            kernel_id=name.removeprefix("kernel-") or str(uuid.uuid4()),
-            command=tuple(cmd),
-            cwd=cwd,
-            env=env,
-            private_dir=private,
-            spec_env=frozenset(spec_env),
-            ports=tuple(starter.ports),
-            started_at=time.time(),
+        service.send(
+            {
+                "op": "start",
+                "kernel": args.kernel,
+                "image": args.image,
+                "connection": info,
+                "connection_file": args.connection_file,
+                "command": command,
+                "cwd": os.getcwd(),
+                "env": dict(os.environ),
+                # The file's name is the frontend's kernel id (kernel-ID.json) or a temp name.
+                "kernel_id": name.removeprefix("kernel-") or str(uuid.uuid4()),
+            }
         )
-        # Watched from before the engine is asked: a SIGKILL mid-start leaves nothing either.
-        reaper.watch(kernel.kernel_id, str(private.path))
-        starter.start(kernel, info)
-        code = _stay_in_front(starter, float(config.get("stop_timeout", 5.0)))
-    finally:
-        starter.cleanup()
+        answer = service.next()
+    except BaseException:
+        reaper.done()  # nothing runs that it would have to remove
+        raise
+    if answer is None or "started" not in answer:
         reaper.done()
-    return code
+        if answer is not None and "error" in answer:
+            print(f"Error: {answer['error']}", file=sys.stderr, flush=True)
+            return int(answer.get("code", 1))
+        raise ConfigError(
+            "The kernel launcher's start service ended before the kernel started; see its log "
+            "in $XDG_RUNTIME_DIR/nbcontainers (or /tmp/nbc-launch-<uid>)."
+        )
+    started = answer["started"]
+    reaper.watch(
+        started["container"], started["runtime"], started["private_dir"], started["service"]
+    )
+    from .proxy import forward  # pyzmq: only once there is a kernel to forward to
 
-
-def _stay_in_front(starter: Any, stop_timeout: float) -> int:
-    """Wait for the kernel to exit, passing on SIGINT (interrupt) and SIGTERM/SIGHUP (stop,
-    then kill after ``stop_timeout``); return its exit code."""
-    assert starter.container_id is not None
-    runtime, cid = starter.runtime, starter.container_id
-    exited = threading.Event()
-    codes: list[int] = []
-
-    def wait() -> None:
-        try:
-            while True:
-                code = runtime.wait(cid, timeout=3600)
-                if code is not None or runtime.state(cid) is None:
-                    codes.append(code if code is not None else 1)
-                    # 0: it ended as asked (a shutdown_request); anything else is reported
-                    # by the cleanup, with the log tail, on stderr.
-                    starter.stopping = starter.stopping or code == 0
-                    return
-        except Exception as exc:  # the engine went away: nothing left to stand in front of
-            starter.log.error("Lost the kernel container %s: %s", cid[:12], exc)
-            codes.append(1)
-        finally:
-            exited.set()
-
-    def stop(signum: int, frame: Any) -> None:
-        starter.stopping = True
-        starter.signal(signal.SIGTERM)
-        timer = threading.Timer(stop_timeout, starter.signal, (signal.SIGKILL,))
-        timer.daemon = True
-        timer.start()
-
-    signal.signal(signal.SIGINT, lambda signum, frame: starter.signal(signal.SIGINT))
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
-    threading.Thread(target=wait, daemon=True, name="nbc-wait").start()
-    while not exited.wait(1.0):  # a timed wait: signal handlers run between tries
-        pass
-    return codes[0]
+    forward(info, started["ip"])
+    signal.signal(signal.SIGINT, lambda signum, frame: service.send({"op": "signal", "signum": 2}))
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # stop, then kill after stop_timeout
+        signal.signal(signum, lambda signum, frame: service.send({"op": "stop"}))
+    end = service.next()
+    if end is None or "exit" not in end:
+        # The service died under the kernel: leave, and the reaper removes the container.
+        print(
+            "Error: the kernel launcher's start service ended; the kernel is gone.", file=sys.stderr
+        )
+        return 1
+    reaper.done()
+    return int(end["exit"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, command = _parse(sys.argv[1:] if argv is None else argv)
-    log = logging.getLogger("nbcontainers.launch")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("nbcontainers: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-        log.propagate = False
     try:
-        return run(args, command, log)
+        return run(args, command)
     except NbcontainersError as exc:
         # What the frontend shows as the kernel's failure; no kernel runs anywhere.
         print(f"Error: {exc}", file=sys.stderr)

@@ -1,11 +1,15 @@
 """A kernel container that never outlives the process that started it, even one killed hard.
 
-The kernelspec launcher (``python -m nbcontainers.launch``) forks a reaper before it starts
-anything: a child in its own session (so a frontend that kills the launcher's process group
-does not reach it) that holds the read end of a pipe whose write end only the launcher holds.
-The launcher tells it the container once it runs and says "done" after removing it itself.
-When the launcher dies any other way, SIGKILL included, the kernel closes the pipe, the
-reaper reads end-of-file at once and removes the container and its private folder.
+The start service (:mod:`.service`) removes a launcher's container as soon as the launcher's
+connection closes, SIGKILL included. The reaper is the net under the service: the kernelspec
+launcher (``python -m nbcontainers.launch``) forks it before it starts anything, a child in
+its own session (so a frontend that kills the launcher's process group does not reach it)
+that holds the read end of a pipe whose write end only the launcher holds. The launcher
+tells it the container once it runs and says "done" when the kernel has ended. When the
+launcher dies any other way the kernel closes the pipe and the reaper reads end-of-file at
+once: if the service that started the container is still alive, that service is removing
+it; if not (killed too, or dead first), the reaper removes the container and its private
+folder itself.
 """
 
 from __future__ import annotations
@@ -27,31 +31,30 @@ class Reaper:
         self.pid = pid
 
     @classmethod
-    def start(cls, runtime_name: str) -> Reaper:
-        """Fork the reaper. Call it before any thread or engine connection exists: the
-        child is a copy of this process and must not share a connection with it."""
+    def start(cls) -> Reaper:
+        """Fork the reaper. Call it before any thread or connection exists: the child is a
+        copy of this process and must not share one with it."""
         read_fd, write_fd = os.pipe()
-        launcher = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(write_fd)
             code = 0
             try:
-                _reap(read_fd, runtime_name, launcher)
+                _reap(read_fd)
             except BaseException:
                 code = 1
             os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
         os.close(read_fd)
         return cls(write_fd, pid)
 
-    def watch(self, kernel_id: str, private_dir: str) -> None:
-        """From now on, if the launcher dies, the reaper removes the containers of kernel
-        ``kernel_id`` that this launcher started (by their labels: also one whose start was
-        under way) and ``private_dir``."""
-        self._send(f"run {kernel_id} {private_dir}\n")
+    def watch(self, container_id: str, runtime_name: str, private_dir: str, service: int) -> None:
+        """From now on, if the launcher dies while the start service (pid ``service``) is gone
+        too, the reaper removes container ``container_id`` (on engine ``runtime_name``) and
+        ``private_dir``."""
+        self._send(f"run {container_id} {runtime_name} {private_dir} {service}\n")
 
     def done(self) -> None:
-        """The launcher removed the container itself: the reaper exits."""
+        """The kernel has ended and its container is gone: the reaper exits."""
         self._send("done\n")
         self.close()
 
@@ -67,7 +70,7 @@ class Reaper:
             os.write(self._fd, line.encode())
 
 
-def _reap(read_fd: int, runtime_name: str, launcher: int) -> None:
+def _reap(read_fd: int) -> None:
     os.setsid()  # out of the launcher's session and process group
     for signum in (signal.SIGINT, signal.SIGHUP):  # what a frontend sends the kernel's group
         signal.signal(signum, signal.SIG_IGN)
@@ -80,8 +83,17 @@ def _reap(read_fd: int, runtime_name: str, launcher: int) -> None:
         data += chunk
     lines = data.decode().splitlines()
     last = lines[-1].split() if lines else []
-    if len(last) == 3 and last[0] == "run":
-        _remove(runtime_name, last[1], launcher, last[2])
+    if len(last) == 5 and last[0] == "run" and not _alive(int(last[4])):
+        _remove(last[1], last[2], last[3])
+
+
+def _alive(pid: int) -> bool:
+    """Is the start service still there (then it removes the container itself)?"""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the pid reused by another user
+        return False
+    return True
 
 
 def _close_other_fds(keep: set[int]) -> None:
@@ -95,13 +107,11 @@ def _close_other_fds(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _remove(runtime_name: str, kernel_id: str, launcher: int, private_dir: str) -> None:
-    from ..labels import KERNEL_ID, SERVER_PID
+def _remove(container_id: str, runtime_name: str, private_dir: str) -> None:
     from ..runtimes import get_runtime
 
     runtime: Any = get_runtime(runtime_name)  # a new connection: none is shared with the parent
     try:
-        for state in runtime.list({KERNEL_ID: kernel_id, SERVER_PID: str(launcher)}):
-            runtime.remove(state.id)  # kills it first: a running kernel goes too
+        runtime.remove(container_id)  # kills it first: a running kernel goes too
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)

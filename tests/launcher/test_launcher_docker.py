@@ -98,11 +98,12 @@ def test_plain_argv_runs_in_a_labelled_container(
     made = work / "made-inside.txt"  # the folder is mounted at the same path
     assert made.read_text() == "x" and made.stat().st_uid == os.getuid()
     (state,) = _containers(runtime, km)
-    assert state.id.startswith(hostname) and state.running
+    assert state.running  # its hostname is its network holder's (the shared namespace)
     labels = runtime.api.inspect_container(state.id)["Config"]["Labels"]
     assert labels[IMAGE_LABEL] == "python"
-    launcher = km.provisioner.process.pid  # type: ignore[union-attr]
-    assert labels[SERVER_PID] == str(launcher)  # gc's backstop knows whose kernel it is
+    # gc's backstop: the start service that holds it (and removes it with its launcher).
+    service = Path("/proc", labels[SERVER_PID], "cmdline").read_bytes()
+    assert b"nbcontainers.launch.service\0" in service
     km.shutdown_kernel()
     assert _containers(runtime, km) == []  # shutdown removes it
 
@@ -292,3 +293,86 @@ def test_nbc_notebook_starts_what_the_notebook_declares(
     finally:
         kc.stop_channels()
         _shut_down(km, runtime)
+
+
+def _service_of(runtime: Any, container_id: str) -> int:
+    labels = runtime.api.inspect_container(container_id)["Config"]["Labels"]
+    return int(labels[SERVER_PID])
+
+
+def _stop_service(pid: int) -> None:
+    """End a start service as a logout does: its kernels and idle pool members go with it."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path("/proc", str(pid)).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path("/proc", str(pid)).exists(), "the start service did not leave"
+
+
+def test_config_files_and_the_warm_pool_apply_under_the_launcher(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    """c.ContainerProvisioner.* in jupyter_server_config reaches a launched kernel (a memory
+    limit), and with pool_size the second kernel is a pooled container, as under a server."""
+    from nbcontainers.kernels.pooled import POOL_ROLE, reader_waiting
+    from nbcontainers.labels import PRIVATE_DIR, ROLE
+
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    settings = {"pool_size": 1, "mem_limit": "300m", "workspace_root": str(work)}
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ContainerProvisioner": settings})
+    )
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config)}
+    kernels = tmp_path / "kernels"
+    service = 0
+    try:
+        first = plain_kernel_manager(kernels)
+        first.start_kernel(cwd=str(work), env=env)
+        kc = first.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        (cold,) = _containers(runtime, first)
+        service = _service_of(runtime, cold.id)
+        host = runtime.api.inspect_container(cold.id)["HostConfig"]
+        assert host["Memory"] == 300 * 2**20  # from the config file, as the provisioner reads it
+        assert cold.labels.get(ROLE) != POOL_ROLE  # the first start is cold: the pool learns
+        kc.stop_channels()
+        # The service now keeps one member like it ready (its launcher waits on the FIFO).
+        deadline = time.monotonic() + 60
+        members: list[Any] = []
+        while time.monotonic() < deadline:
+            members = [
+                m
+                for m in runtime.list({ROLE: POOL_ROLE})
+                if m.running and m.labels.get(SERVER_PID) == str(service)
+            ]
+            if members and reader_waiting(Path(members[0].labels[PRIVATE_DIR], "s", "wait")):
+                break
+            time.sleep(0.1)
+        assert members, "the start service filled no pool"
+        time.sleep(3)  # the pool measures an idle member's memory (~1 s) before it hands it out
+        second = plain_kernel_manager(tmp_path / "kernels2")
+        t0 = time.monotonic()
+        second.start_kernel(cwd=str(work), env=env)
+        kc2 = second.client()
+        kc2.start_channels()
+        kc2.wait_for_ready(timeout=60)
+        print(f"pooled kernel ready after {time.monotonic() - t0:.2f} s")
+        assert _run(kc2, "import os; print(os.getcwd())") == str(work.resolve())
+        # No container of its own: the pooled one is this kernel (it goes with it, below).
+        assert _containers(runtime, second) == [] and runtime.state(members[0].id).running
+        kc2.stop_channels()
+        second.shutdown_kernel()
+        deadline = time.monotonic() + 15
+        while runtime.state(members[0].id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runtime.state(members[0].id) is None  # a taken member goes with its kernel
+        _shut_down(first, runtime)
+    finally:
+        if service:
+            _stop_service(service)
+    left = [m for m in runtime.list({ROLE: POOL_ROLE}) if m.labels.get(SERVER_PID) == str(service)]
+    assert left == []  # the service's idle members left with it

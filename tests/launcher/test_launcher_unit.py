@@ -17,8 +17,9 @@ from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.catalog.kernelspecs import kernel_json, notebook_kernel_json
 from nbcontainers.errors import ConfigError
 from nbcontainers.kernels.starter import container_argv
-from nbcontainers.launch.launcher import _connection, _parse, kernelspec_config, start_settings
+from nbcontainers.launch.launcher import _connection, _parse
 from nbcontainers.launch.reaper import Reaper
+from nbcontainers.launch.settings import kernelspec_config, start_settings
 
 
 def test_kernelspec_argv_runs_the_launcher_and_names_the_kernel_command() -> None:
@@ -50,7 +51,7 @@ def test_notebook_kernelspec() -> None:
 def test_settings_are_checked_as_the_provisioner_checks_them() -> None:
     settings = start_settings({"image": "python", "mem_limit": "1g", "runtime": "docker"})
     assert settings.image == "python" and settings.runtime_name == "docker"
-    assert settings.launch.mem_limit == "1g" and settings.launch.transport == "tcp"
+    assert settings.launch.mem_limit == "1g" and settings.launch.transport == "ipc"
     assert isinstance(settings.launch.env_allowlist, tuple)  # the trait's default, frozen
     with pytest.raises(ConfigError, match=r"'memory'.*Valid keys:.*mem_limit"):
         start_settings({"image": "python", "memory": "1g"})
@@ -90,14 +91,14 @@ def _exited(pid: int, within: float) -> bool:
 
 
 def test_reaper_leaves_when_told_done_and_when_the_launcher_ends_early() -> None:
-    reaper = Reaper.start("docker")
+    reaper = Reaper.start()
     pid = reaper.pid
     assert not _exited(pid, 0.3)  # it waits as long as the launcher lives
     reaper._send("done\n")
     os.close(reaper._fd or -1)
     assert _exited(pid, 5)
     # Closed before any container ran (the launcher failed early): nothing to remove.
-    early = Reaper.start("docker")
+    early = Reaper.start()
     os.close(early._fd or -1)
     assert _exited(early.pid, 5)
 
