@@ -17,9 +17,11 @@ same run, because these machines are shared and noisy.
 
 Usage: python bench/kernel_start.py [--starts 7] [--execs 400] [--swarm NODE] [--cases a,b]
 
-The launcher case starts the kernelspec's plain argv (``python -m nbcontainers.launch``) with
-jupyter_client's LocalProvisioner, as frontends without provisioners do; compare it with the
-provisioner's "tcp on 127.0.0.1" case (the same ports) and its default (ipc) case.
+The launcher cases start the kernelspec's plain argv (``python -m nbcontainers.launch``) with
+jupyter_client's LocalProvisioner, as frontends without provisioners do; compare them with the
+provisioner's default (ipc, shared netns: the same container) and warm-pool cases. The
+warm-up start before the timed ones also starts the launcher's start service; a first start
+with no service running (about 0.6 s more here) is not among the timed ones.
 
 ``--swarm NODE`` adds kernels on that Swarm node (this host must be a manager; for the test
 swarm: `bash scripts/ensure-swarm.sh up` with NBC_SWARM_IMAGES naming the python image), with
@@ -35,6 +37,8 @@ root, the system Docker engine; as a user with Podman, that user's rootless engi
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -57,6 +61,9 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     # The kernelspec's argv run by jupyter_client's LocalProvisioner, as VS Code, Zed and
     # nteract run it: python -m nbcontainers.launch, tcp ports on 127.0.0.1.
     ("nbc-python launcher (plain argv)", "nbc-python", {"plain": True}),
+    # The same, with c.ContainerProvisioner.pool_size = 1 in a jupyter_server_config.json:
+    # the launcher's start service keeps the pool, as a server does.
+    ("nbc-python launcher (warm pool)", "nbc-python", {"plain": True, "pool_size": 1}),
 ]
 # A copy of each nbc-* kernelspec without its provisioner metadata (set up by main()).
 PLAIN_SPECS: list[str] = []
@@ -64,7 +71,6 @@ PLAIN_SPECS: list[str] = []
 
 def plain_specs(folder: Path) -> None:
     """Copy the installed nbc-* kernelspecs into ``folder`` without provisioner metadata."""
-    import json
     import shutil
 
     from jupyter_client.kernelspec import KernelSpecManager
@@ -109,18 +115,30 @@ def start(
         profile.mkdir(parents=True, exist_ok=True)
         (profile / "ipython_kernel_config.py").write_text("c.IPKernelApp.log_level = 30\n")
         config["env"] = {"IPYTHONDIR": str(profile.parent)}
+    env = dict(os.environ)
     if config.pop("plain", False):
         from jupyter_client.kernelspec import KernelSpecManager
 
         specs = KernelSpecManager(kernel_dirs=PLAIN_SPECS)
         km = KernelManager(kernel_name=kernel, kernel_spec_manager=specs)
+        if config:  # the launcher reads them from the user's Jupyter config files
+            folder = Path(cwd, "launcher-config")
+            folder.mkdir(exist_ok=True)
+            # No memory cap: a member is handed out as soon as it waits (nothing to measure).
+            section = {**config, "pool_max_memory": ""}
+            (folder / "jupyter_server_config.json").write_text(
+                json.dumps({"ContainerProvisioner": section})
+            )
+            env["JUPYTER_CONFIG_DIR"] = str(folder)
+            config = {}
+            launcher_pool_ready()
     else:
         km = KernelManager(kernel_name=kernel)
     if config:
         km.kernel_spec.metadata["kernel_provisioner"]["config"].update(config)
     kernel_pool().wait_ready(1, timeout=60)  # no refill while this start is timed
     t0 = time.perf_counter()
-    km.start_kernel(cwd=cwd)
+    km.start_kernel(cwd=cwd, env=env)
     kc = km.client()
     kc.start_channels()
     answers = ready = 0.0
@@ -138,6 +156,44 @@ def start(
             continue
     kc.wait_for_ready(timeout=60)
     return km, kc, (answers, ready, time.perf_counter() - t0)
+
+
+def _launcher_members() -> list[Any]:
+    """Pooled containers kept by launchers' start services (not by this process's pool)."""
+    from nbcontainers.kernels.pooled import POOL_ROLE
+    from nbcontainers.labels import ROLE, SERVER_PID
+    from nbcontainers.runtimes import get_runtime
+
+    return [
+        s
+        for s in get_runtime().list({ROLE: POOL_ROLE})
+        if s.running and s.labels.get(SERVER_PID) != str(os.getpid())
+    ]
+
+
+def launcher_pool_ready(timeout: float = 60) -> None:
+    """Wait until a launcher's start service has a pooled member waiting (after the first,
+    cold start of the case, which teaches it the pool)."""
+    from nbcontainers.kernels.pooled import reader_waiting
+    from nbcontainers.labels import PRIVATE_DIR
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for member in _launcher_members():
+            if reader_waiting(Path(member.labels[PRIVATE_DIR], "s", "wait")):
+                time.sleep(0.1)  # the pool's own probe runs every 20 ms
+                return
+        time.sleep(0.05)
+
+
+def stop_launcher_pools() -> None:
+    """End the start services that keep pools (their idle members go with them)."""
+    import signal
+
+    from nbcontainers.labels import SERVER_PID
+
+    for pid in {int(m.labels[SERVER_PID]) for m in _launcher_members()}:
+        os.kill(pid, signal.SIGTERM)
 
 
 def idle_memory() -> int | None:
@@ -206,6 +262,7 @@ def main() -> None:
             stop(km, kc)
         idle = idle_memory()
         kernel_pool().drain()
+        stop_launcher_pools()
 
     from nbcontainers.kernels.pool import kernel_pool
     from nbcontainers.runtimes import choose_engine, get_runtime

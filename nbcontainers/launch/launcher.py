@@ -104,6 +104,12 @@ class _Service:
             print(f"nbcontainers: {message['log']}", file=sys.stderr, flush=True)
 
 
+def zmq_error() -> type[Exception]:
+    import zmq
+
+    return zmq.ZMQError
+
+
 def run(args: argparse.Namespace, command: list[str]) -> int:
     """Have the kernel's container started, forward its ports, stay in front of it until it
     ends; return its exit code."""
@@ -126,7 +132,19 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
                 "kernel_id": name.removeprefix("kernel-") or str(uuid.uuid4()),
             }
         )
+        # While the service starts the container: pyzmq, and the frontend's ports bound, so
+        # its first messages wait here instead of in its reconnect back-off.
+        from .proxy import Forwarder
+
+        forwarder = Forwarder(info)
+        forwarder.bind()
         answer = service.next()
+    except zmq_error() as exc:
+        reaper.done()
+        raise ConfigError(
+            f"Cannot listen on the connection file's ports ({exc}): another process took one. "
+            "Start the kernel again (the frontend picks new ports)."
+        ) from None
     except BaseException:
         reaper.done()  # nothing runs that it would have to remove
         raise
@@ -143,9 +161,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     reaper.watch(
         started["container"], started["runtime"], started["private_dir"], started["service"]
     )
-    from .proxy import forward  # pyzmq: only once there is a kernel to forward to
-
-    forward(info, started["ip"])
+    forwarder.connect(started["ip"])
     signal.signal(signal.SIGINT, lambda signum, frame: service.send({"op": "signal", "signum": 2}))
     for signum in (signal.SIGTERM, signal.SIGHUP):  # stop, then kill after stop_timeout
         signal.signal(signum, lambda signum, frame: service.send({"op": "stop"}))

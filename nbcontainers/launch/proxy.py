@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-__all__ = ["KERNEL_PORTS", "forward"]
+__all__ = ["KERNEL_PORTS", "Forwarder"]
 
 # The kernel's socket names in its private folder (``<ip>-<n>``): fixed, so that two starts of
 # one kernelspec look alike to the warm pool.
@@ -31,38 +31,50 @@ KERNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port
 RECONNECT_MS = 5
 
 
-def forward(info: Mapping[str, Any], ipc_ip: str) -> zmq.Context[Any]:
-    """Bind the five TCP ports of connection info ``info`` on its loopback ``ip`` and forward
-    each to the kernel's socket ``ipc://<ipc_ip>-<n>``; return the context (the forwarders
-    run in daemon threads for the life of the process)."""
-    context: zmq.Context[Any] = zmq.Context()
-    # The kernel sends stdin requests to the shell requester's identity, on its stdin socket:
-    # both forwarders toward it must carry one identity (the frontend's two do already).
-    identity = os.urandom(8)
-    pairs: list[tuple[zmq.Socket[Any], zmq.Socket[Any]]] = []
-    for name, n in KERNEL_PORTS.items():
-        if name == "iopub_port":
-            front, back = context.socket(zmq.XPUB), context.socket(zmq.XSUB)
-            # Every subscription reaches the kernel, so each frontend gets its iopub welcome.
-            front.setsockopt(zmq.XPUB_VERBOSE, 1)
-        else:
-            front, back = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+class Forwarder:
+    """The five forwarders of one kernel: :meth:`bind` the frontend's side, then
+    :meth:`connect` to the kernel's sockets once they are known. Between the two a frontend
+    may already connect and send: its messages wait in the bound sockets."""
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        self.info = info
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.fronts: dict[str, zmq.Socket[Any]] = {}
+
+    def bind(self) -> None:
+        """Bind the connection file's five TCP ports on its loopback ``ip``."""
+        info = self.info
+        ip = "127.0.0.1" if info["ip"] == "localhost" else info["ip"]  # zmq binds addresses
+        for name in KERNEL_PORTS:
+            front = self.context.socket(zmq.XPUB if name == "iopub_port" else zmq.ROUTER)
+            front.setsockopt(zmq.LINGER, 0)
+            if name == "iopub_port":
+                # Every subscription reaches the kernel, so each frontend gets its welcome.
+                front.setsockopt(zmq.XPUB_VERBOSE, 1)
+            if info.get("curve_secretkey"):
+                front.curve_secretkey = _bytes(info["curve_secretkey"])
+                front.curve_publickey = _bytes(info["curve_publickey"])
+                front.curve_server = True
+            front.bind(f"tcp://{ip}:{int(info[name])}")
+            self.fronts[name] = front
+
+    def connect(self, ipc_ip: str) -> None:
+        """Forward each bound port to the kernel's socket ``ipc://<ipc_ip>-<n>``, from daemon
+        threads that live as long as the process."""
+        # The kernel sends stdin requests to the shell requester's identity, on its stdin
+        # socket: both forwarders toward it carry one identity (a frontend's two do already).
+        identity = os.urandom(8)
+        for name, n in KERNEL_PORTS.items():
+            back = self.context.socket(zmq.XSUB if name == "iopub_port" else zmq.DEALER)
+            back.setsockopt(zmq.LINGER, 0)
             if name in ("shell_port", "stdin_port"):
                 back.setsockopt(zmq.IDENTITY, identity)
-        for sock in (front, back):
-            sock.setsockopt(zmq.LINGER, 0)
-        if info.get("curve_secretkey"):
-            front.curve_secretkey = _bytes(info["curve_secretkey"])
-            front.curve_publickey = _bytes(info["curve_publickey"])
-            front.curve_server = True
-        back.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
-        ip = "127.0.0.1" if info["ip"] == "localhost" else info["ip"]  # zmq binds addresses
-        front.bind(f"tcp://{ip}:{int(info[name])}")
-        back.connect(f"ipc://{ipc_ip}-{n}")
-        pairs.append((front, back))
-    for front, back in pairs:
-        threading.Thread(target=_run, args=(front, back), name="nbc-forward", daemon=True).start()
-    return context
+            back.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+            back.connect(f"ipc://{ipc_ip}-{n}")
+            front = self.fronts[name]
+            threading.Thread(
+                target=_run, args=(front, back), name="nbc-forward", daemon=True
+            ).start()
 
 
 def _run(front: zmq.Socket[Any], back: zmq.Socket[Any]) -> None:

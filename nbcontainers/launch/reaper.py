@@ -88,12 +88,16 @@ def _reap(read_fd: int) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """Is the start service still there (then it removes the container itself)?"""
+    """Is the start service still there (then it removes the container itself)? A service
+    killed while the launcher that started it lives is a zombie (its pid answers signals),
+    and a pid may have been reused: only a running start service counts."""
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):  # gone, or the pid reused by another user
+        stat = open(f"/proc/{pid}/stat", "rb").read()  # noqa: SIM115 - a one-shot read
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()  # noqa: SIM115
+    except OSError:
         return False
-    return True
+    state = stat.rsplit(b")", 1)[-1].split()[:1]
+    return state not in ([b"Z"], [b"X"]) and b"nbcontainers.launch.service" in cmdline
 
 
 def _close_other_fds(keep: set[int]) -> None:

@@ -40,7 +40,7 @@ from ..kernels.connection import connection_for_container, write_private
 from ..kernels.plan import CONNECTION_FILE, KernelStart
 from ..kernels.starter import KernelStarter
 from .proxy import KERNEL_PORTS
-from .settings import config_files_section, kernelspec_config, start_settings
+from .settings import launch_config, start_settings
 
 __all__ = ["main", "start_kernel"]
 
@@ -52,9 +52,7 @@ def start_kernel(request: Mapping[str, Any], log: Any) -> tuple[KernelStarter, f
     """Start the kernel a launcher asks for, its sockets in its private folder; return its
     starter and its stop timeout. Nothing is left running when it raises."""
     info, env, cwd = request["connection"], dict(request["env"]), request["cwd"]
-    config, spec_env = kernelspec_config(request["kernel"], request["image"])
-    # As under Jupyter Server: the config files first, the kernelspec's config wins.
-    config = {**config_files_section(log), **config}
+    config, spec_env = launch_config(request["kernel"], request["image"], log)
     starter = KernelStarter(start_settings(config), log)
     try:
         starter.precheck(env, cwd, spec_env)
@@ -242,17 +240,19 @@ class Service:
                     link.send({"exit": code})
 
         assert starter.container_id is not None and starter.private_dir is not None
-        link.send(
-            {
-                "started": {
-                    "container": starter.container_id,
-                    "runtime": starter.settings.runtime_name,
-                    "private_dir": str(starter.private_dir),
-                    "ip": str(starter.private_dir / "s" / "k"),
-                    "service": os.getpid(),
-                }
-            }
-        )
+        started = {
+            "container": starter.container_id,
+            "runtime": starter.settings.runtime_name,
+            "private_dir": str(starter.private_dir),
+            "ip": str(starter.private_dir / "s" / "k"),
+            "service": os.getpid(),
+        }
+        try:
+            link.send({"started": started})
+        except OSError:  # the launcher died during the start (a SIGKILL): nobody to serve
+            starter.stopping = True
+            finish()
+            return
         threading.Thread(target=wait, name="nbc-wait", daemon=True).start()
         for message in link.messages():
             if message.get("op") == "signal":

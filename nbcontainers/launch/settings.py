@@ -21,7 +21,13 @@ from ..kernels.plan import LaunchConfig
 from ..kernels.provisioner_traits import ProvisionerTraits
 from ..kernels.starter import StartSettings
 
-__all__ = ["CONFIG_FILES", "config_files_section", "kernelspec_config", "start_settings"]
+__all__ = [
+    "CONFIG_FILES",
+    "config_files_section",
+    "kernelspec_config",
+    "launch_config",
+    "start_settings",
+]
 
 # The files Jupyter Server reads the provisioner's settings from, in its order (later wins).
 CONFIG_FILES = ("jupyter_config", "jupyter_server_config")
@@ -48,6 +54,15 @@ def kernelspec_config(kernel: str, image: str) -> tuple[dict[str, Any], dict[str
             "the kernelspecs with `nbcontainers kernelspec install`."
         )
     return {"image": image}, {}
+
+
+def launch_config(
+    kernel: str, image: str, log: Any = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of a launched kernel and its kernelspec's env: as under Jupyter Server,
+    the config files' ``c.ContainerProvisioner.*`` first, the kernelspec's config over them."""
+    config, spec_env = kernelspec_config(kernel, image)
+    return {**config_files_section(log), **config}, spec_env
 
 
 def config_files_section(log: Any = None) -> dict[str, Any]:

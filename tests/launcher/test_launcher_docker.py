@@ -376,3 +376,44 @@ def test_config_files_and_the_warm_pool_apply_under_the_launcher(
             _stop_service(service)
     left = [m for m in runtime.list({ROLE: POOL_ROLE}) if m.labels.get(SERVER_PID) == str(service)]
     assert left == []  # the service's idle members left with it
+
+
+def test_sigkill_in_the_middle_of_a_start_leaves_nothing(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    """Killed the moment its container exists (before the kernel answers): the service, whose
+    connection closed, removes it."""
+    from jupyter_client.connect import write_connection_file
+
+    conn, _ = write_connection_file(str(tmp_path / "kernel-midstart.json"), ip="127.0.0.1")
+    argv = [sys.executable, "-m", "nbcontainers.launch", "--kernel", "nbc-python", "--image"]
+    argv += ["python", "-f", conn, "--", "python3", "-m", "ipykernel_launcher", "-f", conn]
+    launcher = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not runtime.list({KERNEL_ID: "midstart"}) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.list({KERNEL_ID: "midstart"}), "no container was started"
+    launcher.kill()
+    launcher.wait()
+    t0 = time.monotonic()
+    while runtime.list({KERNEL_ID: "midstart"}) and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    assert runtime.list({KERNEL_ID: "midstart"}) == []
+    print(f"container gone {time.monotonic() - t0:.2f} s after SIGKILL mid-start")
+
+
+def test_a_dead_service_ends_the_kernel_and_the_reaper_removes_it(
+    runtime: Any, plain: tuple[KernelManager, Path]
+) -> None:
+    """The net under the net: the start service killed too (SIGKILL), the launcher ends with
+    an error and its reaper removes the container."""
+    km, _ = plain
+    (state,) = _containers(runtime, km)
+    os.kill(_service_of(runtime, state.id), signal.SIGKILL)
+    launcher = km.provisioner.process  # type: ignore[union-attr]
+    assert launcher.wait(timeout=30) != 0
+    t0 = time.monotonic()
+    while runtime.state(state.id) and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    assert runtime.state(state.id) is None, "the container outlived launcher and service"
+    print(f"container gone {time.monotonic() - t0:.2f} s after the launcher left")

@@ -1,0 +1,77 @@
+"""The start service's parts without an engine: the settings it reads (Jupyter config files
+under the kernelspec's config), where its socket lives and which launchers share one."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from nbcontainers.errors import ConfigError
+from nbcontainers.launch.client import runtime_dir, service_path
+from nbcontainers.launch.settings import config_files_section, launch_config, start_settings
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "jupyter-config"
+    folder.mkdir()
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(folder))
+    return folder
+
+
+def test_config_files_are_read_as_jupyter_server_reads_them(
+    config_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (config_dir / "jupyter_config.py").write_text(
+        "c.ContainerProvisioner.cpus = 1.5\nc.ContainerProvisioner.mem_limit = '4g'\n"
+    )
+    # jupyter_server_config wins over jupyter_config, as in a server.
+    (config_dir / "jupyter_server_config.json").write_text(
+        '{"ContainerProvisioner": {"mem_limit": "1g", "pool_size": 2,'
+        ' "pool_warm": ["nbc-python"], "bogus": 1}}'
+    )
+    with caplog.at_level(logging.WARNING):
+        section = config_files_section(logging.getLogger("t"))
+    assert section == {"cpus": 1.5, "mem_limit": "1g", "pool_size": 2}
+    assert "c.ContainerProvisioner.bogus" in caplog.text
+    # The kernelspec's own config wins over the files (as jupyter_client's kwargs do).
+    config, _ = launch_config("nbc-no-such-kernel", "python")
+    assert config["image"] == "python" and config["mem_limit"] == "1g"
+    settings = start_settings(config)
+    assert settings.pool_size == 2 and settings.launch.cpus == 1.5
+    assert settings.launch.transport == "ipc"  # the launcher forwards to Unix sockets
+
+
+def test_a_broken_config_file_is_an_error_naming_it(config_dir: Path) -> None:
+    (config_dir / "jupyter_server_config.py").write_text("c.ContainerProvisioner.mem_limit = (\n")
+    with pytest.raises(ConfigError, match="jupyter_server_config"):
+        config_files_section()
+
+
+def test_the_socket_folder_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime, temp = tmp_path / "run", tmp_path / "tmp"
+    runtime.mkdir()
+    temp.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    assert runtime_dir() == runtime / "nbcontainers"
+    assert (runtime / "nbcontainers").stat().st_mode & 0o777 == 0o700
+    (runtime / "nbcontainers").chmod(0o755)  # others may enter: not used
+    assert runtime_dir() == temp / f"nbc-launch-{os.getuid()}"
+    (temp / f"nbc-launch-{os.getuid()}").chmod(0o755)
+    with pytest.raises(ConfigError, match="only you can enter"):
+        runtime_dir()
+
+
+def test_launchers_share_a_service_unless_their_environment_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    env = {"PATH": "/usr/bin", "HOME": "/root"}
+    one = service_path(env)
+    # A frontend's per-kernel variables don't matter; an engine's address does.
+    assert service_path({**env, "JPY_SESSION_NAME": "/a.ipynb", "PWD": "/x"}) == one
+    assert service_path({**env, "DOCKER_HOST": "unix:///other.sock"}) != one
