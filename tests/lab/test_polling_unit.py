@@ -154,6 +154,28 @@ def test_an_engine_older_than_api_1_41_never_gets_one_shot() -> None:
     assert engine.stats_asked == [None, None]
 
 
+def test_an_engine_refusing_one_shot_gets_two_sample_calls_from_then_on() -> None:
+    import docker.errors
+
+    engine = Engine()
+    runtime = _runtime(engine)
+    engine.cpu = {"total": SECOND, "system": 10 * SECOND}
+    answer = engine.stats
+
+    def refusing(cid: str, stream: bool, one_shot: Any = None) -> Any:
+        if one_shot:
+            engine.stats_asked.append("refused")
+            raise docker.errors.APIError("bad", response=SimpleNamespace(status_code=400))
+        return answer(cid, stream, one_shot)
+
+    engine.stats = refusing  # type: ignore[method-assign]
+    runtime.stats("a")
+    second = runtime.stats("a")
+    runtime.stats("a")
+    assert engine.stats_asked == [None, "refused", None, None]
+    assert second.cpu_percent == pytest.approx(10.0)  # the engine's own two samples
+
+
 def test_a_one_shot_answer_without_a_base_has_no_cpu_figure() -> None:
     # Docker's one-shot answer: empty precpu_stats. Its CPU would be the average since the
     # container started; without a previous sample there is no figure, not a wrong one.

@@ -397,11 +397,20 @@ class DockerRuntime:
         """One sample of CPU/memory use. The first of a container waits for the engine's two
         samples (about a second); a later one within ``CPU_BASE_AGE`` asks for one
         (``one_shot``) and measures CPU against the counters kept from the one before."""
+        import docker.errors
+
         counters: CPUCounters = self.__dict__.setdefault("_cpu_counters", CPUCounters())
         before = counters.previous(container_id)
         with self._translate(f"read stats of container {container_id[:12]}"):
-            one_shot = True if before is not None and one_shot_supported(self.api) else None
-            raw = self.api.stats(container_id, stream=False, one_shot=one_shot)
+            one_shot = before is not None and counters.one_shot and one_shot_supported(self.api)
+            try:
+                raw = self.api.stats(container_id, stream=False, one_shot=one_shot or None)
+            except docker.errors.APIError as exc:
+                if not one_shot or exc.status_code != 400:
+                    raise
+                # An engine that says API 1.41 but refuses one_shot: two samples from now on.
+                counters.one_shot = one_shot = False
+                raw = self.api.stats(container_id, stream=False)
         counters.keep(container_id, raw)
         return stats_since(raw, before if one_shot else None)
 

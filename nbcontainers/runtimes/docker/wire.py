@@ -320,6 +320,7 @@ class CPUCounters:
 
     def __init__(self) -> None:
         self.seen: dict[str, tuple[float, Mapping[str, Any]]] = {}
+        self.one_shot = True  # False once the engine refused a one-shot call
 
     def previous(self, container_id: str) -> Mapping[str, Any] | None:
         kept = self.seen.get(container_id)
