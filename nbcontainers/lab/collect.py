@@ -80,6 +80,12 @@ def _recently_active(kernel: Any, now: datetime) -> bool:
         return True
 
 
+def _kernels_now(km: Any) -> tuple[tuple[str, str | None], ...]:
+    """A server's kernels and their containers, as the key of the shared list."""
+    provisioners = {k: getattr(km.get_kernel(k), "provisioner", None) for k in km.list_kernel_ids()}
+    return tuple(sorted((k, getattr(p, "container_id", None)) for k, p in provisioners.items()))
+
+
 class Collector:
     """The owner's container kernels for one Jupyter server (``serverapp``)."""
 
@@ -229,7 +235,7 @@ class Collector:
         of kernels that died. Requests within :data:`SHARED` seconds of a finished list, or
         while one is being made, get that list: several tabs or scripts polling the same
         server ask the engines once."""
-        listing, kernels = self.listing, self._kernels_now()
+        listing, kernels = self.listing, _kernels_now(self.serverapp.kernel_manager)
         aged = listing is not None and listing.done() and time.monotonic() > self.listed_at + SHARED
         # A kernel started or shut down since that list: list afresh (a script that starts a
         # kernel and then lists must find it).
@@ -243,14 +249,6 @@ class Collector:
             listing.add_done_callback(finished)
         # Shielded: one client hanging up must not cancel the list the others wait for.
         return list(await asyncio.shield(listing))
-
-    def _kernels_now(self) -> tuple[tuple[str, str | None], ...]:
-        """This server's kernels and their containers, as a key of the shared list."""
-        km = self.serverapp.kernel_manager
-        provisioners = {
-            k: getattr(km.get_kernel(k), "provisioner", None) for k in km.list_kernel_ids()
-        }
-        return tuple(sorted((k, getattr(p, "container_id", None)) for k, p in provisioners.items()))
 
     def invalidate(self) -> None:
         """The next request lists afresh (after a stop, say)."""

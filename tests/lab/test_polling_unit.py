@@ -30,7 +30,7 @@ class Engine:
     """The few Engine API calls a listing and a stats call make, counted."""
 
     def __init__(self, version: str = "1.41") -> None:
-        self._version = version
+        self.api_version = version
         self.rows: dict[str, dict[str, Any]] = {}
         self.inspected: list[str] = []
         self.stats_asked: list[Any] = []

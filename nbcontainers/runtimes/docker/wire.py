@@ -343,7 +343,7 @@ def one_shot_supported(api: Any) -> bool:
     from docker.utils import version_gte
 
     try:
-        return bool(version_gte(str(api._version), "1.41"))
+        return bool(version_gte(str(api.api_version), "1.41"))
     except Exception:  # an odd version string: the two-sample call always works
         return False
 
