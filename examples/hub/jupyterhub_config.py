@@ -64,6 +64,9 @@ c.Spawner.args = [
     "--ContainerProvisioner.pool_size=1",
     "--ContainerProvisioner.pool_warm=nbc-python",
     "--ServerApp.jpserver_extensions=nbcontainers.kernels.warmup=True",
+    # The JupyterLab view's API (/api/nbcontainers/kernels). A wheel enables it by a config
+    # file; a checkout installed with `pip install -e` has none. Entries of this option merge.
+    "--ServerApp.jpserver_extensions=nbcontainers.lab=True",
 ]
 c.Spawner.environment["NBCONTAINERS_POOL_SIZE"] = "1"
 c.Spawner.environment["NBCONTAINERS_POOL_WARM"] = "python"  # filled at %load_ext nbcontainers

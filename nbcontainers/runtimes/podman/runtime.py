@@ -256,7 +256,7 @@ class PodmanRuntime(DockerRuntime):
         cgroup v1 (``podman stats`` refuses there), where its API answers with the figures of
         a cgroup that is not the container's (1.2 GiB used by an idle ``sleep``, 0% CPU)."""
         stats = super().stats(container_id)
-        limits = self.ping().limits
+        limits = engine_facts(self).limits  # cached: a poll samples every kernel
         return replace(
             stats,
             cpu_percent=stats.cpu_percent if "cpus" in limits else None,
