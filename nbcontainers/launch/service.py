@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -46,6 +47,7 @@ __all__ = ["main", "start_kernel"]
 
 log = logging.getLogger("nbcontainers.launch.service")
 IDLE_EXIT = 600.0  # seconds without a kernel before the service leaves (and drains its pool)
+IDLE_ENV = "NBCONTAINERS_LAUNCH_IDLE"
 
 
 def start_kernel(request: Mapping[str, Any], log: Any) -> tuple[KernelStarter, float]:
@@ -294,8 +296,29 @@ def _prewarm() -> None:
         log.info("nbcontainers: engine not ready yet: %s", exc)
 
 
+def _idle_exit(raw: str) -> float | None:
+    """Seconds without a kernel before the service leaves: ``raw`` (the variable), else the
+    default; None when ``raw`` is no number of seconds (negative, nan, inf, text)."""
+    if not raw.strip():
+        return IDLE_EXIT
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     path = Path((argv if argv is not None else sys.argv[1:])[0])
+    idle = _idle_exit(os.environ.get(IDLE_ENV, ""))
+    if idle is None:  # the launcher shows this line from the log
+        print(
+            f"{IDLE_ENV}={os.environ[IDLE_ENV]!r} is not a number of seconds: set it to how long "
+            f"the kernel launcher's start service may wait for a kernel (e.g. {IDLE_EXIT:.0f}), "
+            "or unset it.",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - held for the process's life
     try:
@@ -314,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
             path.unlink(missing_ok=True)
             lock.close()  # the next service may take the name at once
 
-    idle = float(os.environ.get("NBCONTAINERS_LAUNCH_IDLE", IDLE_EXIT))
     service = Service(listener, idle, leave)
     # SIGTERM (a logout, a shutdown) leaves as the idle exit does: kernels and pool removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

@@ -75,3 +75,22 @@ def test_launchers_share_a_service_unless_their_environment_differs(
     # A frontend's per-kernel variables don't matter; an engine's address does.
     assert service_path({**env, "JPY_SESSION_NAME": "/a.ipynb", "PWD": "/x"}) == one
     assert service_path({**env, "DOCKER_HOST": "unix:///other.sock"}) != one
+
+
+@pytest.mark.parametrize("raw", ["ten", "-5", "nan", "inf"])
+def test_a_bad_idle_time_is_named_with_the_fix_and_no_service_starts(
+    raw: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nbcontainers.launch import service
+
+    monkeypatch.setenv("NBCONTAINERS_LAUNCH_IDLE", raw)
+    sock = tmp_path / "launch.sock"
+    assert service.main([str(sock)]) == 2
+    assert f"NBCONTAINERS_LAUNCH_IDLE={raw!r} is not a number of seconds" in capsys.readouterr().err
+    assert not sock.exists()  # nothing listens
+
+
+def test_the_idle_time_defaults_and_reads_whole_or_fractional_seconds() -> None:
+    from nbcontainers.launch.service import IDLE_EXIT, _idle_exit
+
+    assert (_idle_exit(""), _idle_exit("30"), _idle_exit("0.5")) == (IDLE_EXIT, 30.0, 0.5)
