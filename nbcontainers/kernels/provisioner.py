@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +105,7 @@ class ContainerProvisioner(ProvisionerTraits, KernelProvisionerBase):  # type: i
 
     def launch_config(self) -> LaunchConfig:
         """The settings a launch plan is made from: the traits of the same names."""
-        values = {f.name: getattr(self, f.name) for f in fields(LaunchConfig)}
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
+        values = self.launch_values()
         if self.pool_size > 0 and not self.workspace_root:
             # The pool's kernels exist before their notebook: they mount the folder above.
             root = getattr(getattr(self.parent, "parent", None), "root_dir", "")
@@ -118,16 +114,7 @@ class ContainerProvisioner(ProvisionerTraits, KernelProvisionerBase):  # type: i
 
     def start_settings(self) -> StartSettings:
         """The traits, frozen for one start."""
-        return StartSettings(
-            image=self.image,
-            launch=self.launch_config(),
-            gpus=self.gpus,
-            missing_image=self.missing_image,
-            runtime_name=self.runtime_name,
-            startup_timeout=self.startup_timeout,
-            pool_size=self.pool_size,
-            pool_max_memory=self.pool_max_memory,
-        )
+        return self.frozen(self.launch_config())
 
     # -- KernelProvisionerBase ------------------------------------------------------------
 

@@ -9,6 +9,7 @@ the kernelspec wins. What a container gets from them is decided by
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from traitlets import Any as AnyTrait
@@ -22,7 +23,9 @@ from .plan import (
     DEFAULT_PIDS_LIMIT,
     DEFAULT_SHM_SIZE,
     SHARED,
+    LaunchConfig,
 )
+from .starter import StartSettings
 
 __all__ = ["ProvisionerTraits"]
 
@@ -144,3 +147,25 @@ class ProvisionerTraits(HasTraits):
         "the notebook's own folder. Default: none, or with a pool the server's root_dir "
         "(else your home).",
     )
+
+    def launch_values(self) -> dict[str, Any]:
+        """The traits named as :class:`LaunchConfig`'s fields (lists as tuples); the
+        provisioner adds ``transport`` and ``encryption`` to these traits."""
+        values = {
+            f.name: getattr(self, f.name) for f in fields(LaunchConfig) if hasattr(self, f.name)
+        }
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+    def frozen(self, launch: LaunchConfig) -> StartSettings:
+        """The traits, frozen for one start with ``launch`` (the provisioner's and the
+        launcher's start service's, which differ only in their launch settings)."""
+        return StartSettings(
+            image=self.image,
+            launch=launch,
+            gpus=self.gpus,
+            missing_image=self.missing_image,
+            runtime_name=self.runtime_name,
+            startup_timeout=self.startup_timeout,
+            pool_size=self.pool_size,
+            pool_max_memory=self.pool_max_memory,
+        )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 
 from ..errors import ConfigError
@@ -121,18 +120,7 @@ def start_settings(config: Mapping[str, Any]) -> StartSettings:
         traits = ProvisionerTraits(**values)
     except TraitError as exc:
         raise ConfigError(f"Bad kernel_provisioner config: {exc}") from None
-    launch: dict[str, Any] = {}
-    for f in fields(LaunchConfig):
-        if hasattr(traits, f.name) and f.name not in ("transport", "encryption"):
-            value = getattr(traits, f.name)
-            launch[f.name] = tuple(value) if isinstance(value, list) else value
-    return StartSettings(
-        image=traits.image,
-        launch=LaunchConfig(**launch, transport="ipc"),
-        gpus=traits.gpus,
-        missing_image=traits.missing_image,
-        runtime_name=traits.runtime_name,
-        startup_timeout=traits.startup_timeout,
-        pool_size=traits.pool_size,
-        pool_max_memory=traits.pool_max_memory,
-    )
+    launch = traits.launch_values()
+    for name in ("transport", "encryption"):  # LaunchConfig's defaults; ipc below
+        launch.pop(name, None)
+    return traits.frozen(LaunchConfig(**launch, transport="ipc"))
