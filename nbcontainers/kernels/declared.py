@@ -113,7 +113,9 @@ class Declaration:
         return f"metadata.nbcontainers.{name}{where}"
 
 
-def notebook_path(env: Mapping[str, str], cwd: str | None) -> Path | None:
+def notebook_path(
+    env: Mapping[str, str], cwd: str | None, kernel_manager: Any = None
+) -> Path | None:
     """The notebook a kernel serves, or None where nobody said.
 
     Jupyter Server puts it in the kernel's environment as ``JPY_SESSION_NAME`` (an absolute
@@ -121,14 +123,15 @@ def notebook_path(env: Mapping[str, str], cwd: str | None) -> Path | None:
     the API path, relative to the server's root) and starts the kernel in its folder
     (``cwd``). VS Code's own launcher sets no such variable (vscode-jupyter#16291), only the
     folder. papermill and nbclient set neither: the notebook papermill runs is found up this
-    call's own stack (call this from the coroutine that starts the kernel, not a thread).
+    call's own stack, or, from a worker thread, as the notebook of the nbclient client whose
+    kernel manager is ``kernel_manager`` (the provisioner's own).
     """
     raw = str(env.get("JPY_SESSION_NAME", "")).strip()
     if raw:
         found = _existing_notebook(raw, cwd)
         if found is not None:
             return found
-    return _papermill_notebook()
+    return _papermill_notebook(kernel_manager)
 
 
 def _existing_notebook(raw: str, cwd: str | None) -> Path | None:
@@ -150,10 +153,11 @@ def _existing_notebook(raw: str, cwd: str | None) -> Path | None:
     return None
 
 
-def _papermill_notebook() -> Path | None:
+def _papermill_notebook(kernel_manager: Any) -> Path | None:
     """The local notebook file that an nbclient client (papermill's) is starting a kernel
-    for: found up this call's stack, else among the live clients when just one is starting
-    one (a call from a worker thread sees no coroutine frames)."""
+    for: found up this call's stack, else (a call from a worker thread sees no coroutine
+    frames) the live client whose kernel manager is ``kernel_manager``. Never a guess among
+    clients: one whose start failed may outlive it (kept by a traceback) in a long process."""
     if "nbclient.client" not in sys.modules:
         return None
     current = inspect.currentframe()
@@ -163,11 +167,14 @@ def _papermill_notebook() -> Path | None:
         if found is not None:
             return found
         frame = frame.f_back
+    if kernel_manager is None:
+        return None
     from nbclient.client import NotebookClient
 
-    # A client whose kernel manager exists but whose kernel client does not yet is starting.
-    starting = [o for o in gc.get_objects() if isinstance(o, NotebookClient) and o.km and not o.kc]
-    return _client_notebook(starting[0]) if len(starting) == 1 else None
+    for client in gc.get_objects():
+        if isinstance(client, NotebookClient) and client.km is kernel_manager:
+            return _client_notebook(client)
+    return None
 
 
 def _client_notebook(client: Any) -> Path | None:
@@ -188,10 +195,13 @@ def _client_notebook(client: Any) -> Path | None:
     return None
 
 
-def read_declaration(notebook: Path | None, default_image: str) -> tuple[Declaration, str | None]:
+def read_declaration(
+    notebook: Path | None, default_image: str, kernel_manager: Any = None
+) -> tuple[Declaration, str | None]:
     """The notebook's declaration, and a line to show when it falls back to ``default_image``
     because nothing is declared (None otherwise). A declaration that is malformed is a
-    ConfigError naming the key and the fix."""
+    ConfigError naming the key and the fix. ``kernel_manager`` is the provisioner's: the
+    papermill run it belongs to vouches for the notebook it was asked to run."""
     fallback = Declaration(image=default_image, source="the catalog's default image")
     if notebook is None:
         return fallback, (
@@ -220,7 +230,7 @@ def read_declaration(notebook: Path | None, default_image: str) -> tuple[Declara
         )
     declaration = declaration_from_metadata(declared, Path(notebook).parent, where)
     if declaration.kind != "catalog":
-        _check_trusted(Path(notebook), data, declaration)
+        _check_trusted(Path(notebook), data, declaration, kernel_manager)
     if declaration.image or declaration.snapshot is not None:
         return declaration, None
     return replace(declaration, image=default_image), (
@@ -244,12 +254,12 @@ def notebook_trusted(data: Any) -> bool:
         return False
 
 
-def _check_trusted(notebook: Path, data: Any, decl: Declaration) -> None:
+def _check_trusted(notebook: Path, data: Any, decl: Declaration, kernel_manager: Any) -> None:
     """An image from outside the catalogs (a registry digest, a snapshot folder's Dockerfile)
     runs its code as the user, with the notebook's folder mounted, the moment its kernel
     starts, and JupyterLab starts it when the notebook is opened: so only for a notebook
     Jupyter trusts here, or one that papermill or nbclient was asked to run."""
-    if notebook_trusted(data) or _papermill_notebook() == notebook.resolve():
+    if notebook_trusted(data) or _papermill_notebook(kernel_manager) == notebook.resolve():
         return
     what = f"image {decl.image}" if decl.kind == "digest" else f"snapshot folder {decl.snapshot}"
     key = "image" if decl.kind == "digest" else "snapshot"

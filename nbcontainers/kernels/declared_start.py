@@ -29,12 +29,14 @@ def declared_settings(
     cwd: str | None,
     runtime: ContainerRuntime,
     log: Any,
+    kernel_manager: Any = None,
 ) -> tuple[StartSettings, str | None]:
-    """``settings`` with the image and resources the notebook (found from ``env`` and
-    ``cwd``) declares, and the one-line note when it declares nothing (the default image).
-    A declared snapshot is built, a pinned digest pulled, with progress in ``log``."""
-    notebook = declared.notebook_path(env, cwd)
-    declaration, note = declared.read_declaration(notebook, DEFAULT_NOTEBOOK_IMAGE)
+    """``settings`` with the image and resources the notebook (found from ``env``, ``cwd``
+    and the provisioner's ``kernel_manager``) declares, and the one-line note when it
+    declares nothing (the default image). A declared snapshot is built, a pinned digest
+    pulled, with progress in ``log``."""
+    notebook = declared.notebook_path(env, cwd, kernel_manager)
+    declaration, note = declared.read_declaration(notebook, DEFAULT_NOTEBOOK_IMAGE, kernel_manager)
     launch = declared.apply_declaration(
         settings.launch, declaration, runtime=runtime, log=log, wait=settings.startup_timeout
     )

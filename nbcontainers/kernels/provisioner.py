@@ -127,7 +127,7 @@ class ContainerProvisioner(ProvisionerTraits, KernelProvisionerBase):  # type: i
         self.starter.settings = self.start_settings()
         spec_env = getattr(self.kernel_spec, "env", None) or {}
         env = kwargs.get("env") or os.environ
-        await _blocking(self.starter.precheck, env, kwargs.get("cwd"), spec_env)
+        await _blocking(self.starter.precheck, env, kwargs.get("cwd"), spec_env, km)
         kwargs = await super().pre_launch(**kwargs)
         if km is None:
             raise ConfigError("The nbcontainers provisioner must be used by a KernelManager.")

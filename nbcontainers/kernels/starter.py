@@ -186,14 +186,19 @@ class KernelStarter:
     # -- before anything runs --------------------------------------------------------------
 
     def precheck(
-        self, env: Mapping[str, str], cwd: str | None, spec_env: Mapping[str, str]
+        self,
+        env: Mapping[str, str],
+        cwd: str | None,
+        spec_env: Mapping[str, str],
+        kernel_manager: Any = None,
     ) -> None:
         """Everything that can refuse this start, before any image is built or pulled: the
-        image's name (did-you-mean), the engine, GPUs, the admin's policy, then the image."""
+        image's name (did-you-mean), the engine, GPUs, the admin's policy, then the image.
+        ``kernel_manager`` (the provisioner's) names the papermill client starting it."""
         self._resolved = None
         if self.settings.image == NOTEBOOK_IMAGE:  # nbc-notebook: what its notebook declares
             self._resolved, note = declared_settings(
-                self.settings, env, cwd, self.runtime, self.log
+                self.settings, env, cwd, self.runtime, self.log, kernel_manager
             )
             if note:
                 self.notes.append(note)

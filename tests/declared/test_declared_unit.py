@@ -218,15 +218,26 @@ def test_notebook_path_finds_papermills_input(
         return notebook_path({}, None)
 
     assert start(client) == nb_file
-    # From a worker thread (no coroutine frames): the one client starting a kernel.
+    # From a worker thread (no coroutine frames): the client whose kernel manager is the
+    # provisioner's, never another one alive in the process, such as a client whose start
+    # failed and that a kept traceback holds (a starting client, to any heuristic).
     import threading
 
+    other = notebook(tmp_path / "other.ipynb")
+    stale = NotebookClient(nbformat.read(other, as_version=4))
+    stale.nb.metadata["papermill"] = {"input_path": "other.ipynb"}
+    stale.km = object()  # type: ignore[assignment]
     client.km = object()  # type: ignore[assignment]
     found: list[Path | None] = []
-    thread = threading.Thread(target=lambda: found.append(notebook_path({}, None)))
+
+    def look() -> None:
+        found.extend([notebook_path({}, None, client.km), notebook_path({}, None, stale.km)])
+        found.append(notebook_path({}, None))  # no kernel manager: no guess
+
+    thread = threading.Thread(target=look)
     thread.start()
     thread.join()
-    assert found == [nb_file]
+    assert found == [nb_file, other.resolve(), None]
 
 
 def fake() -> FakeRuntime:
