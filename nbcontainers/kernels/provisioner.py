@@ -105,12 +105,8 @@ class ContainerProvisioner(ProvisionerTraits, KernelProvisionerBase):  # type: i
 
     def launch_config(self) -> LaunchConfig:
         """The settings a launch plan is made from: the traits of the same names."""
-        values = self.launch_values()
-        if self.pool_size > 0 and not self.workspace_root:
-            # The pool's kernels exist before their notebook: they mount the folder above.
-            root = getattr(getattr(self.parent, "parent", None), "root_dir", "")
-            values["workspace_root"] = str(root or Path.home())
-        return LaunchConfig(**values)
+        root = getattr(getattr(self.parent, "parent", None), "root_dir", "")
+        return LaunchConfig(**self.launch_values(str(root or "")))
 
     def start_settings(self) -> StartSettings:
         """The traits, frozen for one start."""

@@ -10,6 +10,7 @@ the kernelspec wins. What a container gets from them is decided by
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from traitlets import Any as AnyTrait
@@ -148,12 +149,19 @@ class ProvisionerTraits(HasTraits):
         "(else your home).",
     )
 
-    def launch_values(self) -> dict[str, Any]:
+    def launch_values(self, server_root: str = "") -> dict[str, Any]:
         """The traits named as :class:`LaunchConfig`'s fields (lists as tuples); the
-        provisioner adds ``transport`` and ``encryption`` to these traits."""
+        provisioner adds ``transport`` and ``encryption`` to these traits.
+
+        With a warm pool and no ``workspace_root``, the root is the server's (``server_root``)
+        or ``~``: pooled kernels exist before their notebook, so they mount the folder above,
+        and one pool serves every notebook under it (a notebook elsewhere mounts its own
+        folder and starts cold)."""
         values = {
             f.name: getattr(self, f.name) for f in fields(LaunchConfig) if hasattr(self, f.name)
         }
+        if self.pool_size > 0 and not self.workspace_root:
+            values["workspace_root"] = str(server_root or Path.home())
         return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
     def frozen(self, launch: LaunchConfig) -> StartSettings:

@@ -59,6 +59,22 @@ def test_settings_are_checked_as_the_provisioner_checks_them() -> None:
         start_settings({"image": "python", "cpus": "lots"})
 
 
+def test_a_pool_mounts_the_folder_above_as_under_the_provisioner() -> None:
+    """Pooled kernels exist before their notebook: with no workspace_root, both ways in
+    mount ``~`` (the provisioner: the server's root, which it has and the launcher has not),
+    so one pool serves every notebook under it."""
+    from nbcontainers.kernels.provisioner import ContainerProvisioner
+
+    home = str(Path.home())
+    assert start_settings({"image": "python", "pool_size": 1}).launch.workspace_root == home
+    assert start_settings({"image": "python"}).launch.workspace_root == ""
+    given = start_settings({"image": "python", "pool_size": 1, "workspace_root": "/srv/w"})
+    assert given.launch.workspace_root == "/srv/w"
+    provisioner = ContainerProvisioner(image="python", pool_size=1)
+    assert provisioner.launch_config().workspace_root == home
+    assert provisioner.launch_values("/srv/root")["workspace_root"] == "/srv/root"
+
+
 def test_kernelspec_not_found_falls_back_to_the_image_given() -> None:
     assert kernelspec_config("nbc-no-such-kernel", "python") == ({"image": "python"}, {})
     with pytest.raises(ConfigError, match="nbcontainers kernelspec install"):
