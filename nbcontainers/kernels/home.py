@@ -5,7 +5,8 @@ LOGNAME) and where ``~`` is (a folder that outlives the kernel), decided for any
 uid:gid, and the mounts the kernel already gets; it writes nothing. :meth:`KernelHome.prepare`
 makes on the host what the decision mounts: the home folder (0700, the kernel user's), the
 per-image Python user base in it with its ``site-packages`` folder (so ``site`` puts it on
-``sys.path`` when the interpreter starts, and ``%pip install`` imports at once), and the
+``sys.path`` when the interpreter starts, and ``%pip install`` imports at once; a ``.pth``
+line there puts its ``bin`` on PATH, so the commands it installs run), and the
 generated ``passwd``/``group`` files mounted read-only over the image's.
 
 Where ``~`` is:
@@ -23,6 +24,7 @@ libraries) never shadows the image's packages, and two images never share instal
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import os
@@ -59,6 +61,15 @@ _BASE_PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
 )
 _BASE_GROUP = ("root:x:0:", "nogroup:x:65534:")
+# A .pth line in each user site: Python runs a line that starts with "import" when it starts,
+# so every interpreter of the kernel's puts $PYTHONUSERBASE/bin (where `%pip install` puts a
+# package's commands) first on PATH, and `!command` and subprocesses find them.
+SCRIPTS_PTH = "nbcontainers-scripts.pth"
+_SCRIPTS_LINE = (
+    'import os; b = os.environ.get("PYTHONUSERBASE"); b and os.environ.__setitem__("PATH", '
+    'os.pathsep.join(dict.fromkeys([os.path.join(b, "bin")] + '
+    '[p for p in os.environ.get("PATH", "").split(os.pathsep) if p])))\n'
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,11 @@ class KernelHome:
                            self.owner, mode=0o700)  # fmt: skip
             for site in self.site_packages():
                 parts = site[len(self.path) :].strip("/").split("/")
-                _make_dirs(self.host_path, parts, self.owner, mode=0o755)
+                folder = _open_dirs(self.host_path, parts, self.owner, mode=0o755)
+                try:  # %pip's scripts on PATH (the image's PATH is only known inside)
+                    _write_in(folder, SCRIPTS_PTH, _SCRIPTS_LINE, self.owner)
+                finally:
+                    os.close(folder)
             if self.passwd:
                 os.makedirs(self.identity_dir, mode=0o755, exist_ok=True)
                 _write(os.path.join(self.identity_dir, "passwd"), self.passwd)
@@ -258,6 +273,11 @@ def _make_dirs(base: str, parts: Sequence[str], owner: tuple[int, int] | None, m
     """``base/parts...``, each made if missing and given to ``owner``, never through a link:
     below ``base`` the kernel's user writes what it likes, and a root server must not make
     (or hand over) folders wherever that user's links point."""
+    os.close(_open_dirs(base, parts, owner, mode))
+
+
+def _open_dirs(base: str, parts: Sequence[str], owner: tuple[int, int] | None, mode: int) -> int:
+    """:func:`_make_dirs`, and the last folder's descriptor (the caller closes it)."""
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for part in parts:
@@ -272,8 +292,31 @@ def _make_dirs(base: str, parts: Sequence[str], owner: tuple[int, int] | None, m
             fd = child
             if made and owner is not None:
                 os.fchown(fd, *owner)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def _write_in(folder: int, name: str, text: str, owner: tuple[int, int] | None) -> None:
+    """Make ``name`` in the open ``folder`` hold ``text``, never through a link the kernel's
+    user planted there (a root server writes in that user's folder): a new file is written
+    beside it and renamed over it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        with os.fdopen(fd, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    temp = f".{name}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp, dir_fd=folder)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(temp, flags, 0o644, dir_fd=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
+    os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
 def _write(path: str, text: str) -> None:

@@ -7,7 +7,8 @@ Before kernels/home.py (uid 48213, same engine and image): ``getpass.getuser()``
 ``KeyError: 'getpwuid(): uid not found: 48213'``, ``whoami`` failed, USER/LOGNAME were unset,
 HOME was the tmpfs /home/nbc, and after ``%pip install`` the import failed with
 ModuleNotFoundError (the user site was not on sys.path) and, after a restart, the package and
-``~/kept.txt`` were gone.
+``~/kept.txt`` were gone. Before the user site's .pth line, pip warned that the package's
+command was "not on PATH" and ``!nbctiny`` was "command not found".
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ WHO = (
 
 
 def _wheel(folder: Path) -> Path:
-    """A tiny pure-Python wheel (``nbctiny``, VALUE = 42), written by hand: no build tools,
-    no index."""
+    """A tiny pure-Python wheel (``nbctiny``, VALUE = 42, and a command ``nbctiny``), written
+    by hand: no build tools, no index."""
     files = {
-        "nbctiny/__init__.py": "VALUE = 42\n",
+        "nbctiny/__init__.py": "VALUE = 42\n\n\ndef main():\n    print('tiny', VALUE)\n",
         "nbctiny-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: nbctiny\nVersion: 0.1\n",
+        "nbctiny-0.1.dist-info/entry_points.txt": "[console_scripts]\nnbctiny = nbctiny:main\n",
         "nbctiny-0.1.dist-info/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
@@ -91,6 +93,7 @@ def test_identity_home_and_pip_install_last(
         assert out.split() == [name, name, name, name, home, str(expect_uid)]
         out, reply = run(kc, "%pip install --no-index ./nbctiny-0.1-py3-none-any.whl", 180)
         assert reply["status"] == "ok" and "Successfully installed nbctiny-0.1" in out, out
+        assert "not on PATH" not in out, out  # pip's own warning, before the .pth line
         out, reply = run(kc, "import nbctiny; print(nbctiny.VALUE, nbctiny.__file__)")
         assert reply["status"] == "ok", out  # at once: no restart
         value, where = out.split()
@@ -110,9 +113,11 @@ def test_identity_home_and_pip_install_last(
         out, reply = run(
             kc,
             "import nbctiny, os\n"
-            "print(nbctiny.VALUE, open(os.path.expanduser('~/kept.txt')).read())",
+            "print(nbctiny.VALUE, open(os.path.expanduser('~/kept.txt')).read())\n"
+            "!nbctiny",
         )
-        assert reply["status"] == "ok" and out.split() == ["42", "kept"], out
+        # The command it installed runs from the notebook (`!`), after a restart too.
+        assert reply["status"] == "ok" and out.split() == ["42", "kept", "tiny", "42"], out
     # On the host: the user's folder, 0700, and the file is the kernel user's.
     folder = data / ("home" if uid is None else f"homes/{uid}")
     kept = folder / "kept.txt"

@@ -157,3 +157,70 @@ def test_a_home_that_is_a_system_folder_is_mounted_at_home_name(tmp_path: Path) 
     home = plan_home(1000, 1000, 1000, {"HOME": "/tmp"}, "ada", "python", "3.11", (), False)
     assert home is not None and home.path == "/home/ada"  # the image's /tmp stays its own
     assert home.host_path == "/tmp/.local/share/nbcontainers/home"  # still the user's data dir
+
+
+def test_pips_scripts_folder_is_first_on_path_for_every_interpreter(tmp_path: Path) -> None:
+    """`%pip install` puts a package's commands in $PYTHONUSERBASE/bin, which no image has on
+    PATH: the .pth line in the user site puts it first, once, for a real interpreter started
+    as the kernel is (PYTHONUSERBASE set), and does nothing without PYTHONUSERBASE."""
+    import subprocess
+    import sys
+
+    from nbcontainers.kernels.home import SCRIPTS_PTH
+
+    home = _home(tmp_path, XDG_DATA_HOME=str(tmp_path / "data"), python="3")
+    assert home is not None
+    home.prepare()
+    userbase = Path(home.host_path, home.userbase[len(home.path) :].lstrip("/"))
+    for site in home.site_packages():
+        assert Path(home.host_path, site[len(home.path) :].lstrip("/"), SCRIPTS_PTH).is_file()
+    show = "import os; print(os.environ['PATH'])"
+    bin_dir = str(userbase / "bin")
+    # The system's interpreter (a venv's has no user site), as the image's runs.
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    for path, expect in (
+        ("/usr/bin:/bin", [bin_dir, "/usr/bin", "/bin"]),
+        (f"/usr/bin:{bin_dir}", [bin_dir, "/usr/bin"]),  # once, first
+    ):
+        env = {"PYTHONUSERBASE": str(userbase), "PATH": path}
+        out = subprocess.run(
+            [python, "-c", show], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert out.split(":") == expect
+    # The line itself, as site runs it, without PYTHONUSERBASE: PATH untouched.
+    site_dir = Path(home.host_path, home.site_packages()[0][len(home.path) :].lstrip("/"))
+    line = (site_dir / SCRIPTS_PTH).read_text()
+    environ = {"PATH": "/usr/bin"}
+    import os as real_os
+
+    saved = dict(real_os.environ)
+    try:
+        real_os.environ.clear()
+        real_os.environ.update(environ)
+        exec(line)
+        assert real_os.environ["PATH"] == "/usr/bin"
+    finally:
+        real_os.environ.clear()
+        real_os.environ.update(saved)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root server's folders")
+def test_a_link_planted_at_the_scripts_pth_is_replaced_not_followed(tmp_path: Path) -> None:
+    """The user site is the kernel's user's: a link there named like the .pth must not make
+    the root server write (or hand over) the file it points to."""
+    from nbcontainers.kernels.home import SCRIPTS_PTH
+
+    home = _home(tmp_path, uid=UID, server_uid=0, XDG_DATA_HOME=str(tmp_path / "data"))
+    assert home is not None
+    home.prepare()
+    site = Path(home.host_path, home.site_packages()[0][len(home.path) :].lstrip("/"))
+    target = tmp_path / "roots-file"
+    target.write_text("root's\n")
+    (site / SCRIPTS_PTH).unlink()
+    (site / SCRIPTS_PTH).symlink_to(target)
+    (site / f".{SCRIPTS_PTH}.{os.getpid()}").symlink_to(target)  # the temp name, too
+    home.prepare()
+    assert target.read_text() == "root's\n" and target.stat().st_uid == 0
+    made = site / SCRIPTS_PTH
+    assert not made.is_symlink() and made.stat().st_uid == UID
+    assert made.read_text().startswith("import os;")
