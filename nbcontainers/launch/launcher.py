@@ -104,12 +104,6 @@ class _Service:
             print(f"nbcontainers: {message['log']}", file=sys.stderr, flush=True)
 
 
-def zmq_error() -> type[Exception]:
-    import zmq
-
-    return zmq.ZMQError
-
-
 def run(args: argparse.Namespace, command: list[str]) -> int:
     """Have the kernel's container started, forward its ports, stay in front of it until it
     ends; return its exit code."""
@@ -132,19 +126,13 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
                 "kernel_id": name.removeprefix("kernel-") or str(uuid.uuid4()),
             }
         )
-        # While the service starts the container: pyzmq, and the frontend's ports bound, so
-        # its first messages wait here instead of in its reconnect back-off.
-        from .proxy import Forwarder
+        # While the service starts the container: the frontend's ports bound, so its first
+        # messages wait here instead of in its reconnect back-off.
+        from .proxy import forwarder_for
 
-        forwarder = Forwarder(info)
+        forwarder = forwarder_for(info)
         forwarder.bind()
         answer = service.next()
-    except zmq_error() as exc:
-        reaper.done()
-        raise ConfigError(
-            f"Cannot listen on the connection file's ports ({exc}): another process took one. "
-            "Start the kernel again (the frontend picks new ports)."
-        ) from None
     except BaseException:
         reaper.done()  # nothing runs that it would have to remove
         raise

@@ -1,26 +1,44 @@
-"""The frontend's TCP ports on 127.0.0.1, forwarded to the kernel's Unix sockets.
+"""The frontend's TCP ports on 127.0.0.1, forwarded to the kernel's Unix sockets, for the
+frontend's user only.
 
 A launched kernel is the provisioner's default kernel: it joins its owner's shared network
 namespace and binds Unix sockets in its private 0700 folder (no published ports, no
 docker-proxy, and a warm-pool member can serve it). The frontend wrote a connection file with
-five TCP ports on loopback; the launcher binds them and forwards every frame unchanged, from
-one libzmq proxy per channel (``zmq.proxy`` runs in C, without the GIL). Messages are signed
-by the frontend and checked by the kernel with the file's key, end to end: the launcher holds
-no key and reads no message. When the frontend's file carries CurveZMQ keys, the TCP side is
-a Curve server with them, as the kernel itself would be.
+five TCP ports on loopback, which any local user may open; what a kernel publishes on IOPub
+is signed with the file's key but not encrypted, so whoever subscribes reads every output.
+
+- :class:`Relay` (a connection file without CurveZMQ keys, what every frontend writes): each
+  port is a listening socket; a connection is accepted only from a socket of the launcher's
+  own user (or root), its owner read from the host's TCP table (:mod:`.peers`), and is then
+  relayed byte for byte to the kernel's socket. ZeroMQ speaks the same ZMTP over TCP and Unix
+  sockets, so the frontend talks to the kernel itself: each client is its own peer of the
+  kernel, messages are signed by the frontend and checked by the kernel end to end. Another
+  user's connection is closed before a byte reaches the kernel, and said on stderr.
+- :class:`Forwarder` (a file with CurveZMQ keys): the TCP side is a Curve server with them, as
+  the kernel itself would be, which authenticates every client by the file's keys; each
+  channel is one libzmq proxy (``zmq.proxy``, in C) to the kernel's socket.
+
+Either way the launcher holds no key and reads no message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import sys
 import threading
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import zmq
+from ..errors import ConfigError
+from .peers import peer_uid
 
-__all__ = ["KERNEL_PORTS", "Forwarder"]
+if TYPE_CHECKING:
+    import zmq
+
+__all__ = ["KERNEL_PORTS", "Forwarder", "Relay", "forwarder_for"]
 
 # The kernel's socket names in its private folder (``<ip>-<n>``): fixed, so that two starts of
 # one kernelspec look alike to the warm pool.
@@ -29,6 +47,135 @@ KERNEL_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port
 # within a second of its start, and libzmq's default (100 ms) would add up to that to its
 # first answer.
 RECONNECT_MS = 5
+# How long (s) a relayed connection waits for the kernel's socket before it is closed (the
+# frontend connects again).
+KERNEL_WAIT = 120.0
+_CHUNK = 1 << 16
+
+
+class Ports(Protocol):
+    """What the launcher asks of either forwarder."""
+
+    def bind(self) -> None: ...
+
+    def connect(self, ipc_ip: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def forwarder_for(info: Mapping[str, Any]) -> Ports:
+    """The forwarder for a frontend's connection file ``info``: a :class:`Forwarder` where it
+    carries CurveZMQ keys (which authenticate every client), else a :class:`Relay`."""
+    return Forwarder(info) if info.get("curve_secretkey") else Relay(info)
+
+
+def _port_taken(exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"Cannot listen on the connection file's ports ({exc}): another process took one. "
+        "Start the kernel again (the frontend picks new ports)."
+    )
+
+
+def _loopback(info: Mapping[str, Any]) -> str:
+    return "127.0.0.1" if info["ip"] == "localhost" else str(info["ip"])
+
+
+class Relay:
+    """The five ports of one kernel, each relayed to the kernel's socket for this user only:
+    :meth:`bind` listens (and checks each connecting frontend at once), :meth:`connect` names
+    the kernel's sockets once they are known; a frontend that connected before waits."""
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        self.info = info
+        self.allowed = {os.getuid(), 0}  # the user, and root (who can read the file anyway)
+        self._ipc_ip = ""
+        self._known = threading.Event()
+        self._sockets: set[socket.socket] = set()  # listening and relayed, for close()
+
+    def bind(self) -> None:
+        ip = _loopback(self.info)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        listeners = []
+        try:
+            for name in KERNEL_PORTS:
+                listener = socket.socket(family, socket.SOCK_STREAM)
+                listeners.append((name, listener))
+                self._sockets.add(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind((ip, int(self.info[name])))
+                listener.listen(64)
+        except OSError as exc:
+            for _, listener in listeners:
+                listener.close()
+            raise _port_taken(exc) from None
+        for name, listener in listeners:
+            threading.Thread(
+                target=self._accept, args=(name, listener), name="nbc-relay", daemon=True
+            ).start()
+
+    def connect(self, ipc_ip: str) -> None:
+        self._ipc_ip = ipc_ip
+        self._known.set()
+
+    def close(self) -> None:
+        """Stop listening and end every relayed connection (a process that goes on after
+        its kernel: the tests; the launcher just exits)."""
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, name: str, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the process is leaving
+                return
+            uid = peer_uid(conn)
+            if uid not in self.allowed:
+                conn.close()
+                print(
+                    f"nbcontainers: refused a connection to this kernel's {name} "
+                    f"({self.info[name]}) from uid {uid if uid is not None else 'unknown'}: "
+                    f"only uid {os.getuid()} may connect",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets.add(conn)
+            threading.Thread(
+                target=self._serve, args=(name, conn), name="nbc-relay", daemon=True
+            ).start()
+
+    def _serve(self, name: str, conn: socket.socket) -> None:
+        """Join ``conn`` to a new connection to the kernel's socket, both ways."""
+        kernel = self._kernel_socket(name)
+        if kernel is None:
+            conn.close()
+            return
+        self._sockets.add(kernel)
+        threading.Thread(target=_copy, args=(kernel, conn), name="nbc-relay", daemon=True).start()
+        _copy(conn, kernel)
+        self._sockets.difference_update((conn, kernel))
+
+    def _kernel_socket(self, name: str) -> socket.socket | None:
+        """A connection to the kernel's socket for ``name``, tried until it is bound."""
+        deadline = time.monotonic() + KERNEL_WAIT
+        if not self._known.wait(KERNEL_WAIT):
+            return None
+        path = f"{self._ipc_ip}-{KERNEL_PORTS[name]}"
+        delay = RECONNECT_MS / 1000
+        while time.monotonic() < deadline:
+            kernel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                kernel.connect(path)
+                return kernel
+            except OSError:
+                kernel.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)  # the kernel binds soon: keep trying often
+        return None
 
 
 class Forwarder:
@@ -37,14 +184,18 @@ class Forwarder:
     may already connect and send: its messages wait in the bound sockets."""
 
     def __init__(self, info: Mapping[str, Any]) -> None:
+        import zmq
+
         self.info = info
         self.context: zmq.Context[Any] = zmq.Context()
         self.fronts: dict[str, zmq.Socket[Any]] = {}
 
     def bind(self) -> None:
         """Bind the connection file's five TCP ports on its loopback ``ip``."""
+        import zmq
+
         info = self.info
-        ip = "127.0.0.1" if info["ip"] == "localhost" else info["ip"]  # zmq binds addresses
+        ip = _loopback(info)  # zmq binds addresses
         for name in KERNEL_PORTS:
             front = self.context.socket(zmq.XPUB if name == "iopub_port" else zmq.ROUTER)
             front.setsockopt(zmq.LINGER, 0)
@@ -55,12 +206,17 @@ class Forwarder:
                 front.curve_secretkey = _bytes(info["curve_secretkey"])
                 front.curve_publickey = _bytes(info["curve_publickey"])
                 front.curve_server = True
-            front.bind(f"tcp://{ip}:{int(info[name])}")
+            try:
+                front.bind(f"tcp://{ip}:{int(info[name])}")
+            except zmq.ZMQError as exc:
+                raise _port_taken(exc) from None
             self.fronts[name] = front
 
     def connect(self, ipc_ip: str) -> None:
         """Forward each bound port to the kernel's socket ``ipc://<ipc_ip>-<n>``, from daemon
         threads that live as long as the process."""
+        import zmq
+
         # The kernel sends stdin requests to the shell requester's identity, on its stdin
         # socket: both forwarders toward it carry one identity (a frontend's two do already).
         identity = os.urandom(8)
@@ -76,10 +232,31 @@ class Forwarder:
                 target=_run, args=(front, back), name="nbc-forward", daemon=True
             ).start()
 
+    def close(self) -> None:
+        """End the proxies and unbind the ports."""
+        self.context.destroy(linger=0)
 
-def _run(front: zmq.Socket[Any], back: zmq.Socket[Any]) -> None:
+
+def _run(front: Any, back: Any) -> None:
+    import zmq
+
     with contextlib.suppress(zmq.ZMQError):  # the context ended: the launcher is leaving
         zmq.proxy(front, back)
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    """Bytes from ``source`` to ``target`` until either end closes; then both close (the
+    other direction's thread sees its socket shut and ends too)."""
+    try:
+        while data := source.recv(_CHUNK):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        source.close()
 
 
 def _bytes(value: Any) -> bytes:

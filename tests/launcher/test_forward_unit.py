@@ -1,27 +1,60 @@
 """The launcher's forwarders without an engine: a real local ipykernel on Unix sockets, a real
-jupyter_client on the TCP ports of a connection file, every channel through the forwarders."""
+jupyter_client on the TCP ports of a connection file, every channel through the forwarders:
+the relay (a connection file without keys, what frontends write) and the CurveZMQ forwarder.
+
+The ports are on 127.0.0.1, where every local user can connect. The attack: another user
+(``nobody``) subscribes to the kernel's IOPub while the kernel prints a secret."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
-from nbcontainers.launch.proxy import KERNEL_PORTS, Forwarder
+from nbcontainers.launch.peers import peer_uid
+from nbcontainers.launch.proxy import KERNEL_PORTS, Ports, Relay, forwarder_for
+
+from .snoop import NOBODY, as_root, snoop
+
+Forwarded = tuple[BlockingKernelClient, dict[str, Any], Ports]
+
+
+@pytest.fixture(params=["relay", "curve"])
+def forwarded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Forwarded]:
+    """A local kernel on ipc sockets, reached on tcp ports through the forwarder the launcher
+    picks for a connection file without keys (the relay) or with CurveZMQ keys."""
+    with _kernel_behind(request.param, tmp_path) as ends:
+        yield ends
 
 
 @pytest.fixture
-def forwarded(tmp_path: Path) -> Iterator[tuple[BlockingKernelClient, dict[str, Any]]]:
-    """A local kernel on ipc sockets, reached through a Forwarder on tcp ports."""
-    tcp_file, info = write_connection_file(str(tmp_path / "kernel-tcp.json"), ip="127.0.0.1")
+def relayed(tmp_path: Path) -> Iterator[Forwarded]:
+    with _kernel_behind("relay", tmp_path) as ends:
+        yield ends
+
+
+@contextlib.contextmanager
+def _kernel_behind(kind: str, tmp_path: Path) -> Iterator[Forwarded]:
+    keys = {}
+    if kind == "curve":
+        public, secret = zmq.curve_keypair()
+        keys = {"curve_publickey": public, "curve_secretkey": secret}
+    tcp_file, info = write_connection_file(
+        str(tmp_path / "kernel-tcp.json"), ip="127.0.0.1", **keys
+    )
     sockets = Path(tempfile.mkdtemp(prefix="nbc-t-"))  # short: Unix socket paths are limited
     ipc = {
         "transport": "ipc",
@@ -33,7 +66,8 @@ def forwarded(tmp_path: Path) -> Iterator[tuple[BlockingKernelClient, dict[str, 
     ipc_file = tmp_path / "kernel-ipc.json"
     ipc_file.write_text(json.dumps(ipc))
     kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", str(ipc_file)])
-    forwarder = Forwarder(info)
+    forwarder = forwarder_for(info)
+    assert isinstance(forwarder, Relay) == (kind == "relay")
     forwarder.bind()
     forwarder.connect(ipc["ip"])
     kc = BlockingKernelClient(connection_file=tcp_file)
@@ -41,18 +75,21 @@ def forwarded(tmp_path: Path) -> Iterator[tuple[BlockingKernelClient, dict[str, 
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=60)
-        yield kc, dict(info)
+        yield kc, dict(info), forwarder
     finally:
         kc.stop_channels()
         kernel.kill()
         kernel.wait()
-        forwarder.context.destroy(linger=0)
+        forwarder.close()
+        for leftover in sockets.iterdir():
+            leftover.unlink()
+        sockets.rmdir()
 
 
 def test_shell_iopub_and_heartbeat_pass_through(
-    forwarded: tuple[BlockingKernelClient, dict[str, Any]],
+    forwarded: Forwarded,
 ) -> None:
-    kc, _ = forwarded
+    kc, _, _ = forwarded
     out: list[str] = []
     reply = kc.execute_interactive(
         "print(6 * 7)",
@@ -67,11 +104,11 @@ def test_shell_iopub_and_heartbeat_pass_through(
 
 
 def test_stdin_requests_reach_the_frontend_that_asked(
-    forwarded: tuple[BlockingKernelClient, dict[str, Any]],
+    forwarded: Forwarded,
 ) -> None:
     """The kernel addresses input requests to the shell requester's identity on its stdin
     socket: it reaches the frontend only if both forwarders toward the kernel share one."""
-    kc, _ = forwarded
+    kc, _, _ = forwarded
     out: list[str] = []
     reply = kc.execute_interactive(
         "print('got', input('name? '))",
@@ -87,9 +124,9 @@ def test_stdin_requests_reach_the_frontend_that_asked(
 
 
 def test_control_channel_interrupts_by_message(
-    forwarded: tuple[BlockingKernelClient, dict[str, Any]],
+    forwarded: Forwarded,
 ) -> None:
-    kc, _ = forwarded
+    kc, _, _ = forwarded
     msg = kc.session.msg("kernel_info_request")
     kc.control_channel.send(msg)
     reply = kc.control_channel.get_msg(timeout=30)
@@ -97,11 +134,9 @@ def test_control_channel_interrupts_by_message(
     assert reply["content"]["status"] == "ok"
 
 
-def test_a_wrong_key_is_still_refused_by_the_kernel(
-    forwarded: tuple[BlockingKernelClient, dict[str, Any]], tmp_path: Path
-) -> None:
+def test_a_wrong_key_is_still_refused_by_the_kernel(forwarded: Forwarded, tmp_path: Path) -> None:
     """The forwarders sign nothing and check nothing: the kernel's HMAC check still holds."""
-    kc, info = forwarded
+    kc, info, _ = forwarded
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps({**info, "key": "not-the-key"}))
     intruder = BlockingKernelClient(connection_file=str(forged))
@@ -114,3 +149,83 @@ def test_a_wrong_key_is_still_refused_by_the_kernel(
     finally:
         intruder.stop_channels()
     assert kc.execute_interactive("1", timeout=30)["content"]["status"] == "ok"
+
+
+@as_root
+def test_another_user_reads_none_of_the_kernels_outputs(
+    forwarded: Forwarded, capfd: pytest.CaptureFixture[str]
+) -> None:
+    kc, info, _ = forwarded
+    secret = f"secret-{uuid.uuid4().hex}"
+    out = snoop(info, NOBODY, kc, secret)
+    assert out.startswith("GOT 0"), out
+    assert secret not in out
+    assert kc.execute_interactive("1", timeout=30)["content"]["status"] == "ok"  # unharmed
+    if isinstance(forwarded[2], Relay):
+        assert f"from uid {NOBODY}: only uid {os.getuid()} may connect" in capfd.readouterr().err
+
+
+@as_root
+def test_the_snoop_reads_outputs_as_the_kernels_own_user(relayed: Forwarded) -> None:
+    """The attack above is a real one: the same subscriber run by the kernel's user reads
+    the secret through the relay (with Curve keys, only a holder of the keys would)."""
+    kc, info, _ = relayed
+    secret = f"secret-{uuid.uuid4().hex}"
+    assert secret in snoop(info, os.getuid(), kc, secret)
+
+
+@as_root
+def test_another_users_raw_connection_is_closed_before_any_byte(relayed: Forwarded) -> None:
+    kc, info, _ = relayed
+    probe = (
+        "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])), 5);"
+        "s.settimeout(5); s.sendall(bytes([0xff]+[0]*8+[0x7f])); print(repr(s.recv(64)))"
+    )
+    for name in KERNEL_PORTS:
+        got = subprocess.run(
+            [sys.executable, "-c", probe, str(info[name])],
+            user=NOBODY,
+            group=NOBODY,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        # The kernel would answer a ZMTP greeting with its own; the relay closed instead.
+        assert got.stdout.strip() in ("b''", ""), (name, got.stdout, got.stderr)
+    assert kc.execute_interactive("1", timeout=30)["content"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "::1"])
+def test_peer_uid_names_the_connecting_sockets_owner(ip: str) -> None:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as listener:
+        try:
+            listener.bind((ip, 0))
+        except OSError:
+            pytest.skip(f"no {ip} on this host")
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        with socket.create_connection((ip, port), 5):
+            conn, _ = listener.accept()
+            with conn:
+                assert peer_uid(conn) == os.getuid()
+        if os.geteuid() == 0:
+            client = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import socket,time; s=socket.create_connection(({ip!r}, {port}), 5);"
+                    "time.sleep(5)",
+                ],
+                user=NOBODY,
+                group=NOBODY,
+                cwd="/",
+            )
+            try:
+                conn, _ = listener.accept()
+                with conn:
+                    assert peer_uid(conn) == NOBODY
+            finally:
+                client.kill()
+                client.wait()

@@ -23,6 +23,7 @@ from nbcontainers.kernels.plan import IMAGE_LABEL
 from nbcontainers.labels import KERNEL_ID, SERVER_PID
 
 from .plain import plain_kernel_manager
+from .snoop import NOBODY, as_root, snoop
 
 pytestmark = pytest.mark.docker
 
@@ -106,6 +107,23 @@ def test_plain_argv_runs_in_a_labelled_container(
     assert b"nbcontainers.launch.service\0" in service
     km.shutdown_kernel()
     assert _containers(runtime, km) == []  # shutdown removes it
+
+
+@as_root
+def test_another_local_user_reads_no_output_of_a_launched_kernel(
+    plain: tuple[KernelManager, Path],
+) -> None:
+    """The launcher's ports are on 127.0.0.1, open to every local user; a subscriber of
+    another user (nobody) reads nothing while the kernel prints a secret, and the same
+    subscriber run by the kernel's user reads it (so the attack is a real one). On the old
+    forwarder nobody read every output."""
+    km, _ = plain
+    info = json.loads(Path(km.connection_file).read_text())
+    secret = f"secret-{os.urandom(8).hex()}"
+    stolen = snoop(info, NOBODY, km.kc, secret)  # type: ignore[attr-defined]
+    assert stolen.startswith("GOT 0") and secret not in stolen, stolen
+    assert secret in snoop(info, os.getuid(), km.kc, secret)  # type: ignore[attr-defined]
+    assert _run(km.kc, "print(6 * 7)") == "42"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("mode", ["message", "signal"])
