@@ -29,10 +29,20 @@ def _save_over(page: Any, path: Path, before: float) -> str:
         if dialog.count():
             asked = dialog.first.inner_text()
             page.locator(".jp-Dialog button", has_text="Overwrite").first.click()
-        if path.stat().st_mtime > before and "nbcontainers" not in _metadata(path):
+        if path.stat().st_mtime > before and "nbcontainers" not in _saved_metadata(path):
             break
         time.sleep(0.3)
     return asked
+
+
+def _saved_metadata(path: Path) -> dict[str, Any]:
+    """The file's metadata, or {"nbcontainers": ...} while the server is still writing it:
+    Jupyter Server's atomic_writing keeps a backup but writes the file in place, so a read
+    can see it empty or cut."""
+    try:
+        return _metadata(path)
+    except json.JSONDecodeError:
+        return {"nbcontainers": "being written"}
 
 
 def _metadata(path: Path) -> dict[str, Any]:

@@ -18,7 +18,10 @@ WHO = (
     " os.path.expanduser('~'), os.getuid()]))\n"
     "open(os.path.expanduser('~/kept.txt'), 'w').write('kept')\n"
 )
-AFTER = "import nbctiny, os; print(nbctiny.VALUE, open(os.path.expanduser('~/kept.txt')).read())"
+AFTER = (
+    "import nbctiny, os; print(nbctiny.VALUE, open(os.path.expanduser('~/kept.txt')).read())\n"
+    "!nbctiny"
+)
 
 
 def run(kc: Any, code: str, timeout: float = 120) -> str:

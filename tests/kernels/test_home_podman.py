@@ -2,7 +2,8 @@
 test user): root inside the user namespace, with the user's name in USER/LOGNAME and
 getpass; ``~`` is the user's home path, backed by a folder of their data dir that outlives
 the kernel and is theirs on the host; ``%pip install`` (pip's user install: PIP_USER, root may
-write the image's own site-packages) imports at once and after a restart."""
+write the image's own site-packages) imports at once and after a restart, and its command
+runs."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_a_kernel_at_home_on_rootless_podman(
     value, where = seen["at_once"].split()
     userbase = f"{user.pw_dir}/.local/share/nbcontainers/python/python"
     assert value == "42" and where.startswith(userbase + "/lib/python3.11/site-packages/")
-    assert seen["after_restart"].split() == ["42", "kept"], seen["after_restart"]
+    # The package's command runs from the notebook (its user base's bin is on PATH).
+    assert seen["after_restart"].split() == ["42", "kept", "tiny", "42"], seen["after_restart"]
     kept = data / "nbcontainers" / "home" / "kept.txt"
     assert kept.read_text() == "kept"
     assert (kept.stat().st_uid, kept.stat().st_gid) == (user.pw_uid, user.pw_gid)

@@ -27,12 +27,11 @@ from typing import Any
 import pytest
 
 from nbcontainers.catalog.entries import load_catalog
-from nbcontainers.catalog.kernelspecs import install_kernelspecs
 from nbcontainers.kernels.netns import holder_name
 from nbcontainers.labels import OWNER
 
 from ..hub.hubdrive import engine_services, kill_user_engine, kill_user_processes, podman_as
-from ..kernels.podman_user import as_user
+from ..kernels.podman_user import as_user, user_folder
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 PROBE = Path(__file__).parents[1] / "kernels" / "podman_probe.py"
@@ -48,14 +47,9 @@ def workspace(podman_runtime: Any) -> Iterator[tuple[pwd.struct_passwd, Path, Pa
     if podman_runtime.image_info(load_catalog()["python"].ref) is None:
         pytest.fail(f"the python image is not in {user.pw_name}'s store: scripts/ensure-podman.sh")
     before = {s.id for s in podman_runtime.list({OWNER: user.pw_name})}
-    work = Path(user.pw_dir) / f"nbc-heal-{os.getpid()}"
-    work.mkdir()
-    prefix = work / "jupyter"
-    install_kernelspecs(load_catalog(include_user=False), prefix=str(prefix))
-    for path in [work, *work.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid)
+    work, jupyter_path = user_folder(user, "nbc-heal")
     try:
-        yield user, work, prefix / "share" / "jupyter"
+        yield user, work, jupyter_path
     finally:
         shutil.rmtree(work, ignore_errors=True)
         _engine_back(user)  # the fixture's engine for the tests after this one
