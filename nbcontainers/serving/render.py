@@ -219,7 +219,8 @@ Also: `/v2/health/live`, `/v2/health/ready` (503 until the model is loaded), `/o
 holds the model). Limits (`docker run -e ...`): `NBC_MAX_BODY_BYTES` (8 MiB), `NBC_MAX_ROWS`
 (4096), `NBC_MAX_ELEMENTS` (2097152), `NBC_MAX_CONCURRENCY` (256 per worker), `NBC_MAX_QUEUE`
 (128), `NBC_MAX_BUFFERED_BYTES` (64 MiB), `NBC_HEADER_TIMEOUT` (10 s), `NBC_BODY_TIMEOUT`
-(30 s), `NBC_MAX_HEADER_BYTES` (64 KiB), `NBC_GRPC_MAX_MESSAGE_BYTES` (the body limit).
+(30 s), `NBC_WRITE_TIMEOUT` (30 s), `NBC_MAX_HEADER_BYTES` (64 KiB),
+`NBC_GRPC_MAX_MESSAGE_BYTES` (the body limit).
 """
 
 

@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -341,29 +343,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Path) -> None:
-    # server.main() as the image's CMD runs it, from the shipped one-file server.
+@contextlib.contextmanager
+def shipped_server(tmp_path: Path, code: str, **env: str) -> Iterator[tuple[str, int]]:
+    """server.main() as the image's CMD runs it, from the shipped one-file server, on a free
+    port of 127.0.0.1 with the model ``code`` and the ``env`` limits: (its url, its pid)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("httptools")
-    model = write_model(tmp_path, {}, "def f(x):\n    return x.sum(axis=1)\n")
+    model = write_model(tmp_path, {}, code)
     (tmp_path / "srv").mkdir()
     (tmp_path / "srv" / "server.py").write_text(server_source())
     port = _free_port()
-    env = {
-        **os.environ,
-        "NBC_MODEL_DIR": str(model),
-        "NBC_WORKERS": "2",
-        "NBC_HOST": "127.0.0.1",
-        "NBC_PORT": str(port),
-        "NBC_HEADER_TIMEOUT": "1",
-        "NBC_MAX_CONCURRENCY": "3",
-    }
-    code = (
-        f"import sys; sys.path.insert(0, {str(tmp_path / 'srv')!r}); import server; server.main()"
-    )
+    run = f"import sys; sys.path.insert(0, {str(tmp_path / 'srv')!r}); import server; server.main()"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+        [sys.executable, "-c", run],
+        env={**os.environ, "NBC_MODEL_DIR": str(model), "NBC_HOST": "127.0.0.1",
+             "NBC_PORT": str(port), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -374,9 +371,19 @@ def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Pat
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "no server"
                 time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Path) -> None:
+    env = {"NBC_WORKERS": "2", "NBC_HEADER_TIMEOUT": "1", "NBC_MAX_CONCURRENCY": "3"}
+    with shipped_server(tmp_path, "def f(x):\n    return x.sum(axis=1)\n", **env) as (url, pid):
+        port = int(url.rsplit(":", 1)[1])
         for _ in range(100):  # the first worker may answer before the second is up
             names = subprocess.run(
-                ["ps", "-o", "comm=", "--ppid", str(proc.pid)], capture_output=True, text=True
+                ["ps", "-o", "comm=", "--ppid", str(pid)], capture_output=True, text=True
             ).stdout.split()
             if names.count("nbc-worker") == 2:
                 break
@@ -400,9 +407,6 @@ def test_the_shipped_server_runs_workers_and_cuts_slow_clients_off(tmp_path: Pat
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-pad: " + b"a" * 70_000 + b"\r\n")
             s.settimeout(5)
             assert s.recv(4096).startswith(b"HTTP/1.1 431")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_health_answers_while_a_large_answer_is_encoded(tmp_path: Path) -> None:
@@ -458,3 +462,79 @@ def test_ready_only_once_every_worker_has_the_model(
     assert not app.ready()
     (state / f"loaded-{os.getppid()}").touch()  # a live one
     assert app.ready() and app._ready()[0] == 200
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off(tmp_path: Path) -> None:
+    """Slow readers: clients that send a request for a large answer and never read it. Each
+    held its connection (and the ~10 MB answer) for as long as it liked, so as many of them as
+    NBC_MAX_CONCURRENCY left every other client a 503, for ever. After NBC_WRITE_TIMEOUT
+    without the client reading, its connection is dropped and the server serves again."""
+    code = (
+        "import numpy as np\ndef f(x):\n    return np.random.default_rng(0).random((len(x), 500))\n"
+    )
+    body = json.dumps([[1, 2]] * 1000).encode()
+    post = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    env = {"NBC_WORKERS": "1", "NBC_MAX_CONCURRENCY": "3", "NBC_WRITE_TIMEOUT": "2"}
+    with shipped_server(tmp_path, code, **env) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        readers = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window
+                s.connect(("127.0.0.1", port))
+                s.sendall(post)
+                readers.append(s)
+            time.sleep(1)
+            statuses = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{url}/v2/health/live", timeout=5) as reply:
+                        statuses.append(reply.status)
+                        break
+                except urllib.error.HTTPError as exc:
+                    statuses.append(exc.code)
+                time.sleep(0.5)
+            assert statuses[-1] == 200, statuses  # was 503 for as long as the readers stayed
+            time.sleep(4)  # every answer has waited NBC_WRITE_TIMEOUT by now
+            for s in readers:  # each lost its connection before its whole answer
+                s.settimeout(5)
+                got = 0
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := s.recv(1 << 16):
+                        got += len(chunk)
+                assert got < 5_000_000, got
+        finally:
+            for s in readers:
+                s.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("inf", "must be a number above 0"),
+        ("nan", "must be a number above 0"),
+        ("0", "must be a number above 0"),
+        ("-5", "must be a number above 0"),
+        ("thirty", "is not a number"),
+    ],
+)
+def test_a_limit_read_as_unlimited_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    """`inf` passed the old check (> 0) and meant no deadline; nan passed it too. The server
+    stops at start with one line naming the variable, before it listens."""
+    pytest.importorskip("uvicorn")
+    from nbcontainers.serving.image import serve
+
+    monkeypatch.setenv("NBC_WRITE_TIMEOUT", value)
+    with pytest.raises(SystemExit, match=f"nbcontainers: NBC_WRITE_TIMEOUT='{value}' {says}"):
+        serve.main()
+    monkeypatch.setenv("NBC_WRITE_TIMEOUT", "5")
+    monkeypatch.setenv("NBC_HEADER_TIMEOUT", value)
+    with pytest.raises(SystemExit, match=f"NBC_HEADER_TIMEOUT='{value}' {says}"):
+        serve.main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -63,8 +64,9 @@ def _env(name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(f"{name}={text!r} is not a number; unset it for {default:g}.") from None
-    if value <= 0:
-        raise ValueError(f"{name}={text!r} must be above 0; unset it for {default:g}.")
+    # nan and inf pass a comparison with 0, and inf would mean "no limit".
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={text!r} must be a number above 0; unset it for {default:g}.")
     return value
 
 
@@ -82,6 +84,7 @@ class Limits:
     max_buffered: int = 64 << 20  # NBC_MAX_BUFFERED_BYTES: request bytes held, per worker
     header_timeout: float = 10.0  # NBC_HEADER_TIMEOUT: seconds to send a request's headers
     body_timeout: float = 30.0  # NBC_BODY_TIMEOUT: seconds to send a request's body
+    write_timeout: float = 30.0  # NBC_WRITE_TIMEOUT: seconds an answer may wait for its reader
     max_header_bytes: int = 64 << 10  # NBC_MAX_HEADER_BYTES: request line + headers
     grpc_max_message: int = 8 << 20  # NBC_GRPC_MAX_MESSAGE_BYTES: one gRPC message
 
@@ -100,6 +103,7 @@ class Limits:
             max_buffered=max(body, int(_env("NBC_MAX_BUFFERED_BYTES", d.max_buffered))),
             header_timeout=_env("NBC_HEADER_TIMEOUT", d.header_timeout),
             body_timeout=_env("NBC_BODY_TIMEOUT", d.body_timeout),
+            write_timeout=_env("NBC_WRITE_TIMEOUT", d.write_timeout),
             max_header_bytes=int(_env("NBC_MAX_HEADER_BYTES", d.max_header_bytes)),
             grpc_max_message=int(_env("NBC_GRPC_MAX_MESSAGE_BYTES", body)),
         )

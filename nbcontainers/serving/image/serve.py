@@ -66,7 +66,10 @@ def workers_from_env() -> int:
 def guarded_protocol(limits: Limits) -> Any:
     """uvicorn's httptools protocol with a deadline for each request's headers and a bound
     on their size: a connection that sends headers slower than ``limits.header_timeout`` or
-    more than ``limits.max_header_bytes`` of them is closed (408, 431)."""
+    more than ``limits.max_header_bytes`` of them is closed (408, 431). An answer that waits
+    longer than ``limits.write_timeout`` for its client to read on (the transport's buffer
+    full) is dropped with its connection: a client that never reads would otherwise hold the
+    connection and the answer's bytes for ever (closing waits for the buffer to drain)."""
     # (The ignores: mypy may run where uvicorn is not installed; it is in the image.)
     from uvicorn.protocols.http.httptools_impl import (  # type: ignore[import-not-found,unused-ignore]
         HttpToolsProtocol,
@@ -96,6 +99,7 @@ def guarded_protocol(limits: Limits) -> Any:
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
         nbc_timer: Any = None
+        nbc_write_timer: Any = None
         nbc_header_bytes = 0
 
         def connection_made(self, transport: Any) -> None:
@@ -104,7 +108,27 @@ def guarded_protocol(limits: Limits) -> Any:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.nbc_disarm()
+            self.resume_writing_deadline()
             super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self.nbc_write_timer is None:
+                self.nbc_write_timer = self.loop.call_later(limits.write_timeout, self.nbc_stalled)
+
+        def resume_writing(self) -> None:
+            self.resume_writing_deadline()
+            super().resume_writing()
+
+        def resume_writing_deadline(self) -> None:
+            if self.nbc_write_timer is not None:
+                self.nbc_write_timer.cancel()
+                self.nbc_write_timer = None
+
+        def nbc_stalled(self) -> None:
+            self.nbc_write_timer = None
+            if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+                self.transport.abort()  # close() would wait for the reader
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
