@@ -134,10 +134,10 @@ class Relay:
             uid = peer_uid(conn)
             if uid not in self.allowed:
                 conn.close()
+                who = f"uid {uid}" if uid is not None else "a socket of no local user"
                 print(
                     f"nbcontainers: refused a connection to this kernel's {name} "
-                    f"({self.info[name]}) from uid {uid if uid is not None else 'unknown'}: "
-                    f"only uid {os.getuid()} may connect",
+                    f"({self.info[name]}) from {who}: only uid {os.getuid()} may connect",
                     file=sys.stderr,
                     flush=True,
                 )

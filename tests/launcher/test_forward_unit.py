@@ -229,3 +229,23 @@ def test_peer_uid_names_the_connecting_sockets_owner(ip: str) -> None:
             finally:
                 client.kill()
                 client.wait()
+
+
+def test_a_socket_of_no_local_user_is_refused(
+    relayed: Forwarded, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A peer the host's TCP table does not list (another host, where a frontend wrote a
+    non-loopback ip; or a socket gone meanwhile) is refused like another user's."""
+    kc, info, _ = relayed
+    monkeypatch.setattr("nbcontainers.launch.proxy.peer_uid", lambda conn: None)
+    with socket.create_connection(("127.0.0.1", info["shell_port"]), 5) as raw:
+        raw.settimeout(5)
+        raw.sendall(bytes([0xFF] + [0] * 8 + [0x7F]))
+        try:
+            got = raw.recv(64)
+        except ConnectionResetError:  # closed with our greeting unread: a reset, no bytes
+            got = b""
+        assert got == b""  # the kernel would have answered with its own greeting
+    assert "from a socket of no local user" in capfd.readouterr().err
+    monkeypatch.undo()
+    assert kc.execute_interactive("1", timeout=30)["content"]["status"] == "ok"
