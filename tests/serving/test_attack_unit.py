@@ -538,3 +538,95 @@ def test_a_limit_read_as_unlimited_is_refused(
     monkeypatch.setenv("NBC_HEADER_TIMEOUT", value)
     with pytest.raises(SystemExit, match=f"NBC_HEADER_TIMEOUT='{value}' {says}"):
         serve.main()
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """One header as an HPACK literal without indexing, new name, no Huffman (RFC 7541 6.2.2);
+    names and values here are under 127 bytes."""
+    return b"\0" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+def _grpc_call_never_read(port: int, method: str, message: bytes) -> socket.socket:
+    """An HTTP/2 connection that makes one gRPC call and gives the server no window to answer
+    in (SETTINGS_INITIAL_WINDOW_SIZE 0): a client that never reads its answer."""
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.sendall(
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, (4).to_bytes(2, "big") + bytes(4))
+    )
+    s.settimeout(5)
+    s.recv(65536)  # the server's SETTINGS
+    headers = b"".join(
+        _hpack_literal(k, v)
+        for k, v in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", f"/inference.GRPCInferenceService/{method}"),
+            (":authority", "x"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )
+    s.sendall(
+        _h2_frame(4, 1, 0, b"")  # SETTINGS ACK
+        + _h2_frame(1, 4, 1, headers)  # HEADERS, END_HEADERS
+        + _h2_frame(0, 1, 1, b"\0" + len(message).to_bytes(4, "big") + message)  # END_STREAM
+    )
+    return s
+
+
+def test_grpc_calls_whose_answer_is_never_read_hold_no_slot(tmp_path: Path) -> None:
+    """The gRPC side of the slow readers: calls whose client gives no window for the answer
+    (the server sends its headers, then waits) as many as NBC_MAX_CONCURRENCY. grpc's server
+    counts a call against the limit only while its handler runs, so other calls still get
+    through: a guard (it held on the code before the REST fix too), for a move to another
+    gRPC server."""
+    grpc = pytest.importorskip("grpc")
+    from nbcontainers.serving.image.grpc_service import message_classes
+
+    types = message_classes()
+    request = types["ModelInferRequest"](model_name="m")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend(
+        [1.0, 2.0]
+    )
+    grpc_port = _free_port()
+    env = {
+        "NBC_WORKERS": "1",
+        "NBC_MAX_CONCURRENCY": "2",
+        "NBC_GRPC_PORT": str(grpc_port),
+    }
+    code = "def f(x):\n    return x.sum(axis=1)\n"
+    with shipped_server(tmp_path, code, **env):
+        held = [
+            _grpc_call_never_read(grpc_port, "ModelInfer", request.SerializeToString())
+            for _ in range(2)
+        ]
+        try:
+            time.sleep(1)
+            for s in held:  # each call was taken: its answer's headers came, no data
+                assert b"application/grpc" in s.recv(65536)
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                live = channel.unary_unary(
+                    "/inference.GRPCInferenceService/ServerLive",
+                    request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=types["ServerLiveResponse"].FromString,
+                )
+                codes = []
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    try:
+                        assert live(types["ServerLiveRequest"](), timeout=5).live
+                        codes.append("OK")
+                        break
+                    except grpc.RpcError as exc:
+                        codes.append(exc.code().name)
+                    time.sleep(0.5)
+            assert codes == ["OK"], codes
+        finally:
+            for s in held:
+                s.close()
