@@ -234,8 +234,8 @@ def test_peer_uid_names_the_connecting_sockets_owner(ip: str) -> None:
 def test_a_socket_of_no_local_user_is_refused(
     relayed: Forwarded, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A peer the host's TCP table does not list (another host, where a frontend wrote a
-    non-loopback ip; or a socket gone meanwhile) is refused like another user's."""
+    """A peer the host's TCP table does not list (a socket gone meanwhile; the launcher
+    refuses connection files with other than a loopback ip) is refused like another user's."""
     kc, info, _ = relayed
     monkeypatch.setattr("nbcontainers.launch.proxy.peer_uid", lambda conn: None)
     with socket.create_connection(("127.0.0.1", info["shell_port"]), 5) as raw:
