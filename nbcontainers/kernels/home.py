@@ -30,6 +30,7 @@ import hashlib
 import os
 import pwd
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -301,12 +302,19 @@ def _open_dirs(base: str, parts: Sequence[str], owner: tuple[int, int] | None, m
 def _write_in(folder: int, name: str, text: str, owner: tuple[int, int] | None) -> None:
     """Make ``name`` in the open ``folder`` hold ``text``, never through a link the kernel's
     user planted there (a root server writes in that user's folder): a new file is written
-    beside it and renamed over it."""
-    with contextlib.suppress(OSError):
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
-        with os.fdopen(fd, encoding="utf-8") as f:
-            if f.read() == text:
+    beside it and renamed over it. What that user planted is never waited on (a FIFO is
+    opened without blocking and replaced); a folder of that name is left, without the file."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:  # missing, or a link
+        pass
+    else:
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and os.read(fd, 1 << 16) == text.encode()):
                 return
+        finally:
+            os.close(fd)
     temp = f".{name}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp, dir_fd=folder)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,28 @@ def test_a_link_planted_at_the_scripts_pth_is_replaced_not_followed(tmp_path: Pa
     made = site / SCRIPTS_PTH
     assert not made.is_symlink() and made.stat().st_uid == UID
     assert made.read_text().startswith("import os;")
+
+
+@pytest.mark.parametrize("planted", ["fifo", "folder"])
+def test_a_fifo_or_folder_planted_at_the_scripts_pth_never_hangs_the_start(
+    tmp_path: Path, planted: str
+) -> None:
+    """Reading a FIFO waits for a writer that never comes: the start (a thread of the server)
+    would hang. A FIFO is replaced; a folder is left (the user's own doing) and the start
+    goes on without the line."""
+    from nbcontainers.kernels.home import SCRIPTS_PTH
+
+    home = _home(tmp_path, XDG_DATA_HOME=str(tmp_path / "data"))
+    assert home is not None
+    home.prepare()
+    pth = Path(home.host_path, home.site_packages()[0][len(home.path) :].lstrip("/"), SCRIPTS_PTH)
+    pth.unlink()
+    os.mkfifo(pth) if planted == "fifo" else pth.mkdir()
+    done = threading.Thread(target=home.prepare, daemon=True)
+    done.start()
+    done.join(10)
+    assert not done.is_alive(), "prepare() hangs on the planted FIFO"
+    if planted == "fifo":
+        assert pth.is_file() and pth.read_text().startswith("import os;")
+    else:
+        assert pth.is_dir() and not [p for p in pth.parent.iterdir() if p.name.startswith(".")]
