@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import socket
-import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..rundir import check_private, user_runtime_dir
 
 __all__ = ["connect", "runtime_dir", "send", "service_path"]
 
@@ -37,25 +37,21 @@ _SERVICE_CODE = ("catalog", "cluster", "inkernel", "kernels", "launch", "runtime
 
 
 def runtime_dir() -> Path:
-    """This user's 0700 folder for service sockets: ``$XDG_RUNTIME_DIR/nbcontainers`` or
-    ``/tmp/nbc-launch-<uid>``; one that someone else owns or others may enter is refused
+    """This user's 0700 folder for service sockets: ``nbcontainers`` in the user's runtime
+    folder (:func:`~nbcontainers.rundir.user_runtime_dir`: ``$XDG_RUNTIME_DIR``,
+    ``/run/user/UID``, ``/run/nbcontainers/UID``, else under the home). Never a predictable
+    path in a shared temp folder: another user could make it first and deny this user every
+    launched kernel. One that someone else owns or others may enter is refused with the fix
     (whoever can connect to the socket can start containers as this user)."""
-    uid = os.getuid()
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    candidates = [Path(base, "nbcontainers")] if base else []
-    candidates.append(Path(os.environ.get("TMPDIR") or "/tmp", f"nbc-launch-{uid}"))
-    for folder in candidates:
-        try:
-            folder.mkdir(mode=0o700, exist_ok=True)
-            info = os.lstat(folder)
-        except OSError:
-            continue
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077:
-            return folder
-    raise ConfigError(
-        f"Cannot use {candidates[-1]} for the kernel launcher's socket: it must be a folder of "
-        "yours that only you can enter (mode 0700). Remove it, or set XDG_RUNTIME_DIR to such "
-        "a folder."
+    folder = user_runtime_dir() / "nbcontainers"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot make {folder} for the kernel launcher's socket ({exc.strerror})."
+        ) from None
+    return check_private(
+        folder, os.getuid(), f"The kernel launcher's socket lives there: remove {folder}."
     )
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NbcontainersError
-from .client import connect, send
+from .client import connect, runtime_dir, send
 from .reaper import Reaper
 
 __all__ = ["main"]
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             return int(answer.get("code", 1))
         raise ConfigError(
             "The kernel launcher's start service ended before the kernel started; see its log "
-            "in $XDG_RUNTIME_DIR/nbcontainers (or /tmp/nbc-launch-<uid>)."
+            f"(launch-*.log) in {runtime_dir()}."
         )
     started = answer["started"]
     reaper.watch(

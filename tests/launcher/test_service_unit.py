@@ -52,18 +52,37 @@ def test_a_broken_config_file_is_an_error_naming_it(config_dir: Path) -> None:
 
 
 def test_the_socket_folder_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runtime, temp = tmp_path / "run", tmp_path / "tmp"
-    runtime.mkdir()
-    temp.mkdir()
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    monkeypatch.setenv("TMPDIR", str(temp))
     assert runtime_dir() == runtime / "nbcontainers"
     assert (runtime / "nbcontainers").stat().st_mode & 0o777 == 0o700
-    (runtime / "nbcontainers").chmod(0o755)  # others may enter: not used
-    assert runtime_dir() == temp / f"nbc-launch-{os.getuid()}"
-    (temp / f"nbc-launch-{os.getuid()}").chmod(0o755)
-    with pytest.raises(ConfigError, match="only you can enter"):
+    (runtime / "nbcontainers").chmod(0o755)  # others may enter: refused, with the fix
+    with pytest.raises(ConfigError, match=r"open to other users.*chmod 700"):
         runtime_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a folder of another user needs root")
+def test_another_user_cannot_plant_the_launchers_socket_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old fallback was /tmp/nbc-launch-<uid>, a name anyone can make first: another user
+    who made it (theirs, 0700) denied this user every launched kernel. Now the folder is in the
+    user's runtime folder (here, with no XDG_RUNTIME_DIR and no /run/user/UID: under the
+    home), so the planted one is never looked at."""
+    temp, home = tmp_path / "tmp", tmp_path / "home"
+    temp.mkdir(mode=0o1777)
+    home.mkdir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setenv("HOME", str(home))
+    planted = temp / f"nbc-launch-{os.getuid()}"
+    planted.mkdir(mode=0o700)
+    os.chown(planted, 65534, 65534)  # nobody's
+    folder = runtime_dir()
+    assert folder != planted and not folder.is_relative_to(temp)
+    info = folder.lstat()
+    assert info.st_uid == os.getuid() and info.st_mode & 0o777 == 0o700
 
 
 def test_launchers_share_a_service_unless_their_environment_differs(
