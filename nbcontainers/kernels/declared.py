@@ -37,6 +37,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -209,13 +210,7 @@ def read_declaration(
             f"running the catalog's default image {default_image!r}. Open the notebook through "
             "Jupyter Server or papermill, or pick a kernel of one image (nbc-<image>)."
         )
-    try:
-        data = json.loads(Path(notebook).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"Cannot read notebook {notebook} for its container declaration: {exc}. Fix the "
-            "file, or pick a kernel of one image (nbc-<image>)."
-        ) from None
+    data = _read_notebook(Path(notebook))
     metadata = data.get("metadata") if isinstance(data, dict) else None
     declared = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     where = f"metadata.nbcontainers of {notebook}"
@@ -237,6 +232,31 @@ def read_declaration(
         f"{where} declares resources but no image: running the catalog's default image "
         f"{default_image!r} with them. Add 'image' or 'snapshot' to choose one."
     )
+
+
+# Jupyter Server saves a notebook in place (its atomic_writing keeps a backup, then rewrites
+# the file): a kernel started while the frontend saves can read it cut. How long (s) a read
+# that is not JSON is tried again before it is the file's fault.
+SAVE_WAIT = 1.0
+
+
+def _read_notebook(notebook: Path) -> Any:
+    """The notebook's JSON; a ConfigError naming the file once it stays unreadable."""
+    deadline = time.monotonic() + SAVE_WAIT
+    while True:
+        try:
+            return json.loads(notebook.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            problem: Exception = exc
+        except OSError as exc:
+            problem = exc
+        raise ConfigError(
+            f"Cannot read notebook {notebook} for its container declaration: {problem}. Fix the "
+            "file, or pick a kernel of one image (nbc-<image>)."
+        )
 
 
 def notebook_trusted(data: Any) -> bool:
