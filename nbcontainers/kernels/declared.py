@@ -60,6 +60,7 @@ __all__ = [
     "DeclaredConfig",
     "apply_declaration",
     "declaration_from_metadata",
+    "load_notebook",
     "lock_hash",
     "notebook_path",
     "notebook_trusted",
@@ -210,7 +211,13 @@ def read_declaration(
             f"running the catalog's default image {default_image!r}. Open the notebook through "
             "Jupyter Server or papermill, or pick a kernel of one image (nbc-<image>)."
         )
-    data = _read_notebook(Path(notebook))
+    try:
+        data = load_notebook(Path(notebook))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"Cannot read notebook {notebook} for its container declaration: {exc}. Fix the "
+            "file, or pick a kernel of one image (nbc-<image>)."
+        ) from None
     metadata = data.get("metadata") if isinstance(data, dict) else None
     declared = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     where = f"metadata.nbcontainers of {notebook}"
@@ -240,23 +247,17 @@ def read_declaration(
 SAVE_WAIT = 1.0
 
 
-def _read_notebook(notebook: Path) -> Any:
-    """The notebook's JSON; a ConfigError naming the file once it stays unreadable."""
+def load_notebook(notebook: Path) -> Any:
+    """The notebook file's JSON, read again for up to :data:`SAVE_WAIT` seconds while it is not
+    JSON (a save in progress); then its OSError or ValueError, for the caller to word."""
     deadline = time.monotonic() + SAVE_WAIT
     while True:
         try:
             return json.loads(notebook.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            if time.monotonic() < deadline:
-                time.sleep(0.05)
-                continue
-            problem: Exception = exc
-        except OSError as exc:
-            problem = exc
-        raise ConfigError(
-            f"Cannot read notebook {notebook} for its container declaration: {problem}. Fix the "
-            "file, or pick a kernel of one image (nbc-<image>)."
-        )
+        except ValueError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def notebook_trusted(data: Any) -> bool:

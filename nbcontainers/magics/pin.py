@@ -32,6 +32,7 @@ from ..kernels.declared import (
     METADATA_KEY,
     PIN_MIMETYPE,
     declaration_from_metadata,
+    load_notebook,
     lock_hash,
     notebook_path,
     notebook_trusted,
@@ -176,7 +177,7 @@ def _notebook(shell: Any, given: str | None) -> Path | None:
 def write_pin(notebook: Path, metadata: dict[str, Any]) -> None:
     """Set ``metadata.nbcontainers`` in the notebook file, atomically, keeping the rest."""
     try:
-        data = json.loads(notebook.read_text(encoding="utf-8"))
+        data = load_notebook(notebook)  # read again while the frontend is saving it
     except (OSError, ValueError) as exc:
         raise UsageError(f"Cannot read {notebook} to pin into it: {exc}.") from None
     if not isinstance(data, dict) or not isinstance(data.setdefault("metadata", {}), dict):

@@ -187,6 +187,25 @@ def test_a_file_that_is_no_notebook_is_left_alone(tmp_path: Path) -> None:
     assert pin_module.__doc__ and "Reload Notebook from Disk" in pin_module.__doc__
 
 
+def test_a_pin_into_a_notebook_being_saved_waits_for_the_save(tmp_path: Path) -> None:
+    """The frontend's save rewrites the file in place; a pin that read it cut refused
+    ("Cannot read ... to pin into it") on the old code."""
+    import threading
+
+    path = notebook(tmp_path / "nb.ipynb")
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    saver = threading.Timer(0.3, path.write_text, args=(text,))
+    saver.start()
+    try:
+        write_pin(path, {"image": "python"})
+    finally:
+        saver.join()
+    written = json.loads(path.read_text())
+    assert written["metadata"]["nbcontainers"] == {"image": "python"}
+    assert written["metadata"]["kernelspec"]["name"] == "python3"  # the rest is kept
+
+
 def test_a_trusted_notebook_stays_trusted_and_an_untrusted_one_is_not_made_so(
     tmp_path: Path,
 ) -> None:
