@@ -64,7 +64,12 @@ def main(work: str) -> None:
         run(kc, "x = 1")
         km.restart_kernel()
         kc.wait_for_ready(timeout=120)
+        # The old container goes when its launcher's connection closes: a moment, not at once.
+        deadline = time.monotonic() + 15
         after = {s.id for s in runtime.list({KERNEL_ID: kernel_id})}
+        while before & after and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = {s.id for s in runtime.list({KERNEL_ID: kernel_id})}
         seen["restart"] = [run(kc, "x")["ename"], len(after), bool(before & after)]
         os.killpg(km.provisioner.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
         t0 = time.monotonic()
