@@ -108,7 +108,7 @@ def guarded_protocol(limits: Limits) -> Any:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.nbc_disarm()
-            self.resume_writing_deadline()
+            self.nbc_drop_write_deadline()
             super().connection_lost(exc)
 
         def pause_writing(self) -> None:
@@ -117,10 +117,10 @@ def guarded_protocol(limits: Limits) -> Any:
                 self.nbc_write_timer = self.loop.call_later(limits.write_timeout, self.nbc_stalled)
 
         def resume_writing(self) -> None:
-            self.resume_writing_deadline()
+            self.nbc_drop_write_deadline()
             super().resume_writing()
 
-        def resume_writing_deadline(self) -> None:
+        def nbc_drop_write_deadline(self) -> None:
             if self.nbc_write_timer is not None:
                 self.nbc_write_timer.cancel()
                 self.nbc_write_timer = None
