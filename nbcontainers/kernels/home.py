@@ -24,7 +24,6 @@ libraries) never shadows the image's packages, and two images never share instal
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import hashlib
 import os
@@ -315,9 +314,7 @@ def _write_in(folder: int, name: str, text: str, owner: tuple[int, int] | None) 
                 return
         finally:
             os.close(fd)
-    temp = f".{name}.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp, dir_fd=folder)
+    temp = f".{name}.{os.urandom(8).hex()}"  # a name the user cannot have planted
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     fd = os.open(temp, flags, 0o644, dir_fd=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
