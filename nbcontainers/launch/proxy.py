@@ -133,7 +133,6 @@ class Relay:
                 return
             uid = peer_uid(conn)
             if uid not in self.allowed:
-                conn.close()
                 who = f"uid {uid}" if uid is not None else "a socket of no local user"
                 print(
                     f"nbcontainers: refused a connection to this kernel's {name} "
@@ -141,6 +140,7 @@ class Relay:
                     file=sys.stderr,
                     flush=True,
                 )
+                conn.close()  # after the line: whoever sees the close can read why
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sockets.add(conn)
