@@ -89,6 +89,9 @@ def test_malformed_requests_are_4xx_with_a_message_and_the_server_keeps_serving(
         (json.dumps({"inputs": [tensor(datatype="INT8")]}).encode(), {}, 400, "FP32 in this"),
         (json.dumps({"inputs": [tensor(data=[[1, 2], [3]])]}).encode(), {}, 400, "FP32"),
         (json.dumps({"inputs": [tensor(data=[{"a": 1}] * 4)]}).encode(), {}, 400, "FP32"),
+        # Finite in JSON, out of FP32's range: numpy would make it inf with a warning.
+        (json.dumps({"inputs": [tensor(data=[1, 2, 3, 1e300])]}).encode(), {}, 400, "range"),
+        (json.dumps({"inputs": [tensor(data=[1, 2, 3, -1e39])]}).encode(), {}, 400, "range"),
         (json.dumps({"inputs": [tensor(), tensor()]}).encode(), {}, 400, "twice"),
         (json.dumps({"inputs": [tensor(data=None)]}).encode(), {}, 400, "a list"),
         (json.dumps({"inputs": [{"name": "input-0"}]}).encode(), {}, 400, "concrete"),

@@ -48,8 +48,10 @@ def array_from_data(data: Any, datatype: str, name: str) -> Any:
             raise BadRequest(f"Input {name!r} is BYTES: its data must be strings.")
         return flat
     try:
-        return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(-1)
-    except OverflowError:
+        # A finite number past FP16's or FP32's range would become inf, with only a warning.
+        with np.errstate(over="raise"):
+            return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(-1)
+    except (OverflowError, FloatingPointError):
         raise BadRequest(f"Input {name!r} is {datatype}: a value is out of its range.") from None
     except (TypeError, ValueError):
         # numpy's words would name its internals; the rule is what the client needs.
