@@ -69,11 +69,13 @@ def _connection(path: str) -> dict[str, Any]:
         info: dict[str, Any] = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"Cannot read the connection file {path}: {exc}.") from None
-    if info.get("transport", "tcp") != "tcp" or str(info.get("ip")) not in _LOOPBACK:
+    transport, ip = info.get("transport", "tcp"), info.get("ip")
+    ipc = transport == "ipc" and isinstance(ip, str) and ip != ""
+    if not ipc and (transport != "tcp" or str(ip) not in _LOOPBACK):
         raise ConfigError(
-            f"The connection file {path} asks for {info.get('transport')}://{info.get('ip')}; a "
-            "container kernel started from its kernelspec listens on TCP ports of 127.0.0.1 "
-            "only. Let the frontend use tcp on 127.0.0.1 (the default)."
+            f"The connection file {path} asks for {transport}://{ip}; a container kernel "
+            "started from its kernelspec listens on TCP ports of 127.0.0.1 only, or on ipc "
+            "socket paths. Let the frontend use tcp on 127.0.0.1 (the default)."
         )
     return info
 

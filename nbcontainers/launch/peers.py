@@ -1,6 +1,7 @@
-"""Who is on the other end of a loopback TCP connection: the uid that owns the connecting socket.
+"""Who is on the other end of a local connection: the uid that owns the connecting socket.
 
-A Unix socket tells its peer's uid (``SO_PEERCRED``); TCP does not, but on loopback both ends
+A Unix socket tells its peer's uid (``SO_PEERCRED``, the credentials of the process that
+connected); TCP does not, but on loopback both ends
 are sockets of this host, and Linux lists every TCP socket of the network namespace with its
 owner's uid in ``/proc/net/tcp`` and ``/proc/net/tcp6`` (readable by every user). The entry
 whose local address is the connection's peer and whose remote address is this end is the
@@ -19,8 +20,11 @@ _TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 
 def peer_uid(conn: socket.socket) -> int | None:
     """The uid owning the socket at the other end of ``conn`` (an accepted connection on a
-    loopback address), or None when no such entry is listed (it closed meanwhile, or it is
-    not on this host)."""
+    Unix socket or a loopback address), or None when no such entry is listed (it closed
+    meanwhile, or it is not on this host)."""
+    if conn.family == socket.AF_UNIX:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])  # pid, uid, gid
     peer, own = conn.getpeername()[:2], conn.getsockname()[:2]
     for table in _TABLES:
         wanted = (_entry(table, *peer), _entry(table, *own))

@@ -1,15 +1,18 @@
-"""The frontend's TCP ports on 127.0.0.1, forwarded to the kernel's Unix sockets, for the
-frontend's user only.
+"""The frontend's TCP ports on 127.0.0.1 (or its ipc sockets), forwarded to the kernel's Unix
+sockets, for the frontend's user only.
 
 A launched kernel is the provisioner's default kernel: it joins its owner's shared network
 namespace and binds Unix sockets in its private 0700 folder (no published ports, no
 docker-proxy, and a warm-pool member can serve it). The frontend wrote a connection file with
 five TCP ports on loopback, which any local user may open; what a kernel publishes on IOPub
-is signed with the file's key but not encrypted, so whoever subscribes reads every output.
+is signed with the file's key but not encrypted, so whoever subscribes reads every output. A
+frontend set to ipc names five socket paths instead (``<ip>-<port>``); the launcher makes
+them, the user's only (0600), and checks each peer the same way.
 
 - :class:`Relay` (a connection file without CurveZMQ keys, what every frontend writes): each
   port is a listening socket; a connection is accepted only from a socket of the launcher's
-  own user (or root), its owner read from the host's TCP table (:mod:`.peers`), and is then
+  own user (or root), its owner read from the host's TCP table or the Unix socket's
+  credentials (:mod:`.peers`), and is then
   relayed byte for byte to the kernel's socket. ZeroMQ speaks the same ZMTP over TCP and Unix
   sockets, so the frontend talks to the kernel itself: each client is its own peer of the
   kernel, messages are signed by the frontend and checked by the kernel end to end. Another
@@ -23,6 +26,7 @@ Either way the launcher holds no key and reads no message.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
@@ -80,6 +84,26 @@ def _loopback(info: Mapping[str, Any]) -> str:
     return "127.0.0.1" if info["ip"] == "localhost" else str(info["ip"])
 
 
+def _address(info: Mapping[str, Any], name: str) -> tuple[socket.AddressFamily, Any]:
+    """Where the frontend connects for channel ``name``: a socket path for ipc (as ipykernel
+    would bind it, relative to this working folder), else a port on the file's loopback ip."""
+    if info.get("transport") == "ipc":
+        return socket.AF_UNIX, f"{info['ip']}-{int(info[name])}"
+    ip = _loopback(info)
+    return (socket.AF_INET6 if ":" in ip else socket.AF_INET), (ip, int(info[name]))
+
+
+def _remove_at_exit(paths: list[str]) -> None:
+    """Remove the socket files this process made when it leaves (as ipykernel does its own)."""
+
+    def remove() -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    atexit.register(remove)
+
+
 class Relay:
     """The five ports of one kernel, each relayed to the kernel's socket for this user only:
     :meth:`bind` listens (and checks each connecting frontend at once), :meth:`connect` names
@@ -91,23 +115,30 @@ class Relay:
         self._ipc_ip = ""
         self._known = threading.Event()
         self._sockets: set[socket.socket] = set()  # listening and relayed, for close()
+        self._paths: list[str] = []  # the ipc socket files made here
 
     def bind(self) -> None:
-        ip = _loopback(self.info)
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         listeners = []
         try:
             for name in KERNEL_PORTS:
+                family, address = _address(self.info, name)
                 listener = socket.socket(family, socket.SOCK_STREAM)
                 listeners.append((name, listener))
                 self._sockets.add(listener)
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind((ip, int(self.info[name])))
+                if family == socket.AF_UNIX:
+                    listener.bind(address)  # an existing file: EADDRINUSE, never replaced
+                    self._paths.append(address)
+                    os.chmod(address, 0o600)  # before listen(): nobody else connects first
+                else:
+                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    listener.bind(address)
                 listener.listen(64)
         except OSError as exc:
             for _, listener in listeners:
                 listener.close()
+            self._unlink()
             raise _port_taken(exc) from None
+        _remove_at_exit(self._paths)
         for name, listener in listeners:
             threading.Thread(
                 target=self._accept, args=(name, listener), name="nbc-relay", daemon=True
@@ -124,6 +155,12 @@ class Relay:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+        self._unlink()
+
+    def _unlink(self) -> None:
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _accept(self, name: str, listener: socket.socket) -> None:
         while True:
@@ -142,7 +179,8 @@ class Relay:
                 )
                 conn.close()  # after the line: whoever sees the close can read why
                 continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if conn.family != socket.AF_UNIX:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sockets.add(conn)
             threading.Thread(
                 target=self._serve, args=(name, conn), name="nbc-relay", daemon=True
@@ -191,11 +229,12 @@ class Forwarder:
         self.fronts: dict[str, zmq.Socket[Any]] = {}
 
     def bind(self) -> None:
-        """Bind the connection file's five TCP ports on its loopback ``ip``."""
+        """Bind the connection file's five TCP ports on its loopback ``ip`` (or its five ipc
+        socket paths)."""
         import zmq
 
         info = self.info
-        ip = _loopback(info)  # zmq binds addresses
+        paths: list[str] = []
         for name in KERNEL_PORTS:
             front = self.context.socket(zmq.XPUB if name == "iopub_port" else zmq.ROUTER)
             front.setsockopt(zmq.LINGER, 0)
@@ -206,11 +245,19 @@ class Forwarder:
                 front.curve_secretkey = _bytes(info["curve_secretkey"])
                 front.curve_publickey = _bytes(info["curve_publickey"])
                 front.curve_server = True
+            family, address = _address(info, name)
             try:
-                front.bind(f"tcp://{ip}:{int(info[name])}")
+                if family == socket.AF_UNIX:
+                    if os.path.lexists(address):  # libzmq would replace it
+                        raise zmq.ZMQError(msg=f"{address} exists")
+                    front.bind(f"ipc://{address}")
+                    paths.append(address)
+                else:
+                    front.bind(f"tcp://{address[0]}:{address[1]}")  # zmq binds addresses
             except zmq.ZMQError as exc:
                 raise _port_taken(exc) from None
             self.fronts[name] = front
+        _remove_at_exit(paths)
 
     def connect(self, ipc_ip: str) -> None:
         """Forward each bound port to the kernel's socket ``ipc://<ipc_ip>-<n>``, from daemon

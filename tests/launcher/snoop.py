@@ -33,11 +33,18 @@ SNOOP = textwrap.dedent(
 )
 
 
+def endpoint(info: dict[str, Any], name: str) -> str:
+    """The ZeroMQ address of channel ``name`` in connection info ``info``."""
+    if info.get("transport") == "ipc":
+        return f"ipc://{info['ip']}-{info[name]}"
+    return f"tcp://127.0.0.1:{info[name]}"
+
+
 def snoop(info: dict[str, Any], uid: int, kc: Any, secret: str) -> str:
     """What a SUB socket of user ``uid`` on the kernel's IOPub port reads while the kernel
     prints ``secret`` a few times."""
     snoop = subprocess.Popen(
-        [sys.executable, "-c", SNOOP, f"tcp://127.0.0.1:{info['iopub_port']}", "6"],
+        [sys.executable, "-c", SNOOP, endpoint(info, "iopub_port"), "6"],
         user=uid,
         group=uid,
         cwd="/",

@@ -1,9 +1,11 @@
 """The launcher's forwarders without an engine: a real local ipykernel on Unix sockets, a real
-jupyter_client on the TCP ports of a connection file, every channel through the forwarders:
-the relay (a connection file without keys, what frontends write) and the CurveZMQ forwarder.
+jupyter_client on the TCP ports of a connection file (or its ipc socket paths), every channel
+through the forwarders: the relay (a connection file without keys, what frontends write) and
+the CurveZMQ forwarder.
 
 The ports are on 127.0.0.1, where every local user can connect. The attack: another user
-(``nobody``) subscribes to the kernel's IOPub while the kernel prints a secret."""
+(``nobody``) subscribes to the kernel's IOPub while the kernel prints a secret. The ipc sockets
+are the user's only, and are opened to everyone by the test to see the peer check hold."""
 
 from __future__ import annotations
 
@@ -27,35 +29,40 @@ from jupyter_client.connect import write_connection_file
 from nbcontainers.launch.peers import peer_uid
 from nbcontainers.launch.proxy import KERNEL_PORTS, Ports, Relay, forwarder_for
 
-from .snoop import NOBODY, as_root, snoop
+from .snoop import NOBODY, as_root, endpoint, snoop
 
 Forwarded = tuple[BlockingKernelClient, dict[str, Any], Ports]
 
 
-@pytest.fixture(params=["relay", "curve"])
+@pytest.fixture(params=["relay", "curve", "relay-ipc", "curve-ipc"])
 def forwarded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Forwarded]:
-    """A local kernel on ipc sockets, reached on tcp ports through the forwarder the launcher
-    picks for a connection file without keys (the relay) or with CurveZMQ keys."""
+    """A local kernel on ipc sockets, reached on tcp ports (or a frontend's own ipc sockets)
+    through the forwarder the launcher picks for a connection file without keys (the relay)
+    or with CurveZMQ keys."""
     with _kernel_behind(request.param, tmp_path) as ends:
         yield ends
 
 
-@pytest.fixture
-def relayed(tmp_path: Path) -> Iterator[Forwarded]:
-    with _kernel_behind("relay", tmp_path) as ends:
+@pytest.fixture(params=["relay", "relay-ipc"])
+def relayed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Forwarded]:
+    with _kernel_behind(request.param, tmp_path) as ends:
         yield ends
 
 
 @contextlib.contextmanager
 def _kernel_behind(kind: str, tmp_path: Path) -> Iterator[Forwarded]:
     keys = {}
-    if kind == "curve":
+    if kind.startswith("curve"):
         public, secret = zmq.curve_keypair()
         keys = {"curve_publickey": public, "curve_secretkey": secret}
-    tcp_file, info = write_connection_file(
-        str(tmp_path / "kernel-tcp.json"), ip="127.0.0.1", **keys
+    front = Path(tempfile.mkdtemp(prefix="nbc-f-"))  # short: Unix socket paths are limited
+    where = (
+        {"transport": "ipc", "ip": str(front / "kernel")}
+        if kind.endswith("ipc")
+        else {"ip": "127.0.0.1"}
     )
-    sockets = Path(tempfile.mkdtemp(prefix="nbc-t-"))  # short: Unix socket paths are limited
+    tcp_file, info = write_connection_file(str(tmp_path / "kernel-tcp.json"), **where, **keys)
+    sockets = Path(tempfile.mkdtemp(prefix="nbc-t-"))
     ipc = {
         "transport": "ipc",
         "ip": str(sockets / "k"),
@@ -67,7 +74,7 @@ def _kernel_behind(kind: str, tmp_path: Path) -> Iterator[Forwarded]:
     ipc_file.write_text(json.dumps(ipc))
     kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", str(ipc_file)])
     forwarder = forwarder_for(info)
-    assert isinstance(forwarder, Relay) == (kind == "relay")
+    assert isinstance(forwarder, Relay) == kind.startswith("relay")
     forwarder.bind()
     forwarder.connect(ipc["ip"])
     kc = BlockingKernelClient(connection_file=tcp_file)
@@ -84,6 +91,20 @@ def _kernel_behind(kind: str, tmp_path: Path) -> Iterator[Forwarded]:
         for leftover in sockets.iterdir():
             leftover.unlink()
         sockets.rmdir()
+        assert not list(front.iterdir()) or not isinstance(forwarder, Relay)  # removed its own
+        for leftover in front.iterdir():  # libzmq's (the Curve forwarder's), left to exit
+            leftover.unlink()
+        front.rmdir()
+
+
+def _open_to_everyone(info: dict[str, Any]) -> None:
+    """Make a frontend's ipc sockets and their folder usable by every user, so what keeps
+    ``nobody`` out is the forwarder's own check, not the files' modes (no-op for tcp)."""
+    if info.get("transport") != "ipc":
+        return
+    os.chmod(os.path.dirname(info["ip"]), 0o755)
+    for name in KERNEL_PORTS:
+        os.chmod(f"{info['ip']}-{info[name]}", 0o666)
 
 
 def test_shell_iopub_and_heartbeat_pass_through(
@@ -156,6 +177,7 @@ def test_another_user_reads_none_of_the_kernels_outputs(
     forwarded: Forwarded, capfd: pytest.CaptureFixture[str]
 ) -> None:
     kc, info, _ = forwarded
+    _open_to_everyone(info)
     secret = f"secret-{uuid.uuid4().hex}"
     out = snoop(info, NOBODY, kc, secret)
     assert out.startswith("GOT 0"), out
@@ -170,6 +192,7 @@ def test_the_snoop_reads_outputs_as_the_kernels_own_user(relayed: Forwarded) -> 
     """The attack above is a real one: the same subscriber run by the kernel's user reads
     the secret through the relay (with Curve keys, only a holder of the keys would)."""
     kc, info, _ = relayed
+    _open_to_everyone(info)
     secret = f"secret-{uuid.uuid4().hex}"
     assert secret in snoop(info, os.getuid(), kc, secret)
 
@@ -177,13 +200,16 @@ def test_the_snoop_reads_outputs_as_the_kernels_own_user(relayed: Forwarded) -> 
 @as_root
 def test_another_users_raw_connection_is_closed_before_any_byte(relayed: Forwarded) -> None:
     kc, info, _ = relayed
+    _open_to_everyone(info)
     probe = (
-        "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])), 5);"
-        "s.settimeout(5); s.sendall(bytes([0xff]+[0]*8+[0x7f])); print(repr(s.recv(64)))"
+        "import socket,sys; a=sys.argv[1]; s=socket.socket(socket.AF_UNIX) if a.startswith("
+        "'ipc') else socket.socket(); s.settimeout(5); s.connect(a[6:] if a.startswith('ipc') "
+        "else ('127.0.0.1', int(a.rsplit(':', 1)[1]))); s.sendall(bytes([0xff]+[0]*8+[0x7f]));"
+        "print(repr(s.recv(64)))"
     )
     for name in KERNEL_PORTS:
         got = subprocess.run(
-            [sys.executable, "-c", probe, str(info[name])],
+            [sys.executable, "-c", probe, endpoint(info, name)],
             user=NOBODY,
             group=NOBODY,
             cwd="/",
@@ -234,16 +260,21 @@ def test_peer_uid_names_the_connecting_sockets_owner(ip: str) -> None:
 def test_a_socket_of_no_local_user_is_refused(
     relayed: Forwarded, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A peer the host's TCP table does not list (a socket gone meanwhile; the launcher
-    refuses connection files with other than a loopback ip) is refused like another user's."""
+    """A peer whose owner cannot be told (a TCP socket gone from the host's table meanwhile;
+    the launcher refuses connection files with other than a loopback ip) is refused like
+    another user's."""
     kc, info, _ = relayed
     monkeypatch.setattr("nbcontainers.launch.proxy.peer_uid", lambda conn: None)
-    with socket.create_connection(("127.0.0.1", info["shell_port"]), 5) as raw:
+    ipc = info.get("transport") == "ipc"
+    with socket.socket(socket.AF_UNIX if ipc else socket.AF_INET) as raw:
         raw.settimeout(5)
-        raw.sendall(bytes([0xFF] + [0] * 8 + [0x7F]))
+        raw.connect(
+            f"{info['ip']}-{info['shell_port']}" if ipc else ("127.0.0.1", info["shell_port"])
+        )
         try:
+            raw.sendall(bytes([0xFF] + [0] * 8 + [0x7F]))
             got = raw.recv(64)
-        except ConnectionResetError:  # closed with our greeting unread: a reset, no bytes
+        except (BrokenPipeError, ConnectionResetError):  # closed before or with our greeting
             got = b""
         assert got == b""  # the kernel would have answered with its own greeting
     assert "from a socket of no local user" in capfd.readouterr().err

@@ -126,6 +126,39 @@ def test_another_local_user_reads_no_output_of_a_launched_kernel(
     assert _run(km.kc, "print(6 * 7)") == "42"  # type: ignore[attr-defined]
 
 
+def test_a_frontend_on_ipc_gets_the_container_kernel_on_its_own_sockets(
+    runtime: Any, python_image: str, tmp_path: Path
+) -> None:
+    """A frontend set to ipc (``KernelManager.transport = "ipc"``) names socket paths instead of
+    ports: the launcher makes them, the user's only, and removes them when the kernel ends.
+    Before, such a connection file was refused."""
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    km = plain_kernel_manager(tmp_path / "kernels")
+    km.transport = "ipc"
+    # Absolute: a relative path is the kernel's working folder's for the kernel and the
+    # frontend's for the frontend (jupyter_client's default "kernel-ipc" works only where
+    # both are one), with a plain ipykernel as through the launcher.
+    km.ip = str(tmp_path / "kernel-ipc")
+    km.start_kernel(cwd=str(work))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        info = json.loads(Path(km.connection_file).read_text())
+        assert info["transport"] == "ipc"
+        paths = [Path(f"{info['ip']}-{info[name]}") for name in info if name.endswith("_port")]
+        assert len(paths) == 5 and all(p.is_socket() for p in paths)
+        assert {p.stat().st_mode & 0o777 for p in paths} == {0o600}
+        assert _run(kc, "import socket; print(socket.gethostname())") != socket.gethostname()
+        assert len(_containers(runtime, km)) == 1
+    finally:
+        kc.stop_channels()
+        _shut_down(km, runtime)
+    assert _containers(runtime, km) == []
+    assert not any(p.exists() for p in paths)  # the launcher removed its sockets
+
+
 @pytest.mark.parametrize("mode", ["message", "signal"])
 @pytest.mark.parametrize("door", ["launcher", "provisioner"])
 def test_interrupt_stops_a_running_cell(

@@ -83,14 +83,18 @@ def test_kernelspec_not_found_falls_back_to_the_image_given() -> None:
 
 @pytest.mark.parametrize(
     ("transport", "ip", "words"),
-    [("ipc", "kernel-ipc", "ipc://kernel-ipc"), ("tcp", "0.0.0.0", "tcp://0.0.0.0")],
+    [
+        ("ipc", "", "ipc://"),
+        ("tcp", "0.0.0.0", "tcp://0.0.0.0"),
+        ("udp", "127.0.0.1", "udp://127.0.0.1"),
+    ],
 )
 def test_connection_files_it_cannot_serve(
     tmp_path: Path, transport: str, ip: str, words: str
 ) -> None:
     conn = tmp_path / "kernel-1.json"
     conn.write_text(json.dumps({"transport": transport, "ip": ip, "shell_port": 1}))
-    with pytest.raises(ConfigError, match=f"{words}.*127.0.0.1 only"):
+    with pytest.raises(ConfigError, match=f"{words}.*127.0.0.1 only, or on ipc"):
         _connection(str(conn))
     with pytest.raises(ConfigError, match="Cannot read the connection file"):
         _connection(str(tmp_path / "missing.json"))
