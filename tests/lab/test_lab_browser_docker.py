@@ -189,7 +189,8 @@ def _lab(browser: Any, base: str, token: str, runtime: Any) -> None:
     relay = browser.new_page(viewport={"width": 1300, "height": 850})
     relay.on("console", lambda m: print("console:", m.text) if m.type == "error" else None)
     # A fresh workspace: reopening memory.ipynb was seen to kill its restarted kernel once
-    # more (a second OOM 3 s after this page connected to it; see tests/lab/README.md).
+    # more (a second OOM 3 s after this page connected to it). Neither jupyter_client nor
+    # Jupyter Server's websocket sends the killing request again (tried without a browser).
     relay.goto(f"{base}/lab/tree/relay.ipynb?reset&token={token}")
     _start(relay)
     _run_next(relay, "")
