@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError
@@ -93,6 +93,17 @@ def _address(info: Mapping[str, Any], name: str) -> tuple[socket.AddressFamily, 
     return (socket.AF_INET6 if ":" in ip else socket.AF_INET), (ip, int(info[name]))
 
 
+@contextlib.contextmanager
+def _private_files() -> Iterator[None]:
+    """Files made meanwhile are the user's alone (0600): a socket file is made with that mode,
+    with no moment open to others and no chmod through a name someone could swap."""
+    old = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def _remove_at_exit(paths: list[str]) -> None:
     """Remove the socket files this process made when it leaves (as ipykernel does its own)."""
 
@@ -126,9 +137,9 @@ class Relay:
                 listeners.append((name, listener))
                 self._sockets.add(listener)
                 if family == socket.AF_UNIX:
-                    listener.bind(address)  # an existing file: EADDRINUSE, never replaced
+                    with _private_files():  # an existing name: EADDRINUSE, never replaced
+                        listener.bind(address)
                     self._paths.append(address)
-                    os.chmod(address, 0o600)  # before listen(): nobody else connects first
                 else:
                     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     listener.bind(address)
@@ -250,7 +261,8 @@ class Forwarder:
                 if family == socket.AF_UNIX:
                     if os.path.lexists(address):  # libzmq would replace it
                         raise zmq.ZMQError(msg=f"{address} exists")
-                    front.bind(f"ipc://{address}")
+                    with _private_files():
+                        front.bind(f"ipc://{address}")
                     paths.append(address)
                 else:
                     front.bind(f"tcp://{address[0]}:{address[1]}")  # zmq binds addresses

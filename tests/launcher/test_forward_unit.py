@@ -76,6 +76,9 @@ def _kernel_behind(kind: str, tmp_path: Path) -> Iterator[Forwarded]:
     forwarder = forwarder_for(info)
     assert isinstance(forwarder, Relay) == kind.startswith("relay")
     forwarder.bind()
+    if kind.endswith("ipc"):  # made the user's alone, whatever the umask
+        modes = {(front / f"kernel-{info[name]}").stat().st_mode & 0o777 for name in KERNEL_PORTS}
+        assert modes == {0o600}, modes
     forwarder.connect(ipc["ip"])
     kc = BlockingKernelClient(connection_file=tcp_file)
     kc.load_connection_file()
