@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -630,3 +630,53 @@ def test_grpc_calls_whose_answer_is_never_read_hold_no_slot(tmp_path: Path) -> N
         finally:
             for s in held:
                 s.close()
+
+
+def _frames_until(s: socket.socket, want: Callable[[int, int], bool], within: float) -> bool:
+    """Whether an HTTP/2 frame of (type, stream) that ``want`` accepts arrives on ``s`` within
+    ``within`` seconds (the frames before it are skipped)."""
+    data = b""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        while len(data) >= 9:
+            size = int.from_bytes(data[:3], "big")
+            if len(data) < 9 + size:
+                break
+            kind, stream = data[3], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+            data = data[9 + size :]
+            if want(kind, stream):
+                return True
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return False
+        data += chunk
+    return False
+
+
+def test_a_grpc_answer_never_read_is_cancelled_after_the_write_timeout(tmp_path: Path) -> None:
+    """Each gRPC call whose client never reads the answer keeps that answer in the server's
+    memory for as long as the client likes (grpc's server has no write deadline), up to a
+    message of NBC_GRPC_MAX_MESSAGE_BYTES per call, on as many connections as a client opens.
+    After NBC_WRITE_TIMEOUT the call is cancelled (RST_STREAM) and its answer freed, as a REST
+    connection is cut."""
+    pytest.importorskip("grpc")
+    from nbcontainers.serving.image.grpc_service import message_classes
+
+    types = message_classes()
+    request = types["ModelInferRequest"](model_name="m")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend(
+        [1.0, 2.0]
+    )
+    grpc_port = _free_port()
+    env = {"NBC_WORKERS": "1", "NBC_GRPC_PORT": str(grpc_port), "NBC_WRITE_TIMEOUT": "2"}
+    with shipped_server(tmp_path, "def f(x):\n    return x.sum(axis=1)\n", **env):
+        held = _grpc_call_never_read(grpc_port, "ModelInfer", request.SerializeToString())
+        try:
+            # RST_STREAM (type 3) on the call's stream 1, within the timeout and some slack.
+            assert _frames_until(held, lambda kind, stream: (kind, stream) == (3, 1), 10)
+        finally:
+            held.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -233,6 +235,42 @@ _CODES = {
 }
 
 
+class _WriteDeadlines:
+    """Cancels each call whose answer its client has not taken within ``timeout`` seconds of
+    the handler's return. grpc's server keeps an unread answer (up to a message limit) for as
+    long as the client gives it no window, and counts the call against the concurrency limit
+    no more: many such calls would hold memory without bound. One thread sweeps them all."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._calls: dict[int, tuple[float, Any]] = {}  # id(context) -> deadline, context
+        threading.Thread(target=self._sweep, name="nbc-grpc-deadline", daemon=True).start()
+
+    def watch(self, context: Any) -> None:
+        """Start the clock for ``context``'s answer; the call's end stops it."""
+        key = id(context)
+        with self._lock:
+            self._calls[key] = (time.monotonic() + self.timeout, context)
+        if not context.add_callback(lambda: self._forget(key)):
+            self._forget(key)  # already ended
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._calls.pop(key, None)
+
+    def _sweep(self) -> None:
+        every = min(1.0, self.timeout / 4)
+        while True:
+            time.sleep(every)
+            now = time.monotonic()
+            with self._lock:
+                late = [c for key, (at, c) in list(self._calls.items()) if at <= now]
+            for context in late:
+                grpc_log.warning("a gRPC client left its answer unread: call cancelled")
+                context.cancel()  # RST_STREAM; ends the call, whose callback forgets it
+
+
 def serve_grpc(
     port: int,
     server: Any,
@@ -249,11 +287,14 @@ def serve_grpc(
 
     types = message_classes()
     meta = server.meta
+    deadlines = _WriteDeadlines(limits.write_timeout)
 
     def guarded(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def run(request: Any, context: Any) -> Any:
             try:
-                return handler(request, context)
+                reply = handler(request, context)
+                deadlines.watch(context)
+                return reply
             except BadRequest as exc:
                 context.abort(
                     getattr(grpc.StatusCode, _CODES.get(exc.status, "INVALID_ARGUMENT")), str(exc)
