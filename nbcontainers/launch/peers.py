@@ -1,11 +1,11 @@
 """Who is on the other end of a local connection: the uid that owns the connecting socket.
 
 A Unix socket tells its peer's uid (``SO_PEERCRED``, the credentials of the process that
-connected); TCP does not, but on loopback both ends
-are sockets of this host, and Linux lists every TCP socket of the network namespace with its
-owner's uid in ``/proc/net/tcp`` and ``/proc/net/tcp6`` (readable by every user). The entry
-whose local address is the connection's peer and whose remote address is this end is the
-connecting socket. A socket's owner is the effective uid that created it.
+connected); TCP does not, but on loopback both ends are sockets of this host, and Linux lists
+every TCP socket of the network namespace with its owner's uid in ``/proc/net/tcp`` and
+``/proc/net/tcp6`` (readable by every user). The entry whose local address is the
+connection's peer and whose remote address is this end is the connecting socket. A socket's
+owner is the effective uid that created it.
 """
 
 from __future__ import annotations

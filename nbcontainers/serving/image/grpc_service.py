@@ -265,10 +265,11 @@ class _WriteDeadlines:
             time.sleep(every)
             now = time.monotonic()
             with self._lock:
-                late = [c for key, (at, c) in list(self._calls.items()) if at <= now]
-            for context in late:
+                late = [key for key, (at, _) in self._calls.items() if at <= now]
+                contexts = [self._calls.pop(key)[1] for key in late]
+            for context in contexts:
                 grpc_log.warning("a gRPC client left its answer unread: call cancelled")
-                context.cancel()  # RST_STREAM; ends the call, whose callback forgets it
+                context.cancel()  # RST_STREAM: the call ends, and its answer is freed
 
 
 def serve_grpc(
