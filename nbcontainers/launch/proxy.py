@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -73,11 +74,18 @@ def forwarder_for(info: Mapping[str, Any]) -> Ports:
     return Forwarder(info) if info.get("curve_secretkey") else Relay(info)
 
 
-def _port_taken(exc: Exception) -> ConfigError:
-    return ConfigError(
-        f"Cannot listen on the connection file's ports ({exc}): another process took one. "
-        "Start the kernel again (the frontend picks new ports)."
-    )
+def _cannot_bind(address: Any, exc: Exception) -> ConfigError:
+    """What to tell the frontend when ``address`` (a port's (ip, n), or an ipc socket path)
+    could not be listened on."""
+    where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+    if getattr(exc, "errno", None) == errno.EADDRINUSE:
+        taken = "that file exists" if isinstance(address, str) else "another process took it"
+        return ConfigError(
+            f"Cannot listen on the connection file's {where}: {taken}. Start the kernel again "
+            "(the frontend picks new ports)."
+        )
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return ConfigError(f"Cannot listen on the connection file's {where}: {reason}.")
 
 
 def _loopback(info: Mapping[str, Any]) -> str:
@@ -104,15 +112,15 @@ def _private_files() -> Iterator[None]:
         os.umask(old)
 
 
+def _unlink_all(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def _remove_at_exit(paths: list[str]) -> None:
     """Remove the socket files this process made when it leaves (as ipykernel does its own)."""
-
-    def remove() -> None:
-        for path in paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-    atexit.register(remove)
+    atexit.register(_unlink_all, paths)
 
 
 class Relay:
@@ -130,6 +138,7 @@ class Relay:
 
     def bind(self) -> None:
         listeners = []
+        address: Any = None
         try:
             for name in KERNEL_PORTS:
                 family, address = _address(self.info, name)
@@ -147,8 +156,8 @@ class Relay:
         except OSError as exc:
             for _, listener in listeners:
                 listener.close()
-            self._unlink()
-            raise _port_taken(exc) from None
+            _unlink_all(self._paths)
+            raise _cannot_bind(address, exc) from None
         _remove_at_exit(self._paths)
         for name, listener in listeners:
             threading.Thread(
@@ -166,12 +175,7 @@ class Relay:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        self._unlink()
-
-    def _unlink(self) -> None:
-        for path in self._paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        _unlink_all(self._paths)
 
     def _accept(self, name: str, listener: socket.socket) -> None:
         while True:
@@ -238,6 +242,7 @@ class Forwarder:
         self.info = info
         self.context: zmq.Context[Any] = zmq.Context()
         self.fronts: dict[str, zmq.Socket[Any]] = {}
+        self._paths: list[str] = []  # the ipc socket files made here
 
     def bind(self) -> None:
         """Bind the connection file's five TCP ports on its loopback ``ip`` (or its five ipc
@@ -245,7 +250,6 @@ class Forwarder:
         import zmq
 
         info = self.info
-        paths: list[str] = []
         for name in KERNEL_PORTS:
             front = self.context.socket(zmq.XPUB if name == "iopub_port" else zmq.ROUTER)
             front.setsockopt(zmq.LINGER, 0)
@@ -260,16 +264,17 @@ class Forwarder:
             try:
                 if family == socket.AF_UNIX:
                     if os.path.lexists(address):  # libzmq would replace it
-                        raise zmq.ZMQError(msg=f"{address} exists")
+                        raise zmq.ZMQError(errno.EADDRINUSE)
                     with _private_files():
                         front.bind(f"ipc://{address}")
-                    paths.append(address)
+                    self._paths.append(address)
                 else:
                     front.bind(f"tcp://{address[0]}:{address[1]}")  # zmq binds addresses
             except zmq.ZMQError as exc:
-                raise _port_taken(exc) from None
+                self.close()
+                raise _cannot_bind(address, exc) from None
             self.fronts[name] = front
-        _remove_at_exit(paths)
+        _remove_at_exit(self._paths)
 
     def connect(self, ipc_ip: str) -> None:
         """Forward each bound port to the kernel's socket ``ipc://<ipc_ip>-<n>``, from daemon
@@ -292,8 +297,9 @@ class Forwarder:
             ).start()
 
     def close(self) -> None:
-        """End the proxies and unbind the ports."""
+        """End the proxies and unbind the ports (removing any socket files made here)."""
         self.context.destroy(linger=0)
+        _unlink_all(self._paths)
 
 
 def _run(front: Any, back: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -283,3 +284,37 @@ def test_a_socket_of_no_local_user_is_refused(
     assert "from a socket of no local user" in capfd.readouterr().err
     monkeypatch.undo()
     assert kc.execute_interactive("1", timeout=30)["content"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("keys", [False, True], ids=["relay", "curve"])
+def test_what_cannot_be_listened_on_is_named(keys: bool, tmp_path: Path) -> None:
+    """A taken port, an existing socket name (never replaced: it may be another kernel's) and
+    a folder that is not there: each a ConfigError naming the address, nothing left behind."""
+    from nbcontainers.errors import ConfigError
+
+    extra: dict[str, Any] = {}
+    if keys:
+        public, secret = zmq.curve_keypair()
+        extra = {"curve_publickey": public, "curve_secretkey": secret}
+    ports = {name: 10 + n for name, n in KERNEL_PORTS.items()}
+    folder = Path(tempfile.mkdtemp(prefix="nbc-b-"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        tcp = {**ports, "ip": "127.0.0.1", "shell_port": taken.getsockname()[1]}
+        (folder / "k-14").write_text("someone's")  # the iopub name of the ipc files
+        cases = [
+            (tcp, f"127.0.0.1:{tcp['shell_port']}: another process took it"),
+            ({**ports, "transport": "ipc", "ip": str(folder / "k")}, "k-14: that file exists"),
+            ({**ports, "transport": "ipc", "ip": str(folder / "gone" / "k")}, "No such file"),
+        ]
+        try:
+            for info, words in cases:
+                forwarder = forwarder_for({**info, **extra})
+                with pytest.raises(ConfigError, match=words):
+                    forwarder.bind()
+                forwarder.close()
+            assert [p.name for p in folder.iterdir()] == ["k-14"]  # theirs kept, ours gone
+            assert (folder / "k-14").read_text() == "someone's"
+        finally:
+            shutil.rmtree(folder)
