@@ -7,20 +7,25 @@ import contextlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import websocket
 
 __all__ = [
+    "PASSWORD",
+    "USERS",
     "Hub",
     "engine_services",
     "execute",
@@ -29,12 +34,18 @@ __all__ = [
     "kill_user_processes",
     "podman_as",
     "remove_user_containers",
+    "require_hub_host",
+    "sign_in",
     "start_hub",
     "stop_hub",
+    "tear_down",
     "user_containers",
 ]
 
 BIN = Path(sys.executable).parent
+# The test users scripts/ensure-hub.sh makes, and their password.
+USERS = ("nbc-hub-a", "nbc-hub-b")
+PASSWORD = os.environ.get("NBC_HUB_PASSWORD", "nbc-hub-test-password")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub" / "jupyterhub_config.py"
 
 
@@ -277,3 +288,47 @@ def kill_user_engine(user: str) -> list[int]:
     while set(hit) & set(_user_procs(uid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return hit
+
+
+def require_hub_host() -> None:
+    """Root, the test users and the proxy, which scripts/ensure-hub.sh provides: a failure
+    where Docker-marked tests are required (CI), a skip elsewhere."""
+
+    def missing(why: str) -> None:
+        if os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"{why}: run scripts/ensure-hub.sh as root")
+        pytest.skip(why)
+
+    if os.geteuid() != 0:
+        missing("the hub test runs JupyterHub as root")
+    for user in USERS:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            missing(f"no user {user}")
+    if shutil.which("configurable-http-proxy") is None:
+        missing("configurable-http-proxy is not installed")
+
+
+def tear_down(hub: Hub, also: Callable[[str], None] | None = None) -> None:
+    """Stop the hub, then remove what each test user's engine and session ran (and ``also``
+    per user); fails naming any container that would not go."""
+    stop_hub(hub)
+    left = []
+    for user in USERS:
+        try:
+            remove_user_containers(user)
+        except AssertionError as exc:
+            left.append(str(exc))
+        kill_user_processes(user)
+        if also is not None:
+            also(user)
+    assert not left, left
+
+
+def sign_in(hub: Hub) -> None:
+    """Each test user's token, asked for with the user's password, into ``hub.tokens``."""
+    for user in USERS:
+        got = hub.token_for(user, PASSWORD)
+        assert got.status_code == 201, got.text
+        hub.tokens[user] = got.json()["token"]

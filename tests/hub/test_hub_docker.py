@@ -25,43 +25,29 @@ from nbcontainers.catalog.entries import load_catalog
 from nbcontainers.hub.setup import run_setup
 
 from .hubdrive import (
+    PASSWORD,
+    USERS,
     Hub,
     engine_services,
     execute,
     kill_user_engine,
     kill_user_processes,
     podman_as,
-    remove_user_containers,
+    require_hub_host,
+    sign_in,
     start_hub,
-    stop_hub,
+    tear_down,
     user_containers,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-USERS = ("nbc-hub-a", "nbc-hub-b")
-PASSWORD = os.environ.get("NBC_HUB_PASSWORD", "nbc-hub-test-password")
 TEST_FILE = "nbc-hub-test.txt"
-REQUIRE = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
-
-
-def _missing(why: str) -> None:
-    if REQUIRE:
-        pytest.fail(f"{why}: run scripts/ensure-hub.sh as root")
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    if os.geteuid() != 0:
-        _missing("the hub test runs JupyterHub as root")
-    for user in USERS:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            _missing(f"no user {user}")
-    if shutil.which("configurable-http-proxy") is None:
-        _missing("configurable-http-proxy is not installed")
+    require_hub_host()
     _storage_as_before_setup()
     lines: list[str] = []
     setup = run_setup(users=USERS, images=["python"], fix=True, echo=lines.append)
@@ -77,16 +63,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     try:
         yield running
     finally:
-        stop_hub(running)
-        left = []
-        for user in USERS:
-            try:
-                remove_user_containers(user)
-            except AssertionError as exc:
-                left.append(str(exc))
-            kill_user_processes(user)
-            Path(pwd.getpwnam(user).pw_dir, TEST_FILE).unlink(missing_ok=True)
-        assert not left, left
+        tear_down(running, lambda user: Path(pwd.getpwnam(user).pw_dir, TEST_FILE).unlink(True))
 
 
 def _graph(user: str) -> Path:
@@ -114,10 +91,7 @@ def _storage_as_before_setup() -> None:
 @pytest.fixture(scope="module")
 def kernels(hub: Hub) -> dict[str, str]:
     """Each user's token (asked for with the user's password), server and nbc-python kernel."""
-    for user in USERS:
-        got = hub.token_for(user, PASSWORD)
-        assert got.status_code == 201, got.text
-        hub.tokens[user] = got.json()["token"]
+    sign_in(hub)
     for user in USERS:
         hub.start_server(user)
 

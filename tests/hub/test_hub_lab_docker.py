@@ -14,9 +14,6 @@ Needs root and scripts/ensure-hub.sh (users, JupyterHub, the proxy); runs `hub s
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,41 +23,25 @@ import pytest
 from nbcontainers.hub.setup import run_setup
 
 from .hubdrive import (
+    USERS,
     Hub,
     execute,
-    kill_user_processes,
-    remove_user_containers,
+    require_hub_host,
+    sign_in,
     start_hub,
-    stop_hub,
+    tear_down,
     user_containers,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-USERS = ("nbc-hub-a", "nbc-hub-b")
-PASSWORD = os.environ.get("NBC_HUB_PASSWORD", "nbc-hub-test-password")
-REQUIRE = os.environ.get("NBCONTAINERS_REQUIRE_DOCKER") == "1"
 WHEEL_CONFIG = Path(__file__).resolve().parents[2] / "jupyter-config"
 LAB = "api/nbcontainers/kernels"
 
 
-def _missing(why: str) -> None:
-    if REQUIRE:
-        pytest.fail(f"{why}: run scripts/ensure-hub.sh as root")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    if os.geteuid() != 0:
-        _missing("the hub test runs JupyterHub as root")
-    for user in USERS:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            _missing(f"no user {user}")
-    if shutil.which("configurable-http-proxy") is None:
-        _missing("configurable-http-proxy is not installed")
+    require_hub_host()
     assert (WHEEL_CONFIG / "jupyter_server_config.d" / "nbcontainers.json").is_file()
     lines: list[str] = []
     setup = run_setup(users=USERS, images=["python"], fix=True, echo=lines.append)
@@ -72,24 +53,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     try:
         yield running
     finally:
-        stop_hub(running)
-        left = []
-        for user in USERS:
-            try:
-                remove_user_containers(user)
-            except AssertionError as exc:
-                left.append(str(exc))
-            kill_user_processes(user)
-        assert not left, left
+        tear_down(running)
 
 
 @pytest.fixture(scope="module")
 def kernels(hub: Hub) -> dict[str, str]:
     """Each user's token (asked for with the user's password), server and nbc-python kernel."""
-    for user in USERS:
-        got = hub.token_for(user, PASSWORD)
-        assert got.status_code == 201, got.text
-        hub.tokens[user] = got.json()["token"]
+    sign_in(hub)
     found = {}
     for user in USERS:
         hub.start_server(user)
