@@ -6,7 +6,6 @@ less often. bench/lab_polling.py measures what this saves on a real engine."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +21,8 @@ from nbcontainers.runtimes.base import ContainerSpec, ContainerState
 from nbcontainers.runtimes.docker import wire
 from nbcontainers.runtimes.docker.runtime import DockerRuntime
 from nbcontainers.runtimes.docker.wire import stats_since
+
+from .bare import bare_server
 
 SECOND = 1_000_000_000  # the engine's CPU counters are in nanoseconds
 
@@ -202,19 +203,6 @@ class CountingRuntime:
         return getattr(self.inner, name)
 
 
-def _server() -> Any:
-    km = SimpleNamespace(list_kernel_ids=lambda: [], get_kernel=lambda k: None)
-
-    async def sessions() -> list[dict[str, Any]]:
-        return []
-
-    return SimpleNamespace(
-        kernel_manager=km,
-        session_manager=SimpleNamespace(list_sessions=sessions),
-        log=logging.getLogger("test"),
-    )
-
-
 def test_clients_polling_together_share_one_list(fake_runtime: Any) -> None:
     from nbcontainers.kernels.identity import Host
 
@@ -223,7 +211,7 @@ def test_clients_polling_together_share_one_list(fake_runtime: Any) -> None:
         ContainerSpec("img", ("sleep",), labels={KERNEL_ID: "k", OWNER: Host.current().owner})
     )
     runtime = CountingRuntime(fake_runtime)
-    server = _server()
+    server = bare_server()
     km = server.kernel_manager
     collector = Collector(server, lambda: runtime)  # type: ignore[arg-type,return-value]
 
@@ -267,7 +255,7 @@ def test_idle_kernels_are_sampled_less_often() -> None:
     assert not _recently_active(idle, now)
     assert _recently_active(SimpleNamespace(), now)  # can't tell: as often as asked
 
-    collector = Collector(_server())
+    collector = Collector(bare_server())
     collector.active = {"k-active"}
     state = ContainerState("c", "n", "img", "running", None, False, {})
     pooled = ContainerState("p", "n", "img", "running", None, False, {ROLE: POOL_ROLE})

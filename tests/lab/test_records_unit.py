@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,6 +29,8 @@ from nbcontainers.runtimes.base import (
     EngineFacts,
     ExecResult,
 )
+
+from .bare import bare_server
 
 GIB = 1 << 30
 FACTS = EngineFacts("docker", "27", "1.47", "unix:///x", "linux", False, "none", frozenset())
@@ -174,19 +174,6 @@ def test_gpu_query_parsing_and_absent_gpus() -> None:
     assert container_gpus(Runtime(RuntimeError("gone")), "c") is None  # type: ignore[arg-type]
 
 
-def _server() -> Any:
-    km = SimpleNamespace(list_kernel_ids=lambda: [], get_kernel=lambda k: None)
-
-    async def sessions() -> list[dict[str, Any]]:
-        return []
-
-    return SimpleNamespace(
-        kernel_manager=km,
-        session_manager=SimpleNamespace(list_sessions=sessions),
-        log=logging.getLogger("test"),
-    )
-
-
 def test_the_collector_lists_only_the_owners_containers(fake_runtime: Any) -> None:
     me = Host.current().owner
     image = "nbcontainers/python:1"
@@ -199,7 +186,7 @@ def test_the_collector_lists_only_the_owners_containers(fake_runtime: Any) -> No
     )
     # A container without a kernel id (the network holder) is no kernel.
     fake_runtime.run(ContainerSpec(image, ("sleep",), labels={OWNER: me, ROLE: "netns"}))
-    collector = Collector(_server(), lambda: fake_runtime)
+    collector = Collector(bare_server(), lambda: fake_runtime)
     try:
         records = asyncio.run(collector.records())
     finally:
