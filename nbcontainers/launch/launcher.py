@@ -70,7 +70,7 @@ def _connection(path: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"Cannot read the connection file {path}: {exc}.") from None
     transport, ip = info.get("transport", "tcp"), info.get("ip")
-    ipc = transport == "ipc" and isinstance(ip, str) and ip != ""
+    ipc = transport == "ipc" and isinstance(ip, str) and ip != "" and "\0" not in ip
     if not ipc and (transport != "tcp" or str(ip) not in _LOOPBACK):
         raise ConfigError(
             f"The connection file {path} asks for {transport}://{ip}; a container kernel "

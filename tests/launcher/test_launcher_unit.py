@@ -85,6 +85,7 @@ def test_kernelspec_not_found_falls_back_to_the_image_given() -> None:
     ("transport", "ip", "words"),
     [
         ("ipc", "", "ipc://"),
+        ("ipc", "/tmp/k\0x", "ipc:///tmp/k"),
         ("tcp", "0.0.0.0", "tcp://0.0.0.0"),
         ("udp", "127.0.0.1", "udp://127.0.0.1"),
     ],
