@@ -14,7 +14,7 @@ from nbcontainers.labels import KERNEL_ID, OWNER
 from nbcontainers.runtimes import ContainerSpec
 
 from ..conftest import PODMAN_IMAGE
-from .test_records_unit import _server
+from .bare import bare_server
 
 pytestmark = pytest.mark.docker
 
@@ -25,7 +25,7 @@ def test_rootless_podman_memory_is_unknown(podman_runtime: Any) -> None:
     cid = podman_runtime.run(
         ContainerSpec(PODMAN_IMAGE, ("sleep", "120"), labels=labels, network_mode="none")
     )
-    collector = Collector(_server(), lambda: podman_runtime)
+    collector = Collector(bare_server(), lambda: podman_runtime)
     try:
         [record] = [r for r in asyncio.run(collector.records()) if r["container_id"] == cid]
     finally:
