@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -580,6 +580,17 @@ def _grpc_call_never_read(port: int, method: str, message: bytes) -> socket.sock
     return s
 
 
+def _small_infer() -> bytes:
+    """A serialized ModelInferRequest of one FP32 row [1, 2] for model "m"."""
+    from nbcontainers.serving.image.grpc_service import message_classes
+
+    request = message_classes()["ModelInferRequest"](model_name="m")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend(
+        [1.0, 2.0]
+    )
+    return bytes(request.SerializeToString())
+
+
 def test_grpc_calls_whose_answer_is_never_read_hold_no_slot(tmp_path: Path) -> None:
     """The gRPC side of the slow readers: calls whose client gives no window for the answer
     (the server sends its headers, then waits) as many as NBC_MAX_CONCURRENCY. grpc's server
@@ -590,10 +601,6 @@ def test_grpc_calls_whose_answer_is_never_read_hold_no_slot(tmp_path: Path) -> N
     from nbcontainers.serving.image.grpc_service import message_classes
 
     types = message_classes()
-    request = types["ModelInferRequest"](model_name="m")
-    request.inputs.add(name="input-0", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend(
-        [1.0, 2.0]
-    )
     grpc_port = _free_port()
     env = {
         "NBC_WORKERS": "1",
@@ -602,10 +609,7 @@ def test_grpc_calls_whose_answer_is_never_read_hold_no_slot(tmp_path: Path) -> N
     }
     code = "def f(x):\n    return x.sum(axis=1)\n"
     with shipped_server(tmp_path, code, **env):
-        held = [
-            _grpc_call_never_read(grpc_port, "ModelInfer", request.SerializeToString())
-            for _ in range(2)
-        ]
+        held = [_grpc_call_never_read(grpc_port, "ModelInfer", _small_infer()) for _ in range(2)]
         try:
             time.sleep(1)
             for s in held:  # each call was taken: its answer's headers came, no data
@@ -632,8 +636,8 @@ def test_grpc_calls_whose_answer_is_never_read_hold_no_slot(tmp_path: Path) -> N
                 s.close()
 
 
-def _frames_until(s: socket.socket, want: Callable[[int, int], bool], within: float) -> bool:
-    """Whether an HTTP/2 frame of (type, stream) that ``want`` accepts arrives on ``s`` within
+def _frame_arrives(s: socket.socket, kind: int, stream: int, within: float) -> bool:
+    """Whether an HTTP/2 frame of type ``kind`` on ``stream`` arrives on ``s`` within
     ``within`` seconds (the frames before it are skipped)."""
     data = b""
     deadline = time.monotonic() + within
@@ -642,9 +646,9 @@ def _frames_until(s: socket.socket, want: Callable[[int, int], bool], within: fl
             size = int.from_bytes(data[:3], "big")
             if len(data) < 9 + size:
                 break
-            kind, stream = data[3], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+            got = (data[3], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF)
             data = data[9 + size :]
-            if want(kind, stream):
+            if got == (kind, stream):
                 return True
         s.settimeout(max(0.05, deadline - time.monotonic()))
         try:
@@ -664,19 +668,12 @@ def test_a_grpc_answer_never_read_is_cancelled_after_the_write_timeout(tmp_path:
     After NBC_WRITE_TIMEOUT the call is cancelled (RST_STREAM) and its answer freed, as a REST
     connection is cut."""
     pytest.importorskip("grpc")
-    from nbcontainers.serving.image.grpc_service import message_classes
-
-    types = message_classes()
-    request = types["ModelInferRequest"](model_name="m")
-    request.inputs.add(name="input-0", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend(
-        [1.0, 2.0]
-    )
     grpc_port = _free_port()
     env = {"NBC_WORKERS": "1", "NBC_GRPC_PORT": str(grpc_port), "NBC_WRITE_TIMEOUT": "2"}
     with shipped_server(tmp_path, "def f(x):\n    return x.sum(axis=1)\n", **env):
-        held = _grpc_call_never_read(grpc_port, "ModelInfer", request.SerializeToString())
+        held = _grpc_call_never_read(grpc_port, "ModelInfer", _small_infer())
         try:
             # RST_STREAM (type 3) on the call's stream 1, within the timeout and some slack.
-            assert _frames_until(held, lambda kind, stream: (kind, stream) == (3, 1), 10)
+            assert _frame_arrives(held, 3, 1, within=10)
         finally:
             held.close()

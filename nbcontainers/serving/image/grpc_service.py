@@ -244,20 +244,19 @@ class _WriteDeadlines:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._calls: dict[int, tuple[float, Any]] = {}  # id(context) -> deadline, context
+        self._calls: dict[Any, float] = {}  # a call's context -> its deadline
         threading.Thread(target=self._sweep, name="nbc-grpc-deadline", daemon=True).start()
 
     def watch(self, context: Any) -> None:
         """Start the clock for ``context``'s answer; the call's end stops it."""
-        key = id(context)
         with self._lock:
-            self._calls[key] = (time.monotonic() + self.timeout, context)
-        if not context.add_callback(lambda: self._forget(key)):
-            self._forget(key)  # already ended
+            self._calls[context] = time.monotonic() + self.timeout
+        if not context.add_callback(lambda: self._forget(context)):
+            self._forget(context)  # already ended
 
-    def _forget(self, key: int) -> None:
+    def _forget(self, context: Any) -> None:
         with self._lock:
-            self._calls.pop(key, None)
+            self._calls.pop(context, None)
 
     def _sweep(self) -> None:
         every = min(1.0, self.timeout / 4)
@@ -265,9 +264,10 @@ class _WriteDeadlines:
             time.sleep(every)
             now = time.monotonic()
             with self._lock:
-                late = [key for key, (at, _) in self._calls.items() if at <= now]
-                contexts = [self._calls.pop(key)[1] for key in late]
-            for context in contexts:
+                late = [context for context, at in self._calls.items() if at <= now]
+                for context in late:
+                    del self._calls[context]
+            for context in late:
                 grpc_log.warning("a gRPC client left its answer unread: call cancelled")
                 context.cancel()  # RST_STREAM: the call ends, and its answer is freed
 
