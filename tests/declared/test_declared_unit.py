@@ -28,6 +28,8 @@ from nbcontainers.kernels.declared import (
 from nbcontainers.kernels.plan import LaunchConfig
 from nbcontainers.runtimes.fake import FakeRuntime
 
+from .saving import mid_save
+
 DIGEST = "sha256:" + "ab" * 32
 REF = f"registry.example.org/team/img@{DIGEST}"
 
@@ -171,17 +173,9 @@ def test_a_broken_notebook_is_a_config_error(tmp_path: Path) -> None:
 def test_a_notebook_read_while_the_frontend_saves_it_is_read_again(tmp_path: Path) -> None:
     """Jupyter Server rewrites a notebook in place when it saves: a kernel started meanwhile
     read it cut and failed with "Cannot read notebook" (the old code at once)."""
-    import threading
-
     whole = notebook(tmp_path / "nb.ipynb", {"nbcontainers": {"image": "pytorch-cpu"}})
-    text = whole.read_text()
-    whole.write_text(text[: len(text) // 2])  # the save, half done
-    saver = threading.Timer(0.3, whole.write_text, args=(text,))
-    saver.start()
-    try:
+    with mid_save(whole):
         decl, note = read_declaration(whole, "python")
-    finally:
-        saver.join()
     assert (decl.image, note) == ("pytorch-cpu", None)
 
 

@@ -18,6 +18,8 @@ from nbcontainers.magics.pin import pin, pinned_metadata, write_pin
 from nbcontainers.runtimes.base import ImageInfo
 from nbcontainers.runtimes.fake import FakeRuntime
 
+from .saving import mid_save
+
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -190,17 +192,9 @@ def test_a_file_that_is_no_notebook_is_left_alone(tmp_path: Path) -> None:
 def test_a_pin_into_a_notebook_being_saved_waits_for_the_save(tmp_path: Path) -> None:
     """The frontend's save rewrites the file in place; a pin that read it cut refused
     ("Cannot read ... to pin into it") on the old code."""
-    import threading
-
     path = notebook(tmp_path / "nb.ipynb")
-    text = path.read_text()
-    path.write_text(text[: len(text) // 2])
-    saver = threading.Timer(0.3, path.write_text, args=(text,))
-    saver.start()
-    try:
+    with mid_save(path):
         write_pin(path, {"image": "python"})
-    finally:
-        saver.join()
     written = json.loads(path.read_text())
     assert written["metadata"]["nbcontainers"] == {"image": "python"}
     assert written["metadata"]["kernelspec"]["name"] == "python3"  # the rest is kept
